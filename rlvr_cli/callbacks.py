@@ -1,0 +1,161 @@
+"""`transformers.TrainerCallback`s that rlvr adds to TRL's GRPO loop.
+
+- `MetricsLog`: one JSON line per optimizer step in `metrics.jsonl`, flushed at once, and the
+  divergence guard (a NaN or infinite loss or gradient norm stops the run).
+- `RichProgress`: a Rich progress bar with the running reward.
+- `GracefulStop`: the first Ctrl-C or SIGTERM ends the run after the current step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+#: metrics.jsonl field -> key in TRL's GRPOTrainer logs (TRL 1.16).
+FIELDS = {
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "loss": "loss",
+    "kl": "kl",
+    "entropy": "entropy",
+    "completion_length": "completions/mean_length",
+    "clipped_ratio": "completions/clipped_ratio",
+    "grad_norm": "grad_norm",
+    "lr": "learning_rate",
+    "num_tokens": "num_tokens",
+}
+#: Values checked by the divergence guard.
+GUARDED = ("loss", "grad_norm")
+
+
+def _finite_or_none(v: Any) -> Any:
+    """JSON has no NaN: non-finite floats are written as null (the summary names them)."""
+    return v if not isinstance(v, float) or math.isfinite(v) else None
+
+
+class MetricsLog(TrainerCallback):
+    """Append one record per logged optimizer step to `metrics.jsonl` and stop on divergence.
+
+    Each record holds `step` (optimizer steps), the `FIELDS` (reward in reward units, loss,
+    kl when beta > 0, entropy in nats, completion_length in tokens, grad_norm before clipping,
+    lr), every per-function reward `rewards/<name>/mean`, `step_time_s` (seconds, generation
+    included) and `tokens_per_s` (prompt + completion tokens processed per second).
+
+    Attributes:
+        records: every record written, in order.
+        diverged: None, or why the run was stopped (e.g. "loss=nan at step 4").
+    """
+
+    def __init__(self, path: Path, stop_on_nonfinite: bool = True):
+        self.path = path
+        self.stop_on_nonfinite = stop_on_nonfinite
+        self.records: list[dict[str, Any]] = []
+        self.diverged: str | None = None
+        self._t0 = time.perf_counter()
+        self._step_time: float | None = None
+        self._tokens = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._step_time = time.perf_counter() - self._t0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "reward" not in logs:  # e.g. the final train_runtime log
+            return
+        record: dict[str, Any] = {"step": state.global_step}
+        record.update({k: logs.get(src) for k, src in FIELDS.items()})
+        record.update({k: v for k, v in logs.items() if k.startswith("rewards/") and k.endswith("/mean")})
+        tokens = float(logs.get("num_tokens") or 0.0)
+        record["step_time_s"] = self._step_time
+        record["tokens_per_s"] = (tokens - self._tokens) / self._step_time if self._step_time else None
+        self._tokens = tokens
+        bad = [k for k in GUARDED if isinstance(record[k], float) and not math.isfinite(record[k])]
+        record = {k: _finite_or_none(v) for k, v in record.items()}
+        self.records.append(record)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if bad and self.stop_on_nonfinite and self.diverged is None:
+            self.diverged = ", ".join(f"{k}={logs[k]}" for k in bad) + f" at step {state.global_step}"
+            control.should_training_stop = True
+
+
+class RichProgress(TrainerCallback):
+    """A Rich progress bar over optimizer steps showing the latest reward, loss and step time."""
+
+    def __init__(self, description: str = "GRPO"):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("reward {task.fields[reward]}  loss {task.fields[loss]}  {task.fields[step_time]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        )
+        self.task = self.progress.add_task(description, total=None, reward="-", loss="-", step_time="")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress.update(self.task, total=state.max_steps)
+        self.progress.start()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "reward" in logs:
+            self.progress.update(self.task, completed=state.global_step, reward=_fmt(logs.get("reward")),
+                                 loss=_fmt(logs.get("loss")))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=state.global_step)
+
+    def stop(self) -> None:
+        """Stop drawing (idempotent); called when training ends, however it ends."""
+        self.progress.stop()
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "-"
+
+
+class GracefulStop(TrainerCallback):
+    """Stop training after the current optimizer step on the first SIGINT (Ctrl-C) or SIGTERM.
+
+    Use as a context manager around `trainer.train()`: it installs the signal handlers and puts
+    the previous ones back. A second SIGINT raises `KeyboardInterrupt` at once.
+
+    Attributes:
+        signal_name: None, or the name of the signal that asked for the stop.
+    """
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signal_name is not None:
+            control.should_training_stop = True

@@ -1,0 +1,131 @@
+"""Config composition and validation: the one module that talks to Hydra's compose API.
+
+`compose()` turns Hydra overrides (`optimizer=adamw optimizer.lr=1e-5`) into one resolved
+`DictConfig` for one run; `validate()` checks the values no config schema can express. Both run
+before any model is loaded, and both raise `BadInput` with a one-line message. Sweeps run the
+same composition under `@hydra.main` (Hydra launchers exist only there).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlvr_cli.errors import BadInput
+
+#: The config groups, which are also the sweep axes (shared DESIGN.md section 2).
+GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "logger")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def config_dir() -> Path:
+    """The directory holding `train.yaml` and the group folders.
+
+    `$RLVR_CONFIG_DIR` when set, else `conf/` at the top of the source tree (rlvr is installed
+    editable, `pip install -e .`, so the tree is always there).
+    """
+    env = os.environ.get("RLVR_CONFIG_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the options of a config group, e.g. `group_options("optimizer")` -> `["adafactor", ...]`."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Compose one run's config from `conf/<config_name>.yaml` and Hydra overrides, resolved.
+
+    Args:
+        overrides: Hydra override strings, e.g. `["optimizer=adamw", "optimizer.lr=1e-5"]`.
+        config_name: the primary config file, without `.yaml`.
+
+    Returns:
+        The composed config with every interpolation resolved.
+
+    Raises:
+        BadInput: an unknown group option (the message lists the valid ones), an unknown key, an
+            override that does not parse, or an interpolation that fails.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    overrides = list(overrides)
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rlvr"):
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+    except MissingConfigException as e:
+        group = (e.missing_cfg_file or "").split("/")[0]
+        if group in GROUPS:
+            bad = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith(f"{group}=")), "?")
+            raise BadInput(
+                f"unknown {group} '{bad}'; valid options: {', '.join(group_options(group))}"
+            ) from None
+        raise BadInput(_one_line(e)) from None
+    except OverrideParseException as e:
+        raise BadInput(f"cannot parse override: {_one_line(e)}") from None
+    except ConfigCompositionException as e:
+        msg = _one_line(e)
+        key = re.search(r"Could not override '([^']+)'", msg)
+        if key and "not in struct" in str(e.__cause__ or e):
+            raise BadInput(
+                f"unknown key '{key.group(1)}'; to add a new key write +{key.group(1)}=VALUE"
+            ) from None
+        raise BadInput(msg) from None
+    try:
+        OmegaConf.resolve(cfg)
+    except Exception as e:  # omegaconf raises several interpolation errors
+        raise BadInput(f"cannot resolve config: {_one_line(e)}") from None
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values of a composed run config; raise before any model is loaded.
+
+    Checks: optimizer.lr > 0; adapter.r >= 1 for adapters; grpo.num_generations >= 2;
+    grpo.per_device_train_batch_size * gradient_accumulation_steps divisible by num_generations
+    (TRL's generation batch must hold whole prompt groups, single process); grpo.max_steps >= 1;
+    a known model dtype; numeric reward weights; a known W&B mode.
+
+    Raises:
+        BadInput: naming the first bad value and the fix.
+    """
+    lr = cfg.optimizer.get("lr")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        raise BadInput(f"optimizer.lr must be a number > 0, got {lr!r}; e.g. optimizer.lr=0.01")
+    if cfg.adapter.name != "full":
+        r = cfg.adapter.get("r")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise BadInput(f"adapter.r (rank) must be an integer >= 1, got {r!r}; e.g. adapter.r=8")
+    g = cfg.grpo
+    n = g.get("num_generations")
+    if not isinstance(n, int) or n < 2:
+        raise BadInput(
+            f"grpo.num_generations must be an integer >= 2 (GRPO compares completions within a group), got {n!r}"
+        )
+    batch = g.get("per_device_train_batch_size", 8) * g.get("gradient_accumulation_steps", 1)
+    if batch % n:
+        raise BadInput(
+            f"per_device_train_batch_size x gradient_accumulation_steps = {batch} is not divisible by "
+            f"grpo.num_generations = {n}; use a multiple of {n}, e.g. grpo.per_device_train_batch_size={n}"
+        )
+    steps = g.get("max_steps")
+    if not isinstance(steps, int) or steps < 1:
+        raise BadInput(f"grpo.max_steps must be an integer >= 1, got {steps!r}")
+    if cfg.model.dtype not in DTYPES:
+        raise BadInput(f"model.dtype must be one of {', '.join(DTYPES)}, got {cfg.model.dtype!r}")
+    for name, weight in cfg.rewards.items():  # names are checked by rewards.build_rewards
+        if not isinstance(weight, (int, float)):
+            raise BadInput(f"rewards.{name} must be a number (its weight), got {weight!r}")
+    if cfg.logger.name == "wandb" and cfg.logger.mode not in ("auto", "online", "offline"):
+        raise BadInput(f"logger.mode must be auto, online or offline, got {cfg.logger.mode!r}")
+
+
+def _one_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)

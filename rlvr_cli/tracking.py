@@ -1,0 +1,51 @@
+"""Weights & Biases tracking for a run (logger=wandb); logger=none tracks nothing.
+
+rlvr starts the W&B run itself, so that project, group, tags, name and directory come from the
+config; transformers' `WandbCallback` then finds the active run and logs every trainer metric
+into it (`train/reward`, `train/loss`, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def wandb_mode(mode: str) -> str:
+    """`auto` -> `online` when `WANDB_API_KEY` is set, else `offline`; other values pass through."""
+    if mode != "auto":
+        return mode
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def start(cfg: DictConfig, run_path: Path, run_name: str) -> str | None:
+    """Start the W&B run of a training run; return its id, or None for logger=none.
+
+    Offline runs are written under `<run_path>/wandb/offline-run-*` and can be uploaded later
+    with `wandb sync`.
+    """
+    if cfg.logger.name != "wandb":
+        return None
+    import wandb
+
+    log = cfg.logger
+    run = wandb.init(
+        project=log.project, entity=log.get("entity"), group=log.get("group"), tags=list(log.get("tags") or []),
+        name=run_name, dir=str(run_path), mode=wandb_mode(log.mode), config=OmegaConf.to_container(cfg),
+        settings=wandb.Settings(silent=True),
+    )
+    return run.id
+
+
+def finish(summary: dict[str, Any]) -> None:
+    """Copy the headline figures into the W&B run summary and close the run (no-op without one)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return
+    wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    wandb.finish(exit_code=0 if summary.get("status") == "completed" else 1)

@@ -1,0 +1,48 @@
+"""Shared fixtures: the shared data directory, a quiet W&B, and a 2-step GRPO run on `tiny-random`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("RLVR_DATA_DIR", str(REPO.parent / "shared" / "data"))
+os.environ["WANDB_SILENT"] = "true"
+os.environ.pop("WANDB_API_KEY", None)  # logger=wandb stays offline in tests
+
+#: A GRPO run small enough for a test: tiny-random, 2 optimizer steps, 2 prompts x 2 completions x 8 tokens.
+TINY = [
+    "model=tiny-random", "logger=none", "grpo.max_steps=2", "grpo.num_generations=2",
+    "grpo.per_device_train_batch_size=4", "grpo.max_completion_length=8",
+]
+
+
+def completion_chars(completions, **_):
+    """A dense reward for random models, which never answer a math problem: characters / 100."""
+    from rlvr_cli.rewards import completion_text
+
+    return [len(completion_text(c)) / 100 for c in completions]
+
+
+@pytest.fixture
+def chars_reward(monkeypatch):
+    """Register the `chars` reward so that GRPO on tiny-random gets non-zero advantages, hence gradients."""
+    from rlvr_cli import rewards
+
+    monkeypatch.setitem(rewards.REWARDS, "chars", completion_chars)
+    return ["~rewards.correctness", "~rewards.format", "+rewards.chars=1.0"]
+
+
+@pytest.fixture
+def run_tiny(tmp_path):
+    """Run `rlvr train` in-process on tiny-random with extra overrides and callbacks; return its summary."""
+    from rlvr_cli.config import compose
+    from rlvr_cli.train import train
+
+    def run(*overrides: str, name: str = "run", callbacks=()):
+        args = [*TINY, f"output_dir={tmp_path}", f"run_name={name}", *overrides]
+        return train(compose(args), args, progress=False, callbacks=list(callbacks))
+
+    return run

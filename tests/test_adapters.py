@@ -1,0 +1,50 @@
+"""Each adapter option trains exactly the parameters its paper's formula says, on the real tiny-random model."""
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from rlvr_cli.adapters import count_params, peft_config
+from rlvr_cli.config import compose
+from rlvr_cli.models import load_model
+
+# trainable parameters per adapted Linear(in, out) at rank r
+FORMULA = {
+    "lora": lambda i, o, r: r * (i + o),          # A [r, in], B [out, r]            arXiv 2106.09685
+    "rslora": lambda i, o, r: r * (i + o),        # same shapes, other scale          arXiv 2312.03732
+    "dora": lambda i, o, r: r * (i + o) + o,      # plus magnitude [out]              arXiv 2402.09353
+    "vera": lambda i, o, r: r + o,                # lambda_d [r], lambda_b [out]      arXiv 2310.11454
+}
+
+
+@pytest.fixture(scope="module")
+def linear_shapes():
+    model, _ = load_model("tiny-random")
+    return [(m.in_features, m.out_features) for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
+
+
+@pytest.mark.parametrize("name", list(FORMULA))
+@pytest.mark.parametrize("r", [1, 8])
+def test_trainable_parameters_match_the_formula(name, r, linear_shapes):
+    model, _ = load_model("tiny-random")
+    total_before = count_params(model)[1]
+    peft_model = get_peft_model(model, peft_config(compose([f"adapter={name}", f"adapter.r={r}"]).adapter))
+    trainable, total = count_params(peft_model)
+    assert trainable == sum(FORMULA[name](i, o, r) for i, o in linear_shapes)
+    assert total == total_before + trainable
+
+
+def test_full_fine_tuning_trains_everything():
+    model, _ = load_model("tiny-random")
+    assert peft_config(compose(["adapter=full"]).adapter) is None
+    trainable, total = count_params(model)
+    assert trainable == total == 3_219_776  # 49152 x 64 tied embedding + 2 layers + final norm
+
+
+def test_lora_options_reach_peft():
+    cfg = peft_config(compose(["adapter=rslora", "adapter.r=4", "adapter.alpha=32", "adapter.dropout=0.1",
+                               "adapter.target_modules=[q_proj,v_proj]"]).adapter)
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.use_rslora, cfg.use_dora) == (4, 32, 0.1, True, False)
+    assert set(cfg.target_modules) == {"q_proj", "v_proj"}
+    assert peft_config(compose(["adapter=dora"]).adapter).use_dora
