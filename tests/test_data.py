@@ -58,3 +58,14 @@ def test_prompts_are_chat_messages_with_the_boxed_instruction():
     assert ds[0]["prompt"] == [{"role": "user", "content": f"What is 1 + 2?\n\n{INSTRUCTION}"}]
     assert ds[0]["answer"] == "3"
     assert "\\boxed{}" in INSTRUCTION
+
+
+def test_hub_datasets_go_through_datasets_load_dataset(tmp_path):
+    """`data=hub` with a dataset directory instead of a hub id: the same `load_dataset` path users take."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "train.jsonl").write_text(
+        '{"question": "Tom has 2 apples and buys 1,000 more.", "answer": "2 + 1000 = 1002\\n#### 1,002"}\n')
+    cfg = compose(["data=hub", f"data.hub.id={tmp_path / 'ds'}", "data.hub.problem_key=question",
+                   "data.hub.answer_delimiter='####'"]).data
+    [row] = load_problems(cfg, seed=0)
+    assert row["problem"].startswith("Tom has") and row["answer"] == "1002"

