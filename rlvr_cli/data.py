@@ -100,10 +100,17 @@ def hub_problems(hub: DictConfig) -> list[dict[str, str]]:
 
     When `hub.answer_delimiter` is set, the gold answer is the text after its last occurrence
     (GSM8K's `#### 42`).
+
+    Raises:
+        BadInput: the dataset cannot be loaded (no network, unknown id).
     """
     from datasets import load_dataset
 
-    ds = load_dataset(hub.id, hub.get("config"), split=hub.split)
+    try:
+        ds = load_dataset(hub.id, hub.get("config"), split=hub.split)
+    except (ConnectionError, OSError, FileNotFoundError) as e:
+        raise BadInput(f"cannot load dataset '{hub.id}' from the hub ({str(e).splitlines()[0]}); for local "
+                       f"JSONL files set $RLVR_DATA_DIR (make does: ../shared/data) or the data directory") from None
     delim = hub.get("answer_delimiter")
     rows = []
     for i, row in enumerate(ds):

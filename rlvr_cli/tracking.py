@@ -49,3 +49,21 @@ def finish(summary: dict[str, Any]) -> None:
         return
     wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     wandb.finish(exit_code=0 if summary.get("status") == "completed" else 1)
+
+
+def log_eval(results: dict[str, Any], output_dir: Path, project: str = "rlvr") -> str:
+    """Log `rlvr eval` results to a new W&B run (job type `eval`, files under `output_dir`); return its id.
+
+    Scores go in as `<benchmark>/<metric>` in the run summary; the protocol and model identity as config.
+    """
+    import wandb
+
+    run = wandb.init(project=project, job_type="eval", dir=str(output_dir), mode=wandb_mode("auto"),
+                     name=f"eval-{Path(results['model']['spec']).name}",
+                     config={"model": results["model"], "protocol": results["protocol"]},
+                     settings=wandb.Settings(silent=True))
+    flat = {f"{b}/{k}": v for b, s in {**results["benchmarks"], "overall": results["overall"]}.items()
+            for k, v in s.items()}
+    run.summary.update(flat)
+    run.finish()
+    return run.id

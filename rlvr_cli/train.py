@@ -15,7 +15,6 @@ runs that loop; this module only wires the pieces together, in this order:
 from __future__ import annotations
 
 import resource
-import sys
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from rlvr_cli.callbacks import GracefulStop, MetricsLog, RichProgress
 from rlvr_cli.config import validate
 from rlvr_cli.data import load_problems, prompt_dataset
 from rlvr_cli.errors import BadInput
+from rlvr_cli.evaluation import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import check_model_source, load_model
 
 #: Process exit code per final status (`rlvr train` exits with it).
@@ -100,6 +100,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
     optimizer_cls, optimizer_kwargs = optimizers.optimizer_cls_and_kwargs(cfg.optimizer)
     peft_config = adapters.peft_config(cfg.adapter)
+    eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
     path = run_dir.run_path(cfg)
     args = grpo_config(cfg, str(path), reward_weights, use_wandb=cfg.logger.name == "wandb")
 
@@ -121,15 +122,15 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     trainer = None
     error: BaseException | None = None
     try:
-        model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype)
-        trainer = GRPOTrainer(
-            model=model, reward_funcs=reward_funcs, args=args, processing_class=tokenizer, peft_config=peft_config,
-            train_dataset=prompt_dataset(problems, cfg.data.get("instruction")),
-            callbacks=[metrics, stop, *callbacks] + ([bar] if bar else []),
-        )
-        trainer.optimizer_cls_and_kwargs = (optimizer_cls, optimizer_kwargs)  # read by Trainer.create_optimizer
-        trainer.remove_callback(PrinterCallback)  # prints every log dict when tqdm is off; Rich draws instead
-        with stop:
+        with stop:  # a signal from here on stops the run cleanly, during the model load too
+            model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype)
+            trainer = GRPOTrainer(
+                model=model, reward_funcs=reward_funcs, args=args, processing_class=tokenizer,
+                peft_config=peft_config, train_dataset=prompt_dataset(problems, cfg.data.get("instruction")),
+                callbacks=[metrics, stop, *callbacks] + ([bar] if bar else []),
+            )
+            trainer.optimizer_cls_and_kwargs = (optimizer_cls, optimizer_kwargs)  # read by Trainer.create_optimizer
+            trainer.remove_callback(PrinterCallback)  # prints every log dict when tqdm is off; Rich draws instead
             trainer.train()
         status = "diverged" if metrics.diverged else "interrupted" if stop.signal_name else "completed"
         summary["reason"] = metrics.diverged or (f"stopped by {stop.signal_name}" if stop.signal_name else None)
@@ -141,11 +142,17 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         if bar:
             bar.stop()
 
-    # 4. Save what there is; write the summary.
+    # 4. Save what there is; evaluate a completed run; write the summary.
     summary["weights_dir"] = None
     if trainer is not None and status in ("completed", "interrupted"):
         trainer.save_model(str(run.weights))  # the adapter for PEFT runs, else the full model
         summary["weights_dir"] = str(run.weights)
+    if eval_problems and status == "completed":
+        identity = {"spec": str(path), "kind": "training run", "path": str(run.weights),
+                    "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
+        results = evaluate_model(trainer.model, tokenizer, eval_problems, eval_sampling, path / "eval", identity,
+                                 progress=progress)
+        summary["eval"] = headline(results)
     first, last = run_dir.quarter_means([r["reward"] for r in metrics.records])
     trainable, total = adapters.count_params(trainer.model) if trainer is not None else (None, None)
     summary.update(
@@ -165,9 +172,3 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         raise error
     return summary
 
-
-if __name__ == "__main__":  # python -m rlvr_cli.train [OVERRIDES...]
-    from rlvr_cli.config import compose
-
-    result = train(compose(sys.argv[1:]), sys.argv[1:])
-    sys.exit(EXIT_CODES[result["status"]])

@@ -19,6 +19,12 @@ CASES = [
     ("(0,1]", "\\boxed{(0, 1]}", True),
     ("\\{1,2\\}", "\\boxed{\\{2,1\\}}", True),
     ("3", "\\boxed{4}", False),
+    ("\\frac{1}{2}", "\\boxed{\\frac{2}{4}}", True),                # equivalent fractions
+    ("0.5", "\\boxed{1/2}", True),
+    ("5", "So Tom has \\boxed{5} apples left, as claimed.", True),  # text around the box
+    ("5", "So Tom has 6 apples left.", False),                  # no box, wrong number
+    ("[2,5)", "\\boxed{[2, 5]}", False),                         # interval ends matter
+    ("\\{1,2\\}", "\\boxed{\\{1,3\\}}", False),
 ]
 
 

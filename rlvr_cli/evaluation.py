@@ -1,0 +1,286 @@
+"""`rlvr eval`: avg@k, pass@k and maj@k on AIME 2024/2025, MATH-500, AMC 2023 and GSM8K.
+
+One fixed protocol for base models, trained runs and checkpoints alike:
+- prompt: the problem, a blank line, "Please reason step by step, and put your final answer within
+  \\boxed{}." as one user message through the model's chat template (the Qwen2.5-Math evaluation prompt);
+- sampling: k completions per problem, temperature 0.6, top-p 0.95, at most 1024 new tokens, unless
+  told otherwise (the values used are written into results.json);
+- grading: `rlvr_cli.grading.grade`, the function behind the training reward (math-verify, gold first,
+  last `\\boxed{}` preferred);
+- scores: `rlvr_cli.scoring.score` per benchmark and over all problems pooled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from rlvr_cli.config import DTYPES
+from rlvr_cli.data import INSTRUCTION, hub_problems, read_jsonl, resolve_path
+from rlvr_cli.errors import BadInput
+from rlvr_cli.generation import Sampling, chat_prompts, check_backend, generate_hf, generate_vllm
+from rlvr_cli.grading import grade
+from rlvr_cli.models import EMBEDDED, check_model_source, model_path
+from rlvr_cli.scoring import score
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A test set: its file in the data directory, and the hub dataset users without the files get."""
+
+    name: str
+    file: str
+    hub_id: str
+    hub_split: str
+    hub_problem_key: str = "problem"
+    hub_answer_key: str = "answer"
+    hub_config: str | None = None
+    hub_answer_delimiter: str | None = None
+
+
+BENCHMARKS = {b.name: b for b in (
+    Benchmark("math500", "math500.jsonl", "HuggingFaceH4/MATH-500", "test"),
+    Benchmark("aime24", "aime24.jsonl", "HuggingFaceH4/aime_2024", "train"),
+    Benchmark("aime25", "aime25.jsonl", "math-ai/aime25", "test"),
+    Benchmark("amc23", "amc23.jsonl", "math-ai/amc23", "test", hub_problem_key="question"),
+    Benchmark("gsm8k", "gsm8k_test.jsonl", "openai/gsm8k", "test", hub_problem_key="question", hub_config="main",
+              hub_answer_delimiter="####"),
+)}
+
+
+def parse_benchmarks(names: str | list[str]) -> list[str]:
+    """`"math500,gsm8k"` or a list -> validated benchmark names, in order.
+
+    Raises:
+        BadInput: an unknown name (the message lists the valid ones) or an empty list.
+    """
+    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    names = [n for n in names if n]
+    if not names:
+        raise BadInput(f"no benchmark given; valid benchmarks: {', '.join(BENCHMARKS)}")
+    for n in names:
+        if n not in BENCHMARKS:
+            raise BadInput(f"unknown benchmark '{n}'; valid benchmarks: {', '.join(BENCHMARKS)}")
+    return names
+
+
+def load_benchmark(name: str, data_dir: str | None, limit: int | None = None) -> list[dict[str, str]]:
+    """The problems of a benchmark (`id`, `problem`, `answer`), file order, the first `limit` of them.
+
+    Read from `data_dir` (default `$RLVR_DATA_DIR`) when set, else from the hub dataset.
+
+    Raises:
+        BadInput: the data directory is set and the file is missing (the message names the path).
+    """
+    b = BENCHMARKS[name]
+    data_dir = data_dir or os.environ.get("RLVR_DATA_DIR")
+    if data_dir:
+        rows = read_jsonl(resolve_path(b.file, data_dir))
+    else:
+        rows = hub_problems(OmegaConf.create({
+            "id": b.hub_id, "config": b.hub_config, "split": b.hub_split, "problem_key": b.hub_problem_key,
+            "answer_key": b.hub_answer_key, "answer_delimiter": b.hub_answer_delimiter}))
+    return rows[:limit] if limit else rows
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What `rlvr eval MODEL` points at, resolved without loading anything.
+
+    `kind` is `preset` (smollm2-135m, tiny-random), `dir` (a model directory), `hub` (a hub id),
+    `run-full` or `run-adapter` (a `rlvr train` run directory). `path` is what to load (for an
+    adapter run, the adapter directory; `base` is then the model it was trained on), `dtype` the
+    run's weight dtype when known.
+    """
+
+    spec: str
+    kind: str
+    path: str
+    base: str | None = None
+    dtype: str | None = None
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Classify MODEL before loading it.
+
+    Raises:
+        BadInput: a path that does not exist, or a run directory without saved weights.
+    """
+    if spec in EMBEDDED:
+        return ModelSource(spec, "preset", spec)
+    p = Path(spec).expanduser()
+    if (p / "summary.json").is_file() and (p / "config.yaml").is_file():
+        cfg = OmegaConf.load(p / "config.yaml")
+        status = json.loads((p / "summary.json").read_text()).get("status")
+        weights = p / "final"
+        if (weights / "adapter_config.json").is_file():
+            return ModelSource(spec, "run-adapter", str(weights), base=cfg.model.name_or_path, dtype=cfg.model.dtype)
+        if (weights / "config.json").is_file():
+            return ModelSource(spec, "run-full", str(weights), dtype=cfg.model.dtype)
+        raise BadInput(f"run directory {spec} has no weights in final/ (status: {status}); evaluate another run")
+    if p.is_dir():
+        return ModelSource(spec, "dir", str(p))
+    check_model_source(spec)  # path-like names must exist
+    return ModelSource(spec, "hub", spec)
+
+
+def load_eval_model(source: ModelSource, dtype: str | None = None) -> tuple[Any, Any]:
+    """Load a resolved MODEL for generation; an adapter run is merged into its base model.
+
+    `dtype` defaults to the run's dtype, else float32 on CPU and bfloat16 on CUDA (float32 for presets).
+    """
+    import torch
+
+    from rlvr_cli.models import load_model
+
+    if dtype is None:
+        dtype = source.dtype or ("bfloat16" if torch.cuda.is_available() and source.kind != "preset" else "float32")
+    if source.kind == "run-adapter":
+        from peft import PeftModel
+
+        base, tokenizer = load_model(source.base, dtype)
+        model = PeftModel.from_pretrained(base, source.path).merge_and_unload()
+    else:
+        model, tokenizer = load_model(source.path, dtype)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model, tokenizer
+
+
+def check_sampling(sampling: Sampling, limit: int | None) -> None:
+    """Check sampling values before any model loads.
+
+    Raises:
+        BadInput: k < 1, limit < 1, batch size or max new tokens < 1, temperature < 0, top-p outside (0, 1].
+    """
+    if sampling.k < 1:
+        raise BadInput(f"--k must be >= 1 (samples per problem), got {sampling.k}")
+    if limit is not None and limit < 1:
+        raise BadInput(f"--limit must be >= 1 (problems per benchmark), got {limit}")
+    if sampling.batch_size < 1 or sampling.max_new_tokens < 1:
+        raise BadInput(f"--batch-size and --max-new-tokens must be >= 1, got {sampling.batch_size}, "
+                       f"{sampling.max_new_tokens}")
+    if sampling.temperature < 0 or not 0 < sampling.top_p <= 1:
+        raise BadInput(f"--temperature must be >= 0 and --top-p in (0, 1], got {sampling.temperature}, "
+                       f"{sampling.top_p}")
+
+
+def eval_inputs(cfg: Any) -> tuple[dict[str, list[dict[str, str]]], Sampling | None]:
+    """The benchmark problems and sampling of a training run's `eval` config; `({}, None)` when it lists none.
+
+    Raises:
+        BadInput: as `evaluate` does, before any model is loaded.
+    """
+    if not cfg or not cfg.get("benchmarks"):
+        return {}, None
+    sampling = Sampling(k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.batch_size, seed=cfg.get("seed", 0))
+    check_sampling(sampling, cfg.get("limit"))
+    names = parse_benchmarks(list(cfg.benchmarks))
+    return {n: load_benchmark(n, cfg.get("data_dir"), cfg.get("limit")) for n in names}, sampling
+
+
+def headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per benchmark and overall, the scores without their standard errors (for summary.json)."""
+    blocks = {**results["benchmarks"], "overall": results["overall"]}
+    return {name: {k: v for k, v in s.items() if k.split("@")[0] in ("avg", "pass", "maj") and "_" not in k}
+            for name, s in blocks.items()}
+
+
+def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str, str]]], sampling: Sampling,
+                   output_dir: Path, identity: dict[str, Any], backend: str = "hf", model_path: str | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Sample, grade and score every benchmark; write `results.json` and `samples.jsonl` into `output_dir`.
+
+    Args:
+        model, tokenizer: a loaded causal LM (hf backend); the tokenizer renders prompts for both backends.
+        problems: benchmark name -> its problems (`load_benchmark`).
+        sampling: k, temperature, top-p, max new tokens, batch size, seed.
+        output_dir: created if needed.
+        identity: what was evaluated (written into results.json).
+        backend: `hf` or `vllm` (which loads `model_path` itself).
+
+    Returns:
+        The content of results.json: `model`, `protocol`, `benchmarks` (name -> scores, `wall_time_s`,
+        `completion_tokens`, `tokens_per_s`), `overall` (all problems pooled).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "model": identity, "backend": backend,
+        "protocol": {"instruction": INSTRUCTION, "chat_template": True, **asdict(sampling),
+                     "grader": "math-verify, gold first, last \\boxed{} preferred (rlvr_cli.grading)"},
+        "benchmarks": {},
+    }
+    pooled = []
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   disable=not progress)
+    with bar, open(output_dir / "samples.jsonl", "w") as samples_file:
+        for name, rows in problems.items():
+            task = bar.add_task(f"{name} (k={sampling.k})", total=len(rows) * sampling.k)
+            prompts = chat_prompts(tokenizer, [f"{r['problem']}\n\n{INSTRUCTION}" for r in rows])
+            t0 = time.perf_counter()
+            if backend == "vllm":
+                completions = generate_vllm(model_path, prompts, sampling)
+                bar.update(task, completed=len(rows) * sampling.k)
+            else:
+                completions = generate_hf(model, tokenizer, prompts, sampling,
+                                          progress=lambda n, task=task: bar.advance(task, n))
+            wall = time.perf_counter() - t0
+            per_problem = []
+            for row, comps in zip(rows, completions, strict=True):
+                verdicts = [grade(row["answer"], c.text) for c in comps]
+                per_problem.append(([v.correct for v in verdicts], [v.extracted for v in verdicts]))
+                for i, (c, v) in enumerate(zip(comps, verdicts, strict=True)):
+                    samples_file.write(json.dumps({
+                        "benchmark": name, "id": row["id"], "sample": i, "completion": c.text, "tokens": c.tokens,
+                        "extracted": v.extracted, "correct": v.correct, "gold": row["answer"]}) + "\n")
+            tokens = sum(c.tokens for comps in completions for c in comps)
+            results["benchmarks"][name] = {**score(per_problem), "wall_time_s": round(wall, 3),
+                                           "completion_tokens": tokens, "tokens_per_s": tokens / wall}
+            pooled += per_problem
+    results["overall"] = score(pooled)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | None, output_dir: Path,
+             backend: str = "hf", data_dir: str | None = None, dtype: str | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """`rlvr eval`: check every input, then load MODEL and evaluate it (see `evaluate_model`).
+
+    Raises:
+        BadInput: before any model is loaded, for an unknown benchmark or backend, bad sampling
+            values, an unknown dtype, a missing data file, a missing model path or a run directory without
+            weights.
+    """
+    check_sampling(sampling, limit)
+    check_backend(backend)
+    if dtype is not None and dtype not in DTYPES:
+        raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    names = parse_benchmarks(benchmarks)
+    source = resolve_model(spec)
+    problems = {n: load_benchmark(n, data_dir, limit) for n in names}
+    if backend == "vllm" and source.kind != "run-adapter":  # vLLM loads the weights itself
+        from transformers import AutoTokenizer
+
+        path = model_path(source.path)
+        model, tokenizer = None, AutoTokenizer.from_pretrained(path)
+    else:
+        model, tokenizer = load_eval_model(source, dtype)
+        path = source.path
+        if backend == "vllm":  # an adapter run: vLLM gets the merged model as a directory
+            path = str(output_dir / "merged-model")
+            model.save_pretrained(path)
+            tokenizer.save_pretrained(path)
+    identity = {"spec": spec, "kind": source.kind, "path": source.path, "base": source.base,
+                "dtype": str(model.dtype).removeprefix("torch.") if model is not None else dtype,
+                "params": sum(p.numel() for p in model.parameters()) if model is not None else None}
+    return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, backend, path, progress)

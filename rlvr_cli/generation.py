@@ -1,0 +1,118 @@
+"""Sampling completions for evaluation: batched Hugging Face `generate`, or vLLM when installed.
+
+Both backends take chat prompts (one user message each), apply the model's chat template, and
+return `k` completions per prompt, stopping at the end-of-sequence token or `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rlvr_cli.errors import BadInput
+
+BACKENDS = ("hf", "vllm")
+VLLM_MISSING = ("--backend vllm needs vLLM, which is not installed: on a GPU machine `pip install vllm` "
+                "(it brings the torch build it needs), or use --backend hf")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How completions are sampled: `k` per prompt, `temperature` (0 = greedy), `top_p`,
+    `max_new_tokens` (tokens per completion), `batch_size` (sequences per `generate` call, hf only), `seed`."""
+
+    k: int = 1
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    batch_size: int = 16
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion: its `text` and its length in `tokens` (EOS excluded)."""
+
+    text: str
+    tokens: int
+
+
+def chat_prompts(tokenizer: Any, messages: list[str]) -> list[str]:
+    """Each user message rendered through the tokenizer's chat template, ready for generation."""
+    return [tokenizer.apply_chat_template([{"role": "user", "content": m}], tokenize=False,
+                                          add_generation_prompt=True) for m in messages]
+
+
+def generate_hf(model: Any, tokenizer: Any, prompts: list[str], sampling: Sampling,
+                progress: Any = None) -> list[list[Completion]]:
+    """`k` completions per rendered prompt with `model.generate`, `batch_size` sequences at a time.
+
+    Sequences are batched with left padding, prompt by prompt (the k samples of a prompt sit
+    together), longest prompts first to waste less padding. `progress` is an optional callable
+    taking the number of sequences just finished (drives a progress bar).
+
+    Returns:
+        Per prompt, in input order, its k completions.
+    """
+    import torch
+
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    flat = [i for i in order for _ in range(sampling.k)]  # [P*k] prompt indices
+    out: list[list[Completion]] = [[] for _ in prompts]
+    greedy = sampling.temperature == 0
+    torch.manual_seed(sampling.seed)
+    model.eval()
+    for start in range(0, len(flat), sampling.batch_size):
+        idx = flat[start:start + sampling.batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            seqs = model.generate(
+                **enc, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
+                top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            )
+        new = seqs[:, enc["input_ids"].shape[1]:]  # [B, T]
+        for i, row in zip(idx, new, strict=True):
+            ids = row.tolist()
+            if tokenizer.eos_token_id in ids:
+                ids = ids[:ids.index(tokenizer.eos_token_id)]
+            while ids and ids[-1] == tokenizer.pad_token_id:
+                ids.pop()
+            out[i].append(Completion(tokenizer.decode(ids, skip_special_tokens=True), len(ids)))
+        if progress:
+            progress(len(idx))
+    return out
+
+
+def generate_vllm(model_path: str, prompts: list[str], sampling: Sampling,
+                  dtype: str = "auto") -> list[list[Completion]]:
+    """`k` completions per rendered prompt with vLLM (`LLM.generate`, `SamplingParams(n=k)`).
+
+    Raises:
+        BadInput: vLLM is not installed.
+    """
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise BadInput(VLLM_MISSING) from None
+    llm = LLM(model=model_path, seed=sampling.seed, dtype=dtype)
+    params = SamplingParams(n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
+                            max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+    results = llm.generate(prompts, params)
+    return [[Completion(o.text, len(o.token_ids)) for o in r.outputs] for r in results]
+
+
+def check_backend(backend: str) -> None:
+    """Refuse an unknown backend, and vLLM when it is not installed, before any model loads.
+
+    Raises:
+        BadInput: naming the valid backends or the install command.
+    """
+    import importlib.util
+
+    if backend not in BACKENDS:
+        raise BadInput(f"unknown backend '{backend}'; valid backends: {', '.join(BACKENDS)}")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise BadInput(VLLM_MISSING)

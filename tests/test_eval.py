@@ -1,0 +1,115 @@
+"""`rlvr eval` end to end on real models and the shared benchmark files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rlvr_cli.cli import app
+from rlvr_cli.evaluation import BENCHMARKS, load_benchmark
+
+runner = CliRunner()
+FAST = ["--max-new-tokens", "8", "--batch-size", "8"]
+
+
+def _eval(*args: str):
+    return runner.invoke(app, ["eval", *args])
+
+
+def test_eval_tiny_random_on_math500_and_gsm8k(tmp_path):
+    out = tmp_path / "ev"
+    r = _eval("tiny-random", "--benchmarks", "math500,gsm8k", "--limit", "4", "--k", "2", *FAST,
+              "--output-dir", str(out))
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["benchmarks"]) == ["math500", "gsm8k"]
+    for s in results["benchmarks"].values():
+        assert (s["n_problems"], s["k"]) == (4, 2)
+        assert {"avg@2", "pass@1", "pass@2", "maj@2", "avg@2_stderr", "tokens_per_s"} <= set(s)
+    assert results["overall"]["n_problems"] == 8
+    assert results["protocol"]["k"] == 2 and "boxed" in results["protocol"]["instruction"]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 16
+    assert {s["benchmark"] for s in samples} == {"math500", "gsm8k"} and {s["sample"] for s in samples} == {0, 1}
+    assert all(0 < s["tokens"] <= 8 for s in samples)
+    # the scores are what the samples say
+    gsm = [s for s in samples if s["benchmark"] == "gsm8k"]
+    assert results["benchmarks"]["gsm8k"]["avg@2"] == pytest.approx(sum(s["correct"] for s in gsm) / 8)
+    assert "gsm8k" in r.stdout and "overall" in r.stdout
+
+
+def test_eval_a_trained_run_directory(tmp_path):
+    from conftest import TINY
+
+    from rlvr_cli.config import compose
+    from rlvr_cli.train import train
+
+    for adapter in ("full", "lora"):
+        args = [*TINY, f"adapter={adapter}", f"output_dir={tmp_path}", f"run_name={adapter}"]
+        train(compose(args), args, progress=False)
+        r = _eval(str(tmp_path / adapter), "--benchmarks", "amc23", "--limit", "2", "--k", "1", *FAST)
+        assert r.exit_code == 0, r.output
+        results = json.loads((tmp_path / adapter / "eval" / "results.json").read_text())
+        assert results["model"]["kind"] == f"run-{'full' if adapter == 'full' else 'adapter'}"
+        assert results["model"]["params"] == 3_219_776  # an adapter is merged into its base
+
+
+def test_every_benchmark_file_reads():
+    sizes = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "gsm8k": 1319}
+    for name in BENCHMARKS:
+        rows = load_benchmark(name, None)
+        assert len(rows) == sizes[name] and all(r["answer"] for r in rows)
+    first = load_benchmark("aime24", None, limit=3)
+    assert [r["id"] for r in first] == [r["id"] for r in load_benchmark("aime24", None)[:3]]
+
+
+def _bad_rundir(tmp_path: Path) -> str:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text('{"status": "diverged"}')
+    (run / "config.yaml").write_text("model: {name_or_path: tiny-random, dtype: float32}\n")
+    return str(run)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["tiny-random", "--benchmarks", "math500,aime26"], "unknown benchmark 'aime26'; valid benchmarks: math500, "
+                                                        "aime24, aime25, amc23, gsm8k"),
+    (["tiny-random", "--k", "0"], "--k must be >= 1"),
+    (["tiny-random", "--limit", "0"], "--limit must be >= 1"),
+    (["/no/such/model"], "model directory not found: /no/such/model"),
+    (["tiny-random", "--data-dir", "/no/data"], "data file not found: /no/data/math500.jsonl"),
+    (["tiny-random", "--backend", "vllm"], "--backend vllm needs vLLM"),
+    (["tiny-random", "--backend", "tgi"], "unknown backend 'tgi'"),
+])
+def test_bad_input_is_one_line_before_any_model_loads(args, message, tmp_path):
+    r = _eval(*args, "--output-dir", str(tmp_path / "out"))
+    assert r.exit_code == 2
+    assert r.stderr.startswith("error: ") and message in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_directory_without_weights_is_refused(tmp_path):
+    r = _eval(_bad_rundir(tmp_path), "--output-dir", str(tmp_path / "out"))
+    assert r.exit_code == 2
+    assert "has no weights in final/ (status: diverged)" in r.stderr
+
+
+def test_train_evaluates_its_final_model(run_tiny):
+    summary = run_tiny("eval.benchmarks=[gsm8k,aime25]", "eval.limit=2", "eval.k=2", "eval.max_new_tokens=8")
+    run = Path(summary["run_dir"])
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert set(summary["eval"]) == {"gsm8k", "aime25", "overall"}
+    assert summary["eval"]["gsm8k"] == {k: results["benchmarks"]["gsm8k"][k] for k in ("avg@2", "pass@1", "pass@2",
+                                                                                       "maj@2")}
+    assert json.loads((run / "summary.json").read_text())["eval"] == summary["eval"]
+
+
+def test_train_refuses_an_unknown_eval_benchmark_before_loading(tmp_path):
+    from conftest import TINY
+
+    r = runner.invoke(app, ["train", *TINY, f"output_dir={tmp_path / 'runs'}", "eval.benchmarks=[gsm9k]"])
+    assert r.exit_code == 2 and "unknown benchmark 'gsm9k'" in r.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,53 @@
+"""avg@k, pass@k and maj@k against brute force."""
+
+import itertools
+import math
+import random
+
+import pytest
+
+from rlvr_cli.scoring import majority_correct, pass_at_k, reported_ks, score
+
+
+def brute_pass_at_k(correct: list[bool], k: int) -> float:
+    """The fraction of all k-subsets of the samples that hold at least one correct sample."""
+    subsets = list(itertools.combinations(range(len(correct)), k))
+    return sum(any(correct[i] for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_pass_at_k_equals_enumeration_of_subsets(n):
+    rng = random.Random(n)
+    for _ in range(20):
+        correct = [rng.random() < 0.4 for _ in range(n)]
+        for k in range(1, n + 1):
+            assert pass_at_k(n, sum(correct), k) == pytest.approx(brute_pass_at_k(correct, k), abs=1e-12)
+
+
+def test_pass_at_k_edges():
+    assert pass_at_k(10, 0, 5) == 0.0 and pass_at_k(10, 10, 1) == 1.0 and pass_at_k(10, 6, 5) == 1.0
+    assert pass_at_k(200, 3, 1) == pytest.approx(3 / 200)
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(4, 1, 5)
+
+
+def test_majority_vote():
+    assert majority_correct(["1", "2", "2"], [True, False, False]) is False
+    assert majority_correct(["1", "2", "1"], [True, False, True]) is True
+    assert majority_correct(["2", "1"], [False, True]) is False  # tie: the first seen wins
+    assert majority_correct([None, None, "3"], [False, False, True]) is True  # no answer does not vote
+    assert majority_correct([None], [False]) is False
+
+
+def test_score_of_a_benchmark():
+    problems = [([True, False, False, True], ["1", "2", "3", "1"]), ([False] * 4, ["5"] * 4),
+                ([True] * 4, ["7"] * 4)]
+    s = score(problems)
+    assert (s["n_problems"], s["k"]) == (3, 4)
+    assert s["avg@4"] == pytest.approx((0.5 + 0 + 1) / 3)
+    assert s["pass@1"] == pytest.approx(s["avg@4"])  # pass@1 with n samples is the mean accuracy
+    assert s["pass@4"] == pytest.approx(2 / 3) and s["maj@4"] == pytest.approx(2 / 3)
+    per = [0.5, 0.0, 1.0]
+    assert s["avg@4_stderr"] == pytest.approx(math.sqrt(sum((x - 0.5) ** 2 for x in per) / 2 / 3))
+    assert set(s) >= {"pass@2", "pass@2_stderr", "maj@4_stderr"}
+    assert reported_ks(6) == [1, 2, 4, 6]
