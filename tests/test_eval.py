@@ -113,3 +113,18 @@ def test_train_refuses_an_unknown_eval_benchmark_before_loading(tmp_path):
     r = runner.invoke(app, ["train", *TINY, f"output_dir={tmp_path / 'runs'}", "eval.benchmarks=[gsm9k]"])
     assert r.exit_code == 2 and "unknown benchmark 'gsm9k'" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_eval_logs_its_scores_to_wandb_offline(tmp_path):
+    from test_train import _wandb_records
+
+    out = tmp_path / "ev"
+    r = _eval("tiny-random", "--benchmarks", "amc23", "--limit", "2", "--k", "2", *FAST, "--output-dir", str(out),
+              "--wandb")
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    [run_file] = out.glob("wandb/offline-run-*/run-*.wandb")
+    summary = {item.key: json.loads(item.value_json) for rec in _wandb_records(run_file) if rec.HasField("summary")
+               for item in rec.summary.update}
+    assert summary["amc23/avg@2"] == results["benchmarks"]["amc23"]["avg@2"]
+    assert summary["overall/n_problems"] == 2
