@@ -2,6 +2,8 @@
 
     rlvr train  [OVERRIDES...]        one GRPO run; Hydra override syntax
     rlvr eval   MODEL [options]       avg@k / pass@k / maj@k on AIME24/25, MATH-500, AMC23, GSM8K
+    rlvr sweep  SWEEP.yaml [OVERRIDES...]   a grid of runs through a Hydra launcher
+    rlvr report SWEEP_DIR             table, best learning rates, CSV/JSON and plots of a sweep
     rlvr config show [OVERRIDES...]   the composed config, resolved
     rlvr --version
 """
@@ -18,6 +20,7 @@ from rich.table import Table
 
 from rlvr_cli import __version__
 from rlvr_cli.errors import BadInput
+from rlvr_cli.report import human_bytes
 
 app = typer.Typer(help="Experiment runner for reinforcement learning with verifiable rewards (GRPO) on LLMs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -109,6 +112,53 @@ def eval_(
     console.print(f"results: {output_dir / 'results.json'}  samples: {output_dir / 'samples.jsonl'}")
 
 
+@app.command()
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="a sweep YAML, e.g. sweeps/smoke.yaml"),
+    overrides: list[str] = typer.Argument(None, help="overrides for every cell; hydra.launcher.* ones go to the "
+                                                     "launcher"),
+    launcher: str = typer.Option("basic", help="basic | submitit_local | submitit_slurm"),
+    max_parallel: int = typer.Option(1, "--max-parallel", help="jobs at a time (submitit launchers)"),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="default: sweeps_out/<sweep name>"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the cells and their run names, run nothing"),
+    resume: bool = typer.Option(False, "--resume", help="finish an existing sweep directory: skip completed "
+                                                        "and diverged cells, rerun the rest"),
+) -> None:
+    """Run a grid of rlvr train runs through Hydra's multirun launchers, then report it."""
+    from rlvr_cli import sweep as sweeps
+
+    try:
+        name = sweeps.load_sweep(sweep_file).get("name") or sweep_file.stem
+        sweep_dir = output_dir or Path("sweeps_out") / str(name)
+        cells, todo, code = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel, resume,
+                                       dry_run)
+    except BadInput as e:
+        raise _bad_input(e) from None
+    table = Table(title=f"sweep {name}: {len(cells)} cells" + (" (dry run)" if dry_run else ""))
+    for col in ("#", "run name", "axes", "status"):
+        table.add_column(col)
+    for i, cell in enumerate(cells):
+        state = "-" if dry_run else ("ran now" if i in todo else "kept") + f": {sweeps.status(sweep_dir, cell)}"
+        table.add_row(str(i), cell["name"], " ".join(f"{k}={v}" for k, v in cell["axes"].items()), state)
+    console.print(table)
+    if not dry_run:
+        from rlvr_cli.report import report_command
+
+        report_command(sweep_dir)
+        raise typer.Exit(code=0 if code == 0 else 1)
+
+
+@app.command()
+def report(sweep_dir: Path = typer.Argument(..., help="a directory made by rlvr sweep")) -> None:
+    """Table, best learning rate per optimizer and adapter, report.csv/json and plots of a sweep (no W&B needed)."""
+    from rlvr_cli.report import report_command
+
+    try:
+        report_command(sweep_dir)
+    except BadInput as e:
+        raise _bad_input(e) from None
+
+
 @config_app.command("show")
 def config_show(overrides: list[str] = OVERRIDES) -> None:
     """Print the composed, resolved config of a run."""
@@ -141,8 +191,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         share = summary["trainable_params"] / summary["total_params"]
         table.add_row("trainable params", f"{summary['trainable_params']:,} of {summary['total_params']:,} "
                                           f"({share:.2%})")
-    table.add_row("optimizer state", _bytes(summary["optimizer_state_bytes"]))
-    table.add_row("peak memory", _bytes(summary["peak_memory_bytes"]))
+    table.add_row("optimizer state", human_bytes(summary["optimizer_state_bytes"]))
+    table.add_row("peak memory", human_bytes(summary["peak_memory_bytes"]))
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
     table.add_row("weights", summary.get("weights_dir") or "not saved")
     if summary.get("wandb_run_id"):
@@ -166,16 +216,6 @@ def eval_table(results: dict[str, Any]) -> Table:
         table.add_row(name, str(s["n_problems"]), pct(s, f"avg@{k}"), pct(s, "pass@1"), pct(s, f"pass@{k}"),
                       pct(s, f"maj@{k}"), f"{s['tokens_per_s']:.0f}" if "tokens_per_s" in s else "")
     return table
-
-
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 if __name__ == "__main__":

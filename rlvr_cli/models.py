@@ -139,7 +139,7 @@ def load_model(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedMod
         path = model_path(name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    except OSError as e:
+    except (OSError, ValueError) as e:  # transformers raises either for a directory without a model
         raise BadInput(f"cannot load model '{name_or_path}': not a local model directory, and the hub did not "
                        f"serve it ({str(e).splitlines()[0]})") from None
     if tokenizer.pad_token is None:

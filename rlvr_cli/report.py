@@ -1,0 +1,620 @@
+"""`rlvr report SWEEP_DIR`: one table, one CSV, one JSON and three plots for a sweep, from its directory alone.
+
+    SWEEP_DIR/
+        manifest.json    the cells: name, run_dir (relative to SWEEP_DIR), overrides, axes   (read)
+        runs/<cell>/     one `rlvr train` run directory per cell: summary.json, metrics.jsonl  (read)
+        report.csv       one row per cell                                                      (written)
+        report.json      {"name", "cells": [...], "best_lr": [...]}                            (written)
+        plots/           reward_vs_lr.png, reward_curves.png, reward_vs_rank.png               (written)
+
+A cell whose run directory or `summary.json` does not exist yet is `pending`; every other status is
+the one its `summary.json` gives (running, completed, diverged, interrupted, failed). The "final reward"
+of a cell is its `reward_mean_last_quarter`: the mean reward per completion over the last quarter of the
+optimizer steps. W&B is never read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from rlvr_cli.errors import BadInput
+
+#: The axes every cell has a value for (from the manifest, else from its summary.json), in table order.
+STANDARD_AXES = ("optimizer", "lr", "adapter", "r", "seed")
+#: The per-cell figures after the axes, in CSV / JSON order.
+FIGURES = ("status", "final_reward", "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes",
+           "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "reason", "run_dir")
+#: Statuses whose final reward never counts (a failed run's numbers are not a result; a pending one has none).
+NOT_COUNTED = ("failed", "pending")
+STATUS_COLOURS = {"completed": "green", "diverged": "red", "failed": "red"}
+PLOTS = ("reward_vs_lr.png", "reward_curves.png", "reward_vs_rank.png")
+
+
+@dataclass
+class CellReport:
+    """One cell of a sweep as the report sees it.
+
+    `optimizer`, `lr`, `adapter`, `r` and `seed` are the manifest's axis values, or the run's own
+    (`summary.json`) where the manifest has none (a sweep without that axis runs the default);
+    `other_axes` holds the manifest's remaining axes (e.g. `{"grpo.beta": 0.04}`). Rewards are mean
+    rewards per completion; bytes are bytes; `wall_time_s` is seconds. Absent values are None.
+    """
+
+    name: str
+    run_dir: str
+    optimizer: str | None = None
+    lr: float | None = None
+    adapter: str | None = None
+    r: int | None = None
+    seed: int | None = None
+    other_axes: dict[str, Any] = field(default_factory=dict)
+    status: str = "pending"
+    final_reward: float | None = None
+    first_reward: float | None = None
+    eval_avg: float | None = None
+    eval_k: int | None = None
+    optimizer_state_bytes: int | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    wall_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+    reason: str | None = None
+
+    @property
+    def counted(self) -> bool:
+        """Whether the cell's final reward enters the best-learning-rate means."""
+        return self.status not in NOT_COUNTED and self.final_reward is not None
+
+    def row(self, other_axes: Iterable[str]) -> dict[str, Any]:
+        """The cell as one flat record: `name`, the standard axes, each of `other_axes` (None when the cell
+        lacks it), then `FIGURES`. Non-finite floats become None (JSON has no NaN)."""
+        record = {"name": self.name, **{a: getattr(self, a) for a in STANDARD_AXES},
+                  **{a: self.other_axes.get(a) for a in other_axes}, **{f: getattr(self, f) for f in FIGURES}}
+        return {k: _finite(v) for k, v in record.items()}
+
+
+@dataclass
+class LrStats:
+    """The final reward at one learning rate of a group: mean and sample standard deviation over its
+    `n` counted cells (seeds; std 0 for one), and how many of them diverged."""
+
+    lr: float
+    mean: float
+    std: float
+    n: int
+    n_diverged: int = 0
+
+
+@dataclass
+class BestLr:
+    """The best learning rate of one (optimizer, adapter, r) group: the lr whose mean final reward is
+    highest (ties: the smaller lr), with the statistics of every lr tried (`lrs`, ascending)."""
+
+    optimizer: str | None
+    adapter: str | None
+    r: int | None
+    lr: float
+    mean: float
+    std: float
+    n: int
+    n_diverged: int
+    lrs: list[LrStats]
+
+
+def load_manifest(sweep_dir: Path) -> dict[str, Any]:
+    """Read and check `SWEEP_DIR/manifest.json`.
+
+    Args:
+        sweep_dir: a sweep directory written by `rlvr sweep`.
+
+    Returns:
+        The manifest: `name` (str) and `cells` (list of dicts with at least `name` and `run_dir`).
+
+    Raises:
+        BadInput: the directory does not exist, holds no `manifest.json`, or the manifest does not parse or
+            lacks `cells` / a cell's `name` or `run_dir`. The message is one line.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise BadInput(f"sweep directory not found: {sweep_dir}")
+    path = sweep_dir / "manifest.json"
+    if not path.is_file():
+        raise BadInput(f"{sweep_dir} is not a sweep directory: it has no manifest.json (`rlvr sweep` writes one)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path} does not parse: {_one_line(e)}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("cells"), list):
+        raise BadInput(f"{path} does not parse: expected an object with a list of cells")
+    for i, cell in enumerate(manifest["cells"]):
+        if not isinstance(cell, dict) or not isinstance(cell.get("name"), str) \
+                or not isinstance(cell.get("run_dir"), str):
+            raise BadInput(f"{path} does not parse: cells[{i}] needs a string name and run_dir")
+        if cell.get("axes") is not None and not isinstance(cell["axes"], dict):
+            raise BadInput(f"{path} does not parse: cells[{i}].axes must be an object")
+    return manifest
+
+
+def read_cell(sweep_dir: Path, cell: dict[str, Any]) -> CellReport:
+    """The report of one manifest cell, from its run directory's `summary.json` (pending when there is none).
+
+    Args:
+        sweep_dir: the sweep directory; `cell["run_dir"]` is relative to it.
+        cell: one entry of the manifest's `cells` (`name`, `run_dir`, optional `axes`).
+
+    Raises:
+        BadInput: the cell's `summary.json` exists but does not parse (one line, naming the file).
+    """
+    axes = dict(cell.get("axes") or {})
+    report = CellReport(name=cell["name"], run_dir=cell["run_dir"],
+                        other_axes={k: v for k, v in axes.items() if k not in STANDARD_AXES})
+    summary: dict[str, Any] = {}
+    path = Path(sweep_dir) / cell["run_dir"] / "summary.json"
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadInput(f"{path} does not parse: {_one_line(e)}") from None
+        if not isinstance(summary, dict):
+            raise BadInput(f"{path} does not parse: expected a JSON object")
+        report.status = str(summary.get("status") or "running")
+    for axis in STANDARD_AXES:
+        value = axes.get(axis)
+        setattr(report, axis, value if value is not None else summary.get(axis))
+    if report.adapter == "full":
+        report.r = None  # full fine-tuning has no rank, whatever the config carries
+    report.final_reward = _number(summary.get("reward_mean_last_quarter"))
+    report.first_reward = _number(summary.get("reward_mean_first_quarter"))
+    report.eval_k, report.eval_avg = eval_avg(summary)
+    for key in ("optimizer_state_bytes", "trainable_params", "total_params", "peak_memory_bytes"):
+        setattr(report, key, _int(summary.get(key)))
+    report.wall_time_s = _number(summary.get("wall_time_s"))
+    report.reason = summary.get("reason") or None
+    return report
+
+
+def load_cells(sweep_dir: Path) -> tuple[str, list[CellReport]]:
+    """The sweep's name and its cells' reports, in manifest order.
+
+    Raises:
+        BadInput: as `load_manifest` and `read_cell`.
+    """
+    manifest = load_manifest(sweep_dir)
+    name = str(manifest.get("name") or Path(sweep_dir).name)
+    return name, [read_cell(sweep_dir, cell) for cell in manifest["cells"]]
+
+
+def eval_avg(summary: dict[str, Any]) -> tuple[int | None, float | None]:
+    """The pooled evaluation score of a run: `(k, avg@k)` from `summary["eval"]["overall"]`, whatever k is.
+
+    Args:
+        summary: a run's summary.json as a dict; its optional `eval` is `{benchmark: {"avg@4": 0.25, ...},
+            "overall": {...}}`.
+
+    Returns:
+        `(k, score)` with score a fraction in [0, 1], or `(None, None)` when the run has no evaluation.
+    """
+    overall = (summary.get("eval") or {}).get("overall") if isinstance(summary.get("eval"), dict) else None
+    if not isinstance(overall, dict):
+        return None, None
+    for key, value in overall.items():
+        if key.startswith("avg@") and key[4:].isdigit() and _number(value) is not None:
+            return int(key[4:]), float(value)
+    return None, None
+
+
+def best_lrs(cells: Iterable[CellReport]) -> list[BestLr]:
+    """The best learning rate of each (optimizer, adapter, r) group, groups in order of first appearance.
+
+    Within a group, cells are pooled per lr over seeds (and any other axes); only counted cells enter
+    (`CellReport.counted`: a final reward, and a status other than failed or pending; a diverged cell with a
+    reward counts). Mean and sample standard deviation (0 for one cell) of the final reward per lr; the
+    best lr has the highest mean (ties: the smaller lr). Groups without a counted cell with an lr are left out.
+
+    Args:
+        cells: cell reports (`load_cells`).
+
+    Returns:
+        One `BestLr` per group that has data.
+    """
+    groups: dict[tuple, dict[float, list[CellReport]]] = {}
+    for cell in cells:
+        if cell.counted and cell.lr is not None:
+            groups.setdefault((cell.optimizer, cell.adapter, cell.r), {}).setdefault(float(cell.lr), []).append(cell)
+    best = []
+    for (optimizer, adapter, r), by_lr in groups.items():
+        stats = [lr_stats(lr, by_lr[lr]) for lr in sorted(by_lr)]
+        top = max(stats, key=lambda s: s.mean)  # max keeps the first of equals: the smaller lr
+        best.append(BestLr(optimizer, adapter, r, top.lr, top.mean, top.std, top.n, top.n_diverged, stats))
+    return best
+
+
+def lr_stats(lr: float, cells: list[CellReport]) -> LrStats:
+    """Mean and sample standard deviation (0 for one cell) of the final rewards of `cells` (all with one).
+
+    Raises:
+        ValueError: `cells` is empty or a cell has no final reward.
+    """
+    values = [c.final_reward for c in cells]
+    if not values or any(v is None for v in values):
+        raise ValueError("lr_stats needs cells that all have a final reward")
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return LrStats(lr, statistics.fmean(values), std, len(values), sum(c.status == "diverged" for c in cells))
+
+
+def other_axis_names(cells: Iterable[CellReport]) -> list[str]:
+    """The non-standard axes of the cells (e.g. `grpo.beta`), in order of first appearance."""
+    names: dict[str, None] = {}
+    for cell in cells:
+        names.update(dict.fromkeys(cell.other_axes))
+    return list(names)
+
+
+def build_report(sweep_dir: Path) -> dict[str, Any]:
+    """Everything `report.json` holds, read from the sweep directory alone.
+
+    Args:
+        sweep_dir: a sweep directory written by `rlvr sweep` (cells may still be pending or running).
+
+    Returns:
+        `{"name": str, "cells": [row, ...], "best_lr": [group, ...]}`: one row per cell in manifest order
+        (`CellReport.row`: name, optimizer, lr, adapter, r, seed, the other axes, status, final_reward,
+        first_reward, eval_avg, eval_k, optimizer_state_bytes (bytes), trainable_params, total_params,
+        wall_time_s (seconds), peak_memory_bytes (bytes), reason, run_dir), and one `BestLr` as a dict per
+        (optimizer, adapter, r) group with data.
+
+    Raises:
+        BadInput: not a sweep directory (no manifest.json), or a manifest or summary.json that does not parse.
+    """
+    name, cells = load_cells(sweep_dir)
+    return _report(name, cells)
+
+
+def write_csv(report: dict[str, Any], path: Path) -> None:
+    """Write the report's cells as CSV, one row per cell, columns in `CellReport.row` order; None is empty.
+
+    Args:
+        report: `build_report`'s dict.
+        path: the CSV file to write (its parent must exist).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    rows = report["cells"]
+    columns = list(rows[0]) if rows else ["name", *STANDARD_AXES, *FIGURES]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    """Write `build_report`'s dict to `path` as indented JSON (strict: no NaN), atomically (temp file, rename).
+
+    Raises:
+        OSError: the file cannot be written. ValueError: a non-finite float in an axis value.
+    """
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def cells_table(report: dict[str, Any]) -> Table:
+    """A Rich table with one row per cell: name, axes, status (coloured), final reward, eval avg@k (only
+    when some cell has one), optimizer state (human units), trainable parameters and wall time (s)."""
+    rows = report["cells"]
+    other = [k for k in (rows[0] if rows else {}) if k not in ("name", *STANDARD_AXES, *FIGURES)]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    title = f"sweep {report['name']}: {len(rows)} cells (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"
+    ks = {row["eval_k"] for row in rows if row["eval_avg"] is not None}
+    eval_header = f"eval avg@{ks.pop()}" if len(ks) == 1 else "eval avg@k" if ks else None
+    table = Table(title=escape(title))
+    table.add_column("cell", no_wrap=True)
+    for axis in (*STANDARD_AXES, *other):
+        table.add_column(escape(axis), justify="right" if axis in ("lr", "r", "seed") else "left")
+    table.add_column("status")
+    table.add_column("final reward", justify="right")
+    if eval_header:
+        table.add_column(eval_header, justify="right")
+    for col in ("optimizer state", "trainable params", "wall time (s)"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        status = row["status"]
+        cells: list[Any] = [Text(row["name"]), *(Text(_fmt(row[a])) for a in (*STANDARD_AXES, *other)),
+                            Text(status, style=STATUS_COLOURS.get(status, "yellow")),
+                            _reward(row["final_reward"])]
+        if eval_header:
+            value = _reward(row["eval_avg"])
+            cells.append(value if len(ks) <= 1 or row["eval_avg"] is None else f"{value} (k={row['eval_k']})")
+        cells += [human_bytes(row["optimizer_state_bytes"]), _fmt(row["trainable_params"], ","),
+                  _fmt(row["wall_time_s"], ".1f")]
+        table.add_row(*cells)
+    return table
+
+
+def best_lr_table(report: dict[str, Any]) -> Table:
+    """A Rich table with one row per (optimizer, adapter, r): the best lr, its mean ± std final reward over
+    n seeds, how many of those diverged, and every lr tried with its mean."""
+    table = Table(title="best learning rate per optimizer and adapter (mean final reward over seeds)")
+    for col in ("optimizer", "adapter", "r", "best lr", "final reward", "n", "diverged", "lr: mean"):
+        table.add_column(col, justify="right" if col in ("r", "best lr", "final reward", "n", "diverged") else "left")
+    for b in report["best_lr"]:
+        tried = ", ".join(f"{s['lr']:g}: {_reward(s['mean'])}" for s in b["lrs"])
+        table.add_row(Text(_fmt(b["optimizer"])), Text(_fmt(b["adapter"])), _fmt(b["r"]), f"{b['lr']:g}",
+                      f"{_reward(b['mean'])} ± {_reward(b['std'])}", str(b["n"]), str(b["n_diverged"]), Text(tried))
+    return table
+
+
+def write_plots(sweep_dir: Path, report: dict[str, Any]) -> dict[str, str | None]:
+    """Draw the three plots into `SWEEP_DIR/plots/` (created) with matplotlib's Agg backend.
+
+    - `reward_vs_lr.png`: final reward against learning rate (log x), one line per optimizer (per optimizer
+      and adapter when the sweep has several adapter settings): mean over seeds with standard-deviation error
+      bars, faint dots for the single cells; diverged and failed cells are drawn as an x at y = 0 and are not
+      part of the lines.
+    - `reward_curves.png`: mean reward per optimizer step (from metrics.jsonl) of the best cell of each
+      optimizer (highest final reward, diverged and failed cells excluded).
+    - `reward_vs_rank.png`: final reward at the best learning rate against adapter rank r (log2 x), one line
+      per adapter (and optimizer when several); full fine-tuning of the same optimizers as a horizontal dashed
+      line at its best learning rate.
+
+    Args:
+        sweep_dir: the sweep directory (run directories are read from it for the curves).
+        report: `build_report(sweep_dir)`.
+
+    Returns:
+        File name -> None when written, else the reason it was skipped (no data).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(sweep_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    return {"reward_vs_lr.png": _plot_reward_vs_lr(report, out / "reward_vs_lr.png"),
+            "reward_curves.png": _plot_reward_curves(Path(sweep_dir), report, out / "reward_curves.png"),
+            "reward_vs_rank.png": _plot_reward_vs_rank(report, out / "reward_vs_rank.png")}
+
+
+def report_command(sweep_dir: Path, console: Console | None = None) -> None:
+    """`rlvr report SWEEP_DIR`: print the cells and best-lr tables, write report.csv, report.json and the
+    plots into the sweep directory, and print where they are.
+
+    Args:
+        sweep_dir: a sweep directory written by `rlvr sweep`.
+        console: where to print; default a new `rich.console.Console()` (stdout).
+
+    Raises:
+        BadInput: not a sweep directory (no manifest.json), or a manifest or summary.json that does not parse.
+            The message is one line.
+    """
+    sweep_dir = Path(sweep_dir)
+    console = console or Console()
+    report = build_report(sweep_dir)
+    console.print(cells_table(report))
+    for row in report["cells"]:
+        if row["status"] in ("diverged", "failed") and row["reason"]:
+            console.print(f"[red]{row['status']}[/] {escape(row['name'])}: {escape(_one_line(row['reason']))}",
+                          highlight=False)
+    if report["best_lr"]:
+        console.print(best_lr_table(report))
+    else:
+        console.print("best learning rate: no cell has a final reward yet", style="yellow")
+    write_csv(report, sweep_dir / "report.csv")
+    write_json(report, sweep_dir / "report.json")
+    plots = write_plots(sweep_dir, report)
+    console.print(f"report: {escape(str(sweep_dir / 'report.csv'))}  {escape(str(sweep_dir / 'report.json'))}",
+                  highlight=False)
+    for name, skipped in plots.items():
+        line = f"plot: {sweep_dir / 'plots' / name}" if skipped is None else f"plot {name} skipped: {skipped}"
+        console.print(escape(line), highlight=False)
+
+
+def human_bytes(n: float | None) -> str:
+    """A byte count in binary units: `0 B`, `512 B`, `1.5 KiB`, `3.2 MiB`, ... up to TiB; `-` for None."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def read_rewards(metrics_path: Path) -> tuple[list[int], list[float]]:
+    """Optimizer steps and mean rewards from a metrics.jsonl; a null reward becomes NaN (a gap in a line).
+
+    Lines that do not parse (a line being written) and records without `step` are skipped; a missing file
+    gives two empty lists.
+    """
+    steps: list[int] = []
+    values: list[float] = []
+    if not metrics_path.is_file():
+        return steps, values
+    for line in metrics_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or record.get("step") is None:
+            continue
+        reward = _number(record.get("reward"))
+        steps.append(int(record["step"]))
+        values.append(math.nan if reward is None else reward)
+    return steps, values
+
+
+# ---------------------------------------------------------------------------------------------- internals
+
+
+def _report(name: str, cells: list[CellReport]) -> dict[str, Any]:
+    other = other_axis_names(cells)
+    best = [{k: _finite(v) for k, v in asdict(b).items()} for b in best_lrs(cells)]
+    for b in best:
+        b["lrs"] = [{k: _finite(v) for k, v in s.items()} for s in b["lrs"]]
+    return {"name": name, "cells": [c.row(other) for c in cells], "best_lr": best}
+
+
+def _group_label(optimizer: Any, adapter: Any, r: Any, with_adapter: bool) -> str:
+    if not with_adapter:
+        return str(optimizer)
+    return f"{optimizer} / {adapter}" + (f" r={r}" if r is not None else "")
+
+
+def _plot_reward_vs_lr(report: dict[str, Any], path: Path) -> str | None:
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["cells"] if r["lr"] is not None and r["lr"] > 0]
+    good = [r for r in rows if r["final_reward"] is not None and r["status"] not in ("diverged", "failed", "pending")]
+    bad = [r for r in rows if r["status"] in ("diverged", "failed")]
+    if not good and not bad:
+        return "no cell with a learning rate has a final reward or has diverged / failed"
+    settings = {(r["adapter"], r["r"]) for r in good + bad}
+    with_adapter = len(settings) > 1
+    lines: dict[str, dict[float, list[float]]] = {}
+    for r in good:
+        label = _group_label(r["optimizer"], r["adapter"], r["r"], with_adapter)
+        lines.setdefault(label, {}).setdefault(float(r["lr"]), []).append(r["final_reward"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours: dict[str, Any] = {}
+    for label, by_lr in lines.items():
+        lrs = sorted(by_lr)
+        means = [statistics.fmean(by_lr[lr]) for lr in lrs]
+        stds = [statistics.stdev(by_lr[lr]) if len(by_lr[lr]) > 1 else 0.0 for lr in lrs]
+        bars = ax.errorbar(lrs, means, yerr=stds, marker="o", capsize=3, label=f"{label} (mean ± std over seeds)")
+        colours[label] = bars.lines[0].get_color()
+        singles = [(lr, v) for lr in lrs for v in by_lr[lr]]
+        ax.scatter([x for x, _ in singles], [y for _, y in singles], s=12, alpha=0.35, color=colours[label])
+    if bad:
+        for r in bad:
+            label = _group_label(r["optimizer"], r["adapter"], r["r"], with_adapter)
+            ax.scatter([r["lr"]], [0.0], marker="x", s=60, color=colours.get(label, "red"))
+        ax.scatter([], [], marker="x", color="grey", label="diverged / failed cell (drawn at y = 0, not in the lines)")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("final reward (mean per completion, last quarter of steps)")
+    ax.set_title(f"{report['name']}: final reward vs learning rate")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def _plot_reward_curves(sweep_dir: Path, report: dict[str, Any], path: Path) -> str | None:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    best: dict[Any, dict[str, Any]] = {}
+    for r in report["cells"]:
+        if r["final_reward"] is None or r["status"] in ("diverged", "failed", "pending"):
+            continue
+        if r["optimizer"] not in best or r["final_reward"] > best[r["optimizer"]]["final_reward"]:
+            best[r["optimizer"]] = r
+    curves = []
+    for optimizer, r in best.items():
+        steps, values = read_rewards(sweep_dir / r["run_dir"] / "metrics.jsonl")
+        if steps:
+            curves.append((optimizer, r, steps, values))
+    if not curves:
+        return "no completed cell has per-step rewards in its metrics.jsonl"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for optimizer, r, steps, values in curves:
+        ax.plot(steps, values, marker="o", markersize=3,
+                label=f"{optimizer}: {r['name']} (final {r['final_reward']:.3f})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("reward (mean per completion in the step)")
+    ax.set_title(f"{report['name']}: reward per step, best cell of each optimizer")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def _plot_reward_vs_rank(report: dict[str, Any], path: Path) -> str | None:
+    import matplotlib.pyplot as plt
+
+    ranked = [b for b in report["best_lr"] if b["adapter"] not in (None, "full") and b["r"] is not None]
+    if not ranked:
+        return "no adapter cell with a rank r has a final reward"
+    with_adapters = {b["optimizer"] for b in ranked}
+    full = [b for b in report["best_lr"] if b["adapter"] == "full" and b["optimizer"] in with_adapters]
+    several = len({b["optimizer"] for b in ranked + full}) > 1
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for b in ranked:
+        lines.setdefault(f"{b['adapter']} ({b['optimizer']})" if several else str(b["adapter"]), []).append(b)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in lines.items():
+        points.sort(key=lambda b: b["r"])
+        ax.errorbar([b["r"] for b in points], [b["mean"] for b in points], yerr=[b["std"] for b in points],
+                    marker="o", capsize=3, label=f"{label} (mean ± std over seeds at the best lr)")
+    for i, b in enumerate(full):
+        which = f" ({b['optimizer']})" if several else ""
+        ax.axhline(b["mean"], linestyle="--", alpha=0.7, color=f"C{len(lines) + i}" if several else "black",
+                   label=f"full fine-tuning{which} at its best lr {b['lr']:g}")
+    ranks = sorted({b["r"] for b in ranked})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.set_xlabel("adapter rank r (log scale)")
+    ax.set_ylabel("final reward at the best lr (mean per completion)")
+    ax.set_title(f"{report['name']}: final reward vs adapter rank")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not spec:
+        return f"{value:g}"
+    return format(value, spec)
+
+
+def _reward(value: float | None) -> str:
+    """3 decimals; 4 significant digits for a reward too large for that (a diverged run's)."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if abs(value) < 1e6 else f"{value:.4g}"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _int(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _one_line(e: Any, limit: int = 240) -> str:
+    """A message on one line: its lines joined with spaces, cut at `limit` characters."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -1,0 +1,235 @@
+"""`rlvr report`: a sweep directory of real tiny runs (completed, diverged, failed, pending) -> tables, files, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from conftest import TINY, completion_chars
+from rich.console import Console
+
+from rlvr_cli.errors import BadInput
+from rlvr_cli.report import best_lrs, build_report, eval_avg, human_bytes, load_cells, report_command
+
+CHARS = ["~rewards.correctness", "~rewards.format", "+rewards.chars=1.0"]
+HUGE = ["~rewards.correctness", "~rewards.format", "+rewards.huge=1.0", "grpo.scale_rewards=none"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def huge_reward(completions, **_):
+    """A reward on the wrong scale (characters x 1e36): the gradient norm overflows to inf at step 1 (diverged)."""
+    from rlvr_cli.rewards import completion_text
+
+    return [len(completion_text(c)) * 1e36 for c in completions]
+
+
+def _cell(optimizer: str, lr: float, adapter: str = "full", r: int | None = None, seed: int = 0,
+          other: dict | None = None, extra: tuple[str, ...] = CHARS, name: str | None = None) -> dict:
+    """A manifest cell as `rlvr sweep` writes it, plus the extra overrides this test trains it with."""
+    adapter_part = adapter if r is None else f"{adapter}-r{r}"
+    name = name or f"{optimizer}-lr{lr:g}-{adapter_part}-s{seed}"
+    overrides = [*TINY, f"optimizer={optimizer}", f"optimizer.lr={lr!r}", f"adapter={adapter}",
+                 *([f"adapter.r={r}"] if r is not None else []), f"seed={seed}", *extra]
+    axes = {"optimizer": optimizer, "lr": lr, "adapter": adapter, "r": r, "seed": seed, **(other or {})}
+    return {"name": name, "run_dir": f"runs/{name}", "overrides": overrides, "axes": axes}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A sweep directory: 6 real tiny trainings (4 completed sgd/adamw/lora, 1 diverged), 1 real failure,
+    1 pending cell; `report_command` run once on it. Returns (sweep_dir, the printed text)."""
+    from rlvr_cli import rewards
+    from rlvr_cli.config import compose
+    from rlvr_cli.train import train
+
+    root = tmp_path_factory.mktemp("report")
+    sweep_dir = root / "sweep"
+    not_a_model = root / "not-a-model"  # an existing directory without a model: load_model fails after the run starts
+    not_a_model.mkdir()
+    evaluated = ("eval.benchmarks=[gsm8k]", "eval.limit=2", "eval.k=2", "eval.max_new_tokens=8")
+    cells = [
+        _cell("sgd", 0.01, seed=0), _cell("sgd", 0.01, seed=1), _cell("sgd", 0.1, seed=0),
+        _cell("adamw", 1e-5, extra=(*CHARS, *evaluated)),
+        _cell("sgd", 0.01, adapter="lora", r=2),
+        _cell("adam", 1e-3, other={"grpo.scale_rewards": "none"}, extra=tuple(HUGE), name="adam-lr0.001-full-huge"),
+        _cell("sgd", 0.1, seed=1, extra=(*CHARS, f"model.name_or_path={not_a_model}")),
+        _cell("sgd", 1.0, seed=0),  # pending: never run
+    ]
+    sweep_dir.mkdir()
+    (sweep_dir / "sweep.yaml").write_text("name: report-test\n")
+    (sweep_dir / "manifest.json").write_text(json.dumps({"name": "report-test", "cells": cells}, indent=2))
+    saved = dict(rewards.REWARDS)
+    rewards.REWARDS.update(chars=completion_chars, huge=huge_reward)
+    try:
+        for cell in cells[:-1]:
+            args = [*cell["overrides"], f"output_dir={sweep_dir / 'runs'}", f"run_name={cell['name']}"]
+            try:
+                train(compose(args), args, progress=False)
+            except Exception:  # the failing cell raises after writing summary.json (status failed)
+                if cell is not cells[6]:
+                    raise
+    finally:
+        rewards.REWARDS.clear()
+        rewards.REWARDS.update(saved)
+    console = Console(record=True, width=250, color_system=None)
+    report_command(sweep_dir, console=console)
+    return sweep_dir, console.export_text()
+
+
+def _summary(sweep_dir: Path, name: str) -> dict:
+    return json.loads((sweep_dir / "runs" / name / "summary.json").read_text())
+
+
+def test_statuses_per_cell(sweep):
+    sweep_dir, _ = sweep
+    report = build_report(sweep_dir)
+    assert report["name"] == "report-test"
+    assert [(c["name"], c["status"]) for c in report["cells"]] == [
+        ("sgd-lr0.01-full-s0", "completed"), ("sgd-lr0.01-full-s1", "completed"), ("sgd-lr0.1-full-s0", "completed"),
+        ("adamw-lr1e-05-full-s0", "completed"), ("sgd-lr0.01-lora-r2-s0", "completed"),
+        ("adam-lr0.001-full-huge", "diverged"), ("sgd-lr0.1-full-s1", "failed"), ("sgd-lr1-full-s0", "pending"),
+    ]
+    assert _summary(sweep_dir, "sgd-lr0.1-full-s1")["status"] == "failed"
+    assert not (sweep_dir / "runs" / "sgd-lr1-full-s0").exists()
+    by_name = {c["name"]: c for c in report["cells"]}
+    pending = by_name["sgd-lr1-full-s0"]
+    assert pending["final_reward"] is None and pending["lr"] == 1.0 and pending["optimizer"] == "sgd"
+    assert by_name["adam-lr0.001-full-huge"]["grpo.scale_rewards"] == "none"
+    assert by_name["sgd-lr0.01-full-s0"]["grpo.scale_rewards"] is None
+    assert by_name["sgd-lr0.01-lora-r2-s0"]["r"] == 2 and by_name["sgd-lr0.01-full-s0"]["r"] is None
+    adamw = by_name["adamw-lr1e-05-full-s0"]
+    assert adamw["eval_k"] == 2 and 0.0 <= adamw["eval_avg"] <= 1.0
+    assert adamw["optimizer_state_bytes"] > 0 and by_name["sgd-lr0.01-full-s0"]["optimizer_state_bytes"] == 0
+
+
+def test_best_lr_matches_the_summaries(sweep):
+    sweep_dir, _ = sweep
+    final = {name: _summary(sweep_dir, name)["reward_mean_last_quarter"]
+             for name in ("sgd-lr0.01-full-s0", "sgd-lr0.01-full-s1", "sgd-lr0.1-full-s0", "adamw-lr1e-05-full-s0",
+                          "sgd-lr0.01-lora-r2-s0", "adam-lr0.001-full-huge")}
+    assert all(v is not None for v in final.values())
+    sgd = {0.01: [final["sgd-lr0.01-full-s0"], final["sgd-lr0.01-full-s1"]], 0.1: [final["sgd-lr0.1-full-s0"]]}
+    means = {lr: statistics.fmean(v) for lr, v in sgd.items()}
+    best_sgd = 0.01 if means[0.01] >= means[0.1] else 0.1
+
+    best = {(b["optimizer"], b["adapter"], b["r"]): b for b in build_report(sweep_dir)["best_lr"]}
+    assert list(best) == [("sgd", "full", None), ("adamw", "full", None), ("sgd", "lora", 2),
+                          ("adam", "full", None)]
+    b = best[("sgd", "full", None)]
+    assert b["lr"] == best_sgd and b["mean"] == pytest.approx(means[best_sgd])
+    assert [s["lr"] for s in b["lrs"]] == [0.01, 0.1]  # the pending lr 1 and the failed seed of 0.1 do not count
+    assert [s["n"] for s in b["lrs"]] == [2, 1]
+    assert b["lrs"][0]["std"] == pytest.approx(statistics.stdev(sgd[0.01]))
+    assert b["lrs"][1]["std"] == 0.0
+    assert best[("adamw", "full", None)]["mean"] == pytest.approx(final["adamw-lr1e-05-full-s0"])
+    assert best[("sgd", "lora", 2)]["lr"] == 0.01
+    adam = best[("adam", "full", None)]  # a diverged cell with a reward counts, and is flagged
+    assert adam["mean"] == pytest.approx(final["adam-lr0.001-full-huge"]) and adam["n_diverged"] == 1
+    _, cells = load_cells(sweep_dir)
+    assert [(g.optimizer, g.lr) for g in best_lrs(cells)] == [(k[0], v["lr"]) for k, v in best.items()]
+
+
+def test_csv_and_json_files(sweep):
+    sweep_dir, _ = sweep
+    report = build_report(sweep_dir)
+    assert json.loads((sweep_dir / "report.json").read_text()) == report
+    with open(sweep_dir / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == [c["name"] for c in report["cells"]]
+    expected = ["name", "optimizer", "lr", "adapter", "r", "seed", "grpo.scale_rewards", "status", "final_reward",
+                "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes", "trainable_params", "total_params",
+                "wall_time_s", "peak_memory_bytes", "reason", "run_dir"]
+    assert list(rows[0]) == expected
+    for row in rows:
+        if row["status"] == "pending":
+            assert row["final_reward"] == "" and row["wall_time_s"] == ""
+            continue
+        summary = _summary(sweep_dir, row["name"])
+        assert row["status"] == summary["status"]
+        assert row["trainable_params"] == ("" if summary["trainable_params"] is None
+                                           else str(summary["trainable_params"]))
+        if summary["reward_mean_last_quarter"] is None:
+            assert row["final_reward"] == ""
+        else:
+            assert float(row["final_reward"]) == pytest.approx(summary["reward_mean_last_quarter"])
+        assert float(row["wall_time_s"]) == pytest.approx(summary["wall_time_s"])
+    assert rows[0]["r"] == "" and rows[4]["r"] == "2" and float(rows[1]["lr"]) == 0.01
+
+
+def test_plots_are_pngs(sweep):
+    sweep_dir, text = sweep
+    for name in ("reward_vs_lr.png", "reward_curves.png", "reward_vs_rank.png"):
+        data = (sweep_dir / "plots" / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000, name
+        assert f"plot: {sweep_dir / 'plots' / name}" in text
+
+
+def test_printed_tables(sweep):
+    sweep_dir, text = sweep
+    lines = text.splitlines()
+
+    def line_of(name: str) -> str:
+        return next(line for line in lines if f" {name} " in line)
+
+    assert "sweep report-test: 8 cells (5 completed, 1 diverged, 1 failed, 1 pending)" in text
+    assert "eval avg@2" in text and "final reward" in text and "wall time (s)" in text
+    assert "diverged" in line_of("adam-lr0.001-full-huge") and "failed" in line_of("sgd-lr0.1-full-s1")
+    assert "pending" in line_of("sgd-lr1-full-s0")
+    assert "0 B" in line_of("sgd-lr0.01-full-s0") and "MiB" in line_of("adamw-lr1e-05-full-s0")
+    reward = _summary(sweep_dir, "sgd-lr0.1-full-s0")["reward_mean_last_quarter"]
+    assert f"{reward:.3f}" in line_of("sgd-lr0.1-full-s0")
+    assert "e+37" in line_of("adam-lr0.001-full-huge")  # a diverged reward, not 40 digits
+    assert "diverged adam-lr0.001-full-huge: grad_norm=inf at step 1" in text
+    assert "failed sgd-lr0.1-full-s1: " in text
+    assert "best learning rate per optimizer and adapter" in text
+    assert f"report: {sweep_dir / 'report.csv'}" in text
+
+
+def test_report_command_prints_to_stdout(sweep, capsys):
+    sweep_dir, _ = sweep
+    report_command(sweep_dir)
+    out = capsys.readouterr().out
+    assert "sgd-lr0.01-full-s0" in out and "report.json" in out
+
+
+@pytest.mark.parametrize("manifest, match", [
+    (None, "is not a sweep directory: it has no manifest.json"),
+    ("{not json", "manifest.json does not parse"),
+    ('{"name": "x"}', "manifest.json does not parse: expected an object with a list of cells"),
+    ('{"cells": [{"name": "a"}]}', r"cells\[0\] needs a string name and run_dir"),
+])
+def test_bad_input_is_one_line(tmp_path, manifest, match):
+    if manifest is not None:
+        (tmp_path / "manifest.json").write_text(manifest)
+    with pytest.raises(BadInput, match=match) as e:
+        report_command(tmp_path)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(BadInput, match="sweep directory not found"):
+        build_report(tmp_path / "nope")
+
+
+def test_eval_avg_and_bytes():
+    assert eval_avg({"eval": {"gsm8k": {"avg@8": 0.5}, "overall": {"avg@8": 0.25, "pass@1": 0.25}}}) == (8, 0.25)
+    assert eval_avg({}) == (None, None) and eval_avg({"eval": None}) == (None, None)
+    assert [human_bytes(n) for n in (None, 0, 512, 1536, 3 * 1024**3)] == ["-", "0 B", "512 B", "1.5 KiB", "3.0 GiB"]
+
+
+def test_a_sweep_with_nothing_run_yet_skips_every_plot(tmp_path):
+    cells = [{"name": "sgd", "run_dir": "runs/sgd", "overrides": ["optimizer=sgd"], "axes": {"optimizer": "sgd"}}]
+    (tmp_path / "manifest.json").write_text(json.dumps({"name": "fresh", "cells": cells}))
+    console = Console(record=True, width=200, color_system=None)
+    report_command(tmp_path, console=console)
+    text = console.export_text()
+    assert "1 pending" in text and "no cell has a final reward yet" in text
+    for name in ("reward_vs_lr.png", "reward_curves.png", "reward_vs_rank.png"):
+        assert f"plot {name} skipped: " in text and not (tmp_path / "plots" / name).exists()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["best_lr"] == [] and report["cells"][0]["status"] == "pending"
+    assert report["cells"][0]["lr"] is None and report["cells"][0]["optimizer"] == "sgd"

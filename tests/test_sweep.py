@@ -1,0 +1,121 @@
+"""`rlvr sweep`: cell expansion, bad sweep files, dry runs, and real sweeps through Hydra's launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rlvr_cli.cli import app
+from rlvr_cli.sweep import expand, log_grid
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "sweeps" / "smoke.yaml"
+runner = CliRunner()
+
+
+def test_cells_are_the_product_of_the_axes_with_per_optimizer_grids():
+    cells = expand({"name": "t", "base": ["grpo.max_steps=3"], "axes": {
+        "optimizer": {"sgd": {"lr": {"min": 0.001, "max": 0.1, "per_decade": 1}}, "adamw": {"lr": [1e-6]}},
+        "adapter": {"full": {}, "lora": {"r": [1, 8]}},
+        "seed": [0, 1],
+        "overrides": {"grpo.beta": [0.0, 0.04]},
+    }})
+    assert len(cells) == (3 + 1) * (1 + 2) * 2 * 2
+    assert sorted({(c.axes["optimizer"], c.axes["lr"]) for c in cells}) == [
+        ("adamw", 1e-6), ("sgd", 0.001), ("sgd", 0.01), ("sgd", 0.1)]
+    first = cells[0]
+    assert first.name == "sgd-lr0.001_full_beta0_s0"
+    assert first.overrides[:4] == ["grpo.max_steps=3", "optimizer=sgd", "optimizer.lr=0.001", "adapter=full"]
+    assert "++logger.group=t" in first.overrides
+    lora = next(c for c in cells if c.axes.get("r") == 8)
+    assert "adapter.r=8" in lora.overrides and lora.name.startswith("sgd-lr0.001_lora-r8_")
+    assert len({c.name for c in cells}) == len(cells)
+
+
+def test_log_grid_spans_decades():
+    assert log_grid(1e-6, 1e-1, 1) == [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    assert log_grid(0.01, 0.1, 2) == [0.01, 0.0316, 0.1]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\naxes: {optimiser: {sgd: {lr: [0.1]}}}\n", "bad.yaml: axes.optimiser: unknown axis; valid axes: "
+                                                         "optimizer, adapter, seed, overrides"),
+    ("name: x\naxes: {optimizer: {sgdd: {lr: [0.1]}}}\n", "bad.yaml: axes.optimizer.sgdd: unknown optimizer 'sgdd'"),
+    ("name: x\naxes: {optimizer: {sgd: {lr: []}}}\n", "bad.yaml: axes.optimizer.sgd.lr: empty learning-rate grid"),
+    ("name: x\naxes: {optimizer: {sgd: {lr: [0.1, 0]}}}\n", "bad.yaml: axes.optimizer.sgd.lr: learning rate must be a "
+                                                            "number > 0, got 0"),
+    ("name: x\naxes: {optimizer: {sgd: {lr: {min: -1, max: 1, per_decade: 1}}}}\n", "a log grid needs 0 < min"),
+    ("name: x\naxes: {adapter: {lora: {r: [0]}}}\n", "bad.yaml: axes.adapter.lora.r: rank must be an integer >= 1"),
+    ("name: x\nbase: [optimizer.lrr=1]\n", "cell base: unknown key 'optimizer.lrr'"),
+    ("name: x\naxes: {optimizer: {sgd: {lr: [0.1]}\n", "bad.yaml: not a valid sweep file"),
+    ("nam: x\n", "bad.yaml: nam: unknown key; valid keys: name, base, axes"),
+])
+def test_bad_sweep_files_fail_in_one_line_before_any_run(text, message, tmp_path):
+    (tmp_path / "bad.yaml").write_text(text)
+    r = runner.invoke(app, ["sweep", str(tmp_path / "bad.yaml"), "--output-dir", str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: ") and message in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_prints_the_cells_and_runs_nothing(tmp_path):
+    r = runner.invoke(app, ["sweep", str(SMOKE), "--dry-run", "--output-dir", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    for name in ("sgd-lr0.01_s0", "sgd-lr0.1_s0", "adamw-lr1e-05_s0", "adamw-lr0.0001_s0"):
+        assert name in r.stdout
+    assert "4 cells (dry run)" in r.stdout and not (tmp_path / "out").exists()
+
+
+def _sweep(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "sweep", str(SMOKE), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "COLUMNS": "200"}, **kw)
+
+
+def _statuses(sweep_dir: Path) -> dict[str, str]:
+    cells = json.loads((sweep_dir / "manifest.json").read_text())["cells"]
+    out = {}
+    for c in cells:
+        summary = sweep_dir / c["run_dir"] / "summary.json"
+        out[c["name"]] = json.loads(summary.read_text())["status"] if summary.is_file() else "pending"
+    return out
+
+
+def test_killed_sweep_resumes_only_what_is_left_with_either_launcher(tmp_path):
+    """Kill a basic-launcher sweep after its first cell; --resume through submitit_local runs only the rest."""
+    out = tmp_path / "smoke"
+    proc = _sweep("--output-dir", str(out))
+    first = out / "runs" / "sgd-lr0.01_s0" / "summary.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (first.is_file() and json.loads(first.read_text())["status"] == "completed"):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep, the running cell included
+    proc.wait()
+    kept = first.read_text()
+    before = _statuses(out)
+    assert before["sgd-lr0.01_s0"] == "completed" and list(before.values()).count("completed") < 4
+
+    resumed = _sweep("--output-dir", str(out), "--resume", "--launcher", "submitit_local", "--max-parallel", "2")
+    log, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, log
+    assert set(_statuses(out).values()) == {"completed"}
+    assert first.read_text() == kept  # the finished cell was not run again
+    assert "kept: completed" in log and "ran now: completed" in log
+    assert (out / ".hydra").is_dir() and (out / "sweep.yaml").is_file()
+    # the interrupted cell's partial run directory was moved aside, not deleted
+    unfinished = [n for n, s in before.items() if s != "completed"]
+    for attempt in (out / "runs" / ".attempts").glob("*"):
+        assert any(attempt.name.startswith(f"{n}-") for n in unfinished), attempt.name
+
+    again = _sweep("--output-dir", str(out))
+    log, _ = again.communicate(timeout=120)
+    assert again.returncode == 2 and "already holds a sweep; add --resume" in log
