@@ -275,13 +275,8 @@ def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool) -
 
 def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parallel: int,
                      launcher_overrides: list[str]) -> list[str]:
-    """The `python -m rlvr_cli.sweep_job --multirun ...` command that runs cells `todo` through Hydra.
-
-    Raises:
-        BadInput: an unknown launcher.
-    """
-    if launcher not in LAUNCHERS:
-        raise BadInput(f"unknown launcher '{launcher}'; valid launchers: {', '.join(LAUNCHERS)}")
+    """The `python -m rlvr_cli.sweep_job --multirun ...` command that runs cells `todo` through Hydra
+    with `launcher` (one of `LAUNCHERS`, checked by `run`)."""
     cmd = [sys.executable, "-m", "rlvr_cli.sweep_job", "--multirun", f"sweep_dir={sweep_dir.resolve()}",
            f"cell={','.join(map(str, todo))}", f"hydra/launcher={launcher}"]
     if launcher == "submitit_local":  # submitit runs a whole batch at once; Hydra's sweeper cuts the batches

@@ -119,3 +119,10 @@ def test_killed_sweep_resumes_only_what_is_left_with_either_launcher(tmp_path):
     again = _sweep("--output-dir", str(out))
     log, _ = again.communicate(timeout=120)
     assert again.returncode == 2 and "already holds a sweep; add --resume" in log
+
+
+def test_unknown_launcher_lists_the_valid_ones(tmp_path):
+    r = runner.invoke(app, ["sweep", str(SMOKE), "--launcher", "pbs", "--output-dir", str(tmp_path / "out")])
+    assert r.exit_code == 2
+    assert "unknown launcher 'pbs'; valid launchers: basic, submitit_local, submitit_slurm" in r.stderr
+    assert not (tmp_path / "out").exists()
