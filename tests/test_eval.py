@@ -131,3 +131,13 @@ def test_eval_logs_its_scores_to_wandb_offline(tmp_path):
                for item in rec.summary.update}
     assert summary["amc23/avg@2"] == results["benchmarks"]["amc23"]["avg@2"]
     assert summary["overall/n_problems"] == 2
+
+
+def test_eval_a_local_model_directory(tmp_path):
+    from rlvr_cli.models import model_path
+
+    r = _eval(model_path("tiny-random"), "--benchmarks", "aime24", "--limit", "2", "--k", "1", *FAST,
+              "--output-dir", str(tmp_path / "ev"), "--temperature", "0")
+    assert r.exit_code == 0, r.output
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert results["model"]["kind"] == "dir" and results["protocol"]["temperature"] == 0
