@@ -505,14 +505,8 @@ def _plot_reward_vs_lr(report: dict[str, Any], path: Path) -> str | None:
             ax.scatter([r["lr"]], [0.0], marker="x", s=60, color=colours.get(label, "red"))
         ax.scatter([], [], marker="x", color="grey", label="diverged / failed cell (drawn at y = 0, not in the lines)")
     ax.set_xscale("log")
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("final reward (mean per completion, last quarter of steps)")
-    ax.set_title(f"{report['name']}: final reward vs learning rate")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, "learning rate (log scale)", "final reward (mean per completion, last quarter of steps)",
+            f"{report['name']}: final reward vs learning rate")
     return None
 
 
@@ -538,14 +532,8 @@ def _plot_reward_curves(sweep_dir: Path, report: dict[str, Any], path: Path) -> 
         ax.plot(steps, values, marker="o", markersize=3,
                 label=f"{optimizer}: {r['name']} (final {r['final_reward']:.3f})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("reward (mean per completion in the step)")
-    ax.set_title(f"{report['name']}: reward per step, best cell of each optimizer")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, "optimizer step", "reward (mean per completion in the step)",
+            f"{report['name']}: reward per step, best cell of each optimizer")
     return None
 
 
@@ -573,15 +561,23 @@ def _plot_reward_vs_rank(report: dict[str, Any], path: Path) -> str | None:
     ranks = sorted({b["r"] for b in ranked})
     ax.set_xscale("log", base=2)
     ax.set_xticks(ranks, [str(r) for r in ranks])
-    ax.set_xlabel("adapter rank r (log scale)")
-    ax.set_ylabel("final reward at the best lr (mean per completion)")
-    ax.set_title(f"{report['name']}: final reward vs adapter rank")
+    _finish(fig, ax, path, "adapter rank r (log scale)", "final reward at the best lr (mean per completion)",
+            f"{report['name']}: final reward vs adapter rank")
+    return None
+
+
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Label, grid, legend, save as PNG (120 dpi) and close a plot."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return None
 
 
 def _fmt(value: Any, spec: str = "") -> str:
