@@ -45,6 +45,8 @@ from rlvr_cli.errors import BadInput
 TOP_KEYS = ("name", "base", "axes")
 AXES = ("optimizer", "adapter", "seed", "overrides")
 LAUNCHERS = ("basic", "submitit_local", "submitit_slurm")
+#: Launcher -> its Hydra config (conf/hydra/launcher/slurm.yaml holds rlvr's SLURM settings).
+LAUNCHER_CONFIGS = {"basic": "basic", "submitit_local": "submitit_local", "submitit_slurm": "slurm"}
 #: Statuses that count as a result: --resume keeps them.
 DONE = ("completed", "diverged")
 
@@ -278,11 +280,11 @@ def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parall
     """The `python -m rlvr_cli.sweep_job --multirun ...` command that runs cells `todo` through Hydra
     with `launcher` (one of `LAUNCHERS`, checked by `run`)."""
     cmd = [sys.executable, "-m", "rlvr_cli.sweep_job", "--multirun", f"sweep_dir={sweep_dir.resolve()}",
-           f"cell={','.join(map(str, todo))}", f"hydra/launcher={launcher}"]
+           f"cell={','.join(map(str, todo))}", f"hydra/launcher={LAUNCHER_CONFIGS[launcher]}"]
     if launcher == "submitit_local":  # submitit runs a whole batch at once; Hydra's sweeper cuts the batches
         cmd += [f"hydra.sweeper.max_batch_size={max_parallel}", "hydra.launcher.timeout_min=10080"]
-    if launcher == "submitit_slurm":
-        cmd += [f"hydra.launcher.array_parallelism={max_parallel}", "hydra.launcher.timeout_min=1440"]
+    if launcher == "submitit_slurm":  # partition, GPUs, time limit: conf/hydra/launcher/slurm.yaml
+        cmd.append(f"hydra.launcher.array_parallelism={max_parallel}")
     if launcher != "basic":
         import torch
 

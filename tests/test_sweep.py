@@ -126,3 +126,17 @@ def test_unknown_launcher_lists_the_valid_ones(tmp_path):
     assert r.exit_code == 2
     assert "unknown launcher 'pbs'; valid launchers: basic, submitit_local, submitit_slurm" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_slurm_settings_come_from_the_launcher_config_group(tmp_path):
+    """`--launcher submitit_slurm` uses conf/hydra/launcher/slurm.yaml; hydra.launcher.* overrides change it."""
+    from rlvr_cli.sweep import multirun_command
+
+    cmd = multirun_command(tmp_path, [0, 2], "submitit_slurm", 8, ["hydra.launcher.partition=gpu"])
+    assert "hydra/launcher=slurm" in cmd and "cell=0,2" in cmd and "hydra.launcher.array_parallelism=8" in cmd
+    single = [a if not a.startswith("cell=") else "cell=0" for a in cmd[4:]]  # --cfg shows one job, not a sweep
+    shown = subprocess.run([*cmd[:3], "--cfg", "hydra", *single], capture_output=True, text=True, check=True).stdout
+    launcher = shown.split("\n  launcher:\n", 1)[1]
+    for line in ("partition: gpu", "gpus_per_node: 1", "timeout_min: 1440", "array_parallelism: 8",
+                 "SlurmLauncher"):
+        assert line in launcher, line
