@@ -22,8 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr_cli.errors import BadInput
 
-STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
-
 
 @dataclass(frozen=True)
 class RunDir:

@@ -171,18 +171,13 @@ def expand(sweep: dict[str, Any], source: str = "sweep") -> list[Cell]:
         axes_values = {**opt, **ad, **other, **({"seed": seed} if seed is not None else {})}
         overrides = list(base)
         parts = []
-        if opt:
-            overrides.append(f"optimizer={opt['optimizer']}")
-            parts.append(opt["optimizer"])
-            if opt["lr"] is not None:
-                overrides.append(f"optimizer.lr={opt['lr']!r}")
-                parts[-1] += f"-lr{opt['lr']:g}"
-        if ad:
-            overrides.append(f"adapter={ad['adapter']}")
-            parts.append(ad["adapter"])
-            if ad["r"] is not None:
-                overrides.append(f"adapter.r={ad['r']}")
-                parts[-1] += f"-r{ad['r']}"
+        for point, group, key in ((opt, "optimizer", "lr"), (ad, "adapter", "r")):
+            if point:  # e.g. optimizer=sgd optimizer.lr=0.01 -> name part "sgd-lr0.01"
+                overrides.append(f"{group}={point[group]}")
+                parts.append(point[group])
+                if point[key] is not None:
+                    overrides.append(f"{group}.{key}={point[key]!r}")
+                    parts[-1] += f"-{key}{point[key]:g}"
         for key, value in other.items():
             overrides.append(f"{key}={_fmt(value)}")
             parts.append(f"{key.rsplit('.', 1)[-1]}{_fmt(value)}")
@@ -245,7 +240,8 @@ def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool) -
         BadInput: the directory already holds a sweep and `resume` is off, or `resume` is on and the
             sweep file's cells differ from the manifest's.
     """
-    cells = expand(load_sweep(sweep_file), sweep_file.name)
+    sweep = load_sweep(sweep_file)
+    cells = expand(sweep, sweep_file.name)
     manifest_path = sweep_dir / "manifest.json"
     fresh = [{**asdict(c), "overrides": [*c.overrides, *extra], "run_dir": c.run_dir} for c in cells]
     if manifest_path.is_file():
@@ -259,7 +255,7 @@ def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool) -
         check_cells(cells, extra)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sweep_file, sweep_dir / "sweep.yaml")
-        manifest = {"name": load_sweep(sweep_file)["name"], "cells": fresh}
+        manifest = {"name": sweep["name"], "cells": fresh}
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     todo = []
     for i, cell in enumerate(manifest["cells"]):
