@@ -4,6 +4,7 @@
   divergence guard (a NaN or infinite loss or gradient norm stops the run).
 - `RichProgress`: a Rich progress bar with the running reward.
 - `GracefulStop`: the first Ctrl-C or SIGTERM ends the run after the current step.
+- `UpdateSparsity`: the fraction of weights changed since the start, every N steps.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class MetricsLog(TrainerCallback):
         record: dict[str, Any] = {"step": state.global_step}
         record.update({k: logs.get(src) for k, src in FIELDS.items()})
         record.update({k: v for k, v in logs.items() if k.startswith("rewards/") and k.endswith("/mean")})
+        record.update({k: v for k, v in logs.items() if k.startswith("changed_frac_")})  # UpdateSparsity
         tokens = float(logs.get("num_tokens") or 0.0)
         record["step_time_s"] = self._step_time
         record["tokens_per_s"] = (tokens - self._tokens) / self._step_time if self._step_time else None
@@ -159,3 +161,69 @@ class GracefulStop(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.signal_name is not None:
             control.should_training_stop = True
+
+
+class UpdateSparsity(TrainerCallback):
+    """Measure update sparsity against the initial weights (`rlvr_cli.sparsity.model_update`) every
+    `every_n_steps` optimizer steps and at the last step, and add `changed_frac_{exact,tol,bf16_exact,bf16_tol}`
+    to that step's logs (so metrics.jsonl and W&B get them: put this callback first in the trainer's list).
+
+    Full fine-tuning keeps a CPU copy of the initial trainable weights; when that copy would take more than
+    `max_copy_bytes`, nothing is measured and `skipped` says why.
+
+    Args:
+        every_n_steps: optimizer steps between measurements; 0 = only the last step.
+        tolerance: absolute difference at or below which a weight counts as unchanged (arXiv 2505.11711: 1e-5).
+        max_copy_bytes: largest initial-weight copy allowed, bytes; None = no limit.
+
+    Attributes:
+        latest: None, or the last measurement: `step`, `tolerance`, `n_params` and the four fractions.
+        skipped: None, or why nothing was measured.
+    """
+
+    def __init__(self, every_n_steps: int, tolerance: float, max_copy_bytes: int | None = None):
+        self.every_n_steps = every_n_steps
+        self.tolerance = tolerance
+        self.max_copy_bytes = max_copy_bytes
+        self.latest: dict[str, Any] | None = None
+        self.skipped: str | None = None
+        self._initial = None
+        self._pending: dict[str, float] = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from peft import PeftModel
+
+        if not isinstance(model, PeftModel) and self.max_copy_bytes is not None:
+            size = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+            if size > self.max_copy_bytes:
+                self.skipped = (f"a copy of the initial weights would take {size / 1e9:.1f} GB > "
+                                f"sparsity.max_copy_gb={self.max_copy_bytes / 1e9:g}")
+                return
+        from rlvr_cli.sparsity import initial_weights
+
+        self._initial = initial_weights(model)
+
+    def measure(self, model: Any, step: int) -> dict[str, Any]:
+        """Measure now; the result becomes `latest`."""
+        from rlvr_cli.sparsity import model_update
+
+        counts = model_update(model, self._initial, self.tolerance)
+        self.latest = {"step": step, "tolerance": self.tolerance, "n_params": counts.n, **counts.fractions()}
+        return self.latest
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.skipped:
+            return
+        step = state.global_step
+        if (self.every_n_steps and step % self.every_n_steps == 0) or step >= state.max_steps:
+            m = self.measure(model, step)
+            self._pending = {k: v for k, v in m.items() if k.startswith("changed_frac_")}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and self._pending and "reward" in logs:
+            logs.update(self._pending)
+            self._pending = {}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if not self.skipped and (self.latest is None or self.latest["step"] != state.global_step):
+            self.measure(model, state.global_step)  # a run that stopped early: summary.json gets its final value

@@ -4,6 +4,8 @@
     rlvr eval   MODEL [options]       avg@k / pass@k / maj@k on AIME24/25, MATH-500, AMC23, GSM8K
     rlvr sweep  SWEEP.yaml [OVERRIDES...]   a grid of runs through a Hydra launcher
     rlvr report SWEEP_DIR             table, best learning rates, CSV/JSON and plots of a sweep
+    rlvr memory MODEL [options]       training memory per optimizer: weights, gradients, states, master
+    rlvr sparsity BASE TARGET         update sparsity: % of weights changed, per module type and layer
     rlvr config show [OVERRIDES...]   the composed config, resolved
     rlvr --version
 """
@@ -11,6 +13,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +47,23 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """rlvr: compose configs, run GRPO with TRL, track with W&B."""
 
 
-def _bad_input(e: BadInput) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
+@contextmanager
+def bad_input_exits() -> Iterator[None]:
+    """Turn a `BadInput` raised inside into a one-line red `error: ...` on stderr and exit code 2."""
+    try:
+        yield
+    except BadInput as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+def _default_output_dir(spec: str, in_run: str, elsewhere: str) -> Path:
+    """Where a command's results go by default: `RUN_DIR/<in_run>` when `spec` is a run directory, else
+    `<elsewhere>/<name>-<YYYYmmdd-HHMMSS>`."""
+    run = Path(spec)
+    if (run / "summary.json").is_file():
+        return run / in_run
+    return Path(elsewhere) / f"{run.name or spec.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @app.command()
@@ -57,14 +75,12 @@ def train(overrides: list[str] = OVERRIDES) -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl)\.")  # upstream renames
     overrides = overrides or []
-    try:
+    with bad_input_exits():
         cfg = compose(overrides)
         from rlvr_cli.train import EXIT_CODES
         from rlvr_cli.train import train as run_train
 
         summary = run_train(cfg, overrides)
-    except BadInput as e:
-        raise _bad_input(e) from None
     console.print(summary_table(summary))
     raise typer.Exit(code=EXIT_CODES[summary["status"]])
 
@@ -94,16 +110,11 @@ def eval_(
 
     sampling = Sampling(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, seed=seed)
-    if output_dir is None:
-        run = Path(model)
-        output_dir = run / "eval" if (run / "summary.json").is_file() else \
-            Path("evals") / f"{run.name or model.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
+    output_dir = output_dir or _default_output_dir(model, "eval", "evals")
+    with bad_input_exits():
         from rlvr_cli.evaluation import evaluate
 
         results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype)
-    except BadInput as e:
-        raise _bad_input(e) from None
     if wandb:
         from rlvr_cli.tracking import log_eval
 
@@ -127,13 +138,11 @@ def sweep(
     """Run a grid of rlvr train runs through Hydra's multirun launchers, then report it."""
     from rlvr_cli import sweep as sweeps
 
-    try:
+    with bad_input_exits():
         name = sweeps.load_sweep(sweep_file).get("name") or sweep_file.stem
         sweep_dir = output_dir or Path("sweeps_out") / str(name)
         cells, todo, code = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel, resume,
                                        dry_run)
-    except BadInput as e:
-        raise _bad_input(e) from None
     table = Table(title=f"sweep {name}: {len(cells)} cells" + (" (dry run)" if dry_run else ""))
     for col in ("#", "run name", "axes", "status"):
         table.add_column(col)
@@ -153,10 +162,45 @@ def report(sweep_dir: Path = typer.Argument(..., help="a directory made by rlvr 
     """Table, best learning rate per optimizer and adapter, report.csv/json and plots of a sweep (no W&B needed)."""
     from rlvr_cli.report import report_command
 
-    try:
+    with bad_input_exits():
         report_command(sweep_dir)
-    except BadInput as e:
-        raise _bad_input(e) from None
+
+
+@app.command()
+def sparsity(
+    base: str = typer.Argument(..., help="the initial weights: hub id, model directory, run directory, sparse-delta "
+                                         "checkpoint, or smollm2-135m / tiny-random"),
+    target: str = typer.Argument(..., help="the trained weights (same kinds; adapter runs are merged into their "
+                                           "base)"),
+    tolerance: float = typer.Option(1e-5, help="absolute difference at or below which a weight is unchanged"),
+    rank: bool = typer.Option(False, "--rank", help="also the matrix rank and 99%-energy rank of each 2-D update"),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="default: TARGET/sparsity for a run "
+                                           "directory, else sparsity/<target>-<time>"),
+) -> None:
+    """Update sparsity between two sets of weights (arXiv 2505.11711): % of entries changed, exactly and beyond
+    the tolerance, as stored and after a bf16 cast; per module type, layer (heat map) and tensor."""
+    from rlvr_cli.sparsity import sparsity_command
+
+    output_dir = output_dir or _default_output_dir(target, "sparsity", "sparsity")
+    with bad_input_exits():
+        sparsity_command(base, target, tolerance, rank, output_dir, console)
+
+
+@app.command()
+def memory(
+    model: str = typer.Argument(..., help="a parameter count (70e9, 1.7e9, 135e6), smollm2-135m / tiny-random, "
+                                          "a model directory or a hub id"),
+    optimizer: list[str] = typer.Option(None, "--optimizer", help="repeatable; default: every optimizer option"),
+    adapter: str = typer.Option("full", "--adapter", help="full | lora | dora | rslora | vera (needs a model)"),
+    r: int | None = typer.Option(None, "--r", help="adapter rank; default: the adapter config's"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | mixed | bf16"),
+) -> None:
+    """Training memory per optimizer: weights, gradients, optimizer states, master weights (no activations)."""
+    from rlvr_cli.memory import estimate, memory_table
+
+    with bad_input_exits():
+        table = memory_table(estimate(model, optimizer or None, precision, adapter, r))
+    console.print(table)
 
 
 @config_app.command("show")
@@ -166,10 +210,8 @@ def config_show(overrides: list[str] = OVERRIDES) -> None:
 
     from rlvr_cli.config import compose
 
-    try:
+    with bad_input_exits():
         cfg = compose(overrides or [])
-    except BadInput as e:
-        raise _bad_input(e) from None
     console.print(OmegaConf.to_yaml(cfg), highlight=False, markup=False, end="")
 
 
@@ -191,10 +233,20 @@ def summary_table(summary: dict[str, Any]) -> Table:
         share = summary["trainable_params"] / summary["total_params"]
         table.add_row("trainable params", f"{summary['trainable_params']:,} of {summary['total_params']:,} "
                                           f"({share:.2%})")
+    sparsity = summary.get("update_sparsity")
+    if sparsity:
+        table.add_row(f"weights changed (step {sparsity['step']})",
+                      f"{100 * sparsity['changed_frac_tol']:.4f}% > {sparsity['tolerance']:g}, "
+                      f"{100 * sparsity['changed_frac_exact']:.4f}% exactly, "
+                      f"{100 * sparsity['changed_frac_bf16_tol']:.4f}% after a bf16 cast")
     table.add_row("optimizer state", human_bytes(summary["optimizer_state_bytes"]))
     table.add_row("peak memory", human_bytes(summary["peak_memory_bytes"]))
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
-    table.add_row("weights", summary.get("weights_dir") or "not saved")
+    weights = summary.get("weights_dir") or "not saved"
+    if summary.get("weights_bytes"):
+        weights += (f" ({summary.get('weights_format', 'full')}: {human_bytes(summary['weights_bytes'])}; full model "
+                    f"{human_bytes(summary['full_weights_bytes'])})")
+    table.add_row("weights", weights)
     if summary.get("wandb_run_id"):
         table.add_row("W&B run", summary["wandb_run_id"])
     return table

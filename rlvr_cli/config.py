@@ -20,6 +20,7 @@ from rlvr_cli.errors import BadInput
 #: The config groups, which are also the sweep axes (shared DESIGN.md section 2).
 GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "logger")
 DTYPES = ("float32", "bfloat16", "float16")
+SAVE_FORMATS = ("full", "sparse_delta")
 
 
 def config_dir() -> Path:
@@ -90,7 +91,8 @@ def validate(cfg: DictConfig) -> None:
     Checks: optimizer.lr > 0; adapter.r >= 1 for adapters; grpo.num_generations >= 2;
     grpo.per_device_train_batch_size * gradient_accumulation_steps divisible by num_generations
     (TRL's generation batch must hold whole prompt groups, single process); grpo.max_steps >= 1;
-    a known model dtype; numeric reward weights; a known W&B mode.
+    a known model dtype; numeric reward weights; a known W&B mode; sparsity settings (steps >= 0,
+    tolerance >= 0, copy limit > 0); a known save_format, and sparse_delta only for full fine-tuning.
 
     Raises:
         BadInput: naming the first bad value and the fix.
@@ -124,6 +126,22 @@ def validate(cfg: DictConfig) -> None:
             raise BadInput(f"rewards.{name} must be a number (its weight), got {weight!r}")
     if cfg.logger.name == "wandb" and cfg.logger.mode not in ("auto", "online", "offline"):
         raise BadInput(f"logger.mode must be auto, online or offline, got {cfg.logger.mode!r}")
+    sp = cfg.get("sparsity")
+    if sp is not None:
+        every, tol, max_gb = sp.get("every_n_steps"), sp.get("tolerance"), sp.get("max_copy_gb")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+            raise BadInput(f"sparsity.every_n_steps must be an integer >= 0 (0: the last step only), got {every!r}; "
+                           f"sparsity=null turns it off")
+        if not isinstance(tol, (int, float)) or tol < 0:
+            raise BadInput(f"sparsity.tolerance must be a number >= 0, got {tol!r}; e.g. sparsity.tolerance=1e-5")
+        if max_gb is not None and (not isinstance(max_gb, (int, float)) or max_gb <= 0):
+            raise BadInput(f"sparsity.max_copy_gb must be a number > 0 or null (no limit), got {max_gb!r}")
+    fmt = cfg.get("save_format", "full")
+    if fmt not in SAVE_FORMATS:
+        raise BadInput(f"save_format must be one of {', '.join(SAVE_FORMATS)}, got {fmt!r}")
+    if fmt == "sparse_delta" and cfg.adapter.name != "full":
+        raise BadInput(f"save_format=sparse_delta is for full fine-tuning; adapter={cfg.adapter.name} runs already "
+                       f"save only the adapter (use save_format=full)")
 
 
 def _one_line(e: BaseException) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from rlvr_cli import sparse_delta
 from rlvr_cli.config import DTYPES
 from rlvr_cli.data import INSTRUCTION, hub_problems, read_jsonl, resolve_path
 from rlvr_cli.errors import BadInput
@@ -94,9 +95,10 @@ class ModelSource:
     """What `rlvr eval MODEL` points at, resolved without loading anything.
 
     `kind` is `preset` (smollm2-135m, tiny-random), `dir` (a model directory), `hub` (a hub id),
-    `run-full` or `run-adapter` (a `rlvr train` run directory). `path` is what to load (for an
-    adapter run, the adapter directory; `base` is then the model it was trained on), `dtype` the
-    run's weight dtype when known.
+    `sparse-delta` (a sparse-delta checkpoint directory, `rlvr_cli.sparse_delta`), or `run-full`,
+    `run-adapter` or `run-sparse-delta` (a `rlvr train` run directory and what its final/ holds).
+    `path` is what to load (for an adapter or a sparse delta, its directory; `base` is then the
+    model it applies to), `dtype` the run's weight dtype when known.
     """
 
     spec: str
@@ -123,17 +125,28 @@ def resolve_model(spec: str) -> ModelSource:
             return ModelSource(spec, "run-adapter", str(weights), base=cfg.model.name_or_path, dtype=cfg.model.dtype)
         if (weights / "config.json").is_file():
             return ModelSource(spec, "run-full", str(weights), dtype=cfg.model.dtype)
+        if sparse_delta.is_sparse_delta(weights):
+            meta = sparse_delta.read_meta(weights)
+            return ModelSource(spec, "run-sparse-delta", str(weights), base=meta["base"], dtype=meta["dtype"])
         raise BadInput(f"run directory {spec} has no weights in final/ (status: {status}); evaluate another run")
+    if sparse_delta.is_sparse_delta(p):
+        meta = sparse_delta.read_meta(p)
+        return ModelSource(spec, "sparse-delta", str(p), base=meta["base"], dtype=meta["dtype"])
     if p.is_dir():
         return ModelSource(spec, "dir", str(p))
     check_model_source(spec)  # path-like names must exist
     return ModelSource(spec, "hub", spec)
 
 
-def load_eval_model(source: ModelSource, dtype: str | None = None) -> tuple[Any, Any]:
-    """Load a resolved MODEL for generation; an adapter run is merged into its base model.
+def load_eval_model(source: ModelSource, dtype: str | None = None, with_tokenizer: bool = True) -> tuple[Any, Any]:
+    """Load a resolved MODEL for generation; an adapter run is merged into its base model, a sparse delta
+    rebuilt on its base (in the dtype it was made in: `dtype` does not apply).
 
-    `dtype` defaults to the run's dtype, else float32 on CPU and bfloat16 on CUDA (float32 for presets).
+    `dtype` defaults to the run's dtype, else float32 on CPU and bfloat16 on CUDA (float32 for presets);
+    `auto` keeps the dtype the checkpoint was stored in. `with_tokenizer=False` loads the weights only.
+
+    Raises:
+        BadInput: the model cannot be loaded; a sparse delta's base does not match its recorded hash.
     """
     import torch
 
@@ -144,10 +157,12 @@ def load_eval_model(source: ModelSource, dtype: str | None = None) -> tuple[Any,
     if source.kind == "run-adapter":
         from peft import PeftModel
 
-        base, tokenizer = load_model(source.base, dtype)
+        base, tokenizer = load_model(source.base, dtype, with_tokenizer)
         model = PeftModel.from_pretrained(base, source.path).merge_and_unload()
+    elif source.kind.endswith("sparse-delta"):
+        model, tokenizer = sparse_delta.load(source.path, with_tokenizer=with_tokenizer)
     else:
-        model, tokenizer = load_model(source.path, dtype)
+        model, tokenizer = load_model(source.path, dtype, with_tokenizer)
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model, tokenizer
@@ -268,7 +283,8 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     names = parse_benchmarks(benchmarks)
     source = resolve_model(spec)
     problems = {n: load_benchmark(n, data_dir, limit) for n in names}
-    if backend == "vllm" and source.kind != "run-adapter":  # vLLM loads the weights itself
+    rebuilt = source.kind in ("run-adapter", "sparse-delta", "run-sparse-delta")  # no directory vLLM can load
+    if backend == "vllm" and not rebuilt:  # vLLM loads the weights itself
         from transformers import AutoTokenizer
 
         path = model_path(source.path)
@@ -276,7 +292,7 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     else:
         model, tokenizer = load_eval_model(source, dtype)
         path = source.path
-        if backend == "vllm":  # an adapter run: vLLM gets the merged model as a directory
+        if backend == "vllm":  # an adapter or a sparse delta: vLLM gets the rebuilt model as a directory
             path = str(output_dir / "merged-model")
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)

@@ -118,12 +118,15 @@ def check_model_source(name_or_path: str) -> None:
         raise BadInput(f"model directory not found: {name_or_path}")
 
 
-def load_model(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(name_or_path: str, dtype: str = "float32",
+               with_tokenizer: bool = True) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """Load a causal LM and its tokenizer.
 
     Args:
         name_or_path: `smollm2-135m`, `tiny-random`, a local directory, or a hub id.
-        dtype: `float32`, `bfloat16` or `float16`: the dtype the weights are stored and trained in.
+        dtype: `float32`, `bfloat16` or `float16`: the dtype the weights are stored and trained in; `auto`:
+            the dtype the checkpoint's config names (weights as stored).
+        with_tokenizer: False loads the weights only (the tokenizer returned is None).
 
     Returns:
         `(model, tokenizer)`; the tokenizer has a pad token.
@@ -137,11 +140,11 @@ def load_model(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedMod
     check_model_source(name_or_path)
     try:
         path = model_path(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        tokenizer = AutoTokenizer.from_pretrained(path) if with_tokenizer else None
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     except (OSError, ValueError) as e:  # transformers raises either for a directory without a model
         raise BadInput(f"cannot load model '{name_or_path}': not a local model directory, and the hub did not "
                        f"serve it ({str(e).splitlines()[0]})") from None
-    if tokenizer.pad_token is None:
+    if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -35,7 +35,11 @@ from rlvr_cli.errors import BadInput
 STANDARD_AXES = ("optimizer", "lr", "adapter", "r", "seed")
 #: The per-cell figures after the axes, in CSV / JSON order.
 FIGURES = ("status", "final_reward", "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes",
-           "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "reason", "run_dir")
+           "optimizer_state_bytes_analytic", "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes",
+           "memory_analytic_bytes", "sparsity_tolerance", "changed_frac_exact", "changed_frac_tol",
+           "changed_frac_bf16_exact", "changed_frac_bf16_tol", "reason", "run_dir")
+#: The fractions of weights changed since the start that summary.json's `update_sparsity` holds.
+CHANGED = ("changed_frac_exact", "changed_frac_tol", "changed_frac_bf16_exact", "changed_frac_bf16_tol")
 #: Statuses whose final reward never counts (a failed run's numbers are not a result; a pending one has none).
 NOT_COUNTED = ("failed", "pending")
 STATUS_COLOURS = {"completed": "green", "diverged": "red", "failed": "red"}
@@ -49,7 +53,16 @@ class CellReport:
     `optimizer`, `lr`, `adapter`, `r` and `seed` are the manifest's axis values, or the run's own
     (`summary.json`) where the manifest has none (a sweep without that axis runs the default);
     `other_axes` holds the manifest's remaining axes (e.g. `{"grpo.beta": 0.04}`). Rewards are mean
-    rewards per completion; bytes are bytes; `wall_time_s` is seconds. Absent values are None.
+    rewards per completion; bytes are bytes; `wall_time_s` is seconds. Absent values are None (summaries
+    written before a field existed too).
+
+    Memory, measured beside computed (`rlvr_cli.memory`): `optimizer_state_bytes` (the optimizer's state
+    tensors) and `optimizer_state_bytes_analytic`; `peak_memory_bytes` (peak GPU memory allocated, or peak RSS
+    on CPU: activations and everything else included) and `memory_analytic_bytes` (weights + gradients +
+    optimizer states + master weights). Update sparsity (summary.json's `update_sparsity`, arXiv 2505.11711):
+    `changed_frac_*` are fractions in [0, 1] of the weights that differ from the initial weights, exactly
+    (`exact`) or by more than `sparsity_tolerance` (`tol`), on the weights as stored or after a bf16 cast
+    (`bf16_*`); update sparsity is 1 - the changed fraction.
     """
 
     name: str
@@ -70,6 +83,13 @@ class CellReport:
     total_params: int | None = None
     wall_time_s: float | None = None
     peak_memory_bytes: int | None = None
+    optimizer_state_bytes_analytic: int | None = None
+    memory_analytic_bytes: int | None = None
+    sparsity_tolerance: float | None = None
+    changed_frac_exact: float | None = None
+    changed_frac_tol: float | None = None
+    changed_frac_bf16_exact: float | None = None
+    changed_frac_bf16_tol: float | None = None
     reason: str | None = None
 
     @property
@@ -178,8 +198,14 @@ def read_cell(sweep_dir: Path, cell: dict[str, Any]) -> CellReport:
     report.final_reward = _number(summary.get("reward_mean_last_quarter"))
     report.first_reward = _number(summary.get("reward_mean_first_quarter"))
     report.eval_k, report.eval_avg = eval_avg(summary)
-    for key in ("optimizer_state_bytes", "trainable_params", "total_params", "peak_memory_bytes"):
+    for key in ("optimizer_state_bytes", "optimizer_state_bytes_analytic", "trainable_params", "total_params",
+                "peak_memory_bytes", "memory_analytic_bytes"):
         setattr(report, key, _int(summary.get(key)))
+    sparsity = summary.get("update_sparsity")
+    if isinstance(sparsity, dict):
+        report.sparsity_tolerance = _number(sparsity.get("tolerance"))
+        for key in CHANGED:
+            setattr(report, key, _number(sparsity.get(key)))
     report.wall_time_s = _number(summary.get("wall_time_s"))
     report.reason = summary.get("reason") or None
     return report
@@ -271,8 +297,10 @@ def build_report(sweep_dir: Path) -> dict[str, Any]:
     Returns:
         `{"name": str, "cells": [row, ...], "best_lr": [group, ...]}`: one row per cell in manifest order
         (`CellReport.row`: name, optimizer, lr, adapter, r, seed, the other axes, status, final_reward,
-        first_reward, eval_avg, eval_k, optimizer_state_bytes (bytes), trainable_params, total_params,
-        wall_time_s (seconds), peak_memory_bytes (bytes), reason, run_dir), and one `BestLr` as a dict per
+        first_reward, eval_avg, eval_k, optimizer_state_bytes and optimizer_state_bytes_analytic (bytes),
+        trainable_params, total_params, wall_time_s (seconds), peak_memory_bytes and memory_analytic_bytes
+        (bytes), sparsity_tolerance, changed_frac_exact, changed_frac_tol, changed_frac_bf16_exact,
+        changed_frac_bf16_tol (fractions in [0, 1]), reason, run_dir), and one `BestLr` as a dict per
         (optimizer, adapter, r) group with data.
 
     Raises:
@@ -314,7 +342,9 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 def cells_table(report: dict[str, Any]) -> Table:
     """A Rich table with one row per cell: name, axes, status (coloured), final reward, eval avg@k (only
-    when some cell has one), optimizer state (human units), trainable parameters and wall time (s)."""
+    when some cell has one), optimizer state and peak memory each as measured / analytic (binary units),
+    the percentage of weights changed (beyond the tolerance, as stored / after a bf16 cast), trainable
+    parameters and wall time (s). A figure a cell's summary lacks is `-`."""
     rows = report["cells"]
     other = [k for k in (rows[0] if rows else {}) if k not in ("name", *STANDARD_AXES, *FIGURES)]
     counts: dict[str, int] = {}
@@ -331,8 +361,14 @@ def cells_table(report: dict[str, Any]) -> Table:
     table.add_column("final reward", justify="right")
     if eval_header:
         table.add_column(eval_header, justify="right")
-    for col in ("optimizer state", "trainable params", "wall time (s)"):
+    tolerances = {row["sparsity_tolerance"] for row in rows if row["sparsity_tolerance"] is not None}
+    tolerance = f"{tolerances.pop():g}" if len(tolerances) == 1 else "tol"
+    for col in ("optimizer state", "peak memory", f"changed > {tolerance}", "trainable params", "wall time (s)"):
         table.add_column(col, justify="right")
+    table.caption = ("optimizer state, peak memory: measured / analytic (rlvr memory; analytic peak = weights + "
+                     "gradients + optimizer states + master weights, no activations). changed: % of weights that "
+                     f"differ from the initial ones by more than {tolerance}, as stored / after a bf16 cast "
+                     "(update sparsity = 100% - changed).")
     for row in rows:
         status = row["status"]
         cells: list[Any] = [Text(row["name"]), *(Text(_fmt(row[a])) for a in (*STANDARD_AXES, *other)),
@@ -341,8 +377,10 @@ def cells_table(report: dict[str, Any]) -> Table:
         if eval_header:
             value = _reward(row["eval_avg"])
             cells.append(value if len(ks) <= 1 or row["eval_avg"] is None else f"{value} (k={row['eval_k']})")
-        cells += [human_bytes(row["optimizer_state_bytes"]), _fmt(row["trainable_params"], ","),
-                  _fmt(row["wall_time_s"], ".1f")]
+        cells += [_pair(row["optimizer_state_bytes"], row["optimizer_state_bytes_analytic"], human_bytes),
+                  _pair(row["peak_memory_bytes"], row["memory_analytic_bytes"], human_bytes),
+                  _pair(row["changed_frac_tol"], row["changed_frac_bf16_tol"], percent),
+                  _fmt(row["trainable_params"], ","), _fmt(row["wall_time_s"], ".1f")]
         table.add_row(*cells)
     return table
 
@@ -433,6 +471,17 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction in [0, 1] as a percentage with enough digits for tiny ones: `0%`, `20.0%`, `0.25%`,
+    `0.0012%`; `-` for None."""
+    if fraction is None:
+        return "-"
+    pct = 100 * fraction
+    if pct == 0:
+        return "0%"
+    return f"{pct:.1f}%" if abs(pct) >= 1 else f"{pct:.2f}%" if abs(pct) >= 0.01 else f"{pct:.2g}%"
 
 
 def read_rewards(metrics_path: Path) -> tuple[list[int], list[float]]:
@@ -586,6 +635,11 @@ def _fmt(value: Any, spec: str = "") -> str:
     if isinstance(value, float) and not spec:
         return f"{value:g}"
     return format(value, spec)
+
+
+def _pair(measured: Any, analytic: Any, fmt: Any) -> str:
+    """`measured / analytic`, each formatted by `fmt`; `-` when both are None."""
+    return "-" if measured is None and analytic is None else f"{fmt(measured)} / {fmt(analytic)}"
 
 
 def _reward(value: float | None) -> str:

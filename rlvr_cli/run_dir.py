@@ -5,7 +5,8 @@
         overrides.yaml   the command-line overrides
         metrics.jsonl    one JSON object per optimizer step, flushed as it is written
         summary.json     status and headline figures; written at the start ("running") and at the end
-        final/           the final weights: the adapter, or the full model, plus the tokenizer
+        final/           the final weights: the adapter, or the full model, or a sparse delta
+                         (save_format=sparse_delta), plus the tokenizer
         wandb/           the W&B run files (logger=wandb)
 """
 

@@ -41,13 +41,16 @@ def start(cfg: DictConfig, run_path: Path, run_name: str) -> str | None:
 
 
 def finish(summary: dict[str, Any]) -> None:
-    """Copy the headline figures into the W&B run summary and close the run (no-op without one)."""
+    """Copy the headline figures into the W&B run summary (one level of nesting flattened: `update_sparsity/
+    changed_frac_tol`) and close the run (no-op without one)."""
     import sys
 
     wandb = sys.modules.get("wandb")
     if wandb is None or wandb.run is None:
         return
-    wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    flat = {f"{k}/{kk}": vv for k, v in summary.items() if isinstance(v, dict) for kk, vv in v.items()}
+    flat.update(summary)
+    wandb.run.summary.update({k: v for k, v in flat.items() if isinstance(v, (int, float, str))})
     wandb.finish(exit_code=0 if summary.get("status") == "completed" else 1)
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli import adapters, optimizers, rewards, run_dir, tracking
-from rlvr_cli.callbacks import GracefulStop, MetricsLog, RichProgress
+from rlvr_cli import adapters, memory, optimizers, rewards, run_dir, sparse_delta, tracking
+from rlvr_cli.callbacks import GracefulStop, MetricsLog, RichProgress, UpdateSparsity
 from rlvr_cli.config import validate
 from rlvr_cli.data import load_problems, prompt_dataset
 from rlvr_cli.errors import BadInput
@@ -72,6 +73,38 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def update_sparsity_callback(cfg: DictConfig | None) -> UpdateSparsity | None:
+    """The training-time update-sparsity monitor for the `sparsity` config block; None when it is null."""
+    if cfg is None:
+        return None
+    max_bytes = None if cfg.get("max_copy_gb") is None else int(cfg.max_copy_gb * 1e9)
+    return UpdateSparsity(cfg.every_n_steps, cfg.tolerance, max_bytes)
+
+
+def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path) -> dict[str, Any]:
+    """Save the final weights into `out` as `cfg.save_format` says: `full` (the adapter for PEFT runs, else the
+    whole model, with the tokenizer) or `sparse_delta` (`rlvr_cli.sparse_delta`: the entries that differ from
+    the base model reloaded in the run's dtype).
+
+    Returns:
+        `weights_dir`, `weights_bytes` (the .safetensors files written, bytes) and `full_weights_bytes` (the
+        tensor bytes of the whole model: what a full checkpoint holds).
+    """
+    from rlvr_cli.models import load_model
+    from rlvr_cli.sparsity import state_dict
+
+    trained = state_dict(trainer.model)
+    if cfg.get("save_format", "full") == "sparse_delta":
+        base, _ = load_model(cfg.model.name_or_path, cfg.model.dtype)
+        sparse_delta.save(trained, state_dict(base), cfg.model.name_or_path, out)
+        tokenizer.save_pretrained(out)
+    else:
+        trainer.save_model(str(out))
+    return {"weights_dir": str(out), "weights_format": cfg.get("save_format", "full"),
+            "weights_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
+            "full_weights_bytes": sparse_delta.full_bytes(trained)}
+
+
 def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
           callbacks: list[Any] = ()) -> dict[str, Any]:
     """Run GRPO as `cfg` says; return the summary that is also written to `summary.json`.
@@ -85,8 +118,12 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     Returns:
         The summary: `status` (completed | diverged | interrupted | failed), `global_step`
         (optimizer steps), `reward_mean_first_quarter`, `reward_mean_last_quarter`,
-        `trainable_params`, `total_params`, `optimizer_state_bytes` (measured),
-        `peak_memory_bytes`, `wall_time_s`, `wandb_run_id`, `run_dir`, `weights_dir`, `reason`.
+        `trainable_params`, `total_params`, `optimizer_state_bytes` (measured) and
+        `optimizer_state_bytes_analytic`, `peak_memory_bytes` (measured) and `memory_analytic_bytes` (weights,
+        gradients, states and master weights: `rlvr_cli.memory.run_memory_analytic`), `update_sparsity`
+        (the last measurement of `UpdateSparsity`, or None, with `update_sparsity_skipped` saying why),
+        `wall_time_s`, `wandb_run_id`, `run_dir`, `weights_dir`, `weights_format`, `weights_bytes`,
+        `full_weights_bytes`, `reason` (all sizes in bytes).
 
     Raises:
         BadInput: before any model is loaded, for every bad value the config or data holds.
@@ -117,6 +154,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     from trl import GRPOTrainer
 
     metrics = MetricsLog(run.metrics, stop_on_nonfinite=cfg.stop_on_nonfinite)
+    sparsity = update_sparsity_callback(cfg.get("sparsity"))
     bar = RichProgress(f"GRPO {path.name}") if progress else None
     stop = GracefulStop()
     trainer = None
@@ -130,6 +168,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                 callbacks=[metrics, stop, *callbacks] + ([bar] if bar else []),
             )
             trainer.optimizer_cls_and_kwargs = (optimizer_cls, optimizer_kwargs)  # read by Trainer.create_optimizer
+            if sparsity:  # first, so that W&B and metrics.jsonl see the values it adds to a step's logs
+                trainer.callback_handler.callbacks.insert(0, sparsity)
             trainer.remove_callback(PrinterCallback)  # prints every log dict when tqdm is off; Rich draws instead
             trainer.train()
         status = "diverged" if metrics.diverged else "interrupted" if stop.signal_name else "completed"
@@ -145,8 +185,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     # 4. Save what there is; evaluate a completed run; write the summary.
     summary["weights_dir"] = None
     if trainer is not None and status in ("completed", "interrupted"):
-        trainer.save_model(str(run.weights))  # the adapter for PEFT runs, else the full model
-        summary["weights_dir"] = str(run.weights)
+        summary.update(save_weights(cfg, trainer, tokenizer, run.weights))
     if eval_problems and status == "completed":
         identity = {"spec": str(path), "kind": "training run", "path": str(run.weights),
                     "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
@@ -155,6 +194,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         summary["eval"] = headline(results)
     first, last = run_dir.quarter_means([r["reward"] for r in metrics.records])
     trainable, total = adapters.count_params(trainer.model) if trainer is not None else (None, None)
+    analytic = memory.run_memory_analytic(trainer.model, cfg.optimizer.name, options=optimizer_kwargs) \
+        if trainer is not None else {}
     summary.update(
         status=status,
         global_step=trainer.state.global_step if trainer is not None else 0,
@@ -164,6 +205,9 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         total_params=total,
         optimizer_state_bytes=optimizers.state_bytes(trainer.optimizer) if trainer and trainer.optimizer else 0,
         peak_memory_bytes=peak_memory_bytes(),
+        **analytic,
+        update_sparsity=sparsity.latest if sparsity else None,
+        update_sparsity_skipped=sparsity.skipped if sparsity else "sparsity=null",
         wall_time_s=round(time.perf_counter() - t_start, 3),
     )
     run_dir.write_summary(run, summary)

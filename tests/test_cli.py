@@ -38,6 +38,11 @@ BAD = {
     "unknown_reward": (["+rewards.style=1.0"], "unknown reward 'style'; valid rewards: correctness, format"),
     "unknown_grpo_field": (["+grpo.num_generation=4"], "grpo: "),
     "missing_model_dir": (["model.name_or_path=/no/such/model"], "model directory not found: /no/such/model"),
+    "negative_tolerance": (["sparsity.tolerance=-1e-5"], "sparsity.tolerance must be a number >= 0, got -1e-05"),
+    "sparsity_steps": (["sparsity.every_n_steps=-1"], "sparsity.every_n_steps must be an integer >= 0"),
+    "save_format": (["save_format=zip"], "save_format must be one of full, sparse_delta, got 'zip'"),
+    "sparse_adapter": (["save_format=sparse_delta", "adapter=lora"], "save_format=sparse_delta is for full "
+                                                                     "fine-tuning; adapter=lora runs"),
 }
 
 

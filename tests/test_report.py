@@ -12,7 +12,7 @@ from conftest import TINY, completion_chars
 from rich.console import Console
 
 from rlvr_cli.errors import BadInput
-from rlvr_cli.report import best_lrs, build_report, eval_avg, human_bytes, load_cells, report_command
+from rlvr_cli.report import CHANGED, best_lrs, build_report, eval_avg, human_bytes, load_cells, percent, report_command
 
 CHARS = ["~rewards.correctness", "~rewards.format", "+rewards.chars=1.0"]
 HUGE = ["~rewards.correctness", "~rewards.format", "+rewards.huge=1.0", "grpo.scale_rewards=none"]
@@ -103,6 +103,11 @@ def test_statuses_per_cell(sweep):
     adamw = by_name["adamw-lr1e-05-full-s0"]
     assert adamw["eval_k"] == 2 and 0.0 <= adamw["eval_avg"] <= 1.0
     assert adamw["optimizer_state_bytes"] > 0 and by_name["sgd-lr0.01-full-s0"]["optimizer_state_bytes"] == 0
+    for cell in report["cells"]:  # the Trainer's optimizer holds exactly the state rlvr_cli.memory computes
+        if cell["status"] in ("completed", "diverged"):
+            assert cell["optimizer_state_bytes_analytic"] == cell["optimizer_state_bytes"], cell["name"]
+            assert cell["memory_analytic_bytes"] >= 4 * cell["total_params"], cell["name"]  # fp32 weights at least
+            assert 0 <= cell["changed_frac_tol"] <= cell["changed_frac_exact"] <= 1, cell["name"]
 
 
 def test_best_lr_matches_the_summaries(sweep):
@@ -140,8 +145,10 @@ def test_csv_and_json_files(sweep):
         rows = list(csv.DictReader(f))
     assert [r["name"] for r in rows] == [c["name"] for c in report["cells"]]
     expected = ["name", "optimizer", "lr", "adapter", "r", "seed", "grpo.scale_rewards", "status", "final_reward",
-                "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes", "trainable_params", "total_params",
-                "wall_time_s", "peak_memory_bytes", "reason", "run_dir"]
+                "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes", "optimizer_state_bytes_analytic",
+                "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "memory_analytic_bytes",
+                "sparsity_tolerance", "changed_frac_exact", "changed_frac_tol", "changed_frac_bf16_exact",
+                "changed_frac_bf16_tol", "reason", "run_dir"]
     assert list(rows[0]) == expected
     for row in rows:
         if row["status"] == "pending":
@@ -156,6 +163,11 @@ def test_csv_and_json_files(sweep):
         else:
             assert float(row["final_reward"]) == pytest.approx(summary["reward_mean_last_quarter"])
         assert float(row["wall_time_s"]) == pytest.approx(summary["wall_time_s"])
+        for key in ("optimizer_state_bytes_analytic", "memory_analytic_bytes"):  # "" where train did not write it
+            assert row[key] == ("" if summary.get(key) is None else str(summary[key])), key
+        sparsity = summary.get("update_sparsity") or {}
+        for key in CHANGED:
+            assert row[key] == ("" if sparsity.get(key) is None else str(sparsity[key])), key
     assert rows[0]["r"] == "" and rows[4]["r"] == "2" and float(rows[1]["lr"]) == 0.01
 
 
@@ -176,6 +188,8 @@ def test_printed_tables(sweep):
 
     assert "sweep report-test: 8 cells (5 completed, 1 diverged, 1 failed, 1 pending)" in text
     assert "eval avg@2" in text and "final reward" in text and "wall time (s)" in text
+    assert "changed > 1e-05" in text and "as stored / after a bf16 cast" in " ".join(text.split())
+    assert "0 B / 0 B" in line_of("sgd-lr0.01-full-s0") and "%" in line_of("adamw-lr1e-05-full-s0")
     assert "diverged" in line_of("adam-lr0.001-full-huge") and "failed" in line_of("sgd-lr0.1-full-s1")
     assert "pending" in line_of("sgd-lr1-full-s0")
     assert "0 B" in line_of("sgd-lr0.01-full-s0") and "MiB" in line_of("adamw-lr1e-05-full-s0")
@@ -219,6 +233,45 @@ def test_eval_avg_and_bytes():
     assert eval_avg({"eval": {"gsm8k": {"avg@8": 0.5}, "overall": {"avg@8": 0.25, "pass@1": 0.25}}}) == (8, 0.25)
     assert eval_avg({}) == (None, None) and eval_avg({"eval": None}) == (None, None)
     assert [human_bytes(n) for n in (None, 0, 512, 1536, 3 * 1024**3)] == ["-", "0 B", "512 B", "1.5 KiB", "3.0 GiB"]
+    assert [percent(x) for x in (None, 0.0, 0.2, 0.0025, 1.2e-5, 1.0)] == ["-", "0%", "20.0%", "0.25%", "0.0012%",
+                                                                          "100.0%"]
+
+
+def test_memory_and_sparsity_columns_and_older_summaries(tmp_path):
+    """A sweep whose cells were written by different rlvr versions: one summary with the analytic memory and
+    update-sparsity fields, one from before them. Both report; the missing figures are `-` / empty / null."""
+    new = {"status": "completed", "optimizer": "adamw", "lr": 1e-5, "adapter": "full", "seed": 0,
+           "reward_mean_last_quarter": 0.5, "optimizer_state_bytes": 25_758_288,
+           "optimizer_state_bytes_analytic": 25_758_288, "peak_memory_bytes": 3 * 1024**3,
+           "memory_analytic_bytes": 51_517_504, "wall_time_s": 1.5,
+           "update_sparsity": {"step": 2, "tolerance": 1e-5, "n_params": 3_219_776, "changed_frac_exact": 0.5,
+                               "changed_frac_tol": 0.2, "changed_frac_bf16_exact": 0.01,
+                               "changed_frac_bf16_tol": 0.0002}}
+    old = {"status": "completed", "optimizer": "sgd", "lr": 0.01, "adapter": "full", "seed": 0,
+           "reward_mean_last_quarter": 0.25, "optimizer_state_bytes": 0, "peak_memory_bytes": 2 * 1024**3,
+           "wall_time_s": 1.0}
+    cells = []
+    for name, summary in (("new", new), ("old", old)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "summary.json").write_text(json.dumps(summary))
+        cells.append({"name": name, "run_dir": f"runs/{name}", "axes": {}})
+    (tmp_path / "manifest.json").write_text(json.dumps({"name": "versions", "cells": cells}))
+    console = Console(record=True, width=250, color_system=None)
+    report_command(tmp_path, console=console)
+    lines = console.export_text().splitlines()
+    assert any("changed > 1e-05" in line for line in lines)
+    new_line = next(line for line in lines if " new " in line)
+    assert "24.6 MiB / 24.6 MiB" in new_line and "3.0 GiB / 49.1 MiB" in new_line and "20.0% / 0.02%" in new_line
+    old_line = next(line for line in lines if " old " in line)
+    assert "0 B / -" in old_line and "2.0 GiB / -" in old_line and " - " in old_line
+    rows = {r["name"]: r for r in json.loads((tmp_path / "report.json").read_text())["cells"]}
+    assert rows["new"]["changed_frac_tol"] == 0.2 and rows["new"]["changed_frac_bf16_exact"] == 0.01
+    assert rows["new"]["sparsity_tolerance"] == 1e-5 and rows["new"]["memory_analytic_bytes"] == 51_517_504
+    assert all(rows["old"][k] is None for k in (*CHANGED, "sparsity_tolerance", "optimizer_state_bytes_analytic",
+                                                "memory_analytic_bytes"))
+    with open(tmp_path / "report.csv", newline="") as f:
+        csv_rows = {r["name"]: r for r in csv.DictReader(f)}
+    assert csv_rows["new"]["changed_frac_tol"] == "0.2" and csv_rows["old"]["changed_frac_tol"] == ""
 
 
 def test_a_sweep_with_nothing_run_yet_skips_every_plot(tmp_path):

@@ -1,0 +1,364 @@
+"""Update sparsity: which weights a training run changed, measured between two sets of weights.
+
+Definition (Mukherjee et al., "Reinforcement Learning Finetunes Small Subnetworks in Large Language
+Models", arXiv 2505.11711): for initial weights theta0 and trained weights theta1 with n entries,
+
+    update sparsity = 1 - nnz(theta1 - theta0) / n,
+
+where two values count as equal when their absolute difference is at most a tolerance (1e-5 in the
+paper, on bfloat16 checkpoints). rlvr reports the complement, the fraction of entries *changed*, in
+four ways, because the figure depends on dtype and tolerance (shared DESIGN.md section 4; "RL's
+Razor", arXiv 2509.04259, section 6: the same training in fp32 shows no sparsity):
+
+    exact        theta1 != theta0, on the weights as stored (both upcast to float64 for the difference)
+    tol          |theta1 - theta0| > tolerance, as stored
+    bf16_exact   the same after casting both sides to bfloat16
+    bf16_tol     |bf16(theta1) - bf16(theta0)| > tolerance
+
+The optional rank of a 2-D update is its matrix rank (`torch.linalg.matrix_rank`, default
+tolerance) and its 99%-energy effective rank: the fewest singular values whose squares hold 99%
+of the sum of squares (the paper reports updates to be nearly full rank).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rlvr_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
+
+#: The four ways of counting a changed entry (see the module docstring).
+KINDS = ("exact", "tol", "bf16_exact", "bf16_tol")
+DEFAULT_TOLERANCE = 1e-5
+#: Elements compared at a time: bounds the float64 scratch memory to 128 MiB per tensor.
+CHUNK = 1 << 24
+#: Parameter-name part -> module type (Llama/Qwen/Mistral names; norms matched by substring).
+MODULE_TYPES = {
+    "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
+    "gate_proj": "gate", "up_proj": "up", "down_proj": "down",
+    "embed_tokens": "embeddings", "wte": "embeddings", "wpe": "embeddings", "lm_head": "lm_head",
+}
+MODULE_ORDER = ("embeddings", "q", "k", "v", "o", "gate", "up", "down", "norm", "lm_head", "other")
+LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
+
+
+def check_tolerance(tolerance: float) -> None:
+    """Raises: BadInput: a tolerance below 0 (or not a number)."""
+    if not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise BadInput(f"--tolerance must be a number >= 0 (absolute difference, arXiv 2505.11711 uses 1e-5), "
+                       f"got {tolerance!r}")
+
+
+@dataclass
+class Counts:
+    """Entries compared (`n`) and entries changed by each of `KINDS`, over one or many tensors."""
+
+    n: int = 0
+    exact: int = 0
+    tol: int = 0
+    bf16_exact: int = 0
+    bf16_tol: int = 0
+
+    def __iadd__(self, other: Counts) -> Counts:
+        for k in ("n", *KINDS):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        """`changed_frac_<kind>` for each kind: changed entries / n (0.0 for n = 0); sparsity is 1 minus it."""
+        return {f"changed_frac_{k}": getattr(self, k) / self.n if self.n else 0.0 for k in KINDS}
+
+
+def count_changes(base: torch.Tensor, target: torch.Tensor, tolerance: float = DEFAULT_TOLERANCE) -> Counts:
+    """Count the entries of `target` that differ from `base` (same shape, any float dtypes, any device).
+
+    A NaN on either side counts as changed. `-0.0` equals `0.0`.
+
+    Raises:
+        BadInput: the shapes differ.
+    """
+    import torch
+
+    if base.shape != target.shape:
+        raise BadInput(f"shape mismatch: base {tuple(base.shape)} vs target {tuple(target.shape)}")
+    a, b = base.detach().reshape(-1), target.detach().reshape(-1)
+    c = Counts(n=a.numel())
+    for i in range(0, a.numel(), CHUNK):
+        x, y = a[i:i + CHUNK].to(torch.float64), b[i:i + CHUNK].to(torch.float64)
+        xb, yb = x.to(torch.bfloat16).to(torch.float64), y.to(torch.bfloat16).to(torch.float64)
+        c.exact += int((x != y).sum())
+        c.tol += int((~((y - x).abs() <= tolerance)).sum())
+        c.bf16_exact += int((xb != yb).sum())
+        c.bf16_tol += int((~((yb - xb).abs() <= tolerance)).sum())
+    return c
+
+
+def update_ranks(delta: torch.Tensor) -> dict[str, int]:
+    """`rank` (matrix rank, torch's default tolerance), `effective_rank_99` (fewest singular values holding
+    99% of the energy sum(s^2)) and `full_rank` (min(rows, cols)) of a 2-D update `delta` [rows, cols]."""
+    import torch
+
+    d = delta.detach().to(torch.float32)
+    s = torch.linalg.svdvals(d)
+    energy = (s**2).cumsum(0)
+    effective = 0 if energy[-1] == 0 else int((energy < 0.99 * energy[-1]).sum()) + 1
+    return {"rank": int(torch.linalg.matrix_rank(d)), "effective_rank_99": effective, "full_rank": min(d.shape)}
+
+
+def module_type(name: str) -> str:
+    """The module type of a parameter name: q, k, v, o, gate, up, down, norm, embeddings, lm_head or other."""
+    parts = name.split(".")
+    for part in reversed(parts[:-1] or parts):
+        if part in MODULE_TYPES:
+            return MODULE_TYPES[part]
+        if "norm" in part:
+            return "norm"
+    return "other"
+
+
+def layer_index(name: str) -> int | None:
+    """The transformer block a parameter belongs to (`model.layers.3.mlp...` -> 3), None outside the blocks."""
+    m = LAYER.search(name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass
+class SparsityReport:
+    """The comparison of two state dicts: totals, per module type, per layer and per tensor."""
+
+    tolerance: float
+    overall: Counts = field(default_factory=Counts)
+    by_module: dict[str, Counts] = field(default_factory=dict)
+    by_layer: dict[int, Counts] = field(default_factory=dict)
+    tensors: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: counts and `changed_frac_*` fractions for the totals, each module type and each layer."""
+
+        def block(c: Counts) -> dict[str, Any]:
+            return {**asdict(c), **c.fractions()}
+
+        modules = sorted(self.by_module, key=MODULE_ORDER.index)
+        return {"tolerance": self.tolerance, "overall": block(self.overall),
+                "by_module": {m: block(self.by_module[m]) for m in modules},
+                "by_layer": {str(i): block(c) for i, c in sorted(self.by_layer.items())},
+                "tensors": self.tensors}
+
+
+def check_compatible(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
+    """Same parameter names and shapes on both sides.
+
+    Raises:
+        BadInput: naming the first parameter missing on one side, or the first shape mismatch.
+    """
+    only_base, only_target = sorted(set(base) - set(target)), sorted(set(target) - set(base))
+    if only_base or only_target:
+        side, names = ("TARGET", only_base) if only_base else ("BASE", only_target)
+        raise BadInput(f"BASE and TARGET are different architectures: {len(names)} parameters missing from {side}, "
+                       f"e.g. {names[0]}")
+    for name, t in base.items():
+        if t.shape != target[name].shape:
+            raise BadInput(f"BASE and TARGET differ in shape at {name}: {tuple(t.shape)} vs "
+                           f"{tuple(target[name].shape)}")
+
+
+def compare(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor], tolerance: float = DEFAULT_TOLERANCE,
+            rank: bool = False, progress: Any = None) -> SparsityReport:
+    """Compare two state dicts parameter by parameter (see the module docstring for the four counts).
+
+    Args:
+        base, target: parameter name -> tensor; the same names and shapes (tied weights once).
+        tolerance: absolute difference at or below which two values are equal; >= 0.
+        rank: also compute `update_ranks` of every 2-D update (one SVD each: slow on big models).
+        progress: optional callable, called with each parameter name as it is done.
+
+    Raises:
+        BadInput: a negative tolerance, different parameter names or shapes.
+    """
+    check_tolerance(tolerance)
+    check_compatible(base, target)
+    report = SparsityReport(tolerance=tolerance)
+    for name in base:
+        c = count_changes(base[name], target[name], tolerance)
+        mod, layer = module_type(name), layer_index(name)
+        report.overall += c
+        report.by_module.setdefault(mod, Counts())
+        report.by_module[mod] += c
+        if layer is not None:
+            report.by_layer.setdefault(layer, Counts())
+            report.by_layer[layer] += c
+        row = {"name": name, "shape": list(base[name].shape), "module": mod, "layer": layer,
+               "base_dtype": str(base[name].dtype).removeprefix("torch."),
+               "target_dtype": str(target[name].dtype).removeprefix("torch."), **asdict(c), **c.fractions()}
+        if rank and base[name].dim() == 2:
+            row.update(update_ranks(target[name].double() - base[name].double()))
+        report.tensors.append(row)
+        if progress:
+            progress(name)
+    return report
+
+
+def state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """A model's parameters and buffers by name, each storage once (tied weights keep their first name, as
+    safetensors checkpoints do); non-float buffers (e.g. position ids) are left out."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point() or t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        out[name] = t
+    return out
+
+
+def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: bool, output_dir: Path,
+                     console: Any) -> dict[str, Any]:
+    """`rlvr sparsity BASE TARGET`: load both, compare, write `sparsity.json` and `sparsity_heatmap.png`,
+    print a Rich table. Adapter runs are merged into their base first; sparse-delta checkpoints are rebuilt.
+
+    Returns:
+        The content of sparsity.json (`base`, `target` identities plus `SparsityReport.to_json()`).
+
+    Raises:
+        BadInput: a negative tolerance (before loading anything), a missing model, different
+            architectures or shapes.
+    """
+    from rich.progress import Progress
+    from transformers.utils import logging
+
+    from rlvr_cli.evaluation import load_eval_model, resolve_model
+
+    check_tolerance(tolerance)
+    sources = [resolve_model(base_spec), resolve_model(target_spec)]
+    logging.disable_progress_bar()  # transformers' per-model loading bars; Rich shows the comparison
+    states, identities = [], []
+    for source in sources:
+        model, _ = load_eval_model(source, dtype=source.dtype or "auto", with_tokenizer=False)
+        states.append(state_dict(model))
+        identities.append({"spec": source.spec, "kind": source.kind, "path": source.path, "base": source.base,
+                           "dtype": str(model.dtype).removeprefix("torch.")})
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("comparing", total=len(states[0]))
+        report = compare(states[0], states[1], tolerance, rank, progress=lambda _: bar.advance(task))
+    result = {"base": identities[0], "target": identities[1],
+              "definition": "changed = |target - base| > tolerance (arXiv 2505.11711); sparsity = 1 - changed",
+              **report.to_json()}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "sparsity.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["heatmap"] = write_heatmap(result, output_dir / "sparsity_heatmap.png")
+    console.print(sparsity_table(result))
+    if identities[0]["dtype"] != identities[1]["dtype"]:
+        console.print(f"note: BASE is {identities[0]['dtype']} and TARGET {identities[1]['dtype']}: the as-stored "
+                      f"columns count the cast as a change; compare the bf16 columns")
+    console.print(f"sparsity.json and heat map: {output_dir}")
+    return result
+
+
+def sparsity_table(result: dict[str, Any]) -> Any:
+    """A Rich table: one row per module type and one for all parameters, % changed four ways
+    (and the median effective rank of 2-D updates as a share of full rank, when ranks were computed)."""
+    from rich.table import Table
+
+    base, target = result["base"], result["target"]
+    table = Table(title=f"update {base['spec']} ({base['dtype']}) -> {target['spec']} ({target['dtype']}), "
+                        f"tolerance {result['tolerance']:g}",
+                  caption="% of entries changed; update sparsity = 100% - changed (arXiv 2505.11711)")
+    with_rank = any("rank" in t for t in result["tensors"])
+    cols = ["module", "params", "exact", f"> {result['tolerance']:g}", "bf16 exact", f"bf16 > {result['tolerance']:g}"]
+    for col in cols + (["eff. rank 99% / full"] if with_rank else []):
+        table.add_column(col, justify="left" if col == "module" else "right")
+
+    def row(name: str, block: dict[str, Any]) -> list[str]:
+        cells = [name, f"{block['n']:,}"] + [f"{100 * block[f'changed_frac_{k}']:.4f}%" for k in KINDS]
+        if with_rank:
+            ranks = sorted(t["effective_rank_99"] / t["full_rank"] for t in result["tensors"]
+                           if "rank" in t and (t["module"] == name or name == "all"))
+            cells.append(f"{100 * ranks[len(ranks) // 2]:.0f}%" if ranks else "-")
+        return cells
+
+    for name, block in result["by_module"].items():
+        table.add_row(*row(name, block))
+    table.add_row(*row("all", result["overall"]), style="bold")
+    return table
+
+
+def write_heatmap(result: dict[str, Any], path: Path) -> str | None:
+    """A PNG heat map, layer (rows) x module type (columns), of the % of entries changed beyond the tolerance:
+    as stored (left) and after a bf16 cast (right). Returns the path, or None when no parameter is in a layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layered = [t for t in result["tensors"] if t["layer"] is not None]
+    if not layered:
+        return None
+    layers = sorted({t["layer"] for t in layered})
+    modules = [m for m in MODULE_ORDER if any(t["module"] == m for t in layered)]
+    fig, axes = plt.subplots(1, 2, figsize=(2 + 1.1 * len(modules) * 2, 1.5 + 0.3 * len(layers)), squeeze=False)
+    for ax, kind, label in zip(axes[0], ("tol", "bf16_tol"), ("as stored", "bf16 cast"), strict=True):
+        grid = np.full((len(layers), len(modules)), np.nan)
+        for i, layer in enumerate(layers):
+            for j, mod in enumerate(modules):
+                ts = [t for t in layered if t["layer"] == layer and t["module"] == mod]
+                if ts:
+                    grid[i, j] = 100 * sum(t[kind] for t in ts) / sum(t["n"] for t in ts)
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(np.nanmax(grid), 1e-9))
+        ax.set_xticks(range(len(modules)), modules)
+        ax.set_yticks(range(len(layers)), [str(x) for x in layers])
+        ax.set_xlabel("module type")
+        ax.set_ylabel("layer")
+        ax.set_title(f"% changed > {result['tolerance']:g}, {label}")
+        fig.colorbar(im, ax=ax, label="% of entries changed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def initial_weights(model: Any) -> dict[str, torch.Tensor] | None:
+    """A CPU copy of the trainable parameters of a fully fine-tuned model (4 bytes per parameter in fp32);
+    None for a PEFT model, whose base weights are frozen and so are their own initial copy."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return None
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def model_update(model: Any, initial: dict[str, torch.Tensor] | None, tolerance: float) -> Counts:
+    """Count the weights of a live model that differ from its initial weights, over all base-model parameters.
+
+    Full fine-tuning compares each parameter with `initial` (`initial_weights`); parameters not in it (frozen)
+    are unchanged. A PEFT model is measured on its merged update: each adapter layer is copied and merged
+    with PEFT's own `merge()` (the training model is not touched), and its merged weight is compared with
+    the frozen base weight.
+    """
+    import copy
+
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    total = Counts()
+    if initial is not None:
+        for name, p in model.named_parameters():
+            if name in initial:
+                total += count_changes(initial[name], p.detach().to("cpu"), tolerance)
+            else:
+                total.n += p.numel()
+        return total
+    total.n = sum(p.numel() for p in model.parameters() if not p.requires_grad)  # the frozen base model
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            merged = copy.deepcopy(module)
+            merged.merge()
+            c = count_changes(module.get_base_layer().weight, merged.get_base_layer().weight, tolerance)
+            for k in KINDS:
+                setattr(total, k, getattr(total, k) + getattr(c, k))
+    return total
