@@ -31,7 +31,8 @@ test-slow: setup ## the slow tests only (real-model runs, minutes each)
 lint: setup ## ruff
 	$(PYTHON) -m ruff check rlvr_cli tests benchmarks
 
-bench: setup ## the benchmarks behind docs/benchmarks.md (about 40 minutes)
+bench: setup ## the benchmarks behind docs/benchmarks.md (about 80 minutes)
 	$(PYTHON) benchmarks/trainer_overhead.py
 	$(PYTHON) benchmarks/demo_learning.py --seeds 0 1 2
 	$(PYTHON) benchmarks/eval_generation.py
+	$(PYTHON) benchmarks/sparsity_memory.py --steps 20

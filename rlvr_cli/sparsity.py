@@ -10,7 +10,7 @@ paper, on bfloat16 checkpoints). rlvr reports the complement, the fraction of en
 four ways, because the figure depends on dtype and tolerance (shared DESIGN.md section 4; "RL's
 Razor", arXiv 2509.04259, section 6: the same training in fp32 shows no sparsity):
 
-    exact        theta1 != theta0, on the weights as stored (both upcast to float64 for the difference)
+    exact        theta1 != theta0, on the weights as stored (the narrower side upcast to the wider dtype)
     tol          |theta1 - theta0| > tolerance, as stored
     bf16_exact   the same after casting both sides to bfloat16
     bf16_tol     |bf16(theta1) - bf16(theta0)| > tolerance
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 #: The four ways of counting a changed entry (see the module docstring).
 KINDS = ("exact", "tol", "bf16_exact", "bf16_tol")
 DEFAULT_TOLERANCE = 1e-5
-#: Elements compared at a time: bounds the float64 scratch memory to 128 MiB per tensor.
+#: Elements compared at a time: bounds the scratch memory to a few hundred MiB however big a tensor is.
 CHUNK = 1 << 24
 #: Parameter-name part -> module type (Llama/Qwen/Mistral names; norms matched by substring).
 MODULE_TYPES = {
@@ -78,7 +78,8 @@ class Counts:
 def count_changes(base: torch.Tensor, target: torch.Tensor, tolerance: float = DEFAULT_TOLERANCE) -> Counts:
     """Count the entries of `target` that differ from `base` (same shape, any float dtypes, any device).
 
-    A NaN on either side counts as changed. `-0.0` equals `0.0`.
+    Both sides are compared in the wider of their two dtypes (`torch.promote_types`); differences of 16-bit
+    values are taken in float32. A NaN on either side counts as changed; `-0.0` equals `0.0`.
 
     Raises:
         BadInput: the shapes differ.
@@ -87,16 +88,27 @@ def count_changes(base: torch.Tensor, target: torch.Tensor, tolerance: float = D
 
     if base.shape != target.shape:
         raise BadInput(f"shape mismatch: base {tuple(base.shape)} vs target {tuple(target.shape)}")
+    dtype = torch.promote_types(base.dtype, target.dtype)
     a, b = base.detach().reshape(-1), target.detach().reshape(-1)
     c = Counts(n=a.numel())
     for i in range(0, a.numel(), CHUNK):
-        x, y = a[i:i + CHUNK].to(torch.float64), b[i:i + CHUNK].to(torch.float64)
-        xb, yb = x.to(torch.bfloat16).to(torch.float64), y.to(torch.bfloat16).to(torch.float64)
-        c.exact += int((x != y).sum())
-        c.tol += int((~((y - x).abs() <= tolerance)).sum())
-        c.bf16_exact += int((xb != yb).sum())
-        c.bf16_tol += int((~((yb - xb).abs() <= tolerance)).sum())
+        x, y = a[i:i + CHUNK].to(dtype), b[i:i + CHUNK].to(dtype)
+        exact, tol = _changed(x, y, tolerance)
+        c.exact, c.tol = c.exact + exact, c.tol + tol
+        if dtype != torch.bfloat16:  # else the cast changes nothing
+            exact, tol = _changed(x.to(torch.bfloat16), y.to(torch.bfloat16), tolerance)
+        c.bf16_exact, c.bf16_tol = c.bf16_exact + exact, c.bf16_tol + tol
     return c
+
+
+def _changed(x: torch.Tensor, y: torch.Tensor, tolerance: float) -> tuple[int, int]:
+    """`(entries with x != y, entries with |y - x| > tolerance)` of two same-dtype 1-D tensors (NaN: changed)."""
+    import torch
+
+    exact = int(torch.count_nonzero(x != y))
+    if x.itemsize < 4:
+        x, y = x.float(), y.float()
+    return exact, int(torch.count_nonzero(~((y - x).abs_() <= tolerance)))
 
 
 def update_ranks(delta: torch.Tensor) -> dict[str, int]:

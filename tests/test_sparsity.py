@@ -47,6 +47,12 @@ def test_bf16_cast_hides_small_fp32_updates():
                              "changed_frac_bf16_tol": 0.2}
 
 
+def test_fp32_base_against_a_bf16_target_counts_the_cast_as_stored_only():
+    base = torch.tensor([1.0, 1 + 1e-3, 0.1])  # 0.1 and 1 + 1e-3 are not bf16 values
+    c = count_changes(base, base.bfloat16())
+    assert (c.exact, c.tol, c.bf16_exact, c.bf16_tol) == (2, 2, 0, 0)
+
+
 def test_nan_counts_as_changed():
     c = count_changes(torch.zeros(3), torch.tensor([0.0, float("nan"), 0.0]))
     assert (c.exact, c.tol, c.bf16_exact, c.bf16_tol) == (1, 1, 1, 1)

@@ -134,13 +134,17 @@ def _wandb_records(path: Path):
 
 
 def test_wandb_offline_run_holds_the_logged_reward(run_tiny, chars_reward):
-    summary = run_tiny(*chars_reward, "logger=wandb", "logger.group=g1", "logger.tags=[t1]")
+    summary = run_tiny(*chars_reward, "logger=wandb", "logger.group=g1", "logger.tags=[t1]", "sparsity.every_n_steps=1")
     records = _check_run(summary)
     files = glob.glob(f"{summary['run_dir']}/wandb/offline-run-*/run-{summary['wandb_run_id']}.wandb")
     assert len(files) == 1
-    logged = [json.loads(item.value_json) for r in _wandb_records(Path(files[0])) if r.HasField("history")
-              for item in r.history.item if (item.key or "/".join(item.nested_key)) == "train/reward"]
-    assert logged == pytest.approx([r["reward"] for r in records])
+
+    def logged(key):
+        return [json.loads(item.value_json) for r in _wandb_records(Path(files[0])) if r.HasField("history")
+                for item in r.history.item if (item.key or "/".join(item.nested_key)) == key]
+
+    assert logged("train/reward") == pytest.approx([r["reward"] for r in records])
+    assert logged("train/changed_frac_tol") == pytest.approx([r["changed_frac_tol"] for r in records])
     run = next(r.run for r in _wandb_records(Path(files[0])) if r.HasField("run"))
     assert (run.run_group, list(run.tags), run.run_id) == ("g1", ["t1"], summary["wandb_run_id"])
 
