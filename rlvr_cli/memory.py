@@ -170,7 +170,7 @@ def parse_model_arg(s: str) -> int | None:
     return int(value)
 
 
-def _meta_model(model_name_or_path: str) -> Any:
+def meta_model(model_name_or_path: str) -> Any:
     """The model built from its config on the meta device: shapes, no weights, no memory.
 
     Raises:
@@ -209,7 +209,7 @@ def param_shapes(model_name_or_path: str) -> list[Shape]:
     Raises:
         BadInput: the model's config cannot be read (one line).
     """
-    return _shapes(_meta_model(model_name_or_path).parameters())
+    return _shapes(meta_model(model_name_or_path).parameters())
 
 
 def adapter_shapes(model_name_or_path: str, adapter: str, r: int | None = None) -> tuple[list[Shape], list[Shape]]:
@@ -228,7 +228,7 @@ def adapter_shapes(model_name_or_path: str, adapter: str, r: int | None = None) 
         BadInput: an unknown adapter, r < 1, or a model whose config cannot be read.
     """
     _check_adapter(adapter, r)
-    model = _meta_model(model_name_or_path)
+    model = meta_model(model_name_or_path)
     if adapter != "full":
         from peft import get_peft_model
 

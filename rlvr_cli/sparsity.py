@@ -229,6 +229,20 @@ def state_dict(model: Any) -> dict[str, torch.Tensor]:
     return out
 
 
+def architecture(source: Any) -> dict[str, torch.Tensor]:
+    """The parameters of what an `evaluation.ModelSource` points at, built from its config on the meta device
+    (shapes only, nothing loaded): the run's saved config for a full run, else the base model's for an adapter
+    or a sparse delta.
+
+    Raises:
+        BadInput: no config can be read.
+    """
+    from rlvr_cli.memory import meta_model
+
+    path = source.base if source.kind in ("run-adapter", "sparse-delta", "run-sparse-delta") else source.path
+    return dict(meta_model(path).named_parameters())
+
+
 def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: bool, output_dir: Path,
                      console: Any) -> dict[str, Any]:
     """`rlvr sparsity BASE TARGET`: load both, compare, write `sparsity.json` and `sparsity_heatmap.png`,
@@ -238,7 +252,7 @@ def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: b
         The content of sparsity.json (`base`, `target` identities plus `SparsityReport.to_json()`).
 
     Raises:
-        BadInput: a negative tolerance (before loading anything), a missing model, different
+        BadInput: before loading any weights, for a negative tolerance, a missing model, different
             architectures or shapes.
     """
     from rich.progress import Progress
@@ -248,6 +262,7 @@ def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: b
 
     check_tolerance(tolerance)
     sources = [resolve_model(base_spec), resolve_model(target_spec)]
+    check_compatible(*(architecture(s) for s in sources))  # before any weight loads
     logging.disable_progress_bar()  # transformers' per-model loading bars; Rich shows the comparison
     states, identities = [], []
     for source in sources:
