@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rlvr_cli.sparsity import initial_weights, model_update
+
 #: metrics.jsonl field -> key in TRL's GRPOTrainer logs (TRL 1.16).
 FIELDS = {
     "reward": "reward",
@@ -193,20 +195,17 @@ class UpdateSparsity(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         from peft import PeftModel
 
-        if not isinstance(model, PeftModel) and self.max_copy_bytes is not None:
-            size = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-            if size > self.max_copy_bytes:
-                self.skipped = (f"a copy of the initial weights would take {size / 1e9:.1f} GB > "
-                                f"sparsity.max_copy_gb={self.max_copy_bytes / 1e9:g}")
-                return
-        from rlvr_cli.sparsity import initial_weights
-
+        if isinstance(model, PeftModel):
+            return  # frozen base weights: model_update compares them with merged copies of the adapter layers
+        size = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        if self.max_copy_bytes is not None and size > self.max_copy_bytes:
+            self.skipped = (f"a copy of the initial weights would take {size / 1e9:.1f} GB > "
+                            f"sparsity.max_copy_gb={self.max_copy_bytes / 1e9:g}")
+            return
         self._initial = initial_weights(model)
 
     def measure(self, model: Any, step: int) -> dict[str, Any]:
         """Measure now; the result becomes `latest`."""
-        from rlvr_cli.sparsity import model_update
-
         counts = model_update(model, self._initial, self.tolerance)
         self.latest = {"step": step, "tolerance": self.tolerance, "n_params": counts.n, **counts.fractions()}
         return self.latest

@@ -97,8 +97,9 @@ class ModelSource:
     `kind` is `preset` (smollm2-135m, tiny-random), `dir` (a model directory), `hub` (a hub id),
     `sparse-delta` (a sparse-delta checkpoint directory, `rlvr_cli.sparse_delta`), or `run-full`,
     `run-adapter` or `run-sparse-delta` (a `rlvr train` run directory and what its final/ holds).
-    `path` is what to load (for an adapter or a sparse delta, its directory; `base` is then the
-    model it applies to), `dtype` the run's weight dtype when known.
+    `path` is what to load (for an adapter or a sparse delta, its directory), `base` the model it
+    applies to (set exactly when the weights are rebuilt on a base model, else None), `dtype` the
+    run's weight dtype when known.
     """
 
     spec: str
@@ -283,8 +284,7 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     names = parse_benchmarks(benchmarks)
     source = resolve_model(spec)
     problems = {n: load_benchmark(n, data_dir, limit) for n in names}
-    rebuilt = source.kind in ("run-adapter", "sparse-delta", "run-sparse-delta")  # no directory vLLM can load
-    if backend == "vllm" and not rebuilt:  # vLLM loads the weights itself
+    if backend == "vllm" and source.base is None:  # vLLM loads the weights itself
         from transformers import AutoTokenizer
 
         path = model_path(source.path)

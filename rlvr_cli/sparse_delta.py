@@ -115,8 +115,8 @@ def save(trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor], base_n
             tensors[f"{name}/values"] = t[idx].clone()
         else:
             tensors[f"{name}/dense"] = t.clone()
-    dtypes = {str(t.dtype).removeprefix("torch.") for t in base.values()}
-    meta = {"format": FORMAT, "base": base_name, "dtype": dtypes.pop() if len(dtypes) == 1 else sorted(dtypes),
+    dtype = str(next(iter(base.values())).dtype).removeprefix("torch.")  # load_model gives one dtype to all
+    meta = {"format": FORMAT, "base": base_name, "dtype": dtype,
             "base_sha256": weights_sha256(base), "n_params": sum(t.numel() for t in base.values()),
             "n_changed": n_changed, "tensors_changed": len({k.rsplit("/", 1)[0] for k in tensors}),
             "full_bytes": full_bytes(trained)}

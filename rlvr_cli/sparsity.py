@@ -239,8 +239,7 @@ def architecture(source: Any) -> dict[str, torch.Tensor]:
     """
     from rlvr_cli.memory import meta_model
 
-    path = source.base if source.kind in ("run-adapter", "sparse-delta", "run-sparse-delta") else source.path
-    return dict(meta_model(path).named_parameters())
+    return dict(meta_model(source.base or source.path).named_parameters())
 
 
 def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: bool, output_dir: Path,
@@ -350,13 +349,9 @@ def write_heatmap(result: dict[str, Any], path: Path) -> str | None:
     return str(path)
 
 
-def initial_weights(model: Any) -> dict[str, torch.Tensor] | None:
-    """A CPU copy of the trainable parameters of a fully fine-tuned model (4 bytes per parameter in fp32);
-    None for a PEFT model, whose base weights are frozen and so are their own initial copy."""
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        return None
+def initial_weights(model: Any) -> dict[str, torch.Tensor]:
+    """A CPU copy of the trainable parameters of a fully fine-tuned model (4 bytes per parameter in fp32).
+    A PEFT model needs none: its base weights are frozen, so they are their own initial copy."""
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
@@ -364,9 +359,9 @@ def model_update(model: Any, initial: dict[str, torch.Tensor] | None, tolerance:
     """Count the weights of a live model that differ from its initial weights, over all base-model parameters.
 
     Full fine-tuning compares each parameter with `initial` (`initial_weights`); parameters not in it (frozen)
-    are unchanged. A PEFT model is measured on its merged update: each adapter layer is copied and merged
-    with PEFT's own `merge()` (the training model is not touched), and its merged weight is compared with
-    the frozen base weight.
+    are unchanged. A PEFT model (`initial` None) is measured on its merged update: each adapter layer is
+    copied and merged with PEFT's own `merge()` (the training model is not touched), and its merged weight
+    is compared with the frozen base weight.
     """
     import copy
 

@@ -44,9 +44,9 @@ from rlvr_cli.errors import BadInput
 
 TOP_KEYS = ("name", "base", "axes")
 AXES = ("optimizer", "adapter", "seed", "overrides")
-LAUNCHERS = ("basic", "submitit_local", "submitit_slurm")
-#: Launcher -> its Hydra config (conf/hydra/launcher/slurm.yaml holds rlvr's SLURM settings).
-LAUNCHER_CONFIGS = {"basic": "basic", "submitit_local": "submitit_local", "submitit_slurm": "slurm"}
+#: Launcher -> its Hydra config (conf/hydra/launcher/local.yaml and slurm.yaml hold rlvr's settings).
+LAUNCHER_CONFIGS = {"basic": "basic", "submitit_local": "local", "submitit_slurm": "slurm"}
+LAUNCHERS = tuple(LAUNCHER_CONFIGS)
 #: Statuses that count as a result: --resume keeps them.
 DONE = ("completed", "diverged")
 
@@ -278,14 +278,9 @@ def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parall
     cmd = [sys.executable, "-m", "rlvr_cli.sweep_job", "--multirun", f"sweep_dir={sweep_dir.resolve()}",
            f"cell={','.join(map(str, todo))}", f"hydra/launcher={LAUNCHER_CONFIGS[launcher]}"]
     if launcher == "submitit_local":  # submitit runs a whole batch at once; Hydra's sweeper cuts the batches
-        cmd += [f"hydra.sweeper.max_batch_size={max_parallel}", "hydra.launcher.timeout_min=10080"]
+        cmd.append(f"hydra.sweeper.max_batch_size={max_parallel}")  # time limit, GPUs: conf/hydra/launcher/local.yaml
     if launcher == "submitit_slurm":  # partition, GPUs, time limit: conf/hydra/launcher/slurm.yaml
         cmd.append(f"hydra.launcher.array_parallelism={max_parallel}")
-    if launcher != "basic":
-        import torch
-
-        if torch.cuda.is_available():  # one GPU per job
-            cmd.append("hydra.launcher.gpus_per_node=1")
     return cmd + launcher_overrides
 
 

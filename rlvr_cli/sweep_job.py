@@ -9,14 +9,27 @@ directory records it). The job returns the cell's status.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rlvr_cli.config import config_dir
+
+
+def count_gpus() -> int:
+    """NVIDIA GPUs on this node (`nvidia-smi -L`, one line each), whatever CUDA_VISIBLE_DEVICES says; 0 without
+    nvidia-smi. Under submitit_local (which would give every job the same GPUs) job i then gets GPU i mod that."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    out = subprocess.run([smi, "-L"], capture_output=True, text=True, check=False).stdout
+    return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
 @hydra.main(config_path=str(config_dir()), config_name="sweep_job", version_base="1.3")
@@ -26,7 +39,11 @@ def main(job: DictConfig) -> str:
     cell = json.loads((sweep_dir / "manifest.json").read_text())["cells"][int(job.cell)]
     run = sweep_dir / cell["run_dir"]
     overrides = [*cell["overrides"], f"output_dir={run.parent}", f"run_name={run.name}"]
-    subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *overrides], stdin=subprocess.DEVNULL)
+    hydra_cfg = HydraConfig.get()
+    env = dict(os.environ)
+    if "LocalLauncher" in hydra_cfg.launcher.get("_target_", "") and (n := count_gpus()):
+        env["CUDA_VISIBLE_DEVICES"] = str(hydra_cfg.job.num % n)  # one GPU per job, round robin
+    subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *overrides], stdin=subprocess.DEVNULL, env=env)
     summary = run / "summary.json"
     return json.loads(summary.read_text())["status"] if summary.is_file() else "failed"
 

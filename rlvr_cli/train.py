@@ -90,7 +90,6 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path) -> di
         `weights_dir`, `weights_bytes` (the .safetensors files written, bytes) and `full_weights_bytes` (the
         tensor bytes of the whole model: what a full checkpoint holds).
     """
-    from rlvr_cli.models import load_model
     from rlvr_cli.sparsity import state_dict
 
     trained = state_dict(trainer.model)

@@ -140,3 +140,16 @@ def test_slurm_settings_come_from_the_launcher_config_group(tmp_path):
     for line in ("partition: gpu", "gpus_per_node: 1", "timeout_min: 1440", "array_parallelism: 8",
                  "SlurmLauncher"):
         assert line in launcher, line
+
+
+def test_local_settings_come_from_the_launcher_config_group(tmp_path):
+    """`--launcher submitit_local` uses conf/hydra/launcher/local.yaml (no GPUs from submitit: sweep_job assigns
+    them); a `hydra.launcher.*` override changes a setting for one sweep."""
+    from rlvr_cli.sweep import multirun_command
+
+    cmd = multirun_command(tmp_path, [1], "submitit_local", 3, ["hydra.launcher.timeout_min=60"])
+    assert "hydra/launcher=local" in cmd and "hydra.sweeper.max_batch_size=3" in cmd
+    shown = subprocess.run([*cmd[:3], "--cfg", "hydra", *cmd[4:]], capture_output=True, text=True, check=True).stdout
+    launcher = shown.split("\n  launcher:\n", 1)[1]
+    for line in ("timeout_min: 60", "gpus_per_node: 0", "LocalLauncher"):
+        assert line in launcher, line
