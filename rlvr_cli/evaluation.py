@@ -28,6 +28,7 @@ from rlvr_cli.errors import BadInput
 from rlvr_cli.generation import Sampling, chat_prompts, check_backend, generate_hf, generate_vllm
 from rlvr_cli.grading import grade
 from rlvr_cli.models import EMBEDDED, check_model_source, model_path
+from rlvr_cli.run_dir import RunDir, read_summary
 from rlvr_cli.scoring import score
 
 
@@ -118,10 +119,11 @@ def resolve_model(spec: str) -> ModelSource:
     if spec in EMBEDDED:
         return ModelSource(spec, "preset", spec)
     p = Path(spec).expanduser()
-    if (p / "summary.json").is_file() and (p / "config.yaml").is_file():
+    summary = read_summary(p)
+    if summary is not None and (p / "config.yaml").is_file():
         cfg = OmegaConf.load(p / "config.yaml")
-        status = json.loads((p / "summary.json").read_text()).get("status")
-        weights = p / "final"
+        status = summary.get("status")
+        weights = RunDir(p).weights
         if (weights / "adapter_config.json").is_file():
             return ModelSource(spec, "run-adapter", str(weights), base=cfg.model.name_or_path, dtype=cfg.model.dtype)
         if (weights / "config.json").is_file():

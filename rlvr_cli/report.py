@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rlvr_cli.errors import BadInput
+from rlvr_cli.run_dir import read_summary
 
 #: The axes every cell has a value for (from the manifest, else from its summary.json), in table order.
 STANDARD_AXES = ("optimizer", "lr", "adapter", "r", "seed")
@@ -180,15 +181,10 @@ def read_cell(sweep_dir: Path, cell: dict[str, Any]) -> CellReport:
     axes = dict(cell.get("axes") or {})
     report = CellReport(name=cell["name"], run_dir=cell["run_dir"],
                         other_axes={k: v for k, v in axes.items() if k not in STANDARD_AXES})
-    summary: dict[str, Any] = {}
-    path = Path(sweep_dir) / cell["run_dir"] / "summary.json"
-    if path.is_file():
-        try:
-            summary = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadInput(f"{path} does not parse: {_one_line(e)}") from None
-        if not isinstance(summary, dict):
-            raise BadInput(f"{path} does not parse: expected a JSON object")
+    summary = read_summary(Path(sweep_dir) / cell["run_dir"])
+    if summary is None:
+        summary = {}
+    else:
         report.status = str(summary.get("status") or "running")
     for axis in STANDARD_AXES:
         value = axes.get(axis)

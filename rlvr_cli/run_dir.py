@@ -17,11 +17,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
+from typing import TYPE_CHECKING, Any
 
 from rlvr_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ def create(path: Path, cfg: DictConfig, overrides: list[str]) -> RunDir:
     Raises:
         BadInput: the directory already holds a run (a `summary.json`); nothing is overwritten.
     """
+    from omegaconf import OmegaConf
+
     run = RunDir(path)
     if run.summary.exists():
         raise BadInput(f"run directory {path} already holds a run; pick another run_name or output_dir")
@@ -75,6 +78,24 @@ def write_summary(run: RunDir, summary: dict[str, Any]) -> None:
     tmp = run.summary.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     tmp.replace(run.summary)
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """The `summary.json` of the run directory `path`, or None when there is none (a run not started yet).
+
+    Raises:
+        BadInput: the file does not parse as a JSON object (one line, naming the file).
+    """
+    file = RunDir(Path(path)).summary
+    if not file.is_file():
+        return None
+    try:
+        summary = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{file} does not parse: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(summary, dict):
+        raise BadInput(f"{file} does not parse: expected a JSON object")
+    return summary
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ from omegaconf import OmegaConf
 
 from rlvr_cli.config import compose, group_options, validate
 from rlvr_cli.errors import BadInput
+from rlvr_cli.run_dir import read_summary
 
 TOP_KEYS = ("name", "base", "axes")
 AXES = ("optimizer", "adapter", "seed", "overrides")
@@ -225,8 +226,8 @@ def check_cells(cells: list[Cell], extra: list[str]) -> None:
 
 def status(sweep_dir: Path, cell: dict[str, Any]) -> str:
     """A cell's status: its run's summary.json `status`, or `pending` when it has none."""
-    summary = sweep_dir / cell["run_dir"] / "summary.json"
-    return json.loads(summary.read_text())["status"] if summary.is_file() else "pending"
+    summary = read_summary(sweep_dir / cell["run_dir"])
+    return "pending" if summary is None else summary["status"]
 
 
 def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool) -> tuple[list[dict], list[int]]:

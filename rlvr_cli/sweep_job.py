@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rlvr_cli.config import config_dir
+from rlvr_cli.run_dir import read_summary
 
 
 def count_gpus() -> int:
@@ -44,8 +45,8 @@ def main(job: DictConfig) -> str:
     if "LocalLauncher" in hydra_cfg.launcher.get("_target_", "") and (n := count_gpus()):
         env["CUDA_VISIBLE_DEVICES"] = str(hydra_cfg.job.num % n)  # one GPU per job, round robin
     subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *overrides], stdin=subprocess.DEVNULL, env=env)
-    summary = run / "summary.json"
-    return json.loads(summary.read_text())["status"] if summary.is_file() else "failed"
+    summary = read_summary(run)
+    return "failed" if summary is None else summary["status"]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlvr_cli.cli import app
-from rlvr_cli.sweep import expand, log_grid
+from rlvr_cli.sweep import expand, log_grid, status
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "smoke.yaml"
@@ -82,11 +82,7 @@ def _sweep(*args: str, **kw) -> subprocess.Popen:
 
 def _statuses(sweep_dir: Path) -> dict[str, str]:
     cells = json.loads((sweep_dir / "manifest.json").read_text())["cells"]
-    out = {}
-    for c in cells:
-        summary = sweep_dir / c["run_dir"] / "summary.json"
-        out[c["name"]] = json.loads(summary.read_text())["status"] if summary.is_file() else "pending"
-    return out
+    return {c["name"]: status(sweep_dir, c) for c in cells}
 
 
 def test_killed_sweep_resumes_only_what_is_left_with_either_launcher(tmp_path):
