@@ -40,17 +40,27 @@ def start(cfg: DictConfig, run_path: Path, run_name: str) -> str | None:
     return run.id
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level with `/`-joined keys: `{"eval": {"gsm8k": {"avg@4": 0.5}}}` ->
+    `{"eval/gsm8k/avg@4": 0.5}` (W&B summaries take scalars)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def finish(summary: dict[str, Any]) -> None:
-    """Copy the headline figures into the W&B run summary (one level of nesting flattened: `update_sparsity/
-    changed_frac_tol`) and close the run (no-op without one)."""
+    """Copy the headline figures into the W&B run summary (nested ones flattened: `update_sparsity/changed_frac_tol`,
+    `eval/gsm8k/avg@4`) and close the run (no-op without one)."""
     import sys
 
     wandb = sys.modules.get("wandb")
     if wandb is None or wandb.run is None:
         return
-    flat = {f"{k}/{kk}": vv for k, v in summary.items() if isinstance(v, dict) for kk, vv in v.items()}
-    flat.update(summary)
-    wandb.run.summary.update({k: v for k, v in flat.items() if isinstance(v, (int, float, str))})
+    wandb.run.summary.update({k: v for k, v in flatten(summary).items() if isinstance(v, (int, float, str))})
     wandb.finish(exit_code=0 if summary.get("status") == "completed" else 1)
 
 
@@ -65,8 +75,6 @@ def log_eval(results: dict[str, Any], output_dir: Path, project: str = "rlvr") -
                      name=f"eval-{Path(results['model']['spec']).name}",
                      config={"model": results["model"], "protocol": results["protocol"]},
                      settings=wandb.Settings(silent=True))
-    flat = {f"{b}/{k}": v for b, s in {**results["benchmarks"], "overall": results["overall"]}.items()
-            for k, v in s.items()}
-    run.summary.update(flat)
+    run.summary.update(flatten({**results["benchmarks"], "overall": results["overall"]}))
     run.finish()
     return run.id

@@ -101,13 +101,21 @@ def test_run_directory_without_weights_is_refused(tmp_path):
 
 
 def test_train_evaluates_its_final_model(run_tiny):
-    summary = run_tiny("eval.benchmarks=[gsm8k,aime25]", "eval.limit=2", "eval.k=2", "eval.max_new_tokens=8")
+    from test_train import _wandb_records
+
+    summary = run_tiny("eval.benchmarks=[gsm8k,aime25]", "eval.limit=2", "eval.k=2", "eval.max_new_tokens=8",
+                       "logger=wandb")
     run = Path(summary["run_dir"])
     results = json.loads((run / "eval" / "results.json").read_text())
     assert set(summary["eval"]) == {"gsm8k", "aime25", "overall"}
     assert summary["eval"]["gsm8k"] == {k: results["benchmarks"]["gsm8k"][k] for k in ("avg@2", "pass@1", "pass@2",
                                                                                        "maj@2")}
     assert json.loads((run / "summary.json").read_text())["eval"] == summary["eval"]
+    [run_file] = run.glob("wandb/offline-run-*/run-*.wandb")
+    logged = {item.key: json.loads(item.value_json) for rec in _wandb_records(run_file) if rec.HasField("summary")
+              for item in rec.summary.update}
+    assert logged["eval/gsm8k/avg@2"] == summary["eval"]["gsm8k"]["avg@2"]
+    assert logged["update_sparsity/changed_frac_tol"] == summary["update_sparsity"]["changed_frac_tol"]
 
 
 def test_train_refuses_an_unknown_eval_benchmark_before_loading(tmp_path):
