@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.errors import BadInput, one_line
 
 #: The config groups, which are also the sweep axes (shared DESIGN.md section 2).
 GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "logger")
@@ -67,11 +67,11 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
             raise BadInput(
                 f"unknown {group} '{bad}'; valid options: {', '.join(group_options(group))}"
             ) from None
-        raise BadInput(_one_line(e)) from None
+        raise BadInput(one_line(e)) from None
     except OverrideParseException as e:
-        raise BadInput(f"cannot parse override: {_one_line(e)}") from None
+        raise BadInput(f"cannot parse override: {one_line(e)}") from None
     except ConfigCompositionException as e:
-        msg = _one_line(e)
+        msg = one_line(e)
         key = re.search(r"Could not override '([^']+)'", msg)
         if key and "not in struct" in str(e.__cause__ or e):
             raise BadInput(
@@ -81,7 +81,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
     try:
         OmegaConf.resolve(cfg)
     except Exception as e:  # omegaconf raises several interpolation errors
-        raise BadInput(f"cannot resolve config: {_one_line(e)}") from None
+        raise BadInput(f"cannot resolve config: {one_line(e)}") from None
     return cfg
 
 
@@ -143,7 +143,3 @@ def validate(cfg: DictConfig) -> None:
         raise BadInput(f"save_format=sparse_delta is for full fine-tuning; adapter={cfg.adapter.name} runs already "
                        f"save only the adapter (use save_format=full)")
 
-
-def _one_line(e: BaseException) -> str:
-    """The first non-empty line of an exception's message."""
-    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.errors import BadInput, one_line
 
 #: The instruction appended to every problem; the same one `rlvr eval` uses (Qwen2.5-Math protocol).
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -109,7 +109,7 @@ def hub_problems(hub: DictConfig) -> list[dict[str, str]]:
     try:
         ds = load_dataset(hub.id, hub.get("config"), split=hub.split)
     except (ConnectionError, OSError, FileNotFoundError) as e:
-        raise BadInput(f"cannot load dataset '{hub.id}' from the hub ({str(e).splitlines()[0]}); for local "
+        raise BadInput(f"cannot load dataset '{hub.id}' from the hub ({one_line(e)}); for local "
                        f"JSONL files set $RLVR_DATA_DIR (make does: ../shared/data) or the data directory") from None
     delim = hub.get("answer_delimiter")
     rows = []

@@ -47,7 +47,7 @@ from typing import Any
 
 from rich.table import Table
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.errors import BadInput, one_line
 
 Shape = tuple[int, ...]
 
@@ -188,9 +188,8 @@ def meta_model(model_name_or_path: str) -> Any:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config)
     except (OSError, ValueError, KeyError) as e:  # transformers raises these for a missing or unknown model
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise BadInput(f"cannot read model '{model_name_or_path}': not a parameter count, not a local model "
-                       f"directory, and the hub did not serve it ({first})") from None
+                       f"directory, and the hub did not serve it ({one_line(e)})") from None
 
 
 def _shapes(params: Any) -> list[Shape]:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.errors import BadInput, one_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -144,7 +144,7 @@ def load_model(name_or_path: str, dtype: str = "float32",
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     except (OSError, ValueError) as e:  # transformers raises either for a directory without a model
         raise BadInput(f"cannot load model '{name_or_path}': not a local model directory, and the hub did not "
-                       f"serve it ({str(e).splitlines()[0]})") from None
+                       f"serve it ({one_line(e)})") from None
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.errors import BadInput, one_line
 
 #: Keys of an optimizer config that go to the Trainer (TrainingArguments names), not to the optimizer.
 TRAINER_KEYS = ("lr_scheduler_type", "warmup_steps", "max_grad_norm", "weight_decay")
@@ -42,7 +42,7 @@ def optimizer_cls_and_kwargs(cfg: DictConfig) -> tuple[type, dict[str, Any]]:
         cls = get_class(cfg._target_)
     except Exception as e:
         extra = " (pip install 'rlvr[gpu]')" if "bitsandbytes" in cfg._target_ else ""
-        raise BadInput(f"optimizer={cfg.name}: cannot import {cfg._target_}{extra}: {str(e).splitlines()[0]}") from None
+        raise BadInput(f"optimizer={cfg.name}: cannot import {cfg._target_}{extra}: {one_line(e)}") from None
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in TRAINER_KEYS + META_KEYS}
     return cls, {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 

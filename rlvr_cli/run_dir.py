@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.errors import BadInput, one_line
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -92,7 +92,7 @@ def read_summary(path: Path) -> dict[str, Any] | None:
     try:
         summary = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{file} does not parse: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise BadInput(f"{file} does not parse: {one_line(e)}") from None
     if not isinstance(summary, dict):
         raise BadInput(f"{file} does not parse: expected a JSON object")
     return summary

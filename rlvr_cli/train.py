@@ -25,7 +25,7 @@ from rlvr_cli import adapters, memory, optimizers, rewards, run_dir, sparse_delt
 from rlvr_cli.callbacks import GracefulStop, MetricsLog, RichProgress, UpdateSparsity
 from rlvr_cli.config import validate
 from rlvr_cli.data import load_problems, prompt_dataset
-from rlvr_cli.errors import BadInput
+from rlvr_cli.errors import BadInput, one_line
 from rlvr_cli.evaluation import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import check_model_source, load_model
 
@@ -60,7 +60,7 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
     except TypeError as e:  # unknown field
         raise BadInput(f"grpo: {e}; see TRL's GRPOConfig for the valid fields") from None
     except ValueError as e:
-        raise BadInput(f"grpo: {str(e).splitlines()[0]}") from None
+        raise BadInput(f"grpo: {one_line(e)}") from None
 
 
 def peak_memory_bytes() -> int:
