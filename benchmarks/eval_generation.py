@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from rlvr_cli.data import INSTRUCTION
+from rlvr_cli.data import user_message
 from rlvr_cli.evaluation import load_benchmark
 from rlvr_cli.generation import Sampling, chat_prompts, generate_hf
 from rlvr_cli.models import load_model
@@ -26,7 +26,7 @@ def main() -> None:
     a = parser.parse_args()
     model, tokenizer = load_model("smollm2-135m")
     rows = load_benchmark("gsm8k", None, a.problems)
-    prompts = chat_prompts(tokenizer, [f"{r['problem']}\n\n{INSTRUCTION}" for r in rows])
+    prompts = chat_prompts(tokenizer, [user_message(r["problem"]) for r in rows])
     speed = {}
     for bs in a.batch_sizes:
         sampling = Sampling(k=1, max_new_tokens=a.max_new_tokens, batch_size=bs)

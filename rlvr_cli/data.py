@@ -144,6 +144,12 @@ def load_problems(cfg: DictConfig, seed: int) -> list[dict[str, str]]:
     return rows[: cfg.max_samples] if cfg.get("max_samples") else rows
 
 
+def user_message(problem: str, instruction: str | None = None) -> str:
+    """The user message of a problem, in training and evaluation alike: the problem, a blank line, and the
+    instruction (default `INSTRUCTION`, the Qwen2.5-Math evaluation prompt)."""
+    return f"{problem}\n\n{instruction or INSTRUCTION}"
+
+
 def prompt_dataset(rows: list[dict[str, str]], instruction: str | None = None) -> Any:
     """A `datasets.Dataset` in TRL's conversational prompt format.
 
@@ -153,9 +159,8 @@ def prompt_dataset(rows: list[dict[str, str]], instruction: str | None = None) -
     """
     from datasets import Dataset
 
-    instruction = instruction or INSTRUCTION
     return Dataset.from_list([
-        {"prompt": [{"role": "user", "content": f"{r['problem']}\n\n{instruction}"}], "answer": r["answer"],
+        {"prompt": [{"role": "user", "content": user_message(r["problem"], instruction)}], "answer": r["answer"],
          "id": r["id"]}
         for r in rows
     ])

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from rlvr_cli import sparse_delta
 from rlvr_cli.config import DTYPES
-from rlvr_cli.data import INSTRUCTION, hub_problems, read_jsonl, resolve_path
+from rlvr_cli.data import INSTRUCTION, hub_problems, read_jsonl, resolve_path, user_message
 from rlvr_cli.errors import BadInput
 from rlvr_cli.generation import Sampling, chat_prompts, check_backend, generate_hf, generate_vllm
 from rlvr_cli.grading import grade
@@ -243,7 +243,7 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
     with bar, open(output_dir / "samples.jsonl", "w") as samples_file:
         for name, rows in problems.items():
             task = bar.add_task(f"{name} (k={sampling.k})", total=len(rows) * sampling.k)
-            prompts = chat_prompts(tokenizer, [f"{r['problem']}\n\n{INSTRUCTION}" for r in rows])
+            prompts = chat_prompts(tokenizer, [user_message(r["problem"]) for r in rows])
             t0 = time.perf_counter()
             if backend == "vllm":
                 completions = generate_vllm(model_path, prompts, sampling)
