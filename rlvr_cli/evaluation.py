@@ -25,7 +25,7 @@ from rlvr_cli import sparse_delta
 from rlvr_cli.config import DTYPES
 from rlvr_cli.data import INSTRUCTION, hub_problems, read_jsonl, resolve_path, user_message
 from rlvr_cli.errors import BadInput
-from rlvr_cli.generation import Sampling, chat_prompts, check_backend, generate_hf, generate_vllm
+from rlvr_cli.generation import Sampling, chat_prompts, check_backend, generate_hf, generate_vllm, vllm_engine
 from rlvr_cli.grading import grade
 from rlvr_cli.models import EMBEDDED, check_model_source, model_path
 from rlvr_cli.run_dir import RunDir, read_summary
@@ -212,17 +212,17 @@ def headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str, str]]], sampling: Sampling,
-                   output_dir: Path, identity: dict[str, Any], backend: str = "hf", model_path: str | None = None,
+                   output_dir: Path, identity: dict[str, Any], llm: Any = None,
                    progress: bool = True) -> dict[str, Any]:
     """Sample, grade and score every benchmark; write `results.json` and `samples.jsonl` into `output_dir`.
 
     Args:
-        model, tokenizer: a loaded causal LM (hf backend); the tokenizer renders prompts for both backends.
+        model, tokenizer: a loaded causal LM (hf backend; None with `llm`); the tokenizer renders the prompts.
         problems: benchmark name -> its problems (`load_benchmark`).
         sampling: k, temperature, top-p, max new tokens, batch size, seed.
         output_dir: created if needed.
         identity: what was evaluated (written into results.json).
-        backend: `hf` or `vllm` (which loads `model_path` itself).
+        llm: a vLLM engine (`generation.vllm_engine`) to generate with instead of `model` (the vllm backend).
 
     Returns:
         The content of results.json: `model`, `protocol`, `benchmarks` (name -> scores, `wall_time_s`,
@@ -232,7 +232,7 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
 
     output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
-        "model": identity, "backend": backend,
+        "model": identity, "backend": "hf" if llm is None else "vllm",
         "protocol": {"instruction": INSTRUCTION, "chat_template": True, **asdict(sampling),
                      "grader": "math-verify, gold first, last \\boxed{} preferred (rlvr_cli.grading)"},
         "benchmarks": {},
@@ -245,8 +245,8 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
             task = bar.add_task(f"{name} (k={sampling.k})", total=len(rows) * sampling.k)
             prompts = chat_prompts(tokenizer, [user_message(r["problem"]) for r in rows])
             t0 = time.perf_counter()
-            if backend == "vllm":
-                completions = generate_vllm(model_path, prompts, sampling)
+            if llm is not None:
+                completions = generate_vllm(llm, prompts, sampling)
                 bar.update(task, completed=len(rows) * sampling.k)
             else:
                 completions = generate_hf(model, tokenizer, prompts, sampling,
@@ -286,19 +286,27 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     names = parse_benchmarks(benchmarks)
     source = resolve_model(spec)
     problems = {n: load_benchmark(n, data_dir, limit) for n in names}
+    identity = {"spec": spec, "kind": source.kind, "path": source.path, "base": source.base, "dtype": dtype,
+                "params": None}
+    model = llm = None
     if backend == "vllm" and source.base is None:  # vLLM loads the weights itself
         from transformers import AutoTokenizer
 
         path = model_path(source.path)
-        model, tokenizer = None, AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     else:
         model, tokenizer = load_eval_model(source, dtype)
-        path = source.path
+        identity.update(dtype=str(model.dtype).removeprefix("torch."),
+                        params=sum(p.numel() for p in model.parameters()))
         if backend == "vllm":  # an adapter or a sparse delta: vLLM gets the rebuilt model as a directory
             path = str(output_dir / "merged-model")
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)
-    identity = {"spec": spec, "kind": source.kind, "path": source.path, "base": source.base,
-                "dtype": str(model.dtype).removeprefix("torch.") if model is not None else dtype,
-                "params": sum(p.numel() for p in model.parameters()) if model is not None else None}
-    return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, backend, path, progress)
+            import torch
+
+            model = None
+            torch.cuda.empty_cache()  # the GPU memory goes to vLLM
+    if backend == "vllm":
+        identity["dtype"] = identity["dtype"] or "auto"
+        llm = vllm_engine(path, sampling.seed, identity["dtype"])
+    return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, llm, progress)

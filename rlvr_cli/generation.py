@@ -86,18 +86,27 @@ def generate_hf(model: Any, tokenizer: Any, prompts: list[str], sampling: Sampli
     return out
 
 
-def generate_vllm(model_path: str, prompts: list[str], sampling: Sampling,
-                  dtype: str = "auto") -> list[list[Completion]]:
-    """`k` completions per rendered prompt with vLLM (`LLM.generate`, `SamplingParams(n=k)`).
+def vllm_engine(model_path: str, seed: int, dtype: str = "auto") -> Any:
+    """A vLLM `LLM` for a model directory or hub id, loaded once for every benchmark of an evaluation.
+
+    Args:
+        dtype: `auto` (the checkpoint's), `float32`, `bfloat16` or `float16`.
 
     Raises:
         BadInput: vLLM is not installed.
     """
     try:
-        from vllm import LLM, SamplingParams
+        from vllm import LLM
     except ImportError:
         raise BadInput(VLLM_MISSING) from None
-    llm = LLM(model=model_path, seed=sampling.seed, dtype=dtype)
+    return LLM(model=model_path, seed=seed, dtype=dtype)
+
+
+def generate_vllm(llm: Any, prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
+    """`k` completions per rendered prompt with a vLLM engine (`vllm_engine`): `LLM.generate` with
+    `SamplingParams(n=k)`."""
+    from vllm import SamplingParams
+
     params = SamplingParams(n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
                             max_tokens=sampling.max_new_tokens, seed=sampling.seed)
     results = llm.generate(prompts, params)
