@@ -24,7 +24,7 @@ from rich.table import Table
 
 from rlvr_cli import __version__
 from rlvr_cli.errors import BadInput
-from rlvr_cli.report import human_bytes
+from rlvr_cli.report import STATUS_COLOURS, human_bytes
 
 app = typer.Typer(help="Experiment runner for reinforcement learning with verifiable rewards (GRPO) on LLMs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -218,7 +218,7 @@ def config_show(overrides: list[str] = OVERRIDES) -> None:
 def summary_table(summary: dict[str, Any]) -> Table:
     """A two-column Rich table of a run's summary, with units."""
     status = summary["status"]
-    colour = {"completed": "green", "diverged": "red", "failed": "red"}.get(status, "yellow")
+    colour = STATUS_COLOURS.get(status, "yellow")
     table = Table(title=f"run {summary['run_dir']}", show_header=False)
     table.add_column(style="bold")
     table.add_column()

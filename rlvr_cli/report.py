@@ -31,20 +31,19 @@ from rich.text import Text
 
 from rlvr_cli.errors import BadInput
 from rlvr_cli.run_dir import read_summary
+from rlvr_cli.sparsity import KINDS
 
 #: The axes every cell has a value for (from the manifest, else from its summary.json), in table order.
 STANDARD_AXES = ("optimizer", "lr", "adapter", "r", "seed")
+#: The fractions of weights changed since the start that summary.json's `update_sparsity` holds.
+CHANGED = tuple(f"changed_frac_{kind}" for kind in KINDS)
 #: The per-cell figures after the axes, in CSV / JSON order.
 FIGURES = ("status", "final_reward", "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes",
            "optimizer_state_bytes_analytic", "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes",
-           "memory_analytic_bytes", "sparsity_tolerance", "changed_frac_exact", "changed_frac_tol",
-           "changed_frac_bf16_exact", "changed_frac_bf16_tol", "reason", "run_dir")
-#: The fractions of weights changed since the start that summary.json's `update_sparsity` holds.
-CHANGED = ("changed_frac_exact", "changed_frac_tol", "changed_frac_bf16_exact", "changed_frac_bf16_tol")
+           "memory_analytic_bytes", "sparsity_tolerance", *CHANGED, "reason", "run_dir")
 #: Statuses whose final reward never counts (a failed run's numbers are not a result; a pending one has none).
 NOT_COUNTED = ("failed", "pending")
 STATUS_COLOURS = {"completed": "green", "diverged": "red", "failed": "red"}
-PLOTS = ("reward_vs_lr.png", "reward_curves.png", "reward_vs_rank.png")
 
 
 @dataclass
