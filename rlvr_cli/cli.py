@@ -143,17 +143,18 @@ def sweep(
         sweep_dir = output_dir or Path("sweeps_out") / str(name)
         cells, todo, code = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel, resume,
                                        dry_run)
-    table = Table(title=f"sweep {name}: {len(cells)} cells" + (" (dry run)" if dry_run else ""))
-    for col in ("#", "run name", "axes", "status"):
-        table.add_column(col)
-    for i, cell in enumerate(cells):
-        state = "-" if dry_run else ("ran now" if i in todo else "kept") + f": {sweeps.status(sweep_dir, cell)}"
-        table.add_row(str(i), cell["name"], " ".join(f"{k}={v}" for k, v in cell["axes"].items()), state)
-    console.print(table)
-    if not dry_run:
-        from rlvr_cli.report import report_command
+        table = Table(title=f"sweep {name}: {len(cells)} cells" + (" (dry run)" if dry_run else ""))
+        for col in ("#", "run name", "axes", "status"):
+            table.add_column(col)
+        for i, cell in enumerate(cells):
+            state = "-" if dry_run else ("ran now" if i in todo else "kept") + f": {sweeps.status(sweep_dir, cell)}"
+            table.add_row(str(i), cell["name"], " ".join(f"{k}={v}" for k, v in cell["axes"].items()), state)
+        console.print(table)
+        if not dry_run:
+            from rlvr_cli.report import report_command
 
-        report_command(sweep_dir)
+            report_command(sweep_dir)  # a summary.json that does not parse is a one-line error here too
+    if not dry_run:
         raise typer.Exit(code=0 if code == 0 else 1)
 
 

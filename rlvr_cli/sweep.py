@@ -230,6 +230,12 @@ def status(sweep_dir: Path, cell: dict[str, Any]) -> str:
     return "pending" if summary is None else summary["status"]
 
 
+def manifest_cells(cells: list[Cell], extra: list[str]) -> list[dict[str, Any]]:
+    """The cells as manifest.json lists them: name, axes, run_dir, and the overrides a cell runs with (its own,
+    then the command line's `extra`)."""
+    return [{**asdict(c), "overrides": [*c.overrides, *extra], "run_dir": c.run_dir} for c in cells]
+
+
 def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool) -> tuple[list[dict], list[int]]:
     """Create or reopen a sweep directory; return the manifest's cells and the indices of those to run.
 
@@ -244,7 +250,7 @@ def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool) -
     sweep = load_sweep(sweep_file)
     cells = expand(sweep, sweep_file.name)
     manifest_path = sweep_dir / "manifest.json"
-    fresh = [{**asdict(c), "overrides": [*c.overrides, *extra], "run_dir": c.run_dir} for c in cells]
+    fresh = manifest_cells(cells, extra)
     if manifest_path.is_file():
         if not resume:
             raise BadInput(f"{sweep_dir} already holds a sweep; add --resume to finish it, or pick another "
@@ -314,7 +320,7 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
     if dry_run:
         cells = expand(load_sweep(sweep_file), sweep_file.name)
         check_cells(cells, extra)
-        return [{**asdict(c), "run_dir": c.run_dir} for c in cells], [], 0
+        return manifest_cells(cells, extra), [], 0
     cells, todo = prepare(sweep_file, sweep_dir, extra, resume)
     if not todo:
         return cells, todo, 0
