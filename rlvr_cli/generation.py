@@ -49,7 +49,8 @@ def generate_hf(model: Any, tokenizer: Any, prompts: list[str], sampling: Sampli
 
     Sequences are batched with left padding, prompt by prompt (the k samples of a prompt sit
     together), longest prompts first to waste less padding. `progress` is an optional callable
-    taking the number of sequences just finished (drives a progress bar).
+    taking the number of sequences just finished (drives a progress bar). A completion ends at the first of
+    the model's end tokens (`generation_config.eos_token_id`, a list for e.g. Qwen3, and the tokenizer's EOS).
 
     Returns:
         Per prompt, in input order, its k completions.
@@ -61,6 +62,8 @@ def generate_hf(model: Any, tokenizer: Any, prompts: list[str], sampling: Sampli
     flat = [i for i in order for _ in range(sampling.k)]  # [P*k] prompt indices
     out: list[list[Completion]] = [[] for _ in prompts]
     greedy = sampling.temperature == 0
+    configured = model.generation_config.eos_token_id
+    stop = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}
     torch.manual_seed(sampling.seed)
     model.eval()
     for start in range(0, len(flat), sampling.batch_size):
@@ -71,15 +74,12 @@ def generate_hf(model: Any, tokenizer: Any, prompts: list[str], sampling: Sampli
             seqs = model.generate(
                 **enc, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
                 temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
-                top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop),
             )
         new = seqs[:, enc["input_ids"].shape[1]:]  # [B, T]
         for i, row in zip(idx, new, strict=True):
-            ids = row.tolist()
-            if tokenizer.eos_token_id in ids:
-                ids = ids[:ids.index(tokenizer.eos_token_id)]
-            while ids and ids[-1] == tokenizer.pad_token_id:
-                ids.pop()
+            ids = row.tolist()  # after the first end token generate() pads: cut there
+            ids = ids[:next((j for j, t in enumerate(ids) if t in stop), len(ids))]
             out[i].append(Completion(tokenizer.decode(ids, skip_special_tokens=True), len(ids)))
         if progress:
             progress(len(idx))

@@ -149,3 +149,17 @@ def test_eval_a_local_model_directory(tmp_path):
     assert r.exit_code == 0, r.output
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert results["model"]["kind"] == "dir" and results["protocol"]["temperature"] == 0
+
+
+def test_batched_greedy_generation_equals_one_at_a_time():
+    """Left padding and the end-token cut do not change what a prompt gets: batch 8 == batch 1, greedy."""
+    from rlvr_cli.data import user_message
+    from rlvr_cli.generation import Sampling, chat_prompts, generate_hf
+    from rlvr_cli.models import load_model
+
+    model, tokenizer = load_model("tiny-random")
+    prompts = chat_prompts(tokenizer, [user_message(p) for p in ("1+1?", "What is 12 times 13, plus 7?", "2?")])
+    one, batched = (generate_hf(model, tokenizer, prompts, Sampling(k=2, temperature=0, max_new_tokens=12,
+                                                                    batch_size=b)) for b in (1, 8))
+    assert [[c.text for c in cs] for cs in one] == [[c.text for c in cs] for cs in batched]
+    assert all(c.tokens == 12 for cs in one for c in cs)  # a random model never says EOS: the full budget
