@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rlvr_cli.errors import BadInput
-from rlvr_cli.run_dir import read_summary
+from rlvr_cli.run_dir import read_metrics, read_summary
 from rlvr_cli.sparsity import KINDS
 
 #: The axes every cell has a value for (from the manifest, else from its summary.json), in table order.
@@ -487,14 +487,8 @@ def read_rewards(metrics_path: Path) -> tuple[list[int], list[float]]:
     """
     steps: list[int] = []
     values: list[float] = []
-    if not metrics_path.is_file():
-        return steps, values
-    for line in metrics_path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict) or record.get("step") is None:
+    for record in read_metrics(metrics_path):
+        if record.get("step") is None:
             continue
         reward = _number(record.get("reward"))
         steps.append(int(record["step"]))

@@ -99,8 +99,19 @@ def read_summary(path: Path) -> dict[str, Any] | None:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a `metrics.jsonl`, in order."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a `metrics.jsonl`, in order; `[]` for a missing file. A line that does not parse as a JSON
+    object (the one a running run is writing) is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def quarter_means(values: list[float | None]) -> tuple[float | None, float | None]:
