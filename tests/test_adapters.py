@@ -4,9 +4,10 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from rlvr_cli.adapters import count_params, peft_config
-from rlvr_cli.config import compose
-from rlvr_cli.models import load_model
+from rlvr_cli.core.config import compose
+from rlvr_cli.models.adapters import peft_config
+from rlvr_cli.models.loading import load_model
+from rlvr_cli.models.state import count_params
 
 # trainable parameters per adapted Linear(in, out) at rank r
 FORMULA = {

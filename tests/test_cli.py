@@ -14,8 +14,8 @@ import pytest
 from conftest import TINY
 from typer.testing import CliRunner
 
-from rlvr_cli.cli import app
-from rlvr_cli.run_dir import read_metrics
+from rlvr_cli.cli.main import app
+from rlvr_cli.core.run_dir import read_metrics
 
 runner = CliRunner()
 
@@ -67,7 +67,7 @@ def test_jsonl_row_without_answer_names_the_line(tmp_path):
 def test_diverged_run_exits_3_and_keeps_its_metrics(tmp_path, monkeypatch):
     from test_train import huge_reward
 
-    from rlvr_cli import rewards
+    from rlvr_cli.training import rewards
 
     monkeypatch.setitem(rewards.REWARDS, "huge", huge_reward)
     result = runner.invoke(app, ["train", *TINY, f"output_dir={tmp_path}", "run_name=div", "~rewards.correctness",

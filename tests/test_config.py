@@ -6,8 +6,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from rlvr_cli.config import GROUPS, compose, group_options, validate
-from rlvr_cli.errors import BadInput
+from rlvr_cli.core.config import GROUPS, compose, group_options, validate
+from rlvr_cli.core.errors import BadInput
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])

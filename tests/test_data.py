@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from rlvr_cli.config import compose
-from rlvr_cli.data import INSTRUCTION, arithmetic_problems, load_problems, prompt_dataset, read_jsonl
-from rlvr_cli.errors import BadInput
+from rlvr_cli.core.config import compose
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.data.problems import INSTRUCTION, arithmetic_problems, load_problems, prompt_dataset, read_jsonl
 
 DATA = Path(os.environ["RLVR_DATA_DIR"])
 

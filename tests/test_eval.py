@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rlvr_cli.cli import app
-from rlvr_cli.evaluation import BENCHMARKS, load_benchmark
-from rlvr_cli.models import load_model
+from rlvr_cli.cli.main import app
+from rlvr_cli.evaluation.benchmarks import BENCHMARKS, load_benchmark
+from rlvr_cli.models.loading import load_model
 
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not (Path(os.environ["RLVR_DATA_DIR"]) / "math500.jsonl").is_file(),
@@ -49,8 +49,8 @@ def test_eval_tiny_random_on_math500_and_gsm8k(tmp_path):
 def test_eval_a_trained_run_directory(tmp_path):
     from conftest import TINY
 
-    from rlvr_cli.config import compose
-    from rlvr_cli.train import train
+    from rlvr_cli.core.config import compose
+    from rlvr_cli.training.recipe import train
 
     for adapter in ("full", "lora"):
         args = [*TINY, f"adapter={adapter}", f"output_dir={tmp_path}", f"run_name={adapter}"]
@@ -144,7 +144,7 @@ def test_eval_logs_its_scores_to_wandb_offline(tmp_path):
 
 
 def test_eval_a_local_model_directory(tmp_path):
-    from rlvr_cli.models import model_path
+    from rlvr_cli.models.loading import model_path
 
     r = _eval(model_path("tiny-random"), "--benchmarks", "aime24", "--limit", "2", "--k", "1", *FAST,
               "--output-dir", str(tmp_path / "ev"), "--temperature", "0")
@@ -155,9 +155,9 @@ def test_eval_a_local_model_directory(tmp_path):
 
 def test_batched_greedy_generation_equals_one_at_a_time():
     """Left padding and the end-token cut do not change what a prompt gets: batch 8 == batch 1, greedy."""
-    from rlvr_cli.data import user_message
-    from rlvr_cli.generation import Sampling, chat_prompts, generate_hf
-    from rlvr_cli.models import load_model
+    from rlvr_cli.data.problems import user_message
+    from rlvr_cli.evaluation.generation import Sampling, chat_prompts, generate_hf
+    from rlvr_cli.models.loading import load_model
 
     model, tokenizer = load_model("tiny-random")
     prompts = chat_prompts(tokenizer, [user_message(p) for p in ("1+1?", "What is 12 times 13, plus 7?", "2?")])

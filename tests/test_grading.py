@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from rlvr_cli.grading import grade, last_boxed
-from rlvr_cli.rewards import correctness_reward, format_reward
+from rlvr_cli.evaluation.grading import grade, last_boxed
+from rlvr_cli.training.rewards import correctness_reward, format_reward
 
 CASES = [
     ("025", "so the answer is \\boxed{25}", True),           # AIME leading zeros

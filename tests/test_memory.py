@@ -10,11 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rlvr_cli.adapters import count_params, peft_config
-from rlvr_cli.cli import app
-from rlvr_cli.config import compose
-from rlvr_cli.errors import BadInput
-from rlvr_cli.memory import (
+from rlvr_cli.analysis.memory import (
     GB,
     breakdown,
     decimal_bytes,
@@ -27,8 +23,13 @@ from rlvr_cli.memory import (
     run_memory_analytic,
     state_bytes_analytic,
 )
-from rlvr_cli.models import load_model
-from rlvr_cli.optimizers import optimizer_cls_and_kwargs, state_bytes
+from rlvr_cli.cli.main import app
+from rlvr_cli.core.config import compose
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.models.adapters import peft_config
+from rlvr_cli.models.loading import load_model
+from rlvr_cli.models.state import count_params
+from rlvr_cli.training.optimizers import optimizer_cls_and_kwargs, state_bytes
 
 runner = CliRunner()
 #: Every optimizer option that runs on CPU (adamw_8bit needs CUDA and bitsandbytes).

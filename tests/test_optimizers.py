@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from rlvr_cli.config import compose
-from rlvr_cli.errors import BadInput
-from rlvr_cli.optimizers import optimizer_cls_and_kwargs, state_bytes, trainer_kwargs
+from rlvr_cli.core.config import compose
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.training.optimizers import optimizer_cls_and_kwargs, state_bytes, trainer_kwargs
 
 # option -> (class name, hyper-parameters that must reach it, fp32 state tensors per parameter tensor)
 EXPECTED = {

@@ -11,8 +11,9 @@ import pytest
 from conftest import TINY, completion_chars
 from rich.console import Console
 
-from rlvr_cli.errors import BadInput
-from rlvr_cli.report import CHANGED, build_report, eval_avg, human_bytes, percent, report_command
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.units import human_bytes, percent
+from rlvr_cli.sweeps.report import CHANGED, build_report, eval_avg, report_command
 
 CHARS = ["~rewards.correctness", "~rewards.format", "+rewards.chars=1.0"]
 HUGE = ["~rewards.correctness", "~rewards.format", "+rewards.huge=1.0", "grpo.scale_rewards=none"]
@@ -21,7 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def huge_reward(completions, **_):
     """A reward on the wrong scale (characters x 1e36): the gradient norm overflows to inf at step 1 (diverged)."""
-    from rlvr_cli.rewards import completion_text
+    from rlvr_cli.training.rewards import completion_text
 
     return [len(completion_text(c)) * 1e36 for c in completions]
 
@@ -41,9 +42,9 @@ def _cell(optimizer: str, lr: float, adapter: str = "full", r: int | None = None
 def sweep(tmp_path_factory):
     """A sweep directory: 6 real tiny trainings (4 completed sgd/adamw/lora, 1 diverged), 1 real failure,
     1 pending cell; `report_command` run once on it. Returns (sweep_dir, the printed text)."""
-    from rlvr_cli import rewards
-    from rlvr_cli.config import compose
-    from rlvr_cli.train import train
+    from rlvr_cli.core.config import compose
+    from rlvr_cli.training import rewards
+    from rlvr_cli.training.recipe import train
 
     root = tmp_path_factory.mktemp("report")
     sweep_dir = root / "sweep"

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rlvr_cli.scoring import majority_correct, pass_at_k, reported_ks, score
+from rlvr_cli.evaluation.scoring import majority_correct, pass_at_k, reported_ks, score
 
 
 def brute_pass_at_k(correct: list[bool], k: int) -> float:

@@ -10,19 +10,13 @@ import torch
 from transformers import TrainerCallback
 from typer.testing import CliRunner
 
-from rlvr_cli import sparse_delta
-from rlvr_cli.cli import app
-from rlvr_cli.errors import BadInput
-from rlvr_cli.models import load_model
-from rlvr_cli.run_dir import read_metrics
-from rlvr_cli.sparsity import (
-    compare,
-    count_changes,
-    layer_index,
-    module_type,
-    state_dict,
-    update_ranks,
-)
+from rlvr_cli.analysis.sparsity import compare, count_changes, layer_index, module_type, update_ranks
+from rlvr_cli.cli.main import app
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.run_dir import read_metrics
+from rlvr_cli.models import sparse_delta
+from rlvr_cli.models.loading import load_model
+from rlvr_cli.models.state import state_dict
 
 runner = CliRunner()
 
@@ -59,7 +53,7 @@ def test_nan_counts_as_changed():
 
 
 def test_counts_agree_across_chunks(monkeypatch):
-    from rlvr_cli import sparsity
+    from rlvr_cli.analysis import sparsity
 
     g = torch.Generator().manual_seed(0)
     base = torch.randn(1000, generator=g)
@@ -228,7 +222,7 @@ def test_training_saves_a_sparse_delta_that_eval_and_sparsity_accept(run_tiny, c
 def test_rlvr_sparsity_bad_input_is_one_line(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rlvr_cli.models import TINY_RANDOM
+    from rlvr_cli.models.embedded import TINY_RANDOM
 
     LlamaForCausalLM(LlamaConfig(**{**TINY_RANDOM, "hidden_size": 32}, vocab_size=128)).save_pretrained(tmp_path / "m")
     cases = [

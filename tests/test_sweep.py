@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rlvr_cli.cli import app
-from rlvr_cli.sweep import expand, log_grid, status
+from rlvr_cli.cli.main import app
+from rlvr_cli.sweeps.grid import expand, log_grid
+from rlvr_cli.sweeps.launch import status
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "smoke.yaml"
@@ -126,7 +127,7 @@ def test_unknown_launcher_lists_the_valid_ones(tmp_path):
 
 def test_slurm_settings_come_from_the_launcher_config_group(tmp_path):
     """`--launcher submitit_slurm` uses conf/hydra/launcher/slurm.yaml; hydra.launcher.* overrides change it."""
-    from rlvr_cli.sweep import multirun_command
+    from rlvr_cli.sweeps.launch import multirun_command
 
     cmd = multirun_command(tmp_path, [0, 2], "submitit_slurm", 8, ["hydra.launcher.partition=gpu"])
     assert "hydra/launcher=slurm" in cmd and "cell=0,2" in cmd and "hydra.launcher.array_parallelism=8" in cmd
@@ -141,7 +142,7 @@ def test_slurm_settings_come_from_the_launcher_config_group(tmp_path):
 def test_local_settings_come_from_the_launcher_config_group(tmp_path):
     """`--launcher submitit_local` uses conf/hydra/launcher/local.yaml (no GPUs from submitit: sweep_job assigns
     them); a `hydra.launcher.*` override changes a setting for one sweep."""
-    from rlvr_cli.sweep import multirun_command
+    from rlvr_cli.sweeps.launch import multirun_command
 
     cmd = multirun_command(tmp_path, [1], "submitit_local", 3, ["hydra.launcher.timeout_min=60"])
     assert "hydra/launcher=local" in cmd and "hydra.sweeper.max_batch_size=3" in cmd

@@ -12,8 +12,8 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
-from rlvr_cli.config import compose, group_options
-from rlvr_cli.run_dir import read_metrics
+from rlvr_cli.core.config import compose, group_options
+from rlvr_cli.core.run_dir import read_metrics
 
 OPTIMIZERS = [o for o in group_options("optimizer") if o != "adamw_8bit"]  # 8-bit AdamW needs CUDA
 ADAPTERS = group_options("adapter")
@@ -94,13 +94,13 @@ def test_summary_holds_the_headline_figures(run_tiny, chars_reward):
 def huge_reward(completions, **_):
     """A reward on the wrong scale (characters x 1e36): with `scale_rewards=none` the advantages reach
     1e37, and the squared gradient norm overflows float32 to infinity."""
-    from rlvr_cli.rewards import completion_text
+    from rlvr_cli.training.rewards import completion_text
 
     return [len(completion_text(c)) * 1e36 for c in completions]
 
 
 def test_infinite_gradient_stops_the_run_as_diverged(run_tiny, monkeypatch):
-    from rlvr_cli import rewards
+    from rlvr_cli.training import rewards
 
     monkeypatch.setitem(rewards.REWARDS, "huge", huge_reward)
     summary = run_tiny("~rewards.correctness", "~rewards.format", "+rewards.huge=1.0", "grpo.scale_rewards=none",
@@ -150,7 +150,7 @@ def test_wandb_offline_run_holds_the_logged_reward(run_tiny, chars_reward):
 
 
 def test_a_local_model_directory_trains(run_tiny, chars_reward, tmp_path):
-    from rlvr_cli.models import load_model
+    from rlvr_cli.models.loading import load_model
 
     model, tokenizer = load_model("tiny-random")
     model.save_pretrained(tmp_path / "model")

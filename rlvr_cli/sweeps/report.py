@@ -29,9 +29,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from rlvr_cli.errors import BadInput
-from rlvr_cli.run_dir import read_metrics, read_summary
-from rlvr_cli.sparsity import KINDS
+from rlvr_cli.analysis.sparsity import KINDS
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.run_dir import read_metrics, read_summary
+from rlvr_cli.core.units import human_bytes, percent
 
 #: The axes every cell has a value for (from the manifest, else from its summary.json), in table order.
 STANDARD_AXES = ("optimizer", "lr", "adapter", "r", "seed")
@@ -455,28 +456,6 @@ def report_command(sweep_dir: Path, console: Console | None = None) -> None:
     for name, skipped in plots.items():
         line = f"plot: {sweep_dir / 'plots' / name}" if skipped is None else f"plot {name} skipped: {skipped}"
         console.print(escape(line), highlight=False)
-
-
-def human_bytes(n: float | None) -> str:
-    """A byte count in binary units: `0 B`, `512 B`, `1.5 KiB`, `3.2 MiB`, ... up to TiB; `-` for None."""
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def percent(fraction: float | None) -> str:
-    """A fraction in [0, 1] as a percentage with enough digits for tiny ones: `0%`, `20.0%`, `0.25%`,
-    `0.0012%`; `-` for None."""
-    if fraction is None:
-        return "-"
-    pct = 100 * fraction
-    if pct == 0:
-        return "0%"
-    return f"{pct:.1f}%" if abs(pct) >= 1 else f"{pct:.2f}%" if abs(pct) >= 0.01 else f"{pct:.2g}%"
 
 
 def read_rewards(metrics_path: Path) -> tuple[list[int], list[float]]:

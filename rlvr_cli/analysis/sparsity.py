@@ -28,7 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.models.sources import load_eval_model, resolve_model
+from rlvr_cli.models.state import architecture, check_compatible, state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -163,23 +165,6 @@ class SparsityReport:
                 "tensors": self.tensors}
 
 
-def check_compatible(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
-    """Same parameter names and shapes on both sides.
-
-    Raises:
-        BadInput: naming the first parameter missing on one side, or the first shape mismatch.
-    """
-    only_base, only_target = sorted(set(base) - set(target)), sorted(set(target) - set(base))
-    if only_base or only_target:
-        side, names = ("TARGET", only_base) if only_base else ("BASE", only_target)
-        raise BadInput(f"BASE and TARGET are different architectures: {len(names)} parameters missing from {side}, "
-                       f"e.g. {names[0]}")
-    for name, t in base.items():
-        if t.shape != target[name].shape:
-            raise BadInput(f"BASE and TARGET differ in shape at {name}: {tuple(t.shape)} vs "
-                           f"{tuple(target[name].shape)}")
-
-
 def compare(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor], tolerance: float = DEFAULT_TOLERANCE,
             rank: bool = False, progress: Any = None) -> SparsityReport:
     """Compare two state dicts parameter by parameter (see the module docstring for the four counts).
@@ -216,32 +201,6 @@ def compare(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor], tole
     return report
 
 
-def state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """A model's parameters and buffers by name, each storage once (tied weights keep their first name, as
-    safetensors checkpoints do); non-float buffers (e.g. position ids) are left out."""
-    seen: set[int] = set()
-    out = {}
-    for name, t in model.state_dict().items():
-        if not t.is_floating_point() or t.data_ptr() in seen:
-            continue
-        seen.add(t.data_ptr())
-        out[name] = t
-    return out
-
-
-def architecture(source: Any) -> dict[str, torch.Tensor]:
-    """The parameters of what an `evaluation.ModelSource` points at, built from its config on the meta device
-    (shapes only, nothing loaded): the run's saved config for a full run, else the base model's for an adapter
-    or a sparse delta.
-
-    Raises:
-        BadInput: no config can be read.
-    """
-    from rlvr_cli.memory import meta_model
-
-    return dict(meta_model(source.base or source.path).named_parameters())
-
-
 def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: bool, output_dir: Path,
                      console: Any) -> dict[str, Any]:
     """`rlvr sparsity BASE TARGET`: load both, compare, write `sparsity.json` and `sparsity_heatmap.png`,
@@ -257,7 +216,6 @@ def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: b
     from rich.progress import Progress
     from transformers.utils import logging
 
-    from rlvr_cli.evaluation import load_eval_model, resolve_model
 
     check_tolerance(tolerance)
     sources = [resolve_model(base_spec), resolve_model(target_spec)]

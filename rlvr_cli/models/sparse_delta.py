@@ -20,7 +20,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.models.loading import load_model
+from rlvr_cli.models.state import check_compatible, state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -93,7 +95,6 @@ def save(trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor], base_n
     import torch
     from safetensors.torch import save_file
 
-    from rlvr_cli.sparsity import check_compatible
 
     check_compatible(base, trained)
     tensors: dict[str, torch.Tensor] = {}
@@ -164,8 +165,6 @@ def load(path: str | Path, base: str | None = None, with_tokenizer: bool = True)
     Raises:
         BadInput: not a checkpoint, the base cannot be loaded, or its hash does not match.
     """
-    from rlvr_cli.models import load_model
-    from rlvr_cli.sparsity import state_dict
 
     meta = read_meta(path)
     model, tokenizer = load_model(base or meta["base"], meta["dtype"], with_tokenizer)

@@ -1,55 +1,22 @@
-"""`rlvr sweep`: a grid of `rlvr train` runs (optimizer x learning rate x adapter x rank x seed x any override).
-
-A sweep file (YAML, see `sweeps/`):
-
-    name: sgd_vs_adamw
-    base: [grpo.max_steps=30]                  # overrides of every cell
-    axes:
-      optimizer:                               # each optimizer with its own learning-rate grid:
-        sgd: {lr: [0.01, 0.1]}                 #   a list, or
-        adamw: {lr: {min: 1e-6, max: 1e-4, per_decade: 1}}   # a log grid: 1e-6, 1e-5, 1e-4
-      adapter:                                 # each adapter with its rank list (full: none)
-        full: {}
-        lora: {r: [1, 8]}
-      seed: [0, 1]
-      overrides: {grpo.beta: [0.0, 0.04]}      # any other override, as a list
-
-Cells are the product of the axes. The runs go through Hydra's multirun: `rlvr sweep` writes the
-sweep directory and starts `python -m rlvr_cli.sweep_job --multirun cell=0,1,...` with the chosen
-launcher plugin (basic: one after another in one process; submitit_local: separate processes, several
-at a time; submitit_slurm: SLURM jobs). Each job runs one cell as a `rlvr train` subprocess, so a
-cell's crash or Ctrl-C is contained and recorded in its own run directory.
-
-Sweep directory: `sweep.yaml` (the file's copy), `manifest.json` (the cells: name, run_dir,
-overrides, axes), `runs/<cell>/` (one `rlvr train` run directory each), `.hydra/` (launcher files).
-"""
+"""Sweep files: parsing, and the expansion of their axes into cells (one `rlvr train` override list each)."""
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import subprocess
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from rlvr_cli.config import compose, group_options, validate
-from rlvr_cli.errors import BadInput
-from rlvr_cli.run_dir import read_summary
+from rlvr_cli.core.config import group_options
+from rlvr_cli.core.errors import BadInput
 
 TOP_KEYS = ("name", "base", "axes")
+
+
 AXES = ("optimizer", "adapter", "seed", "overrides")
-#: Launcher -> its Hydra config (conf/hydra/launcher/local.yaml and slurm.yaml hold rlvr's settings).
-LAUNCHER_CONFIGS = {"basic": "basic", "submitit_local": "local", "submitit_slurm": "slurm"}
-LAUNCHERS = tuple(LAUNCHER_CONFIGS)
-#: Statuses that count as a result: --resume keeps them.
-DONE = ("completed", "diverged")
 
 
 @dataclass(frozen=True)
@@ -209,120 +176,3 @@ def load_sweep(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInput(f"{path}: not a valid sweep file: expected a mapping at the top")
     return data
-
-
-def check_cells(cells: list[Cell], extra: list[str]) -> None:
-    """Compose and validate every cell's config (with the command line's `extra` overrides) before anything runs.
-
-    Raises:
-        BadInput: prefixed with the cell's name.
-    """
-    for cell in cells:
-        try:
-            validate(compose([*cell.overrides, *extra]))
-        except BadInput as e:
-            raise BadInput(f"cell {cell.name}: {e}") from None
-
-
-def status(sweep_dir: Path, cell: dict[str, Any]) -> str:
-    """A cell's status: its run's summary.json `status`, or `pending` when it has none."""
-    summary = read_summary(sweep_dir / cell["run_dir"])
-    return "pending" if summary is None else summary["status"]
-
-
-def manifest_cells(cells: list[Cell], extra: list[str]) -> list[dict[str, Any]]:
-    """The cells as manifest.json lists them: name, axes, run_dir, and the overrides a cell runs with (its own,
-    then the command line's `extra`)."""
-    return [{**asdict(c), "overrides": [*c.overrides, *extra], "run_dir": c.run_dir} for c in cells]
-
-
-def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool) -> tuple[list[dict], list[int]]:
-    """Create or reopen a sweep directory; return the manifest's cells and the indices of those to run.
-
-    A new directory gets `sweep.yaml` and `manifest.json`. With `resume`, completed and diverged cells
-    are kept and every other cell is run again; the old run directory of a failed or interrupted cell
-    is moved to `runs/.attempts/<cell>-<time>` first, so nothing is lost.
-
-    Raises:
-        BadInput: the directory already holds a sweep and `resume` is off, or `resume` is on and the
-            sweep file's cells differ from the manifest's.
-    """
-    sweep = load_sweep(sweep_file)
-    cells = expand(sweep, sweep_file.name)
-    manifest_path = sweep_dir / "manifest.json"
-    fresh = manifest_cells(cells, extra)
-    if manifest_path.is_file():
-        if not resume:
-            raise BadInput(f"{sweep_dir} already holds a sweep; add --resume to finish it, or pick another "
-                           "--output-dir")
-        manifest = json.loads(manifest_path.read_text())
-        if [c["overrides"] for c in manifest["cells"]] != [c["overrides"] for c in fresh]:
-            raise BadInput(f"{sweep_dir} holds a different sweep than {sweep_file}; pick another --output-dir")
-    else:
-        check_cells(cells, extra)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(sweep_file, sweep_dir / "sweep.yaml")
-        manifest = {"name": sweep["name"], "cells": fresh}
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    todo = []
-    for i, cell in enumerate(manifest["cells"]):
-        state = status(sweep_dir, cell)
-        if state in DONE:
-            continue
-        old = sweep_dir / cell["run_dir"]
-        if old.exists():
-            attempts = sweep_dir / "runs" / ".attempts"
-            attempts.mkdir(parents=True, exist_ok=True)
-            old.rename(attempts / f"{cell['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
-        todo.append(i)
-    return manifest["cells"], todo
-
-
-def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parallel: int,
-                     launcher_overrides: list[str]) -> list[str]:
-    """The `python -m rlvr_cli.sweep_job --multirun ...` command that runs cells `todo` through Hydra
-    with `launcher` (one of `LAUNCHERS`, checked by `run`)."""
-    cmd = [sys.executable, "-m", "rlvr_cli.sweep_job", "--multirun", f"sweep_dir={sweep_dir.resolve()}",
-           f"cell={','.join(map(str, todo))}", f"hydra/launcher={LAUNCHER_CONFIGS[launcher]}"]
-    if launcher == "submitit_local":  # submitit runs a whole batch at once; Hydra's sweeper cuts the batches
-        cmd.append(f"hydra.sweeper.max_batch_size={max_parallel}")  # time limit, GPUs: conf/hydra/launcher/local.yaml
-    if launcher == "submitit_slurm":  # partition, GPUs, time limit: conf/hydra/launcher/slurm.yaml
-        cmd.append(f"hydra.launcher.array_parallelism={max_parallel}")
-    return cmd + launcher_overrides
-
-
-def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str = "basic", max_parallel: int = 1,
-        resume: bool = False, dry_run: bool = False) -> tuple[list[dict], list[int], int]:
-    """`rlvr sweep`: check every cell, write the sweep directory, run what is left through Hydra's multirun.
-
-    Args:
-        sweep_file: the sweep YAML.
-        sweep_dir: where the sweep lives.
-        overrides: extra overrides for every cell; those starting with `hydra.` go to the launcher
-            (e.g. `hydra.launcher.partition=gpu` for SLURM).
-        launcher: basic | submitit_local | submitit_slurm.
-        max_parallel: jobs at a time (submitit launchers).
-        resume: finish a sweep directory that exists: skip completed and diverged cells.
-        dry_run: expand and check the cells, write nothing, run nothing.
-
-    Returns:
-        `(cells, indices run, exit code of the multirun)`; the exit code is 0 for a dry run.
-
-    Raises:
-        BadInput: before any run starts.
-    """
-    launcher_overrides = [o for o in overrides if o.startswith("hydra.")]
-    extra = [o for o in overrides if not o.startswith("hydra.")]
-    if max_parallel < 1:
-        raise BadInput(f"--max-parallel must be >= 1, got {max_parallel}")
-    if launcher not in LAUNCHERS:
-        raise BadInput(f"unknown launcher '{launcher}'; valid launchers: {', '.join(LAUNCHERS)}")
-    if dry_run:
-        cells = expand(load_sweep(sweep_file), sweep_file.name)
-        check_cells(cells, extra)
-        return manifest_cells(cells, extra), [], 0
-    cells, todo = prepare(sweep_file, sweep_dir, extra, resume)
-    if not todo:
-        return cells, todo, 0
-    cmd = multirun_command(sweep_dir, todo, launcher, max_parallel, launcher_overrides)
-    return cells, todo, subprocess.run(cmd).returncode

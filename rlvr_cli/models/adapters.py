@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.core.errors import BadInput
 
 ADAPTERS = ("full", "lora", "dora", "rslora", "vera")
 
@@ -42,7 +42,3 @@ def peft_config(cfg: DictConfig) -> Any:
     raise BadInput(f"unknown adapter '{name}'; valid adapters: {', '.join(ADAPTERS)}")
 
 
-def count_params(model: Any) -> tuple[int, int]:
-    """`(trainable, total)` parameter counts of a model (tied weights counted once)."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rlvr_cli.errors import BadInput
+from rlvr_cli.core.errors import BadInput
 
 BACKENDS = ("hf", "vllm")
 VLLM_MISSING = ("--backend vllm needs vLLM, which is not installed: on a GPU machine `pip install vllm` "

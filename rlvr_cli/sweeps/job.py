@@ -19,8 +19,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rlvr_cli.config import config_dir
-from rlvr_cli.run_dir import read_summary
+from rlvr_cli.core.config import config_dir
+from rlvr_cli.core.run_dir import read_summary
 
 
 def count_gpus() -> int:

@@ -21,13 +21,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli import adapters, memory, optimizers, rewards, run_dir, sparse_delta, tracking
-from rlvr_cli.callbacks import GracefulStop, MetricsLog, RichProgress, UpdateSparsity
-from rlvr_cli.config import validate
-from rlvr_cli.data import load_problems, prompt_dataset
-from rlvr_cli.errors import BadInput, one_line
-from rlvr_cli.evaluation import eval_inputs, evaluate_model, headline
-from rlvr_cli.models import check_model_source, load_model
+from rlvr_cli.analysis import memory
+from rlvr_cli.core import run_dir
+from rlvr_cli.core.config import validate
+from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.data.problems import load_problems, prompt_dataset
+from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
+from rlvr_cli.models import adapters, sparse_delta
+from rlvr_cli.models.loading import check_model_source, load_model
+from rlvr_cli.models.state import count_params, state_dict
+from rlvr_cli.training import optimizers, rewards, tracking
+from rlvr_cli.training.callbacks import GracefulStop, MetricsLog, RichProgress, UpdateSparsity
 
 #: Process exit code per final status (`rlvr train` exits with it).
 EXIT_CODES = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
@@ -90,8 +94,6 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path) -> di
         `weights_dir`, `weights_bytes` (the .safetensors files written, bytes) and `full_weights_bytes` (the
         tensor bytes of the whole model: what a full checkpoint holds).
     """
-    from rlvr_cli.sparsity import state_dict
-
     trained = state_dict(trainer.model)
     if cfg.get("save_format", "full") == "sparse_delta":
         base, _ = load_model(cfg.model.name_or_path, cfg.model.dtype)
@@ -192,7 +194,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                                  progress=progress)
         summary["eval"] = headline(results)
     first, last = run_dir.quarter_means([r["reward"] for r in metrics.records])
-    trainable, total = adapters.count_params(trainer.model) if trainer is not None else (None, None)
+    trainable, total = count_params(trainer.model) if trainer is not None else (None, None)
     analytic = memory.run_memory_analytic(trainer.model, cfg.optimizer.name, options=optimizer_kwargs) \
         if trainer is not None else {}
     summary.update(

@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rlvr_cli.sparsity import initial_weights, model_update
+from rlvr_cli.analysis.sparsity import initial_weights, model_update
 
 #: metrics.jsonl field -> key in TRL's GRPOTrainer logs (TRL 1.16).
 FIELDS = {

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.errors import BadInput, one_line
+from rlvr_cli.core.errors import BadInput, one_line
 
 #: Keys of an optimizer config that go to the Trainer (TrainingArguments names), not to the optimizer.
 TRAINER_KEYS = ("lr_scheduler_type", "warmup_steps", "max_grad_norm", "weight_decay")

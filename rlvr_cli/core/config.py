@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.errors import BadInput, one_line
+from rlvr_cli.core.errors import BadInput, one_line
 
 #: The config groups, which are also the sweep axes (shared DESIGN.md section 2).
 GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "logger")
@@ -30,7 +30,7 @@ def config_dir() -> Path:
     editable, `pip install -e .`, so the tree is always there).
     """
     env = os.environ.get("RLVR_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
 
 
 def group_options(group: str) -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlvr_cli.errors import BadInput, one_line
+from rlvr_cli.core.errors import BadInput, one_line
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig

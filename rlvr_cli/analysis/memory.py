@@ -47,7 +47,10 @@ from typing import Any
 
 from rich.table import Table
 
-from rlvr_cli.errors import BadInput, one_line
+from rlvr_cli.core.config import compose, config_dir, group_options
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.models.adapters import peft_config
+from rlvr_cli.models.state import meta_model
 
 Shape = tuple[int, ...]
 
@@ -128,7 +131,6 @@ class MemoryEstimate:
 
 def optimizer_names() -> list[str]:
     """The optimizer options: the names of conf/optimizer/*.yaml."""
-    from rlvr_cli.config import group_options
 
     return group_options("optimizer")
 
@@ -170,28 +172,6 @@ def parse_model_arg(s: str) -> int | None:
     return int(value)
 
 
-def meta_model(model_name_or_path: str) -> Any:
-    """The model built from its config on the meta device: shapes, no weights, no memory.
-
-    Raises:
-        BadInput: no config can be read for `model_name_or_path` (not a model directory, and the hub did not
-            serve it).
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from rlvr_cli.models import check_model_source, model_path
-
-    check_model_source(model_name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(model_path(model_name_or_path))
-        with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(config)
-    except (OSError, ValueError, KeyError) as e:  # transformers raises these for a missing or unknown model
-        raise BadInput(f"cannot read model '{model_name_or_path}': not a parameter count, not a local model "
-                       f"directory, and the hub did not serve it ({one_line(e)})") from None
-
-
 def _shapes(params: Any) -> list[Shape]:
     return [tuple(int(d) for d in p.shape) for p in params]
 
@@ -231,8 +211,6 @@ def adapter_shapes(model_name_or_path: str, adapter: str, r: int | None = None) 
     if adapter != "full":
         from peft import get_peft_model
 
-        from rlvr_cli.adapters import peft_config
-        from rlvr_cli.config import compose
 
         overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
         config = peft_config(compose(overrides).adapter)
@@ -251,7 +229,6 @@ def optimizer_options(optimizer_name: str) -> dict[str, Any]:
     """
     from omegaconf import OmegaConf
 
-    from rlvr_cli.config import config_dir
 
     check_optimizer(optimizer_name)
     cfg = OmegaConf.load(config_dir() / "optimizer" / f"{optimizer_name}.yaml")
@@ -437,7 +414,6 @@ def run_memory_analytic(model: Any, optimizer_name: str, precision: str | None =
 
 
 def _check_adapter(adapter: str, r: int | None) -> None:
-    from rlvr_cli.config import group_options
 
     adapters = group_options("adapter")
     if adapter not in adapters:
@@ -480,7 +456,6 @@ def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str
     shapes, trainable = adapter_shapes(model, adapter, r)
     rows = {name: breakdown(shapes, name, precision, trainable) for name in names}
     if adapter != "full" and r is None:
-        from rlvr_cli.config import compose
 
         r = compose([f"adapter={adapter}"]).adapter.get("r")
     return MemoryEstimate(model, sum(map(math.prod, shapes)), sum(map(math.prod, trainable)), precision, adapter,

@@ -13,162 +13,27 @@ One fixed protocol for base models, trained runs and checkpoints alike:
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from rlvr_cli import sparse_delta
-from rlvr_cli.config import DTYPES
-from rlvr_cli.data import INSTRUCTION, hub_problems, read_jsonl, resolve_path, user_message
-from rlvr_cli.errors import BadInput
-from rlvr_cli.generation import Sampling, chat_prompts, check_backend, generate_hf, generate_vllm, vllm_engine
-from rlvr_cli.grading import grade
-from rlvr_cli.models import EMBEDDED, check_model_source, model_path
-from rlvr_cli.run_dir import RunDir, read_summary
-from rlvr_cli.scoring import score
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """A test set: its file in the data directory, and the hub dataset users without the files get."""
-
-    name: str
-    file: str
-    hub_id: str
-    hub_split: str
-    hub_problem_key: str = "problem"
-    hub_answer_key: str = "answer"
-    hub_config: str | None = None
-    hub_answer_delimiter: str | None = None
-
-
-BENCHMARKS = {b.name: b for b in (
-    Benchmark("math500", "math500.jsonl", "HuggingFaceH4/MATH-500", "test"),
-    Benchmark("aime24", "aime24.jsonl", "HuggingFaceH4/aime_2024", "train"),
-    Benchmark("aime25", "aime25.jsonl", "math-ai/aime25", "test"),
-    Benchmark("amc23", "amc23.jsonl", "math-ai/amc23", "test", hub_problem_key="question"),
-    Benchmark("gsm8k", "gsm8k_test.jsonl", "openai/gsm8k", "test", hub_problem_key="question", hub_config="main",
-              hub_answer_delimiter="####"),
-)}
-
-
-def parse_benchmarks(names: str | list[str]) -> list[str]:
-    """`"math500,gsm8k"` or a list -> validated benchmark names, in order.
-
-    Raises:
-        BadInput: an unknown name (the message lists the valid ones) or an empty list.
-    """
-    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
-    names = [n for n in names if n]
-    if not names:
-        raise BadInput(f"no benchmark given; valid benchmarks: {', '.join(BENCHMARKS)}")
-    for n in names:
-        if n not in BENCHMARKS:
-            raise BadInput(f"unknown benchmark '{n}'; valid benchmarks: {', '.join(BENCHMARKS)}")
-    return names
-
-
-def load_benchmark(name: str, data_dir: str | None, limit: int | None = None) -> list[dict[str, str]]:
-    """The problems of a benchmark (`id`, `problem`, `answer`), file order, the first `limit` of them.
-
-    Read from `data_dir` (default `$RLVR_DATA_DIR`) when set, else from the hub dataset.
-
-    Raises:
-        BadInput: the data directory is set and the file is missing (the message names the path).
-    """
-    b = BENCHMARKS[name]
-    data_dir = data_dir or os.environ.get("RLVR_DATA_DIR")
-    if data_dir:
-        rows = read_jsonl(resolve_path(b.file, data_dir))
-    else:
-        rows = hub_problems(OmegaConf.create({
-            "id": b.hub_id, "config": b.hub_config, "split": b.hub_split, "problem_key": b.hub_problem_key,
-            "answer_key": b.hub_answer_key, "answer_delimiter": b.hub_answer_delimiter}))
-    return rows[:limit] if limit else rows
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """What `rlvr eval MODEL` points at, resolved without loading anything.
-
-    `kind` is `preset` (smollm2-135m, tiny-random), `dir` (a model directory), `hub` (a hub id),
-    `sparse-delta` (a sparse-delta checkpoint directory, `rlvr_cli.sparse_delta`), or `run-full`,
-    `run-adapter` or `run-sparse-delta` (a `rlvr train` run directory and what its final/ holds).
-    `path` is what to load (for an adapter or a sparse delta, its directory), `base` the model it
-    applies to (set exactly when the weights are rebuilt on a base model, else None), `dtype` the
-    run's weight dtype when known.
-    """
-
-    spec: str
-    kind: str
-    path: str
-    base: str | None = None
-    dtype: str | None = None
-
-
-def resolve_model(spec: str) -> ModelSource:
-    """Classify MODEL before loading it.
-
-    Raises:
-        BadInput: a path that does not exist, or a run directory without saved weights.
-    """
-    if spec in EMBEDDED:
-        return ModelSource(spec, "preset", spec)
-    p = Path(spec).expanduser()
-    summary = read_summary(p)
-    if summary is not None and (p / "config.yaml").is_file():
-        cfg = OmegaConf.load(p / "config.yaml")
-        status = summary.get("status")
-        weights = RunDir(p).weights
-        if (weights / "adapter_config.json").is_file():
-            return ModelSource(spec, "run-adapter", str(weights), base=cfg.model.name_or_path, dtype=cfg.model.dtype)
-        if (weights / "config.json").is_file():
-            return ModelSource(spec, "run-full", str(weights), dtype=cfg.model.dtype)
-        if sparse_delta.is_sparse_delta(weights):
-            meta = sparse_delta.read_meta(weights)
-            return ModelSource(spec, "run-sparse-delta", str(weights), base=meta["base"], dtype=meta["dtype"])
-        raise BadInput(f"run directory {spec} has no weights in final/ (status: {status}); evaluate another run")
-    if sparse_delta.is_sparse_delta(p):
-        meta = sparse_delta.read_meta(p)
-        return ModelSource(spec, "sparse-delta", str(p), base=meta["base"], dtype=meta["dtype"])
-    if p.is_dir():
-        return ModelSource(spec, "dir", str(p))
-    check_model_source(spec)  # path-like names must exist
-    return ModelSource(spec, "hub", spec)
-
-
-def load_eval_model(source: ModelSource, dtype: str | None = None, with_tokenizer: bool = True) -> tuple[Any, Any]:
-    """Load a resolved MODEL for generation; an adapter run is merged into its base model, a sparse delta
-    rebuilt on its base (in the dtype it was made in: `dtype` does not apply).
-
-    `dtype` defaults to the run's dtype, else float32 on CPU and bfloat16 on CUDA (float32 for presets);
-    `auto` keeps the dtype the checkpoint was stored in. `with_tokenizer=False` loads the weights only.
-
-    Raises:
-        BadInput: the model cannot be loaded; a sparse delta's base does not match its recorded hash.
-    """
-    import torch
-
-    from rlvr_cli.models import load_model
-
-    if dtype is None:
-        dtype = source.dtype or ("bfloat16" if torch.cuda.is_available() and source.kind != "preset" else "float32")
-    if source.kind == "run-adapter":
-        from peft import PeftModel
-
-        base, tokenizer = load_model(source.base, dtype, with_tokenizer)
-        model = PeftModel.from_pretrained(base, source.path).merge_and_unload()
-    elif source.kind.endswith("sparse-delta"):
-        model, tokenizer = sparse_delta.load(source.path, with_tokenizer=with_tokenizer)
-    else:
-        model, tokenizer = load_model(source.path, dtype, with_tokenizer)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    return model, tokenizer
+from rlvr_cli.core.config import DTYPES
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.data.problems import INSTRUCTION, user_message
+from rlvr_cli.evaluation.benchmarks import load_benchmark, parse_benchmarks
+from rlvr_cli.evaluation.generation import (
+    Sampling,
+    chat_prompts,
+    check_backend,
+    generate_hf,
+    generate_vllm,
+    vllm_engine,
+)
+from rlvr_cli.evaluation.grading import grade
+from rlvr_cli.evaluation.scoring import score
+from rlvr_cli.models.loading import model_path
+from rlvr_cli.models.sources import load_eval_model, resolve_model
 
 
 def check_sampling(sampling: Sampling, limit: int | None) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlvr_cli.errors import BadInput
-from rlvr_cli.grading import grade, last_boxed
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.evaluation.grading import grade, last_boxed
 
 
 def completion_text(completion: Any) -> str:

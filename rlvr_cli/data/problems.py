@@ -8,13 +8,15 @@ reward functions). Local files are read and checked in full before any model is 
 from __future__ import annotations
 
 import json
+import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from rlvr_cli.errors import BadInput, one_line
+from rlvr_cli.core.errors import BadInput, one_line
 
 #: The instruction appended to every problem; the same one `rlvr eval` uses (Qwen2.5-Math protocol).
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -95,11 +97,13 @@ def read_jsonl(path: Path, problem_key: str = "problem", answer_key: str = "answ
     return rows
 
 
-def hub_problems(hub: DictConfig) -> list[dict[str, str]]:
+def hub_problems(hub: Mapping[str, Any]) -> list[dict[str, str]]:
     """Problems from a Hugging Face hub dataset (`datasets.load_dataset(id, config, split=...)`).
 
-    When `hub.answer_delimiter` is set, the gold answer is the text after its last occurrence
-    (GSM8K's `#### 42`).
+    Args:
+        hub: `id`, `split`, `problem_key`, `answer_key`, and optionally `config` and `answer_delimiter` (when
+            set, the gold answer is the text after its last occurrence: GSM8K's `#### 42`). A dict or a
+            `data.hub` config block.
 
     Raises:
         BadInput: the dataset cannot be loaded (no network, unknown id).
@@ -107,18 +111,38 @@ def hub_problems(hub: DictConfig) -> list[dict[str, str]]:
     from datasets import load_dataset
 
     try:
-        ds = load_dataset(hub.id, hub.get("config"), split=hub.split)
+        ds = load_dataset(hub["id"], hub.get("config"), split=hub["split"])
     except (ConnectionError, OSError, FileNotFoundError) as e:
-        raise BadInput(f"cannot load dataset '{hub.id}' from the hub ({one_line(e)}); for local "
+        raise BadInput(f"cannot load dataset '{hub['id']}' from the hub ({one_line(e)}); for local "
                        f"JSONL files set $RLVR_DATA_DIR (make does: ../shared/data) or the data directory") from None
     delim = hub.get("answer_delimiter")
     rows = []
     for i, row in enumerate(ds):
-        answer = str(row[hub.answer_key])
+        answer = str(row[hub["answer_key"]])
         if delim:
             answer = answer.rsplit(delim, 1)[-1].strip().replace(",", "")
-        rows.append({"id": f"{hub.id}-{hub.split}-{i}", "problem": str(row[hub.problem_key]), "answer": answer})
+        rows.append({"id": f"{hub['id']}-{hub['split']}-{i}", "problem": str(row[hub["problem_key"]]),
+                     "answer": answer})
     return rows
+
+
+def local_or_hub(path: str | None, data_dir: str | None, hub: Mapping[str, Any] | None,
+                 problem_key: str = "problem", answer_key: str = "answer") -> list[dict[str, str]]:
+    """The one rule, for training data and benchmarks alike, that picks a local JSONL file or a hub dataset.
+
+    The local file when one is named and it can be found: `path` is absolute, or a data directory is given
+    (`data_dir`, else `$RLVR_DATA_DIR`), or there is no hub dataset to fall back on. Otherwise the hub dataset
+    (`hub_problems`), which needs the network.
+
+    Raises:
+        BadInput: a missing file (the message names the full path), a bad row, or neither a file nor a hub id.
+    """
+    data_dir = data_dir or os.environ.get("RLVR_DATA_DIR")
+    if path and (data_dir or Path(path).expanduser().is_absolute() or not hub):
+        return read_jsonl(resolve_path(path, data_dir), problem_key, answer_key)
+    if hub:
+        return hub_problems(hub)
+    raise BadInput("neither a data file nor a hub dataset is named")
 
 
 def load_problems(cfg: DictConfig, seed: int) -> list[dict[str, str]]:
@@ -132,14 +156,10 @@ def load_problems(cfg: DictConfig, seed: int) -> list[dict[str, str]]:
     """
     if cfg.name == "arithmetic":
         return arithmetic_problems(cfg.num_samples, cfg.max_operand, cfg.num_terms, list(cfg.operators), seed)
-    path, data_dir, hub = cfg.get("path"), cfg.get("data_dir"), cfg.get("hub")
-    if path and (data_dir or Path(path).expanduser().is_absolute() or not hub):
-        rows = read_jsonl(resolve_path(path, data_dir), cfg.get("problem_key", "problem"),
-                          cfg.get("answer_key", "answer"))
-    elif hub:
-        rows = hub_problems(hub)
-    else:
+    if not cfg.get("path") and not cfg.get("hub"):
         raise BadInput(f"data '{cfg.name}' names neither a file (data.path) nor a hub dataset (data.hub.id)")
+    rows = local_or_hub(cfg.get("path"), cfg.get("data_dir"), cfg.get("hub"), cfg.get("problem_key", "problem"),
+                        cfg.get("answer_key", "answer"))
     random.Random(seed).shuffle(rows)
     return rows[: cfg.max_samples] if cfg.get("max_samples") else rows
 

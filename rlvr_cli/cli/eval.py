@@ -1,0 +1,67 @@
+"""`rlvr eval MODEL`: avg@k, pass@k and maj@k on math benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from rlvr_cli.cli.output import bad_input_exits, console, default_output_dir
+
+
+def eval_(
+    model: str = typer.Argument(..., help="hub id, model directory, rlvr train run directory, or smollm2-135m / "
+                                          "tiny-random"),
+    benchmarks: str = typer.Option("math500,aime24,aime25,amc23,gsm8k", help="comma list"),
+    k: int = typer.Option(4, "--k", help="samples per problem"),
+    temperature: float = typer.Option(0.6, help="0 = greedy"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="tokens per completion"),
+    limit: int | None = typer.Option(None, help="the first N problems of each benchmark (smoke runs)"),
+    batch_size: int = typer.Option(16, "--batch-size", help="sequences per generate call (hf backend)"),
+    seed: int = typer.Option(0),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="default: RUN_DIR/eval for a run "
+                                           "directory, else evals/<model>-<time>"),
+    backend: str = typer.Option("hf", help="hf | vllm"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="benchmark JSONL files; default $RLVR_DATA_DIR, "
+                                        "else the hub"),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16; default: the run's, else by device"),
+    wandb: bool = typer.Option(False, "--wandb", help="also log the results to W&B (offline without an API key)"),
+) -> None:
+    """Score a model on math benchmarks: avg@k, pass@k (unbiased), maj@k, with standard errors."""
+    from rlvr_cli.evaluation.generation import Sampling
+
+    sampling = Sampling(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, seed=seed)
+    output_dir = output_dir or default_output_dir(model, "eval", "evals")
+    with bad_input_exits():
+        from rlvr_cli.evaluation.evaluate import evaluate
+
+        results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype)
+    if wandb:
+        from rlvr_cli.training.tracking import log_eval
+
+        log_eval(results, output_dir)
+    console.print(eval_table(results))
+    console.print(f"results: {output_dir / 'results.json'}  samples: {output_dir / 'samples.jsonl'}")
+
+
+def eval_table(results: dict[str, Any]) -> Table:
+    """One row per benchmark and one for all problems pooled: avg@k, pass@k, maj@k with standard errors."""
+    k = results["overall"]["k"]
+    table = Table(title=f"{results['model']['spec']}  (k={k}, temperature {results['protocol']['temperature']}, "
+                        f"top-p {results['protocol']['top_p']}, {results['protocol']['max_new_tokens']} tokens)")
+    for col in ("benchmark", "problems", f"avg@{k}", "pass@1", f"pass@{k}", f"maj@{k}", "tokens/s"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+
+    def pct(s: dict[str, Any], key: str) -> str:
+        return f"{100 * s[key]:.1f} ± {100 * s[key + '_stderr']:.1f}"
+
+    rows = [*results["benchmarks"].items(), ("overall", results["overall"])]
+    for name, s in rows:
+        table.add_row(name, str(s["n_problems"]), pct(s, f"avg@{k}"), pct(s, "pass@1"), pct(s, f"pass@{k}"),
+                      pct(s, f"maj@{k}"), f"{s['tokens_per_s']:.0f}" if "tokens_per_s" in s else "")
+    return table
+

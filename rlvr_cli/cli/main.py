@@ -1,0 +1,49 @@
+"""The `rlvr` command line (Typer). Imports nothing heavy: torch loads only inside commands that train.
+
+    rlvr train  [OVERRIDES...]        one GRPO run; Hydra override syntax
+    rlvr eval   MODEL [options]       avg@k / pass@k / maj@k on AIME24/25, MATH-500, AMC23, GSM8K
+    rlvr sweep  SWEEP.yaml [OVERRIDES...]   a grid of runs through a Hydra launcher
+    rlvr report SWEEP_DIR             table, best learning rates, CSV/JSON and plots of a sweep
+    rlvr memory MODEL [options]       training memory per optimizer: weights, gradients, states, master
+    rlvr sparsity BASE TARGET         update sparsity: % of weights changed, per module type and layer
+    rlvr config show [OVERRIDES...]   the composed config, resolved
+    rlvr --version
+"""
+
+from __future__ import annotations
+
+import typer
+
+from rlvr_cli import __version__
+from rlvr_cli.cli import analysis, config, sweep, train
+from rlvr_cli.cli import eval as evaluate
+from rlvr_cli.cli.output import console
+
+app = typer.Typer(help="Experiment runner for reinforcement learning with verifiable rewards (GRPO) on LLMs.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Inspect the composed configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"rlvr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """rlvr: compose configs, run GRPO with TRL, track with W&B."""
+
+
+app.command()(train.train)
+app.command("eval")(evaluate.eval_)
+app.command()(sweep.sweep)
+app.command()(sweep.report)
+app.command()(analysis.sparsity)
+app.command()(analysis.memory)
+config_app.command("show")(config.config_show)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,80 @@
+"""Parameters of a model by name: state dicts (each storage once), shapes on the meta device, counts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.models.loading import check_model_source, model_path
+
+if TYPE_CHECKING:
+    import torch
+
+
+def check_compatible(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
+    """Same parameter names and shapes on both sides.
+
+    Raises:
+        BadInput: naming the first parameter missing on one side, or the first shape mismatch.
+    """
+    only_base, only_target = sorted(set(base) - set(target)), sorted(set(target) - set(base))
+    if only_base or only_target:
+        side, names = ("TARGET", only_base) if only_base else ("BASE", only_target)
+        raise BadInput(f"BASE and TARGET are different architectures: {len(names)} parameters missing from {side}, "
+                       f"e.g. {names[0]}")
+    for name, t in base.items():
+        if t.shape != target[name].shape:
+            raise BadInput(f"BASE and TARGET differ in shape at {name}: {tuple(t.shape)} vs "
+                           f"{tuple(target[name].shape)}")
+
+
+def state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """A model's parameters and buffers by name, each storage once (tied weights keep their first name, as
+    safetensors checkpoints do); non-float buffers (e.g. position ids) are left out."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point() or t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        out[name] = t
+    return out
+
+
+def architecture(source: Any) -> dict[str, torch.Tensor]:
+    """The parameters of what an `evaluation.ModelSource` points at, built from its config on the meta device
+    (shapes only, nothing loaded): the run's saved config for a full run, else the base model's for an adapter
+    or a sparse delta.
+
+    Raises:
+        BadInput: no config can be read.
+    """
+
+    return dict(meta_model(source.base or source.path).named_parameters())
+
+
+def meta_model(model_name_or_path: str) -> Any:
+    """The model built from its config on the meta device: shapes, no weights, no memory.
+
+    Raises:
+        BadInput: no config can be read for `model_name_or_path` (not a model directory, and the hub did not
+            serve it).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+
+    check_model_source(model_name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(model_path(model_name_or_path))
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError) as e:  # transformers raises these for a missing or unknown model
+        raise BadInput(f"cannot read model '{model_name_or_path}': not a parameter count, not a local model "
+                       f"directory, and the hub did not serve it ({one_line(e)})") from None
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    """`(trainable, total)` parameter counts of a model (tied weights counted once)."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
