@@ -27,9 +27,11 @@ def _bad_rows(tmp_path: Path) -> str:
 
 
 BAD = {
-    "lr_zero": (["optimizer.lr=0"], "optimizer.lr must be a number > 0, got 0"),
-    "lr_negative": (["optimizer=adamw", "optimizer.lr=-1e-5"], "optimizer.lr must be a number > 0, got -1e-05"),
-    "rank_zero": (["adapter=lora", "adapter.r=0"], "adapter.r (rank) must be an integer >= 1, got 0"),
+    "lr_zero": (["optimizer.lr=0"], "optimizer.lr must be a finite number > 0, got 0"),
+    "lr_negative": (["optimizer=adamw", "optimizer.lr=-1e-5"], "optimizer.lr must be a finite number > 0, got -1e-05"),
+    "lr_nan": (["optimizer.lr=nan"], "optimizer.lr must be a finite number > 0, got nan"),
+    "lr_inf": (["optimizer.lr=inf"], "optimizer.lr must be a finite number > 0, got inf"),
+    "rank_zero": (["adapter=lora", "adapter.r=0"], "adapter.r (adapter rank) must be an integer >= 1, got 0"),
     "one_generation": (["grpo.num_generations=1"], "grpo.num_generations must be an integer >= 2"),
     "indivisible_batch": (["grpo.num_generations=4", "grpo.per_device_train_batch_size=6"],
                           "= 6 is not divisible by grpo.num_generations = 4"),
@@ -38,7 +40,7 @@ BAD = {
     "unknown_reward": (["+rewards.style=1.0"], "unknown reward 'style'; valid rewards: correctness, format"),
     "unknown_grpo_field": (["+grpo.num_generation=4"], "grpo: "),
     "missing_model_dir": (["model.name_or_path=/no/such/model"], "model directory not found: /no/such/model"),
-    "negative_tolerance": (["sparsity.tolerance=-1e-5"], "sparsity.tolerance must be a number >= 0, got -1e-05"),
+    "negative_tolerance": (["sparsity.tolerance=-1e-5"], "sparsity.tolerance must be a finite number >= 0 (absolute difference; arXiv 2505.11711 uses 1e-5), got -1e-05"),
     "sparsity_steps": (["sparsity.every_n_steps=-1"], "sparsity.every_n_steps must be an integer >= 0"),
     "save_format": (["save_format=zip"], "save_format must be one of full, sparse_delta, got 'zip'"),
     "sparse_adapter": (["save_format=sparse_delta", "adapter=lora"], "save_format=sparse_delta is for full "

@@ -51,10 +51,10 @@ def test_log_grid_spans_decades():
                                                          "optimizer, adapter, seed, overrides"),
     ("name: x\naxes: {optimizer: {sgdd: {lr: [0.1]}}}\n", "bad.yaml: axes.optimizer.sgdd: unknown optimizer 'sgdd'"),
     ("name: x\naxes: {optimizer: {sgd: {lr: []}}}\n", "bad.yaml: axes.optimizer.sgd.lr: empty learning-rate grid"),
-    ("name: x\naxes: {optimizer: {sgd: {lr: [0.1, 0]}}}\n", "bad.yaml: axes.optimizer.sgd.lr: learning rate must be a "
-                                                            "number > 0, got 0"),
+    ("name: x\naxes: {optimizer: {sgd: {lr: [0.1, 0]}}}\n", "bad.yaml: axes.optimizer.sgd.lr must be a finite number > 0, "
+                                                            "got 0"),
     ("name: x\naxes: {optimizer: {sgd: {lr: {min: -1, max: 1, per_decade: 1}}}}\n", "a log grid needs 0 < min"),
-    ("name: x\naxes: {adapter: {lora: {r: [0]}}}\n", "bad.yaml: axes.adapter.lora.r: rank must be an integer >= 1"),
+    ("name: x\naxes: {adapter: {lora: {r: [0]}}}\n", "bad.yaml: axes.adapter.lora.r (adapter rank) must be an integer >= 1"),
     ("name: x\nbase: [optimizer.lrr=1]\n", "cell base: unknown key 'optimizer.lrr'"),
     ("name: x\naxes: {optimizer: {sgd: {lr: [0.1]}\n", "bad.yaml: not a valid sweep file"),
     ("nam: x\n", "bad.yaml: nam: unknown key; valid keys: name, base, axes"),

@@ -47,6 +47,7 @@ from typing import Any
 
 from rich.table import Table
 
+from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.config import compose, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
@@ -418,8 +419,8 @@ def _check_adapter(adapter: str, r: int | None) -> None:
     adapters = group_options("adapter")
     if adapter not in adapters:
         raise BadInput(f"unknown adapter '{adapter}'; valid adapters: {', '.join(adapters)}")
-    if r is not None and r < 1:
-        raise BadInput(f"--r (adapter rank) must be an integer >= 1, got {r}")
+    if r is not None:
+        check_rank(r, "--r")
     if r is not None and adapter == "full":
         raise BadInput("--r is an adapter's rank; --adapter full (every weight trains) has none: add --adapter lora")
 

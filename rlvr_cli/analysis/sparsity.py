@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlvr_cli.core.checks import check_tolerance
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.sources import load_eval_model, resolve_model
 from rlvr_cli.models.state import architecture, check_compatible, state_dict
@@ -48,13 +49,6 @@ MODULE_TYPES = {
 }
 MODULE_ORDER = ("embeddings", "q", "k", "v", "o", "gate", "up", "down", "norm", "lm_head", "other")
 LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
-
-
-def check_tolerance(tolerance: float) -> None:
-    """Raises: BadInput: a tolerance below 0 (or not a number)."""
-    if not isinstance(tolerance, (int, float)) or not tolerance >= 0:
-        raise BadInput(f"--tolerance must be a number >= 0 (absolute difference, arXiv 2505.11711 uses 1e-5), "
-                       f"got {tolerance!r}")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_cli.core.checks import check_lr, check_rank, check_tolerance
 from rlvr_cli.core.errors import BadInput, one_line
 
 #: The config groups, which are also the sweep axes (shared DESIGN.md section 2).
@@ -97,13 +98,9 @@ def validate(cfg: DictConfig) -> None:
     Raises:
         BadInput: naming the first bad value and the fix.
     """
-    lr = cfg.optimizer.get("lr")
-    if not isinstance(lr, (int, float)) or lr <= 0:
-        raise BadInput(f"optimizer.lr must be a number > 0, got {lr!r}; e.g. optimizer.lr=0.01")
+    check_lr(cfg.optimizer.get("lr"))
     if cfg.adapter.name != "full":
-        r = cfg.adapter.get("r")
-        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-            raise BadInput(f"adapter.r (rank) must be an integer >= 1, got {r!r}; e.g. adapter.r=8")
+        check_rank(cfg.adapter.get("r"))
     g = cfg.grpo
     n = g.get("num_generations")
     if not isinstance(n, int) or n < 2:
@@ -132,8 +129,7 @@ def validate(cfg: DictConfig) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or every < 0:
             raise BadInput(f"sparsity.every_n_steps must be an integer >= 0 (0: the last step only), got {every!r}; "
                            f"sparsity=null turns it off")
-        if not isinstance(tol, (int, float)) or tol < 0:
-            raise BadInput(f"sparsity.tolerance must be a number >= 0, got {tol!r}; e.g. sparsity.tolerance=1e-5")
+        check_tolerance(tol, "sparsity.tolerance")
         if max_gb is not None and (not isinstance(max_gb, (int, float)) or max_gb <= 0):
             raise BadInput(f"sparsity.max_copy_gb must be a number > 0 or null (no limit), got {max_gb!r}")
     fmt = cfg.get("save_format", "full")

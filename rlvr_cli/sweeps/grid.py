@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from rlvr_cli.core.checks import check_lr, check_rank
 from rlvr_cli.core.config import group_options
 from rlvr_cli.core.errors import BadInput
 
@@ -58,10 +59,7 @@ def _lrs(spec: Any, where: str) -> list[float]:
         raise _where(where, "give a list of learning rates or {min, max, per_decade}")
     if not spec:
         raise _where(where, "empty learning-rate grid")
-    for v in spec:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-            raise _where(where, f"learning rate must be a number > 0, got {v!r}")
-    return [float(v) for v in spec]
+    return [check_lr(v, where) for v in spec]
 
 
 def _choices(axes: dict[str, Any], axis: str, where: str) -> dict[str, dict]:
@@ -123,8 +121,8 @@ def expand(sweep: dict[str, Any], source: str = "sweep") -> list[Cell]:
         if not isinstance(ranks, list) or not ranks:
             raise _where(f"{source}: axes.adapter.{name}.r", "give a non-empty list of ranks")
         for r in ranks:
-            if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 1):
-                raise _where(f"{source}: axes.adapter.{name}.r", f"rank must be an integer >= 1, got {r!r}")
+            if r is not None:
+                check_rank(r, f"{source}: axes.adapter.{name}.r")
         ad_points += [{"adapter": name, "r": None if name == "full" else r} for r in ranks]
     seeds = axes.get("seed", [None])
     if not isinstance(seeds, list) or not seeds or not all(s is None or isinstance(s, int) for s in seeds):

@@ -1,0 +1,64 @@
+"""The value checks that several commands share, each written once. Every one raises `BadInput` with a
+one-line message that names the value as the user wrote it (`where`: `optimizer.lr`, `--r`,
+`sweep.yaml: axes.adapter.lora.r`) and, where one exists, the fix.
+
+Checks of a single command's own values stay beside the code that uses them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rlvr_cli.core.errors import BadInput
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _example(where: str, value: str) -> str:
+    """`; e.g. optimizer.lr=0.01` where `where` is an override, else nothing (a place in a file)."""
+    return "" if " " in where or ":" in where else f"; e.g. {where.lstrip('-')}{'=' if '.' in where else ' '}{value}"
+
+
+def check_lr(value: Any, where: str = "optimizer.lr") -> float:
+    """A learning rate: a finite number > 0 (optimizer steps scale with it; NaN or inf would train nothing).
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        BadInput: anything else.
+    """
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise BadInput(f"{where} must be a finite number > 0, got {value!r}{_example(where, '0.01')}")
+    return float(value)
+
+
+def check_rank(value: Any, where: str = "adapter.r") -> int:
+    """An adapter rank r: an integer >= 1 (LoRA, arXiv 2106.09685: the inner dimension of B A).
+
+    Raises:
+        BadInput: anything else.
+    """
+    if not _is_int(value) or value < 1:
+        raise BadInput(f"{where} (adapter rank) must be an integer >= 1, got {value!r}{_example(where, '8')}")
+    return value
+
+
+def check_tolerance(value: Any, where: str = "--tolerance") -> float:
+    """An update-sparsity tolerance: a finite number >= 0, the absolute difference at or below which a weight
+    counts as unchanged (arXiv 2505.11711 uses 1e-5).
+
+    Raises:
+        BadInput: anything else.
+    """
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise BadInput(f"{where} must be a finite number >= 0 (absolute difference; arXiv 2505.11711 uses 1e-5), "
+                       f"got {value!r}")
+    return float(value)
