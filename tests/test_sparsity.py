@@ -96,7 +96,7 @@ def test_compare_groups_by_module_and_layer():
 
 def test_bad_comparisons_are_refused():
     a = {"w": torch.zeros(2, 2)}
-    with pytest.raises(BadInput, match="tolerance must be a number >= 0"):
+    with pytest.raises(BadInput, match="tolerance must be a finite number >= 0"):
         compare(a, a, tolerance=-1e-5)
     with pytest.raises(BadInput, match="different architectures: 1 parameters missing from TARGET, e.g. w"):
         compare(a, {"v": torch.zeros(2, 2)})
