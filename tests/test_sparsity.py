@@ -226,7 +226,7 @@ def test_rlvr_sparsity_bad_input_is_one_line(tmp_path):
 
     LlamaForCausalLM(LlamaConfig(**{**TINY_RANDOM, "hidden_size": 32}, vocab_size=128)).save_pretrained(tmp_path / "m")
     cases = [
-        (["tiny-random", "tiny-random", "--tolerance", "-1"], "--tolerance must be a number >= 0"),
+        (["tiny-random", "tiny-random", "--tolerance", "-1"], "--tolerance must be a finite number >= 0"),
         (["tiny-random", str(tmp_path / "m")], "BASE and TARGET differ in shape at model.embed_tokens.weight"),
         (["tiny-random", "/no/such/model"], "model directory not found: /no/such/model"),
     ]
