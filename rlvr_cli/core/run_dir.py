@@ -24,6 +24,19 @@ from rlvr_cli.core.errors import BadInput, one_line
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+# Run statuses: the one definition. A run directory's summary.json says `running` while its process trains, and
+# one of the final statuses once it has ended, however it ended. `pending` is a sweep cell whose run has not
+# started (no summary.json yet).
+RUNNING = "running"
+PENDING = "pending"
+COMPLETED = "completed"
+DIVERGED = "diverged"
+INTERRUPTED = "interrupted"
+FAILED = "failed"
+#: Final status -> the exit code `rlvr train` ends with (2, bad input, never creates a run directory).
+EXIT_CODES = {COMPLETED: 0, FAILED: 1, DIVERGED: 3, INTERRUPTED: 130}
+FINAL = tuple(EXIT_CODES)
+
 
 @dataclass(frozen=True)
 class RunDir:

@@ -15,7 +15,11 @@ runs that loop; this module only wires the pieces together, in this order:
 from __future__ import annotations
 
 import resource
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +37,54 @@ from rlvr_cli.models.state import count_params, state_dict
 from rlvr_cli.training import optimizers, rewards, tracking
 from rlvr_cli.training.callbacks import GracefulStop, MetricsLog, RichProgress, UpdateSparsity
 
-#: Process exit code per final status (`rlvr train` exits with it).
-EXIT_CODES = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
+EXIT_CODES = run_dir.EXIT_CODES  # final status -> exit code of `rlvr train` (defined in rlvr_cli.core.run_dir)
+
+
+@dataclass
+class Inputs:
+    """Everything `train` needs that can be checked before a model loads (`check_inputs`).
+
+    Attributes:
+        problems: training rows (`id`, `problem`, `answer`).
+        reward_funcs, reward_weights: TRL reward functions and their weights (`rewards.build_rewards`).
+        optimizer: `(class or factory, keyword arguments)` for `Trainer.optimizer_cls_and_kwargs`.
+        peft_config: a `peft.PeftConfig`, or None for full fine-tuning.
+        eval_problems, eval_sampling: benchmark name -> problems, and the sampling, of the final evaluation
+            (`({}, None)` when `eval.benchmarks` is empty).
+        path: the run directory to create.
+        args: the TRL `GRPOConfig`.
+    """
+
+    problems: list[dict[str, str]]
+    reward_funcs: list[Any]
+    reward_weights: list[float]
+    optimizer: tuple[Any, dict[str, Any]]
+    peft_config: Any
+    eval_problems: dict[str, list[dict[str, str]]]
+    eval_sampling: Any
+    path: Path
+    args: Any
+
+
+def check_inputs(cfg: DictConfig) -> Inputs:
+    """Check every input of a run and build what can be built without a model: bad input fails here, in seconds,
+    before the run directory exists.
+
+    Raises:
+        BadInput: the first bad config value, data row, reward name, optimizer import, adapter, benchmark or
+            GRPOConfig field.
+    """
+    validate(cfg)
+    check_model_source(cfg.model.name_or_path)
+    problems = load_problems(cfg.data, seed=cfg.seed)
+    reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
+    optimizer = optimizers.optimizer_cls_and_kwargs(cfg.optimizer)
+    peft_config = adapters.peft_config(cfg.adapter)
+    eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
+    path = run_dir.run_path(cfg)
+    args = grpo_config(cfg, str(path), reward_weights, use_wandb=cfg.logger.name == "wandb")
+    return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
+                  path, args)
 
 
 def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], use_wandb: bool) -> Any:
@@ -106,114 +156,149 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path) -> di
             "full_weights_bytes": sparse_delta.full_bytes(trained)}
 
 
+def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, callbacks: list[Any],
+                  sparsity: UpdateSparsity | None) -> Any:
+    """A TRL `GRPOTrainer` over the loaded model with rlvr's optimizer (built by `Trainer.create_optimizer`, so
+    the same path works under FSDP) and callbacks; `sparsity` goes first, so that metrics.jsonl and W&B see
+    the values it adds to a step's logs."""
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=inputs.reward_funcs, args=inputs.args, processing_class=tokenizer,
+        peft_config=inputs.peft_config, train_dataset=prompt_dataset(inputs.problems, cfg.data.get("instruction")),
+        callbacks=callbacks,
+    )
+    trainer.optimizer_cls_and_kwargs = inputs.optimizer  # read by Trainer.create_optimizer
+    if sparsity:
+        trainer.callback_handler.callbacks.insert(0, sparsity)
+    trainer.remove_callback(PrinterCallback)  # prints every log dict when tqdm is off; Rich draws instead
+    return trainer
+
+
+def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: MetricsLog,
+                  sparsity: UpdateSparsity | None) -> dict[str, Any]:
+    """The headline figures of summary.json from whatever the run got to (the trainer may be None: the model never
+    loaded). Sizes in bytes; see `train` for the keys.
+
+    Raises:
+        BadInput: the analytic memory of the optimizer cannot be computed (`rlvr_cli.analysis.memory`).
+    """
+    first, last = run_dir.quarter_means([r["reward"] for r in metrics.records])
+    out: dict[str, Any] = {
+        "global_step": trainer.state.global_step if trainer is not None else 0,
+        "reward_mean_first_quarter": first, "reward_mean_last_quarter": last,
+        "update_sparsity": sparsity.latest if sparsity else None,
+        "update_sparsity_skipped": sparsity.skipped if sparsity else "sparsity=null",
+        "peak_memory_bytes": peak_memory_bytes(),
+        "optimizer_state_bytes": optimizers.state_bytes(trainer.optimizer) if trainer and trainer.optimizer else 0,
+    }
+    if trainer is not None:
+        out["trainable_params"], out["total_params"] = count_params(trainer.model)
+        out.update(memory.run_memory_analytic(trainer.model, cfg.optimizer.name, options=inputs.optimizer[1]))
+    return out
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the final summary is written, so that a second Ctrl-C cannot leave
+    summary.json saying `running`; one that arrived meanwhile is dropped (the run is ending already)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        while signal.sigtimedwait(held, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
           callbacks: list[Any] = ()) -> dict[str, Any]:
     """Run GRPO as `cfg` says; return the summary that is also written to `summary.json`.
 
     Args:
-        cfg: a composed run config (`rlvr_cli.config.compose`).
+        cfg: a composed run config (`rlvr_cli.core.config.compose`).
         overrides: the overrides it was composed from, recorded in the run directory.
         progress: draw a Rich progress bar.
         callbacks: extra `transformers.TrainerCallback`s (they see the model at every event).
 
     Returns:
-        The summary: `status` (completed | diverged | interrupted | failed), `global_step`
-        (optimizer steps), `reward_mean_first_quarter`, `reward_mean_last_quarter`,
+        The summary: `status` (completed | diverged | interrupted | failed, `rlvr_cli.core.run_dir`), `reason`,
+        `global_step` (optimizer steps), `reward_mean_first_quarter`, `reward_mean_last_quarter`,
         `trainable_params`, `total_params`, `optimizer_state_bytes` (measured) and
         `optimizer_state_bytes_analytic`, `peak_memory_bytes` (measured) and `memory_analytic_bytes` (weights,
-        gradients, states and master weights: `rlvr_cli.memory.run_memory_analytic`), `update_sparsity`
+        gradients, states and master weights: `rlvr_cli.analysis.memory.run_memory_analytic`), `update_sparsity`
         (the last measurement of `UpdateSparsity`, or None, with `update_sparsity_skipped` saying why),
-        `wall_time_s`, `wandb_run_id`, `run_dir`, `weights_dir`, `weights_format`, `weights_bytes`,
-        `full_weights_bytes`, `reason` (all sizes in bytes).
+        `eval` (headline scores, when `eval.benchmarks` is set), `wall_time_s`, `wandb_run_id`, `run_dir`,
+        `weights_dir`, `weights_format`, `weights_bytes`, `full_weights_bytes` (all sizes in bytes).
 
     Raises:
-        BadInput: before any model is loaded, for every bad value the config or data holds.
-        Exception: whatever failed during training, after `summary.json` says `failed`.
+        BadInput: before the run directory exists, for every bad value the config or data holds.
+        Exception: whatever failed after it exists, once `summary.json` holds the final status `failed` and the
+            W&B run is closed. A KeyboardInterrupt (a second Ctrl-C) ends the run `interrupted`, not raised.
     """
     t_start = time.perf_counter()
-    # 1. Check every input before anything heavy happens.
-    validate(cfg)
-    check_model_source(cfg.model.name_or_path)
-    problems = load_problems(cfg.data, seed=cfg.seed)
-    reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
-    optimizer_cls, optimizer_kwargs = optimizers.optimizer_cls_and_kwargs(cfg.optimizer)
-    peft_config = adapters.peft_config(cfg.adapter)
-    eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
-    path = run_dir.run_path(cfg)
-    args = grpo_config(cfg, str(path), reward_weights, use_wandb=cfg.logger.name == "wandb")
+    # 1. Check every input before anything heavy happens: nothing is written on bad input.
+    inputs = check_inputs(cfg)
 
-    # 2. The run directory, then tracking.
-    run = run_dir.create(path, cfg, list(overrides))
-    summary: dict[str, Any] = {"status": "running", "run_dir": str(path), "model": cfg.model.name_or_path,
+    # 2. The run directory. From here on, every way out ends with a final status in summary.json.
+    run = run_dir.create(inputs.path, cfg, list(overrides))
+    summary: dict[str, Any] = {"status": run_dir.RUNNING, "run_dir": str(run.path), "model": cfg.model.name_or_path,
                                "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "adapter": cfg.adapter.name,
-                               "r": cfg.adapter.get("r"), "seed": cfg.seed}
+                               "r": cfg.adapter.get("r"), "seed": cfg.seed, "weights_dir": None}
     run_dir.write_summary(run, summary)
-    summary["wandb_run_id"] = tracking.start(cfg, path, path.name)
-
-    # 3. Model, trainer, training.
-    from transformers import PrinterCallback
-    from trl import GRPOTrainer
-
     metrics = MetricsLog(run.metrics, stop_on_nonfinite=cfg.stop_on_nonfinite)
     sparsity = update_sparsity_callback(cfg.get("sparsity"))
-    bar = RichProgress(f"GRPO {path.name}") if progress else None
+    bar = RichProgress(f"GRPO {run.path.name}") if progress else None
     stop = GracefulStop()
-    trainer = None
-    error: BaseException | None = None
+    trainer, error, stage = None, None, "tracking"
+    status, reason = run_dir.FAILED, None
     try:
         with stop:  # a signal from here on stops the run cleanly, during the model load too
+            summary["wandb_run_id"] = tracking.start(cfg, run.path, run.path.name)
+            # 3. Model, trainer, training.
+            stage = "model load"
             model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype)
-            trainer = GRPOTrainer(
-                model=model, reward_funcs=reward_funcs, args=args, processing_class=tokenizer,
-                peft_config=peft_config, train_dataset=prompt_dataset(problems, cfg.data.get("instruction")),
-                callbacks=[metrics, stop, *callbacks] + ([bar] if bar else []),
-            )
-            trainer.optimizer_cls_and_kwargs = (optimizer_cls, optimizer_kwargs)  # read by Trainer.create_optimizer
-            if sparsity:  # first, so that W&B and metrics.jsonl see the values it adds to a step's logs
-                trainer.callback_handler.callbacks.insert(0, sparsity)
-            trainer.remove_callback(PrinterCallback)  # prints every log dict when tqdm is off; Rich draws instead
-            trainer.train()
-        status = "diverged" if metrics.diverged else "interrupted" if stop.signal_name else "completed"
-        summary["reason"] = metrics.diverged or (f"stopped by {stop.signal_name}" if stop.signal_name else None)
-    except KeyboardInterrupt:
-        status, summary["reason"] = "interrupted", "KeyboardInterrupt"
-    except Exception as e:  # recorded, then re-raised below
-        status, summary["reason"], error = "failed", f"{type(e).__name__}: {e}", e
+            stage = "training"
+            trainer = build_trainer(cfg, inputs, model, tokenizer,
+                                    [metrics, stop, *callbacks] + ([bar] if bar else []), sparsity)
+            if stop.signal_name is None:
+                trainer.train()
+            if bar:
+                bar.stop()
+            status = run_dir.DIVERGED if metrics.diverged else \
+                run_dir.INTERRUPTED if stop.signal_name else run_dir.COMPLETED
+            reason = metrics.diverged or (f"stopped by {stop.signal_name}" if stop.signal_name else None)
+            # 4. Save what there is (never a diverged model); evaluate a completed run.
+            stage = "saving"
+            if status in (run_dir.COMPLETED, run_dir.INTERRUPTED):
+                summary.update(save_weights(cfg, trainer, tokenizer, run.weights))
+            stage = "evaluation"
+            if inputs.eval_problems and status == run_dir.COMPLETED:
+                identity = {"spec": str(run.path), "kind": "run-" + ("adapter" if inputs.peft_config else "full"),
+                            "path": str(run.weights), "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
+                results = evaluate_model(trainer.model, tokenizer, inputs.eval_problems, inputs.eval_sampling,
+                                         run.path / "eval", identity, progress=progress)
+                summary["eval"] = headline(results)
+            stage = "memory accounting"
+            summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
+    except KeyboardInterrupt:  # a second Ctrl-C
+        status, reason = run_dir.INTERRUPTED, f"KeyboardInterrupt during {stage}"
+    except BaseException as e:  # recorded, then re-raised below
+        status, reason, error = run_dir.FAILED, f"{stage}: {type(e).__name__}: {one_line(e)}", e
     finally:
-        if bar:
-            bar.stop()
-
-    # 4. Save what there is; evaluate a completed run; write the summary.
-    summary["weights_dir"] = None
-    if trainer is not None and status in ("completed", "interrupted"):
-        summary.update(save_weights(cfg, trainer, tokenizer, run.weights))
-    if eval_problems and status == "completed":
-        identity = {"spec": str(path), "kind": "training run", "path": str(run.weights),
-                    "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
-        results = evaluate_model(trainer.model, tokenizer, eval_problems, eval_sampling, path / "eval", identity,
-                                 progress=progress)
-        summary["eval"] = headline(results)
-    first, last = run_dir.quarter_means([r["reward"] for r in metrics.records])
-    trainable, total = count_params(trainer.model) if trainer is not None else (None, None)
-    analytic = memory.run_memory_analytic(trainer.model, cfg.optimizer.name, options=optimizer_kwargs) \
-        if trainer is not None else {}
-    summary.update(
-        status=status,
-        global_step=trainer.state.global_step if trainer is not None else 0,
-        reward_mean_first_quarter=first,
-        reward_mean_last_quarter=last,
-        trainable_params=trainable,
-        total_params=total,
-        optimizer_state_bytes=optimizers.state_bytes(trainer.optimizer) if trainer and trainer.optimizer else 0,
-        peak_memory_bytes=peak_memory_bytes(),
-        **analytic,
-        update_sparsity=sparsity.latest if sparsity else None,
-        update_sparsity_skipped=sparsity.skipped if sparsity else "sparsity=null",
-        wall_time_s=round(time.perf_counter() - t_start, 3),
-    )
-    run_dir.write_summary(run, summary)
-    tracking.finish(summary)
+        with signals_held():
+            if bar:
+                bar.stop()
+            if "global_step" not in summary:  # the figures were not reached: record what there is
+                try:
+                    summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
+                except Exception as e:  # noqa: BLE001 - the status is what matters now
+                    summary["figures_error"] = f"{type(e).__name__}: {one_line(e)}"
+            summary.update(status=status, reason=reason, wall_time_s=round(time.perf_counter() - t_start, 3))
+            run_dir.write_summary(run, summary)
+            tracking.finish(summary)
     if error is not None:
         raise error
     return summary
-
