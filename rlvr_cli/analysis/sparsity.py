@@ -7,7 +7,7 @@ Models", arXiv 2505.11711): for initial weights theta0 and trained weights theta
 
 where two values count as equal when their absolute difference is at most a tolerance (1e-5 in the
 paper, on bfloat16 checkpoints). rlvr reports the complement, the fraction of entries *changed*, in
-four ways, because the figure depends on dtype and tolerance (shared DESIGN.md section 4; "RL's
+four ways, because the figure depends on dtype and tolerance (Mukherjee et al. report it on bf16 checkpoints; "RL's
 Razor", arXiv 2509.04259, section 6: the same training in fp32 shows no sparsity):
 
     exact        theta1 != theta0, on the weights as stored (the narrower side upcast to the wider dtype)

@@ -18,10 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from rlvr_cli.core.checks import check_lr, check_rank, check_tolerance
 from rlvr_cli.core.errors import BadInput, one_line
 
-#: The config groups, which are also the sweep axes (shared DESIGN.md section 2).
+#: The config groups, which are also the sweep axes.
 GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "logger")
 DTYPES = ("float32", "bfloat16", "float16")
 SAVE_FORMATS = ("full", "sparse_delta")
+#: Old override names -> their GRPOConfig names (the trainer settings moved out of conf/optimizer/ into grpo).
+MOVED_KEYS = {f"optimizer.{k}": f"grpo.{k}" for k in ("weight_decay", "lr_scheduler_type", "warmup_steps",
+                                                       "max_grad_norm")}
 
 
 def config_dir() -> Path:
@@ -51,13 +54,19 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
 
     Raises:
         BadInput: an unknown group option (the message lists the valid ones), an unknown key, an
-            override that does not parse, or an interpolation that fails.
+            override that does not parse, an interpolation that fails, or a trainer setting under its old
+            name (`optimizer.weight_decay`; the message names `grpo.weight_decay`, see `MOVED_KEYS`).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
     overrides = list(overrides)
+    for o in overrides:  # trainer settings that left the optimizer files for the grpo group
+        key = o.lstrip("+~").split("=", 1)[0]
+        if key in MOVED_KEYS:
+            raise BadInput(f"{key} is now {MOVED_KEYS[key]} (a trainer setting, not an optimizer argument); "
+                           f"write {MOVED_KEYS[key]}=VALUE")
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rlvr"):
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
@@ -118,8 +127,11 @@ def validate(cfg: DictConfig) -> None:
         raise BadInput(f"grpo.max_steps must be an integer >= 1, got {steps!r}")
     if cfg.model.dtype not in DTYPES:
         raise BadInput(f"model.dtype must be one of {', '.join(DTYPES)}, got {cfg.model.dtype!r}")
-    for name, weight in cfg.rewards.items():  # names are checked by rewards.build_rewards
-        if not isinstance(weight, (int, float)):
+    weights = list(cfg.rewards.items())  # names are checked by rewards.build_rewards
+    for name, weight in weights:  # a nested key is a dotted import path: +rewards.pkg.module.fn=1.0
+        if isinstance(weight, DictConfig):
+            weights += [(f"{name}.{k}", v) for k, v in weight.items()]
+        elif not isinstance(weight, (int, float)):
             raise BadInput(f"rewards.{name} must be a number (its weight), got {weight!r}")
     if cfg.logger.name == "wandb" and cfg.logger.mode not in ("auto", "online", "offline"):
         raise BadInput(f"logger.mode must be auto, online or offline, got {cfg.logger.mode!r}")
