@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from rlvr_cli.core.errors import BadInput, one_line
 
@@ -86,14 +86,52 @@ def create(path: Path, cfg: DictConfig, overrides: list[str]) -> RunDir:
     return run
 
 
-def write_summary(run: RunDir, summary: dict[str, Any]) -> None:
+class Summary(TypedDict, total=False):
+    """The content of `summary.json`: the one definition of its keys (sizes in bytes, times in seconds).
+
+    Written by `rlvr_cli.training.recipe.train` when the run starts (`status` running, the identity keys) and
+    when it ends (everything else), and read by `rlvr report`, `rlvr sweep` and `rlvr eval` through
+    `read_summary`. Keys that the run never reached (e.g. `eval` of a failed run) are absent or null.
+    """
+
+    status: str                      # RUNNING, or one of FINAL
+    reason: str | None               # why it ended other than completed, e.g. "saving: OSError: ..."
+    run_dir: str
+    model: str                       # model.name_or_path
+    optimizer: str                   # optimizer option name
+    lr: float
+    adapter: str                     # adapter option name (full: no adapter)
+    r: int | None                    # adapter rank
+    seed: int
+    wandb_run_id: str | None
+    global_step: int                 # optimizer steps taken
+    reward_mean_first_quarter: float | None
+    reward_mean_last_quarter: float | None
+    trainable_params: int
+    total_params: int                # tied weights counted once
+    optimizer_state_bytes: int       # measured from the optimizer's state tensors
+    optimizer_state_bytes_analytic: int
+    peak_memory_bytes: int           # peak allocated GPU memory on CUDA, peak RSS on CPU
+    memory_analytic_bytes: int       # weights + gradients + optimizer states + master weights
+    update_sparsity: dict[str, Any] | None   # step, tolerance, n_params, changed_frac_{exact,tol,bf16_exact,bf16_tol}
+    update_sparsity_skipped: str | None
+    eval: dict[str, dict[str, float]]        # benchmark -> avg@k, pass@k, maj@k (rlvr_cli.evaluation)
+    weights_dir: str | None          # final/, or None when nothing was saved
+    weights_format: str              # full | sparse_delta
+    weights_bytes: int               # the .safetensors files written
+    full_weights_bytes: int          # what a full checkpoint holds
+    figures_error: str               # when the final figures themselves could not be computed
+    wall_time_s: float
+
+
+def write_summary(run: RunDir, summary: Summary) -> None:
     """Write `summary.json` atomically (temp file, then rename), so a reader never sees half a file."""
     tmp = run.summary.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     tmp.replace(run.summary)
 
 
-def read_summary(path: Path) -> dict[str, Any] | None:
+def read_summary(path: Path) -> Summary | None:
     """The `summary.json` of the run directory `path`, or None when there is none (a run not started yet).
 
     Raises:

@@ -214,7 +214,7 @@ def signals_held() -> Iterator[None]:
 
 
 def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
-          callbacks: list[Any] = ()) -> dict[str, Any]:
+          callbacks: list[Any] = ()) -> run_dir.Summary:
     """Run GRPO as `cfg` says; return the summary that is also written to `summary.json`.
 
     Args:
@@ -224,14 +224,9 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         callbacks: extra `transformers.TrainerCallback`s (they see the model at every event).
 
     Returns:
-        The summary: `status` (completed | diverged | interrupted | failed, `rlvr_cli.core.run_dir`), `reason`,
-        `global_step` (optimizer steps), `reward_mean_first_quarter`, `reward_mean_last_quarter`,
-        `trainable_params`, `total_params`, `optimizer_state_bytes` (measured) and
-        `optimizer_state_bytes_analytic`, `peak_memory_bytes` (measured) and `memory_analytic_bytes` (weights,
-        gradients, states and master weights: `rlvr_cli.analysis.memory.run_memory_analytic`), `update_sparsity`
-        (the last measurement of `UpdateSparsity`, or None, with `update_sparsity_skipped` saying why),
-        `eval` (headline scores, when `eval.benchmarks` is set), `wall_time_s`, `wandb_run_id`, `run_dir`,
-        `weights_dir`, `weights_format`, `weights_bytes`, `full_weights_bytes` (all sizes in bytes).
+        The summary (`rlvr_cli.core.run_dir.Summary`: status completed | diverged | interrupted | failed and the
+        headline figures; memory from `rlvr_cli.analysis.memory.run_memory_analytic`, update sparsity from
+        `UpdateSparsity`, scores from `rlvr_cli.evaluation`).
 
     Raises:
         BadInput: before the run directory exists, for every bad value the config or data holds.
@@ -244,7 +239,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
 
     # 2. The run directory. From here on, every way out ends with a final status in summary.json.
     run = run_dir.create(inputs.path, cfg, list(overrides))
-    summary: dict[str, Any] = {"status": run_dir.RUNNING, "run_dir": str(run.path), "model": cfg.model.name_or_path,
+    summary: run_dir.Summary = {"status": run_dir.RUNNING, "run_dir": str(run.path), "model": cfg.model.name_or_path,
                                "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "adapter": cfg.adapter.name,
                                "r": cfg.adapter.get("r"), "seed": cfg.seed, "weights_dir": None}
     run_dir.write_summary(run, summary)
