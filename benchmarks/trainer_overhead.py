@@ -67,9 +67,9 @@ def plain_trl(steps: int, seed: int, out: str) -> tuple[list[float], list[float]
 
 def rlvr(steps: int, seed: int, out: str) -> tuple[list[float], list[float], list[float]]:
     """The same run through `rlvr train`: returns (step times, rewards, losses)."""
-    rewards.REWARDS["chars"] = chars
     overrides = ["model=tiny-random", "logger=none", f"seed={seed}", f"output_dir={out}", "run_name=rlvr",
-                 f"grpo.max_steps={steps}", "~rewards.correctness", "~rewards.format", "+rewards.chars=1.0",
+                 f"grpo.max_steps={steps}", "~rewards.correctness", "~rewards.format",
+                 f"+rewards.{chars.__module__}.chars=1.0",  # a reward by its dotted import path
                  *(f"grpo.{k}={v}" for k, v in GRPO.items())]
     timer = StepTimer()
     train(compose(overrides), overrides, progress=False, callbacks=[timer])

@@ -26,13 +26,15 @@ def completion_chars(completions, **_):
     return [len(completion_text(c)) / 100 for c in completions]
 
 
-@pytest.fixture
-def chars_reward(monkeypatch):
-    """Register the `chars` reward so that GRPO on tiny-random gets non-zero advantages, hence gradients."""
-    from rlvr_cli.training import rewards
+#: Overrides that reward with `completion_chars` alone (a reward named by its dotted import path).
+CHARS = ["~rewards.correctness", "~rewards.format", "+rewards.conftest.completion_chars=1.0"]
 
-    monkeypatch.setitem(rewards.REWARDS, "chars", completion_chars)
-    return ["~rewards.correctness", "~rewards.format", "+rewards.chars=1.0"]
+
+@pytest.fixture
+def chars_reward():
+    """Overrides that reward with `completion_chars`, so that GRPO on tiny-random gets non-zero advantages,
+    hence gradients."""
+    return list(CHARS)
 
 
 @pytest.fixture

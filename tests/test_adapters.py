@@ -5,6 +5,7 @@ import torch
 from peft import get_peft_model
 
 from rlvr_cli.core.config import compose
+from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.models.state import count_params
@@ -49,3 +50,16 @@ def test_lora_options_reach_peft():
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.use_rslora, cfg.use_dora) == (4, 32, 0.1, True, False)
     assert set(cfg.target_modules) == {"q_proj", "v_proj"}
     assert peft_config(compose(["adapter=dora"]).adapter).use_dora
+
+
+def test_vera_dropout_and_peft_field_names_reach_peft():
+    """`adapter.dropout` is VeRA's `vera_dropout`; PEFT's own field names are overrides too."""
+    cfg = peft_config(compose(["adapter=vera", "adapter.r=16", "adapter.dropout=0.05"]).adapter)
+    assert type(cfg).__name__ == "VeraConfig" and (cfg.r, cfg.vera_dropout) == (16, 0.05)
+    assert peft_config(compose(["adapter=lora", "adapter.lora_alpha=7"]).adapter).lora_alpha == 7
+
+
+def test_a_field_peft_does_not_take_is_one_line_bad_input():
+    with pytest.raises(BadInput, match=r"^adapter=lora: cannot build peft.LoraConfig: .*ranc") as e:
+        peft_config(compose(["adapter=lora", "+adapter.ranc=3"]).adapter)
+    assert "\n" not in str(e.value)

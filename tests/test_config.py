@@ -50,6 +50,7 @@ def test_data_dir_comes_from_the_environment(monkeypatch, tmp_path):
     ("adapter=bar", "unknown adapter 'bar'; valid options: dora, full, lora, rslora, vera"),
     ("optimizer.lrr=1", "unknown key 'optimizer.lrr'"),
     ("seed=[", "cannot parse override"),
+    ("optimizer.weight_decay=0.1", "optimizer.weight_decay is now grpo.weight_decay"),
 ])
 def test_bad_overrides_name_the_value_and_the_fix(override, message):
     with pytest.raises(BadInput, match=message.replace("[", r"\[")) as e:

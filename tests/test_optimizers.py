@@ -2,10 +2,18 @@
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from rlvr_cli.core.config import compose
+from rlvr_cli.analysis.memory import STATE_MODELS
+from rlvr_cli.core.config import compose, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.training.optimizers import optimizer_cls_and_kwargs, state_bytes, trainer_kwargs
+from rlvr_cli.training.optimizers import (
+    build_optimizer,
+    constructor_config,
+    optimizer_cls_and_kwargs,
+    state_bytes,
+    trainer_kwargs,
+)
 
 # option -> (class name, hyper-parameters that must reach it, fp32 state tensors per parameter tensor)
 EXPECTED = {
@@ -65,12 +73,47 @@ def test_adafactor_factors_the_second_moment_of_matrices():
 
 
 def test_scheduler_warmup_and_clipping_go_to_the_trainer():
-    cfg = compose(["optimizer=adamw", "optimizer.lr_scheduler_type=cosine", "optimizer.warmup_steps=3",
-                   "optimizer.max_grad_norm=null", "optimizer.weight_decay=0.01"]).optimizer
-    kw = trainer_kwargs(cfg)
-    assert kw == {"learning_rate": 1e-5, "lr_scheduler_type": "cosine", "warmup_steps": 3, "max_grad_norm": 0.0,
-                  "weight_decay": 0.01}
-    assert "weight_decay" not in optimizer_cls_and_kwargs(cfg)[1]
+    cfg = compose(["optimizer=adamw", "grpo.lr_scheduler_type=cosine", "grpo.warmup_steps=3",
+                   "grpo.max_grad_norm=null", "grpo.weight_decay=0.01"])
+    assert trainer_kwargs(cfg) == {"learning_rate": 1e-5, "max_grad_norm": 0.0}
+    assert (cfg.grpo.lr_scheduler_type, cfg.grpo.warmup_steps, cfg.grpo.weight_decay) == ("cosine", 3, 0.01)
+    kwargs = optimizer_cls_and_kwargs(cfg.optimizer)[1]
+    assert "weight_decay" not in kwargs and kwargs["lr"] == 1e-5  # the Trainer puts it into the parameter groups
+    assert trainer_kwargs(compose([]))["max_grad_norm"] == 1.0
+
+
+@pytest.mark.parametrize("key", ["weight_decay", "lr_scheduler_type", "warmup_steps", "max_grad_norm"])
+def test_old_trainer_keys_under_optimizer_name_their_new_place(key):
+    for override in (f"optimizer.{key}=1", f"+optimizer.{key}=1"):
+        with pytest.raises(BadInput, match=rf"^optimizer\.{key} is now grpo\.{key} .*write grpo\.{key}=VALUE$"):
+            compose([override])
+
+
+def test_optimizer_files_hold_constructor_arguments_and_declared_meta_keys_only():
+    """Nothing but `_target_`, `_partial_`, `META_KEYS` and arguments the class's constructor takes."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    for name in group_options("optimizer"):
+        raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "optimizer" / f"{name}.yaml"))
+        assert raw["_partial_"] is True and raw["state"] in STATE_MODELS and raw["name"] == name, name
+        if name == "adamw_8bit":
+            continue  # bitsandbytes may be missing
+        params = inspect.signature(get_class(raw["_target_"]).__init__).parameters
+        assert set(constructor_config(raw)) - {"_target_", "_partial_"} <= set(params), name
+
+
+def test_build_optimizer_is_a_partial_over_the_parameters():
+    factory = build_optimizer(compose(["optimizer=nesterov", "optimizer.lr=0.5"]).optimizer)
+    opt = factory(torch.nn.Linear(2, 2).parameters())
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"] and opt.param_groups[0]["lr"] == 0.5
+
+
+def test_unknown_state_model_fails_before_any_model_loads():
+    cfg = compose(["optimizer=adamw", "optimizer.state=shampoo"]).optimizer
+    with pytest.raises(BadInput, match="optimizer=adamw: unknown state model 'shampoo'.*valid: sgd, adam"):
+        optimizer_cls_and_kwargs(cfg)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal only shows without a GPU")

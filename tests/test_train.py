@@ -100,10 +100,8 @@ def huge_reward(completions, **_):
 
 
 def test_infinite_gradient_stops_the_run_as_diverged(run_tiny, monkeypatch):
-    from rlvr_cli.training import rewards
-
-    monkeypatch.setitem(rewards.REWARDS, "huge", huge_reward)
-    summary = run_tiny("~rewards.correctness", "~rewards.format", "+rewards.huge=1.0", "grpo.scale_rewards=none",
+    summary = run_tiny("~rewards.correctness", "~rewards.format", "+rewards.test_train.huge_reward=1.0",
+                       "grpo.scale_rewards=none",
                        "grpo.max_steps=5")
     assert summary["status"] == "diverged"
     assert summary["reason"] == "grad_norm=inf at step 1"

@@ -45,8 +45,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.config import compose, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
@@ -74,21 +72,11 @@ BNB_BLOCK = 256
 BNB_MIN_8BIT_SIZE = 4096
 BNB_QMAPS_BYTES = 2 * 256 * 4
 GB = 10**9
-SOURCE = ('Sources: Hugging Face transformers docs, "Model training anatomy" (anatomy of the model\'s memory); '
-          "shared DESIGN.md section 1; each optimizer's state tensors. Activations, temporary buffers and the "
-          "CUDA context are not included. 1 GB = 1e9 bytes.")
+SOURCE = ('Sources: Hugging Face transformers docs, "Model training anatomy" (anatomy of the model\'s memory: '
+          "weights, gradients, optimizer states, fp32 master copy); each optimizer's state tensors, from its source "
+          "(torch.optim; Adafactor, arXiv 1804.04235; 8-bit AdamW, arXiv 2110.02861; Lion, arXiv 2302.06675). "
+          "Activations, temporary buffers and the CUDA context are not included. 1 GB = 1e9 bytes.")
 _SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
-#: Optimizer classes (`_target_` of conf/optimizer/*.yaml) -> the state model used for them.
-_KINDS = {
-    "torch.optim.SGD": "sgd", "torch.optim.sgd.SGD": "sgd",
-    "torch.optim.Adam": "adam", "torch.optim.adam.Adam": "adam",
-    "torch.optim.AdamW": "adam", "torch.optim.adamw.AdamW": "adam",
-    "torch.optim.RMSprop": "rmsprop", "torch.optim.rmsprop.RMSprop": "rmsprop",
-    "torch.optim.Adagrad": "adagrad", "torch.optim.adagrad.Adagrad": "adagrad",
-    "lion_pytorch.Lion": "lion", "lion_pytorch.lion_pytorch.Lion": "lion",
-    "transformers.optimization.Adafactor": "adafactor", "transformers.Adafactor": "adafactor",
-    "bitsandbytes.optim.AdamW8bit": "adam8bit", "bitsandbytes.optim.Adam8bit": "adam8bit",
-}
 
 
 @dataclass(frozen=True)
@@ -223,25 +211,46 @@ def adapter_shapes(model_name_or_path: str, adapter: str, r: int | None = None) 
 
 
 def optimizer_options(optimizer_name: str) -> dict[str, Any]:
-    """The keys of `conf/optimizer/<optimizer_name>.yaml` (`_target_`, momentum, betas, ...), read without Hydra.
+    """The keys of `conf/optimizer/<optimizer_name>.yaml` (`_target_`, `state`, momentum, betas, ...), read without
+    Hydra.
 
     Raises:
         BadInput: an unknown optimizer (the message lists the valid ones).
     """
     from omegaconf import OmegaConf
 
-
     check_optimizer(optimizer_name)
     cfg = OmegaConf.load(config_dir() / "optimizer" / f"{optimizer_name}.yaml")
     return dict(OmegaConf.to_container(cfg, resolve=True))
 
 
+#: The analytic optimizer-state models, each implemented by `_tensor_state`: the values of an optimizer file's
+#: `state` key (conf/optimizer/*.yaml).
+STATE_MODELS = ("sgd", "adam", "rmsprop", "adagrad", "lion", "adafactor", "adam8bit")
+
+
+def check_state(name: str, state: Any) -> str:
+    """An optimizer file's `state` key: one of `STATE_MODELS`.
+
+    Args:
+        name: the optimizer option, for the message.
+        state: the `state` value of `conf/optimizer/<name>.yaml`.
+
+    Returns:
+        `state`.
+
+    Raises:
+        BadInput: a missing or unknown state model (the message lists the valid ones).
+    """
+    if state not in STATE_MODELS:
+        raise BadInput(f"optimizer={name}: unknown state model {state!r} (conf/optimizer/{name}.yaml `state`); "
+                       f"valid: {', '.join(STATE_MODELS)}")
+    return state
+
+
 def _kind(optimizer_name: str, options: Mapping[str, Any]) -> str:
-    target = options.get("_target_")
-    if target not in _KINDS:
-        raise BadInput(f"optimizer={optimizer_name}: no memory model for {target}; known classes: "
-                       f"{', '.join(sorted({t.rsplit('.', 1)[-1] for t in _KINDS}))}")
-    return _KINDS[target]
+    """The state model of an optimizer: its config file's `state` key (`check_state`)."""
+    return check_state(optimizer_name, options.get("state"))
 
 
 def _tensor_state(kind: str, shape: Shape, dtype_bytes: int, opts: Mapping[str, Any]) -> tuple[int, int]:
@@ -269,7 +278,7 @@ def _tensor_state(kind: str, shape: Shape, dtype_bytes: int, opts: Mapping[str, 
         if n < opts.get("min_8bit_size", BNB_MIN_8BIT_SIZE):
             return 2 * n * 4, 0
         return 2 * n + 2 * 4 * math.ceil(n / BNB_BLOCK), BNB_QMAPS_BYTES
-    raise ValueError(f"unknown optimizer state kind {kind!r}")
+    raise BadInput(f"no analytic memory model for optimizer state {kind!r}")
 
 
 def state_bytes_analytic(optimizer_name: str, shapes: Sequence[Shape], dtype_bytes: int = 4,
@@ -297,7 +306,7 @@ def state_bytes_analytic(optimizer_name: str, shapes: Sequence[Shape], dtype_byt
         Bytes (int).
 
     Raises:
-        BadInput: an unknown optimizer name, or a config whose `_target_` has no memory model here.
+        BadInput: an unknown optimizer name, or a config whose `state` key names no memory model here.
     """
     opts = {**optimizer_options(optimizer_name), **(options or {})}
     kind = _kind(optimizer_name, opts)
@@ -462,38 +471,3 @@ def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str
     return MemoryEstimate(model, sum(map(math.prod, shapes)), sum(map(math.prod, trainable)), precision, adapter,
                           r, True, rows)
 
-
-def decimal_bytes(n: float) -> str:
-    """A byte count in decimal units (1 kB = 1e3, 1 MB = 1e6, 1 GB = 1e9 bytes), GB at most: `0 B`,
-    `512 B`, `3.20 MB`, `13.6 GB`, `1,120 GB`."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(n) >= scale:
-            value = n / scale
-            return f"{value:,.0f} {unit}" if abs(value) >= 100 else f"{value:.{1 if abs(value) >= 10 else 2}f} {unit}"
-    return f"{n:.0f} B"
-
-
-def memory_table(est: MemoryEstimate) -> Table:
-    """A Rich table of an `estimate`: one row per optimizer with weights, gradients, optimizer states, master
-    weights, total (decimal units) and total bytes per parameter; the caption names the sources and says
-    that activations are not included."""
-    what = f"{est.n_params:,} parameters" + ("" if est.from_shapes else " (a bare count)")
-    if est.adapter != "full":
-        what += (f", adapter {est.adapter} r={est.r}: {est.n_trainable:,} trainable "
-                 f"({est.n_trainable / est.n_params:.2%})")
-    table = Table(title=f"training memory of {est.model}: {what}, {est.precision}")
-    for col in ("optimizer", "weights", "gradients", "optimizer states", "master weights", "total", "bytes/param"):
-        table.add_column(col, justify="left" if col == "optimizer" else "right",
-                         no_wrap=col in ("optimizer", "bytes/param"))
-    notes = []
-    for name, b in est.rows.items():
-        states, total, per = decimal_bytes(b.optimizer_states), decimal_bytes(b.total), f"{b.bytes_per_param:.2f}"
-        if not b.exact:
-            states, total, per = f"~{states} *", f">= {total}", f">= {per}"
-            notes.append(f"* {name}: {b.note}.")
-        table.add_row(name, decimal_bytes(b.weights), decimal_bytes(b.gradients), states,
-                      decimal_bytes(b.master_weights), total, per)
-    counts = ("Exact for these parameter shapes (per-tensor step counters included)." if est.from_shapes else
-              "From a bare parameter count: per-element state only (per-tensor step counters need the shapes).")
-    table.caption = "\n".join([PRECISION_HELP[est.precision] + ". " + counts, *notes, SOURCE])
-    return table

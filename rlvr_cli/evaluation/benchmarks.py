@@ -1,16 +1,28 @@
-"""The benchmarks of `rlvr eval`: their files in the data directory, and the hub datasets users without them get."""
+"""The benchmarks of `rlvr eval`: their files in the data directory, and the hub datasets users without them get.
+
+Each benchmark is one file of the `benchmark` config group, `conf/benchmark/<name>.yaml`: `_target_:
+rlvr_cli.evaluation.benchmarks.Benchmark` and the `Benchmark` fields, built with `hydra.utils.instantiate`
+(https://hydra.cc/docs/advanced/instantiate_objects/overview/). Adding a benchmark is one such file.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.config import config_dir, group_options
+from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.data.problems import local_or_hub
 
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A test set: its file in the data directory, and the hub dataset users without the files get."""
+    """A test set: its file in the data directory, and the hub dataset users without the files get.
+
+    `file`: the JSONL file name in the data directory (rows with `problem` and `answer`). `hub_id`, `hub_config`,
+    `hub_split`: the hub dataset (`datasets.load_dataset(hub_id, hub_config, split=hub_split)`);
+    `hub_problem_key`, `hub_answer_key`: its columns; `hub_answer_delimiter`: the gold answer is what follows it
+    (GSM8K's `####`). `order`: the benchmark's place in the default list and in result tables (ties by name).
+    """
 
     name: str
     file: str
@@ -20,24 +32,50 @@ class Benchmark:
     hub_answer_key: str = "answer"
     hub_config: str | None = None
     hub_answer_delimiter: str | None = None
+    order: int = 100
 
 
-BENCHMARKS = {b.name: b for b in (
-    Benchmark("math500", "math500.jsonl", "HuggingFaceH4/MATH-500", "test"),
-    Benchmark("aime24", "aime24.jsonl", "HuggingFaceH4/aime_2024", "train"),
-    Benchmark("aime25", "aime25.jsonl", "math-ai/aime25", "test"),
-    Benchmark("amc23", "amc23.jsonl", "math-ai/amc23", "test", hub_problem_key="question"),
-    Benchmark("gsm8k", "gsm8k_test.jsonl", "openai/gsm8k", "test", hub_problem_key="question", hub_config="main",
-              hub_answer_delimiter="####"),
-)}
+def _reason(e: BaseException) -> str:
+    """One line of the innermost cause of a `hydra.utils.instantiate` error (the import or argument error)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return one_line(e)
 
 
-def parse_benchmarks(names: str | list[str]) -> list[str]:
-    """`"math500,gsm8k"` or a list -> validated benchmark names, in order.
+def load_benchmarks() -> dict[str, Benchmark]:
+    """Every file of the `benchmark` config group, instantiated: name (the file's stem) -> `Benchmark`, ordered
+    by their `order` field, then name.
+
+    Raises:
+        BadInput: a file that does not build a `Benchmark`, or whose `name` differs from its file name.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    out = {}
+    for name in group_options("benchmark"):
+        try:
+            b = instantiate(OmegaConf.load(config_dir() / "benchmark" / f"{name}.yaml"))
+        except Exception as e:
+            raise BadInput(f"conf/benchmark/{name}.yaml: {_reason(e)}") from None
+        if not isinstance(b, Benchmark) or b.name != name:
+            raise BadInput(f"conf/benchmark/{name}.yaml must build a Benchmark named {name!r}, got {b!r}")
+        out[name] = b
+    return dict(sorted(out.items(), key=lambda item: (item[1].order, item[0])))
+
+
+#: Benchmark name -> `Benchmark`, from conf/benchmark/*.yaml.
+BENCHMARKS = load_benchmarks()
+
+
+def parse_benchmarks(names: str | list[str] | None) -> list[str]:
+    """`"math500,gsm8k"` or a list -> validated benchmark names, in order; None -> every benchmark (`BENCHMARKS`).
 
     Raises:
         BadInput: an unknown name (the message lists the valid ones) or an empty list.
     """
+    if names is None:
+        return list(BENCHMARKS)
     names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
     names = [n for n in names if n]
     if not names:

@@ -26,7 +26,6 @@ overrides, axes), `runs/<cell>/` (one `rlvr train` run directory each), `.hydra/
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -39,10 +38,34 @@ from rlvr_cli.core.config import compose, validate
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import read_summary
 from rlvr_cli.sweeps.grid import Cell, expand, load_sweep
+from rlvr_cli.sweeps.manifest import Manifest, ManifestCell, manifest_path, read_manifest, write_manifest
 
-#: Launcher -> its Hydra config (conf/hydra/launcher/local.yaml and slurm.yaml hold rlvr's settings).
-LAUNCHER_CONFIGS = {"basic": "basic", "submitit_local": "local", "submitit_slurm": "slurm"}
-LAUNCHERS = tuple(LAUNCHER_CONFIGS)
+
+def launcher_configs() -> dict[str, str]:
+    """`--launcher` value -> the option of Hydra's `hydra/launcher` config group that runs it, derived from the
+    group's files: Hydra's own `basic`, plus one entry per `conf/hydra/launcher/<file>.yaml`.
+
+    A file that extends a plugin's registered config through its defaults list (`local.yaml`: `defaults:
+    [submitit_local]`, hydra-submitit-launcher's config, with rlvr's settings on top) is that launcher's
+    settings: `submitit_local -> local`. (It cannot share the plugin config's name: a file named
+    `submitit_local.yaml` extending `submitit_local` would include itself, and one without the defaults list
+    relies on Hydra's deprecated automatic schema matching.) A file without such a default is a launcher of its
+    own, under its file name, with `_target_` and every field of the launcher in it.
+    """
+    from omegaconf import OmegaConf
+
+    from rlvr_cli.core.config import config_dir
+
+    configs = {"basic": "basic"}  # Hydra's default launcher (conf/sweep_job.yaml): one cell after another
+    for path in sorted((config_dir() / "hydra" / "launcher").glob("*.yaml")):
+        defaults = OmegaConf.load(path).get("defaults") or []
+        base = next((d for d in defaults if isinstance(d, str) and d != "_self_"), None)
+        configs[base or path.stem] = path.stem
+    return configs
+
+
+#: The valid `--launcher` values: basic, submitit_local, submitit_slurm (`launcher_configs`).
+LAUNCHERS = tuple(launcher_configs())
 #: Statuses that count as a result: --resume keeps them.
 DONE = ("completed", "diverged")
 
@@ -60,46 +83,54 @@ def check_cells(cells: list[Cell], extra: list[str]) -> None:
             raise BadInput(f"cell {cell.name}: {e}") from None
 
 
-def status(sweep_dir: Path, cell: dict[str, Any]) -> str:
-    """A cell's status: its run's summary.json `status`, or `pending` when it has none."""
+def status(sweep_dir: Path, cell: ManifestCell | dict[str, Any]) -> str:
+    """A cell's status: its run's summary.json `status`, or `pending` when it has none.
+
+    Args:
+        sweep_dir: the sweep directory; `cell["run_dir"]` is relative to it.
+        cell: one cell of the manifest (`read_manifest`).
+
+    Raises:
+        BadInput: the run's summary.json exists but does not parse.
+    """
     summary = read_summary(sweep_dir / cell["run_dir"])
     return "pending" if summary is None else summary["status"]
 
 
-def manifest_cells(cells: list[Cell], extra: list[str]) -> list[dict[str, Any]]:
-    """The cells as manifest.json lists them: name, axes, run_dir, and the overrides a cell runs with (its own,
-    then the command line's `extra`)."""
+def manifest_cells(cells: list[Cell], extra: list[str]) -> list[ManifestCell]:
+    """The cells as manifest.json lists them (`rlvr_cli.sweeps.manifest`): name, axes, run_dir, and the overrides
+    a cell runs with (its own, then the command line's `extra`)."""
     return [{**asdict(c), "overrides": [*c.overrides, *extra], "run_dir": c.run_dir} for c in cells]
 
 
-def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool) -> tuple[list[dict], list[int]]:
+def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str],
+            resume: bool) -> tuple[list[ManifestCell], list[int]]:
     """Create or reopen a sweep directory; return the manifest's cells and the indices of those to run.
 
-    A new directory gets `sweep.yaml` and `manifest.json`. With `resume`, completed and diverged cells
-    are kept and every other cell is run again; the old run directory of a failed or interrupted cell
-    is moved to `runs/.attempts/<cell>-<time>` first, so nothing is lost.
+    A new directory gets `sweep.yaml` and `manifest.json` (written atomically). With `resume`, completed and
+    diverged cells are kept and every other cell is run again; the old run directory of a failed or interrupted
+    cell is moved to `runs/.attempts/<cell>-<time>` first, so nothing is lost.
 
     Raises:
         BadInput: the directory already holds a sweep and `resume` is off, or `resume` is on and the
-            sweep file's cells differ from the manifest's.
+            manifest does not parse (`read_manifest`) or the sweep file's cells differ from the manifest's.
     """
     sweep = load_sweep(sweep_file)
     cells = expand(sweep, sweep_file.name)
-    manifest_path = sweep_dir / "manifest.json"
     fresh = manifest_cells(cells, extra)
-    if manifest_path.is_file():
+    if manifest_path(sweep_dir).is_file():
         if not resume:
             raise BadInput(f"{sweep_dir} already holds a sweep; add --resume to finish it, or pick another "
                            "--output-dir")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(sweep_dir)
         if [c["overrides"] for c in manifest["cells"]] != [c["overrides"] for c in fresh]:
             raise BadInput(f"{sweep_dir} holds a different sweep than {sweep_file}; pick another --output-dir")
     else:
         check_cells(cells, extra)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sweep_file, sweep_dir / "sweep.yaml")
-        manifest = {"name": sweep["name"], "cells": fresh}
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = Manifest(name=sweep["name"], cells=fresh)
+        write_manifest(sweep_dir, manifest)
     todo = []
     for i, cell in enumerate(manifest["cells"]):
         state = status(sweep_dir, cell)
@@ -119,7 +150,7 @@ def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parall
     """The `python -m rlvr_cli.sweeps.job --multirun ...` command that runs cells `todo` through Hydra
     with `launcher` (one of `LAUNCHERS`, checked by `run`)."""
     cmd = [sys.executable, "-m", "rlvr_cli.sweeps.job", "--multirun", f"sweep_dir={sweep_dir.resolve()}",
-           f"cell={','.join(map(str, todo))}", f"hydra/launcher={LAUNCHER_CONFIGS[launcher]}"]
+           f"cell={','.join(map(str, todo))}", f"hydra/launcher={launcher_configs()[launcher]}"]
     if launcher == "submitit_local":  # submitit runs a whole batch at once; Hydra's sweeper cuts the batches
         cmd.append(f"hydra.sweeper.max_batch_size={max_parallel}")  # time limit, GPUs: conf/hydra/launcher/local.yaml
     if launcher == "submitit_slurm":  # partition, GPUs, time limit: conf/hydra/launcher/slurm.yaml

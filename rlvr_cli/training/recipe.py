@@ -102,7 +102,7 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
     from trl import GRPOConfig
 
     fields = dict(OmegaConf.to_container(cfg.grpo))
-    fields.update(optimizers.trainer_kwargs(cfg.optimizer))
+    fields.update(optimizers.trainer_kwargs(cfg))
     try:
         return GRPOConfig(
             output_dir=output_dir, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1, save_strategy="no",
@@ -192,6 +192,7 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
         "update_sparsity_skipped": sparsity.skipped if sparsity else "sparsity=null",
         "peak_memory_bytes": peak_memory_bytes(),
         "optimizer_state_bytes": optimizers.state_bytes(trainer.optimizer) if trainer and trainer.optimizer else 0,
+        "trainable_params": None, "total_params": None,
     }
     if trainer is not None:
         out["trainable_params"], out["total_params"] = count_params(trainer.model)

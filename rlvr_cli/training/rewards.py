@@ -1,8 +1,16 @@
 """Reward functions for TRL's `GRPOTrainer`, chosen by name in the config (`rewards: {name: weight}`).
 
-Each follows TRL's reward-function contract: called with the batch's `prompts`, `completions`
-and every dataset column as keyword lists (here `answer`), returns one float per completion.
-Completions come in TRL's conversational form (`[{"role": "assistant", "content": ...}]`) or as text.
+A name is either an option of the `reward` config group, `conf/reward/<name>.yaml` (`_target_:
+hydra.utils.get_method` and `path:` the function's import path, built with `hydra.utils.instantiate`, so TRL gets
+the function itself and logs it as `rewards/<function name>/mean`), or a dotted import path of any function, as
+TRL's own GRPO script accepts (`--reward_funcs my_lib.my_module.my_reward`). Hydra's override grammar splits keys
+at dots, so `+rewards.my_lib.my_module.my_reward=1.0` arrives as nested keys, and `reward_weights` joins them back
+into the dotted path. Adding a reward is one YAML file (plus its function when it needs new code).
+
+Each function follows TRL's reward-function contract (TRL docs, GRPOTrainer, "Using a custom reward function"):
+called with the batch's `prompts`, `completions` and every dataset column as keyword lists (here `answer`), it
+returns one float per completion. Completions come in TRL's conversational form
+(`[{"role": "assistant", "content": ...}]`) or as text.
 """
 
 from __future__ import annotations
@@ -10,8 +18,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.config import config_dir, group_options
+from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.evaluation.grading import grade, last_boxed
+
+RewardFunc = Callable[..., list[float]]
+
+
+def _reason(e: BaseException) -> str:
+    """One line of the innermost cause of a `hydra.utils.instantiate` error (the import or argument error)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return one_line(e)
 
 
 def completion_text(completion: Any) -> str:
@@ -21,31 +39,80 @@ def completion_text(completion: Any) -> str:
 
 def correctness_reward(completions: list, answer: list[str], **_: Any) -> list[float]:
     """1.0 when math-verify finds the completion's answer equivalent to the gold `answer`, else 0.0
-    (rlvr_cli.grading.grade, the same grader as `rlvr eval`)."""
+    (rlvr_cli.evaluation.grading.grade, the same grader as `rlvr eval`). One float per completion."""
     return [float(grade(gold, completion_text(c)).correct) for c, gold in zip(completions, answer, strict=True)]
 
 
 def format_reward(completions: list, **_: Any) -> list[float]:
-    """1.0 when the completion puts an answer in a closed `\\boxed{...}`, else 0.0."""
+    """1.0 when the completion puts an answer in a closed `\\boxed{...}`, else 0.0. One float per completion."""
     return [float(bool(last_boxed(completion_text(c)))) for c in completions]
 
 
-#: Reward name in the config -> function (TRL logs each as `rewards/<function name>/mean`).
-REWARDS: dict[str, Callable[..., list[float]]] = {"correctness": correctness_reward, "format": format_reward}
+def reward_names() -> list[str]:
+    """The rewards known by name: the options of the `reward` config group (conf/reward/*.yaml)."""
+    return group_options("reward")
 
 
-def build_rewards(weights: Mapping[str, float]) -> tuple[list[Callable[..., list[float]]], list[float]]:
-    """Reward functions and their weights for `GRPOTrainer(reward_funcs=...)` and `GRPOConfig(reward_weights=...)`.
+def reward_weights(rewards: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's `rewards` mapping with nested keys joined by dots: `{"pkg": {"mod": {"fn": 1.0}}}` (what
+    `+rewards.pkg.mod.fn=1.0` composes to) -> `{"pkg.mod.fn": 1.0}`; other entries unchanged, in order."""
+    out: dict[str, Any] = {}
+    for name, weight in rewards.items():
+        if isinstance(weight, Mapping):
+            out.update({f"{name}.{k}": w for k, w in reward_weights(weight).items()})
+        else:
+            out[name] = weight
+    return out
 
-    A weight of 0 keeps the function (TRL still logs it as `rewards/<name>/mean`) without
-    counting it in the reward.
+
+def reward_function(name: str) -> RewardFunc:
+    """The reward function called `name`: `conf/reward/<name>.yaml` instantiated, else the function at the dotted
+    import path `name` (`hydra.utils.get_method`).
 
     Raises:
-        BadInput: an unknown reward name, or all weights zero.
+        BadInput: an unknown name (the message lists the valid names), a path that cannot be imported, or a
+            target that is not callable. One line.
     """
-    unknown = [n for n in weights if n not in REWARDS]
-    if unknown:
-        raise BadInput(f"unknown reward '{unknown[0]}'; valid rewards: {', '.join(REWARDS)}")
-    if not any(weights.values()):
+    from hydra.utils import get_method, instantiate
+    from omegaconf import OmegaConf
+
+    names = reward_names()
+    if name in names:
+        try:
+            func = instantiate(OmegaConf.load(config_dir() / "reward" / f"{name}.yaml"))
+        except Exception as e:
+            raise BadInput(f"reward '{name}' (conf/reward/{name}.yaml): {_reason(e)}") from None
+    elif "." in name:
+        try:
+            func = get_method(name)
+        except Exception as e:
+            raise BadInput(f"reward '{name}': cannot import it: {_reason(e)}") from None
+    else:
+        raise BadInput(f"unknown reward '{name}'; valid rewards: {', '.join(names)}, or a function's dotted import "
+                       f"path (+rewards.my_module.my_reward=1.0)")
+    if not callable(func):
+        raise BadInput(f"reward '{name}' is not a function: {func!r}")
+    return func
+
+
+def build_rewards(weights: Mapping[str, Any]) -> tuple[list[RewardFunc], list[float]]:
+    """Reward functions and their weights for `GRPOTrainer(reward_funcs=...)` and `GRPOConfig(reward_weights=...)`.
+
+    A weight of 0 keeps the function (TRL still logs it as `rewards/<name>/mean`) without counting it in the
+    reward.
+
+    Args:
+        weights: the config's `rewards`: reward name (or dotted import path, possibly as nested keys) -> weight.
+
+    Returns:
+        `(functions, weights)`, two lists of the same length, in the mapping's order.
+
+    Raises:
+        BadInput: an unknown reward name (the message lists the valid ones), an import path that fails, or all
+            weights zero.
+    """
+    flat = reward_weights(weights)
+    funcs = [reward_function(n) for n in flat]
+    if not any(flat.values()):
         raise BadInput("every reward weight is 0; give one a weight, e.g. rewards.correctness=1.0")
-    return [REWARDS[n] for n in weights], [float(w) for w in weights.values()]
+    return funcs, [float(w) for w in flat.values()]

@@ -1,0 +1,120 @@
+"""Every file of every config group composes and builds what its `_target_` names: optimizers over a tiny
+`nn.Linear`, adapters into PEFT configs, rewards into functions, benchmarks into `Benchmark`s; and each
+optimizer's analytic state (its `state` model) equals the state it allocates after one step."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from peft import PeftConfig
+
+from rlvr_cli.analysis.memory import STATE_MODELS, _tensor_state, state_bytes_analytic
+from rlvr_cli.core.config import GROUPS, compose, config_dir, group_options, validate
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.evaluation.benchmarks import BENCHMARKS, Benchmark, parse_benchmarks
+from rlvr_cli.models.adapters import peft_config
+from rlvr_cli.sweeps.launch import LAUNCHERS, launcher_configs
+from rlvr_cli.training.optimizers import build_optimizer, state_bytes
+from rlvr_cli.training.rewards import build_rewards, reward_function
+
+#: Groups that train.yaml does not select by default: composed with `+group=option`.
+EXTRA_GROUPS = ("reward", "benchmark")
+NEEDS_CUDA = "adamw_8bit"
+
+
+def _compose(group: str, option: str):
+    return compose([f"{'+' if group in EXTRA_GROUPS else ''}{group}={option}"])
+
+
+def _linear_step(factory):
+    """One step of an optimizer built by `factory` over a `Linear(16, 8)` (weight [8, 16], bias [8])."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 8)
+    opt = factory(model.parameters())
+    model(torch.randn(4, 16)).square().mean().backward()
+    opt.step()
+    return opt, [tuple(p.shape) for p in model.parameters()]
+
+
+def _skip_without_cuda_bnb(name: str) -> None:
+    if name == NEEDS_CUDA and (not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None):
+        pytest.skip(f"optimizer={name} needs CUDA and bitsandbytes")
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in (*GROUPS, *EXTRA_GROUPS) for o in group_options(g)])
+def test_every_file_of_every_group_composes(group, option):
+    cfg = _compose(group, option)
+    assert OmegaConf.select(cfg, group) is not None
+    if not (group == "data" and option == "jsonl"):  # data.path is mandatory (???) for the generic JSONL option
+        validate(cfg)
+
+
+@pytest.mark.parametrize("name", group_options("optimizer"))
+def test_optimizer_files_instantiate_over_parameters(name):
+    _skip_without_cuda_bnb(name)
+    cfg = _compose("optimizer", name).optimizer
+    opt, _ = _linear_step(build_optimizer(cfg))
+    assert isinstance(opt, torch.optim.Optimizer) and opt.param_groups[0]["lr"] == cfg.lr
+
+
+@pytest.mark.parametrize("name", [n for n in group_options("optimizer") if n != NEEDS_CUDA])
+def test_analytic_state_equals_the_measured_state_after_one_step(name):
+    opt, shapes = _linear_step(build_optimizer(_compose("optimizer", name).optimizer))
+    assert state_bytes(opt) == state_bytes_analytic(name, shapes)
+
+
+def test_every_state_model_has_a_memory_model():
+    for kind in STATE_MODELS:
+        per_element, per_tensor = _tensor_state(kind, (8, 16), 4, {"momentum": 0.9})
+        assert per_element >= 0 and per_tensor >= 0
+    with pytest.raises(BadInput, match="no analytic memory model"):
+        _tensor_state("shampoo", (8, 16), 4, {})
+
+
+@pytest.mark.parametrize("name", group_options("adapter"))
+def test_adapter_files_instantiate_to_peft_configs(name):
+    cfg = _compose("adapter", name).adapter
+    built = peft_config(cfg)
+    if "_target_" not in cfg:
+        assert built is None and name == "full"
+        return
+    assert isinstance(built, PeftConfig) and built.r == cfg.r and built.task_type == "CAUSAL_LM"
+    assert type(built).__name__ == cfg._target_.rsplit(".", 1)[-1]
+
+
+@pytest.mark.parametrize("name", group_options("reward"))
+def test_reward_files_instantiate_to_functions(name):
+    func = instantiate(_compose("reward", name).reward)
+    assert callable(func) and func is reward_function(name)
+    assert func([[{"role": "assistant", "content": "so \\boxed{4}"}]], answer=["4"]) == [1.0]
+
+
+def test_train_rewards_resolve_by_name_and_by_dotted_path():
+    funcs, weights = build_rewards(compose(["+rewards.conftest.completion_chars=0.5"]).rewards)
+    assert [f.__name__ for f in funcs] == ["correctness_reward", "format_reward", "completion_chars"]
+    assert weights == [1.0, 0.0, 0.5]
+    with pytest.raises(BadInput, match=r"^unknown reward 'chars'; valid rewards: correctness, format, or a "):
+        build_rewards({"chars": 1.0})
+    with pytest.raises(BadInput, match="reward 'no_such_module.f': cannot import it"):
+        build_rewards({"no_such_module.f": 1.0})
+
+
+@pytest.mark.parametrize("name", group_options("benchmark"))
+def test_benchmark_files_instantiate_to_benchmarks(name):
+    b = instantiate(_compose("benchmark", name).benchmark)
+    assert isinstance(b, Benchmark) and b.name == name and BENCHMARKS[name] == b
+
+
+def test_every_benchmark_is_the_default():
+    assert parse_benchmarks(None) == list(BENCHMARKS) == ["math500", "aime24", "aime25", "amc23", "gsm8k"]
+    assert sorted(BENCHMARKS) == group_options("benchmark")
+
+
+def test_launchers_come_from_the_launcher_group():
+    files = sorted(p.stem for p in (config_dir() / "hydra" / "launcher").glob("*.yaml"))
+    assert LAUNCHERS == ("basic", "submitit_local", "submitit_slurm")
+    assert sorted(launcher_configs().values()) == sorted(["basic", *files])
