@@ -40,7 +40,9 @@ BAD = {
     "unknown_reward": (["+rewards.style=1.0"], "unknown reward 'style'; valid rewards: correctness, format"),
     "unknown_grpo_field": (["+grpo.num_generation=4"], "grpo: "),
     "missing_model_dir": (["model.name_or_path=/no/such/model"], "model directory not found: /no/such/model"),
-    "negative_tolerance": (["sparsity.tolerance=-1e-5"], "sparsity.tolerance must be a finite number >= 0 (absolute difference; arXiv 2505.11711 uses 1e-5), got -1e-05"),
+    "negative_tolerance": (["sparsity.tolerance=-1e-5"],
+                           "sparsity.tolerance must be a finite number >= 0 (absolute difference; arXiv 2505.11711 "
+                           "uses 1e-5), got -1e-05"),
     "sparsity_steps": (["sparsity.every_n_steps=-1"], "sparsity.every_n_steps must be an integer >= 0"),
     "save_format": (["save_format=zip"], "save_format must be one of full, sparse_delta, got 'zip'"),
     "sparse_adapter": (["save_format=sparse_delta", "adapter=lora"], "save_format=sparse_delta is for full "
@@ -67,13 +69,9 @@ def test_jsonl_row_without_answer_names_the_line(tmp_path):
 
 
 def test_diverged_run_exits_3_and_keeps_its_metrics(tmp_path, monkeypatch):
-    from test_train import huge_reward
-
-    from rlvr_cli.training import rewards
-
-    monkeypatch.setitem(rewards.REWARDS, "huge", huge_reward)
     result = runner.invoke(app, ["train", *TINY, f"output_dir={tmp_path}", "run_name=div", "~rewards.correctness",
-                                 "~rewards.format", "+rewards.huge=1.0", "grpo.scale_rewards=none", "grpo.max_steps=4"])
+                                 "~rewards.format", "+rewards.test_train.huge_reward=1.0",  # by import path
+                                 "grpo.scale_rewards=none", "grpo.max_steps=4"])
     assert result.exit_code == 3, result.output
     assert "diverged" in result.stdout
     summary = json.loads((tmp_path / "div" / "summary.json").read_text())

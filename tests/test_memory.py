@@ -13,9 +13,7 @@ from typer.testing import CliRunner
 from rlvr_cli.analysis.memory import (
     GB,
     breakdown,
-    decimal_bytes,
     estimate,
-    memory_table,
     optimizer_names,
     param_shapes,
     parse_model_arg,
@@ -23,9 +21,11 @@ from rlvr_cli.analysis.memory import (
     run_memory_analytic,
     state_bytes_analytic,
 )
+from rlvr_cli.cli.analysis import memory_table
 from rlvr_cli.cli.main import app
 from rlvr_cli.core.config import compose
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.units import human_bytes
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.models.state import count_params
@@ -95,7 +95,7 @@ def test_parse_model_arg(text, count):
 
 
 def test_decimal_units():
-    assert [decimal_bytes(n) for n in (0, 512, 3_200_000, 13.6e9, 1120e9)] == ["0 B", "512 B", "3.20 MB",
+    assert [human_bytes(n) for n in (0, 512, 3_200_000, 13.6e9, 1120e9)] == ["0 B", "512 B", "3.20 MB",
                                                                                "13.6 GB", "1,120 GB"]
 
 

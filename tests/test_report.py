@@ -8,15 +8,14 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import TINY, completion_chars
+from conftest import CHARS, TINY
 from rich.console import Console
 
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.units import human_bytes, percent
 from rlvr_cli.sweeps.report import CHANGED, build_report, eval_avg, report_command
 
-CHARS = ["~rewards.correctness", "~rewards.format", "+rewards.chars=1.0"]
-HUGE = ["~rewards.correctness", "~rewards.format", "+rewards.huge=1.0", "grpo.scale_rewards=none"]
+HUGE = ["~rewards.correctness", "~rewards.format", "+rewards.test_report.huge_reward=1.0", "grpo.scale_rewards=none"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -43,7 +42,6 @@ def sweep(tmp_path_factory):
     """A sweep directory: 6 real tiny trainings (4 completed sgd/adamw/lora, 1 diverged), 1 real failure,
     1 pending cell; `report_command` run once on it. Returns (sweep_dir, the printed text)."""
     from rlvr_cli.core.config import compose
-    from rlvr_cli.training import rewards
     from rlvr_cli.training.recipe import train
 
     root = tmp_path_factory.mktemp("report")
@@ -62,19 +60,13 @@ def sweep(tmp_path_factory):
     sweep_dir.mkdir()
     (sweep_dir / "sweep.yaml").write_text("name: report-test\n")
     (sweep_dir / "manifest.json").write_text(json.dumps({"name": "report-test", "cells": cells}, indent=2))
-    saved = dict(rewards.REWARDS)
-    rewards.REWARDS.update(chars=completion_chars, huge=huge_reward)
-    try:
-        for cell in cells[:-1]:
-            args = [*cell["overrides"], f"output_dir={sweep_dir / 'runs'}", f"run_name={cell['name']}"]
-            try:
-                train(compose(args), args, progress=False)
-            except Exception:  # the failing cell raises after writing summary.json (status failed)
-                if cell is not cells[6]:
-                    raise
-    finally:
-        rewards.REWARDS.clear()
-        rewards.REWARDS.update(saved)
+    for cell in cells[:-1]:
+        args = [*cell["overrides"], f"output_dir={sweep_dir / 'runs'}", f"run_name={cell['name']}"]
+        try:
+            train(compose(args), args, progress=False)
+        except Exception:  # the failing cell raises after writing summary.json (status failed)
+            if cell is not cells[6]:
+                raise
     console = Console(record=True, width=250, color_system=None)
     report_command(sweep_dir, console=console)
     return sweep_dir, console.export_text()
@@ -191,7 +183,7 @@ def test_printed_tables(sweep):
     assert "0 B / 0 B" in line_of("sgd-lr0.01-full-s0") and "%" in line_of("adamw-lr1e-05-full-s0")
     assert "diverged" in line_of("adam-lr0.001-full-huge") and "failed" in line_of("sgd-lr0.1-full-s1")
     assert "pending" in line_of("sgd-lr1-full-s0")
-    assert "0 B" in line_of("sgd-lr0.01-full-s0") and "MiB" in line_of("adamw-lr1e-05-full-s0")
+    assert "0 B" in line_of("sgd-lr0.01-full-s0") and " MB" in line_of("adamw-lr1e-05-full-s0")
     reward = _summary(sweep_dir, "sgd-lr0.1-full-s0")["reward_mean_last_quarter"]
     assert f"{reward:.3f}" in line_of("sgd-lr0.1-full-s0")
     assert "e+37" in line_of("adam-lr0.001-full-huge")  # a diverged reward, not 40 digits
@@ -211,6 +203,7 @@ def test_report_command_prints_to_stdout(sweep, capsys):
 @pytest.mark.parametrize("manifest, match", [
     (None, "is not a sweep directory: it has no manifest.json"),
     ("{not json", "manifest.json does not parse"),
+    ('{"name": "x", "cells": [{"name": "a", "run_dir": "ru', "manifest.json does not parse: Unterminated string"),
     ('{"name": "x"}', "manifest.json does not parse: expected an object with a list of cells"),
     ('{"cells": [{"name": "a"}]}', r"cells\[0\] needs a string name and run_dir"),
 ])
@@ -231,7 +224,7 @@ def test_missing_directory(tmp_path):
 def test_eval_avg_and_bytes():
     assert eval_avg({"eval": {"gsm8k": {"avg@8": 0.5}, "overall": {"avg@8": 0.25, "pass@1": 0.25}}}) == (8, 0.25)
     assert eval_avg({}) == (None, None) and eval_avg({"eval": None}) == (None, None)
-    assert [human_bytes(n) for n in (None, 0, 512, 1536, 3 * 1024**3)] == ["-", "0 B", "512 B", "1.5 KiB", "3.0 GiB"]
+    assert [human_bytes(n) for n in (None, 0, 512, 1536, 3 * 1024**3)] == ["-", "0 B", "512 B", "1.54 kB", "3.22 GB"]
     assert [percent(x) for x in (None, 0.0, 0.2, 0.0025, 1.2e-5, 1.0)] == ["-", "0%", "20.0%", "0.25%", "0.0012%",
                                                                           "100.0%"]
 
@@ -260,9 +253,9 @@ def test_memory_and_sparsity_columns_and_older_summaries(tmp_path):
     lines = console.export_text().splitlines()
     assert any("changed > 1e-05" in line for line in lines)
     new_line = next(line for line in lines if " new " in line)
-    assert "24.6 MiB / 24.6 MiB" in new_line and "3.0 GiB / 49.1 MiB" in new_line and "20.0% / 0.02%" in new_line
+    assert "25.8 MB / 25.8 MB" in new_line and "3.22 GB / 51.5 MB" in new_line and "20.0% / 0.02%" in new_line
     old_line = next(line for line in lines if " old " in line)
-    assert "0 B / -" in old_line and "2.0 GiB / -" in old_line and " - " in old_line
+    assert "0 B / -" in old_line and "2.15 GB / -" in old_line and " - " in old_line
     rows = {r["name"]: r for r in json.loads((tmp_path / "report.json").read_text())["cells"]}
     assert rows["new"]["changed_frac_tol"] == 0.2 and rows["new"]["changed_frac_bf16_exact"] == 0.01
     assert rows["new"]["sparsity_tolerance"] == 1e-5 and rows["new"]["memory_analytic_bytes"] == 51_517_504

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from rlvr_cli.cli.main import app
 from rlvr_cli.sweeps.grid import expand, log_grid
 from rlvr_cli.sweeps.launch import status
+from rlvr_cli.sweeps.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "smoke.yaml"
@@ -51,10 +52,11 @@ def test_log_grid_spans_decades():
                                                          "optimizer, adapter, seed, overrides"),
     ("name: x\naxes: {optimizer: {sgdd: {lr: [0.1]}}}\n", "bad.yaml: axes.optimizer.sgdd: unknown optimizer 'sgdd'"),
     ("name: x\naxes: {optimizer: {sgd: {lr: []}}}\n", "bad.yaml: axes.optimizer.sgd.lr: empty learning-rate grid"),
-    ("name: x\naxes: {optimizer: {sgd: {lr: [0.1, 0]}}}\n", "bad.yaml: axes.optimizer.sgd.lr must be a finite number > 0, "
-                                                            "got 0"),
+    ("name: x\naxes: {optimizer: {sgd: {lr: [0.1, 0]}}}\n",
+     "bad.yaml: axes.optimizer.sgd.lr must be a finite number > 0, got 0"),
     ("name: x\naxes: {optimizer: {sgd: {lr: {min: -1, max: 1, per_decade: 1}}}}\n", "a log grid needs 0 < min"),
-    ("name: x\naxes: {adapter: {lora: {r: [0]}}}\n", "bad.yaml: axes.adapter.lora.r (adapter rank) must be an integer >= 1"),
+    ("name: x\naxes: {adapter: {lora: {r: [0]}}}\n",
+     "bad.yaml: axes.adapter.lora.r (adapter rank) must be an integer >= 1"),
     ("name: x\nbase: [optimizer.lrr=1]\n", "cell base: unknown key 'optimizer.lrr'"),
     ("name: x\naxes: {optimizer: {sgd: {lr: [0.1]}\n", "bad.yaml: not a valid sweep file"),
     ("nam: x\n", "bad.yaml: nam: unknown key; valid keys: name, base, axes"),
@@ -82,7 +84,7 @@ def _sweep(*args: str, **kw) -> subprocess.Popen:
 
 
 def _statuses(sweep_dir: Path) -> dict[str, str]:
-    cells = json.loads((sweep_dir / "manifest.json").read_text())["cells"]
+    cells = read_manifest(sweep_dir)["cells"]
     return {c["name"]: status(sweep_dir, c) for c in cells}
 
 

@@ -200,6 +200,10 @@ def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: b
     """`rlvr sparsity BASE TARGET`: load both, compare, write `sparsity.json` and `sparsity_heatmap.png`,
     print a Rich table. Adapter runs are merged into their base first; sparse-delta checkpoints are rebuilt.
 
+    Args:
+        console: the Rich console for the table and notes (printed with `rlvr_cli.core.units.print_table`),
+            or None to print nothing (`rlvr sparsity --json`). The progress bar goes to stderr.
+
     Returns:
         The content of sparsity.json (`base`, `target` identities plus `SparsityReport.to_json()`).
 
@@ -221,7 +225,9 @@ def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: b
         states.append(state_dict(model))
         identities.append({"spec": source.spec, "kind": source.kind, "path": source.path, "base": source.base,
                            "dtype": str(model.dtype).removeprefix("torch.")})
-    with Progress(console=console, transient=True) as bar:
+    from rich.console import Console
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("comparing", total=len(states[0]))
         report = compare(states[0], states[1], tolerance, rank, progress=lambda _: bar.advance(task))
     result = {"base": identities[0], "target": identities[1],
@@ -230,7 +236,11 @@ def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: b
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "sparsity.json").write_text(json.dumps(result, indent=2) + "\n")
     result["heatmap"] = write_heatmap(result, output_dir / "sparsity_heatmap.png")
-    console.print(sparsity_table(result))
+    if console is None:
+        return result
+    from rlvr_cli.core.units import print_table
+
+    print_table(sparsity_table(result), console)
     if identities[0]["dtype"] != identities[1]["dtype"]:
         console.print(f"note: BASE is {identities[0]['dtype']} and TARGET {identities[1]['dtype']}: the as-stored "
                       f"columns count the cast as a change; compare the bf16 columns")
@@ -240,7 +250,8 @@ def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: b
 
 def sparsity_table(result: dict[str, Any]) -> Any:
     """A Rich table: one row per module type and one for all parameters, % changed four ways
-    (and the median effective rank of 2-D updates as a share of full rank, when ranks were computed)."""
+    (and the median effective rank of 2-D updates as a share of full rank, when ranks were computed).
+    Figure columns never wrap; long headers are on two lines."""
     from rich.table import Table
 
     base, target = result["base"], result["target"]
@@ -248,9 +259,10 @@ def sparsity_table(result: dict[str, Any]) -> Any:
                         f"tolerance {result['tolerance']:g}",
                   caption="% of entries changed; update sparsity = 100% - changed (arXiv 2505.11711)")
     with_rank = any("rank" in t for t in result["tensors"])
-    cols = ["module", "params", "exact", f"> {result['tolerance']:g}", "bf16 exact", f"bf16 > {result['tolerance']:g}"]
-    for col in cols + (["eff. rank 99% / full"] if with_rank else []):
-        table.add_column(col, justify="left" if col == "module" else "right")
+    tol = f"> {result['tolerance']:g}"
+    cols = ["module", "params", "exact", tol, "bf16\nexact", f"bf16\n{tol}"]
+    for col in cols + (["eff. rank\n99%/full"] if with_rank else []):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
 
     def row(name: str, block: dict[str, Any]) -> list[str]:
         cells = [name, f"{block['n']:,}"] + [f"{100 * block[f'changed_frac_{k}']:.4f}%" for k in KINDS]

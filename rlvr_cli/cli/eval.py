@@ -8,13 +8,21 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from rlvr_cli.cli.output import bad_input_exits, console, default_output_dir
+from rlvr_cli.cli.options import JSON
+from rlvr_cli.cli.output import (
+    bad_input_exits,
+    console,
+    default_output_dir,
+    print_json,
+    print_table,
+    stdout_to_stderr,
+)
 
 
 def eval_(
     model: str = typer.Argument(..., help="hub id, model directory, rlvr train run directory, or smollm2-135m / "
                                           "tiny-random"),
-    benchmarks: str = typer.Option("math500,aime24,aime25,amc23,gsm8k", help="comma list"),
+    benchmarks: str | None = typer.Option(None, help="comma list; default: every benchmark of conf/benchmark/"),
     k: int = typer.Option(4, "--k", help="samples per problem"),
     temperature: float = typer.Option(0.6, help="0 = greedy"),
     top_p: float = typer.Option(0.95, "--top-p"),
@@ -29,6 +37,7 @@ def eval_(
                                         "else the hub"),
     dtype: str | None = typer.Option(None, help="float32 | bfloat16; default: the run's, else by device"),
     wandb: bool = typer.Option(False, "--wandb", help="also log the results to W&B (offline without an API key)"),
+    as_json: bool = JSON,
 ) -> None:
     """Score a model on math benchmarks: avg@k, pass@k (unbiased), maj@k, with standard errors."""
     from rlvr_cli.evaluation.generation import Sampling
@@ -36,28 +45,36 @@ def eval_(
     sampling = Sampling(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, seed=seed)
     output_dir = output_dir or default_output_dir(model, "eval", "evals")
-    with bad_input_exits():
+    with bad_input_exits(), stdout_to_stderr(as_json):
         from rlvr_cli.evaluation.evaluate import evaluate
 
-        results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype)
-    if wandb:
-        from rlvr_cli.training.tracking import log_eval
+        results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype,
+                           progress=not as_json)
+        if wandb:
+            from rlvr_cli.training.tracking import log_eval
 
-        log_eval(results, output_dir)
-    console.print(eval_table(results))
-    console.print(f"results: {output_dir / 'results.json'}  samples: {output_dir / 'samples.jsonl'}")
+            log_eval(results, output_dir)
+    if as_json:
+        print_json(results)
+        return
+    print_table(eval_table(results))
+    console.print(f"results: {output_dir / 'results.json'}  samples: {output_dir / 'samples.jsonl'}", highlight=False)
 
 
 def eval_table(results: dict[str, Any]) -> Table:
-    """One row per benchmark and one for all problems pooled: avg@k, pass@k, maj@k with standard errors."""
+    """A Rich table of `results.json`: one row per benchmark and one for all problems pooled, with the number
+    of problems, avg@k, pass@1, pass@k and maj@k as percentages with their standard errors (`37.5±12.3`), and
+    generated tokens per second. Figures never wrap."""
     k = results["overall"]["k"]
     table = Table(title=f"{results['model']['spec']}  (k={k}, temperature {results['protocol']['temperature']}, "
-                        f"top-p {results['protocol']['top_p']}, {results['protocol']['max_new_tokens']} tokens)")
-    for col in ("benchmark", "problems", f"avg@{k}", "pass@1", f"pass@{k}", f"maj@{k}", "tokens/s"):
-        table.add_column(col, justify="left" if col == "benchmark" else "right")
+                        f"top-p {results['protocol']['top_p']}, {results['protocol']['max_new_tokens']} tokens)",
+                  caption=f"n: problems; avg@{k}, pass@1, pass@{k}, maj@{k}: % ± standard error; tok/s: generated "
+                          "tokens per second", caption_justify="left")
+    for col in ("benchmark", "n", f"avg@{k}", "pass@1", f"pass@{k}", f"maj@{k}", "tok/s"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right", no_wrap=True)
 
     def pct(s: dict[str, Any], key: str) -> str:
-        return f"{100 * s[key]:.1f} ± {100 * s[key + '_stderr']:.1f}"
+        return f"{100 * s[key]:.1f}±{100 * s[key + '_stderr']:.1f}"
 
     rows = [*results["benchmarks"].items(), ("overall", results["overall"])]
     for name, s in rows:

@@ -5,3 +5,7 @@ from __future__ import annotations
 import typer
 
 OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. optimizer=adamw optimizer.lr=1e-5 adapter=lora")
+#: `--json`: the command's figures as one JSON document on stdout (`rlvr_cli.cli.output.print_json`); tables,
+#: notes and progress bars are off, anything else goes to stderr. Works before or after positional arguments.
+JSON = typer.Option(False, "--json", help="print the figures as one JSON document on stdout, and nothing else "
+                                          "there (bad input: the one-line error on stderr, exit code 2)")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from rlvr_cli.cli.output import bad_input_exits, console
+from rlvr_cli.cli.options import JSON
+from rlvr_cli.cli.output import bad_input_exits, print_json, print_table, stdout_to_stderr
 
 
 def sweep(
@@ -20,34 +22,47 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the cells and their run names, run nothing"),
     resume: bool = typer.Option(False, "--resume", help="finish an existing sweep directory: skip completed "
                                                         "and diverged cells, rerun the rest"),
+    as_json: bool = JSON,
 ) -> None:
-    """Run a grid of rlvr train runs through Hydra's multirun launchers, then report it."""
+    """Run a grid of rlvr train runs through Hydra's multirun launchers, then report it. With --json: one
+    document `{"name", "sweep_dir", "dry_run", "cells": [...], "report": {...} | null}`; the jobs' own output
+    goes to stderr."""
     from rlvr_cli.sweeps import launch as sweeps
 
-    with bad_input_exits():
+    with bad_input_exits(), stdout_to_stderr(as_json):
         name = sweeps.load_sweep(sweep_file).get("name") or sweep_file.stem
         sweep_dir = output_dir or Path("sweeps_out") / str(name)
         cells, todo, code = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel, resume,
                                        dry_run)
-        table = Table(title=f"sweep {name}: {len(cells)} cells" + (" (dry run)" if dry_run else ""))
-        for col in ("#", "run name", "axes", "status"):
-            table.add_column(col)
-        for i, cell in enumerate(cells):
-            state = "-" if dry_run else ("ran now" if i in todo else "kept") + f": {sweeps.status(sweep_dir, cell)}"
-            table.add_row(str(i), cell["name"], " ".join(f"{k}={v}" for k, v in cell["axes"].items()), state)
-        console.print(table)
+        rows = [{"index": i, **cell, "ran": not dry_run and i in todo,
+                 "status": None if dry_run else sweeps.status(sweep_dir, cell)} for i, cell in enumerate(cells)]
+        if not as_json:
+            table = Table(title=escape(f"sweep {name}: {len(cells)} cells" + (" (dry run)" if dry_run else "")))
+            for col in ("#", "run name", "axes", "status"):
+                table.add_column(col, no_wrap=col == "#")
+            for row in rows:
+                state = "-" if dry_run else ("ran now" if row["ran"] else "kept") + f": {row['status']}"
+                table.add_row(str(row["index"]), escape(row["name"]),
+                              escape(" ".join(f"{k}={v}" for k, v in row["axes"].items())), state)
+            print_table(table)
+        report = None
         if not dry_run:
             from rlvr_cli.sweeps.report import report_command
 
-            report_command(sweep_dir)  # a summary.json that does not parse is a one-line error here too
+            report = report_command(sweep_dir, quiet=as_json)  # a summary.json that does not parse: one line
+    if as_json:
+        print_json({"name": str(name), "sweep_dir": str(sweep_dir), "dry_run": dry_run, "cells": rows,
+                    "report": report})
     if not dry_run:
         raise typer.Exit(code=0 if code == 0 else 1)
 
 
-def report(sweep_dir: Path = typer.Argument(..., help="a directory made by rlvr sweep")) -> None:
-    """Table, best learning rate per optimizer and adapter, report.csv/json and plots of a sweep (no W&B needed)."""
+def report(sweep_dir: Path = typer.Argument(..., help="a directory made by rlvr sweep"), as_json: bool = JSON) -> None:
+    """Table, best learning rate per optimizer and adapter, report.csv/json and plots of a sweep (no W&B needed).
+    With --json: the report (what report.json holds) on stdout instead of the tables."""
     from rlvr_cli.sweeps.report import report_command
 
-    with bad_input_exits():
-        report_command(sweep_dir)
-
+    with bad_input_exits(), stdout_to_stderr(as_json):
+        result = report_command(sweep_dir, quiet=as_json)
+    if as_json:
+        print_json(result)

@@ -6,14 +6,20 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from rlvr_cli.cli.options import OVERRIDES
-from rlvr_cli.cli.output import bad_input_exits, console
+from rlvr_cli.cli.options import JSON, OVERRIDES
+from rlvr_cli.cli.output import (
+    bad_input_exits,
+    print_json,
+    print_table,
+    status_colour,
+    stdout_to_stderr,
+)
 from rlvr_cli.core.units import human_bytes
-from rlvr_cli.sweeps.report import STATUS_COLOURS
 
 
-def train(overrides: list[str] = OVERRIDES) -> None:
+def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     """Run one GRPO training run. Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged, 130 interrupted."""
     import warnings
 
@@ -21,49 +27,56 @@ def train(overrides: list[str] = OVERRIDES) -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl)\.")  # upstream renames
     overrides = overrides or []
-    with bad_input_exits():
+    with bad_input_exits(), stdout_to_stderr(as_json):
         cfg = compose(overrides)
         from rlvr_cli.training.recipe import EXIT_CODES
         from rlvr_cli.training.recipe import train as run_train
 
-        summary = run_train(cfg, overrides)
-    console.print(summary_table(summary))
+        summary = run_train(cfg, overrides, progress=not as_json)
+    if as_json:
+        print_json(summary)
+    else:
+        print_table(summary_table(summary))
     raise typer.Exit(code=EXIT_CODES[summary["status"]])
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """A two-column Rich table of a run's summary, with units."""
+    """A two-column Rich table of a run's summary (summary.json), with units: bytes in decimal units
+    (`human_bytes`, 1 GB = 1e9 bytes), fractions as percentages, wall time in seconds. Figures never wrap;
+    only the status reason and paths may."""
     status = summary["status"]
-    colour = STATUS_COLOURS.get(status, "yellow")
     table = Table(title=f"run {summary['run_dir']}", show_header=False)
-    table.add_column(style="bold")
+    table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    table.add_row("status", f"[{colour}]{status}[/]" + (f" ({summary['reason']})" if summary.get("reason") else ""))
-    table.add_row("optimizer / lr", f"{summary['optimizer']} / {summary['lr']:g}")
-    table.add_row("adapter", summary["adapter"] + (f" r={summary['r']}" if summary.get("r") else ""))
-    table.add_row("optimizer steps", str(summary["global_step"]))
+
+    def figure(label: str, value: str) -> None:
+        table.add_row(label, Text(value, no_wrap=True))
+
+    table.add_row("status", Text.assemble((status, status_colour(status)),
+                                          f" ({summary['reason']})" if summary.get("reason") else ""))
+    figure("optimizer / lr", f"{summary['optimizer']} / {summary['lr']:g}")
+    figure("adapter", summary["adapter"] + (f" r={summary['r']}" if summary.get("r") else ""))
+    figure("optimizer steps", str(summary["global_step"]))
     for key in ("reward_mean_first_quarter", "reward_mean_last_quarter"):
         v = summary.get(key)
-        table.add_row(key.replace("_", " "), "-" if v is None else f"{v:.3f}")
+        figure(key.replace("_", " "), "-" if v is None else f"{v:.3f}")
     if summary.get("trainable_params") is not None:
         share = summary["trainable_params"] / summary["total_params"]
-        table.add_row("trainable params", f"{summary['trainable_params']:,} of {summary['total_params']:,} "
-                                          f"({share:.2%})")
+        figure("trainable params", f"{summary['trainable_params']:,} of {summary['total_params']:,} ({share:.2%})")
     sparsity = summary.get("update_sparsity")
     if sparsity:
-        table.add_row(f"weights changed (step {sparsity['step']})",
-                      f"{100 * sparsity['changed_frac_tol']:.4f}% > {sparsity['tolerance']:g}, "
-                      f"{100 * sparsity['changed_frac_exact']:.4f}% exactly, "
-                      f"{100 * sparsity['changed_frac_bf16_tol']:.4f}% after a bf16 cast")
-    table.add_row("optimizer state", human_bytes(summary["optimizer_state_bytes"]))
-    table.add_row("peak memory", human_bytes(summary["peak_memory_bytes"]))
-    table.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
-    weights = summary.get("weights_dir") or "not saved"
+        figure(f"changed > {sparsity['tolerance']:g}", f"{100 * sparsity['changed_frac_tol']:.4f}% "
+                                                      f"(step {sparsity['step']})")
+        figure("changed exactly", f"{100 * sparsity['changed_frac_exact']:.4f}%")
+        figure(f"changed bf16 > {sparsity['tolerance']:g}", f"{100 * sparsity['changed_frac_bf16_tol']:.4f}%")
+    figure("optimizer state", human_bytes(summary.get("optimizer_state_bytes")))
+    figure("peak memory", human_bytes(summary.get("peak_memory_bytes")))
+    figure("wall time", f"{summary['wall_time_s']:.1f} s")
+    table.add_row("weights", summary.get("weights_dir") or "not saved")
     if summary.get("weights_bytes"):
-        weights += (f" ({summary.get('weights_format', 'full')}: {human_bytes(summary['weights_bytes'])}; full model "
-                    f"{human_bytes(summary['full_weights_bytes'])})")
-    table.add_row("weights", weights)
+        figure("weights size", f"{human_bytes(summary['weights_bytes'])} "
+                               f"({summary.get('weights_format', 'full')}; full model "
+                               f"{human_bytes(summary['full_weights_bytes'])})")
     if summary.get("wandb_run_id"):
         table.add_row("W&B run", summary["wandb_run_id"])
     return table
-

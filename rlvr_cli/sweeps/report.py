@@ -30,9 +30,9 @@ from rich.table import Table
 from rich.text import Text
 
 from rlvr_cli.analysis.sparsity import KINDS
-from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import read_metrics, read_summary
-from rlvr_cli.core.units import human_bytes, percent
+from rlvr_cli.core.units import human_bytes, percent, print_table, status_colour, stdout_console
+from rlvr_cli.sweeps.manifest import read_manifest
 
 #: The axes every cell has a value for (from the manifest, else from its summary.json), in table order.
 STANDARD_AXES = ("optimizer", "lr", "adapter", "r", "seed")
@@ -44,7 +44,6 @@ FIGURES = ("status", "final_reward", "first_reward", "eval_avg", "eval_k", "opti
            "memory_analytic_bytes", "sparsity_tolerance", *CHANGED, "reason", "run_dir")
 #: Statuses whose final reward never counts (a failed run's numbers are not a result; a pending one has none).
 NOT_COUNTED = ("failed", "pending")
-STATUS_COLOURS = {"completed": "green", "diverged": "red", "failed": "red"}
 
 
 @dataclass
@@ -135,37 +134,19 @@ class BestLr:
 
 
 def load_manifest(sweep_dir: Path) -> dict[str, Any]:
-    """Read and check `SWEEP_DIR/manifest.json`.
+    """Read and check `SWEEP_DIR/manifest.json`: `rlvr_cli.sweeps.manifest.read_manifest`.
 
     Args:
         sweep_dir: a sweep directory written by `rlvr sweep`.
 
     Returns:
-        The manifest: `name` (str) and `cells` (list of dicts with at least `name` and `run_dir`).
+        The manifest: `name` (str) and `cells` (dicts with `name`, `run_dir`, `overrides` and `axes`).
 
     Raises:
-        BadInput: the directory does not exist, holds no `manifest.json`, or the manifest does not parse or
-            lacks `cells` / a cell's `name` or `run_dir`. The message is one line.
+        BadInput: the directory does not exist, holds no `manifest.json`, or the manifest does not parse
+            (truncated, not JSON) or lacks `cells` / a cell's `name` or `run_dir`. The message is one line.
     """
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise BadInput(f"sweep directory not found: {sweep_dir}")
-    path = sweep_dir / "manifest.json"
-    if not path.is_file():
-        raise BadInput(f"{sweep_dir} is not a sweep directory: it has no manifest.json (`rlvr sweep` writes one)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path} does not parse: {_one_line(e)}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("cells"), list):
-        raise BadInput(f"{path} does not parse: expected an object with a list of cells")
-    for i, cell in enumerate(manifest["cells"]):
-        if not isinstance(cell, dict) or not isinstance(cell.get("name"), str) \
-                or not isinstance(cell.get("run_dir"), str):
-            raise BadInput(f"{path} does not parse: cells[{i}] needs a string name and run_dir")
-        if cell.get("axes") is not None and not isinstance(cell["axes"], dict):
-            raise BadInput(f"{path} does not parse: cells[{i}].axes must be an object")
-    return manifest
+    return dict(read_manifest(sweep_dir))
 
 
 def read_cell(sweep_dir: Path, cell: dict[str, Any]) -> CellReport:
@@ -338,9 +319,10 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 def cells_table(report: dict[str, Any]) -> Table:
     """A Rich table with one row per cell: name, axes, status (coloured), final reward, eval avg@k (only
-    when some cell has one), optimizer state and peak memory each as measured / analytic (binary units),
-    the percentage of weights changed (beyond the tolerance, as stored / after a bf16 cast), trainable
-    parameters and wall time (s). A figure a cell's summary lacks is `-`."""
+    when some cell has one), optimizer state and peak memory each as measured / analytic (decimal units,
+    `human_bytes`: 1 GB = 1e9 bytes), the percentage of weights changed (beyond the tolerance, as stored /
+    after a bf16 cast), trainable parameters and wall time (s). A figure a cell's summary lacks is `-`.
+    Figure columns never wrap (print it with `rlvr_cli.core.units.print_table` to keep them whole)."""
     rows = report["cells"]
     other = [k for k in (rows[0] if rows else {}) if k not in ("name", *STANDARD_AXES, *FIGURES)]
     counts: dict[str, int] = {}
@@ -352,15 +334,16 @@ def cells_table(report: dict[str, Any]) -> Table:
     table = Table(title=escape(title))
     table.add_column("cell", no_wrap=True)
     for axis in (*STANDARD_AXES, *other):
-        table.add_column(escape(axis), justify="right" if axis in ("lr", "r", "seed") else "left")
+        table.add_column(escape(axis), justify="right" if axis in ("lr", "r", "seed") else "left",
+                         no_wrap=axis in ("lr", "r", "seed"))
     table.add_column("status")
-    table.add_column("final reward", justify="right")
+    table.add_column("final reward", justify="right", no_wrap=True)
     if eval_header:
-        table.add_column(eval_header, justify="right")
+        table.add_column(eval_header, justify="right", no_wrap=True)
     tolerances = {row["sparsity_tolerance"] for row in rows if row["sparsity_tolerance"] is not None}
     tolerance = f"{tolerances.pop():g}" if len(tolerances) == 1 else "tol"
     for col in ("optimizer state", "peak memory", f"changed > {tolerance}", "trainable params", "wall time (s)"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     table.caption = ("optimizer state, peak memory: measured / analytic (rlvr memory; analytic peak = weights + "
                      "gradients + optimizer states + master weights, no activations). changed: % of weights that "
                      f"differ from the initial ones by more than {tolerance}, as stored / after a bf16 cast "
@@ -368,7 +351,7 @@ def cells_table(report: dict[str, Any]) -> Table:
     for row in rows:
         status = row["status"]
         cells: list[Any] = [Text(row["name"]), *(Text(_fmt(row[a])) for a in (*STANDARD_AXES, *other)),
-                            Text(status, style=STATUS_COLOURS.get(status, "yellow")),
+                            Text(status, style=status_colour(status)),
                             _reward(row["final_reward"])]
         if eval_header:
             value = _reward(row["eval_avg"])
@@ -383,12 +366,14 @@ def cells_table(report: dict[str, Any]) -> Table:
 
 def best_lr_table(report: dict[str, Any]) -> Table:
     """A Rich table with one row per (optimizer, adapter, r): the best lr, its mean ± std final reward over
-    n seeds, how many of those diverged, and every lr tried with its mean."""
+    n seeds, how many of those diverged, and every lr tried with its mean (one `lr: mean` per line). Figure
+    columns never wrap."""
     table = Table(title="best learning rate per optimizer and adapter (mean final reward over seeds)")
     for col in ("optimizer", "adapter", "r", "best lr", "final reward", "n", "diverged", "lr: mean"):
-        table.add_column(col, justify="right" if col in ("r", "best lr", "final reward", "n", "diverged") else "left")
+        table.add_column(col, justify="right" if col in ("r", "best lr", "final reward", "n", "diverged") else "left",
+                         no_wrap=col not in ("optimizer", "adapter"))
     for b in report["best_lr"]:
-        tried = ", ".join(f"{s['lr']:g}: {_reward(s['mean'])}" for s in b["lrs"])
+        tried = "\n".join(f"{s['lr']:g}: {_reward(s['mean'])}" for s in b["lrs"])
         table.add_row(Text(_fmt(b["optimizer"])), Text(_fmt(b["adapter"])), _fmt(b["r"]), f"{b['lr']:g}",
                       f"{_reward(b['mean'])} ± {_reward(b['std'])}", str(b["n"]), str(b["n_diverged"]), Text(tried))
     return table
@@ -424,38 +409,47 @@ def write_plots(sweep_dir: Path, report: dict[str, Any]) -> dict[str, str | None
             "reward_vs_rank.png": _plot_reward_vs_rank(report, out / "reward_vs_rank.png")}
 
 
-def report_command(sweep_dir: Path, console: Console | None = None) -> None:
+def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool = False) -> dict[str, Any]:
     """`rlvr report SWEEP_DIR`: print the cells and best-lr tables, write report.csv, report.json and the
     plots into the sweep directory, and print where they are.
 
     Args:
         sweep_dir: a sweep directory written by `rlvr sweep`.
-        console: where to print; default a new `rich.console.Console()` (stdout).
+        console: where to print; default `rlvr_cli.core.units.stdout_console()` (as wide as the terminal, or
+            wide enough for whole rows when stdout is not a terminal). Tables are printed with
+            `rlvr_cli.core.units.print_table`, so no figure is split across lines.
+        quiet: print nothing (`rlvr report --json` prints the returned dict instead).
+
+    Returns:
+        The report (`build_report`; what report.json holds).
 
     Raises:
         BadInput: not a sweep directory (no manifest.json), or a manifest or summary.json that does not parse.
             The message is one line.
     """
     sweep_dir = Path(sweep_dir)
-    console = console or Console()
+    console = console or stdout_console()
     report = build_report(sweep_dir)
-    console.print(cells_table(report))
-    for row in report["cells"]:
-        if row["status"] in ("diverged", "failed") and row["reason"]:
-            console.print(f"[red]{row['status']}[/] {escape(row['name'])}: {escape(_one_line(row['reason']))}",
-                          highlight=False)
-    if report["best_lr"]:
-        console.print(best_lr_table(report))
-    else:
-        console.print("best learning rate: no cell has a final reward yet", style="yellow")
+    if not quiet:
+        print_table(cells_table(report), console)
+        for row in report["cells"]:
+            if row["status"] in ("diverged", "failed") and row["reason"]:
+                console.print(f"[red]{row['status']}[/] {escape(row['name'])}: {escape(_one_line(row['reason']))}",
+                              highlight=False)
+        if report["best_lr"]:
+            print_table(best_lr_table(report), console)
+        else:
+            console.print("best learning rate: no cell has a final reward yet", style="yellow")
     write_csv(report, sweep_dir / "report.csv")
     write_json(report, sweep_dir / "report.json")
     plots = write_plots(sweep_dir, report)
-    console.print(f"report: {escape(str(sweep_dir / 'report.csv'))}  {escape(str(sweep_dir / 'report.json'))}",
-                  highlight=False)
-    for name, skipped in plots.items():
-        line = f"plot: {sweep_dir / 'plots' / name}" if skipped is None else f"plot {name} skipped: {skipped}"
-        console.print(escape(line), highlight=False)
+    if not quiet:
+        console.print(f"report: {escape(str(sweep_dir / 'report.csv'))}  {escape(str(sweep_dir / 'report.json'))}",
+                      highlight=False)
+        for name, skipped in plots.items():
+            line = f"plot: {sweep_dir / 'plots' / name}" if skipped is None else f"plot {name} skipped: {skipped}"
+            console.print(escape(line), highlight=False)
+    return report
 
 
 def read_rewards(metrics_path: Path) -> tuple[list[int], list[float]]:
