@@ -2,7 +2,7 @@
 weights, per optimizer. Computed from parameter shapes, not measured; activations are not included.
 
 Per parameter, by precision (Hugging Face transformers docs, "Model training anatomy", section "Anatomy of
-Model's Memory"; shared DESIGN.md section 1):
+Model's Memory"; https://huggingface.co/docs/transformers/model_memory_anatomy):
 
     precision  weights         gradients  optimizer states          master weights   AdamW total
     fp32       4 B             4 B        fp32                      none             16 B/param (70B: 1120 GB)
@@ -28,7 +28,7 @@ Optimizer state per trainable parameter, from each optimizer's source (its state
 Torch optimizers create their state with `zeros_like(param)`, so states have the parameter's dtype (fp32 in
 `fp32` and `mixed`, where the optimizer updates the fp32 master copy; 2 bytes in `bf16`). Their `step` counter
 is a 0-d float32 tensor (4 bytes) per parameter tensor: counted when the shapes are known, so that
-`state_bytes_analytic` equals `rlvr_cli.optimizers.state_bytes` (measured) exactly. From a bare parameter count
+`state_bytes_analytic` equals `rlvr_cli.training.optimizers.state_bytes` (measured) exactly. From a bare parameter count
 only the per-element part is known: per-tensor counters are left out, and Adafactor's factored second moments
 cannot be computed (shown as ~0, a lower bound: give a model for the exact figure).
 
@@ -286,7 +286,7 @@ def state_bytes_analytic(optimizer_name: str, shapes: Sequence[Shape], dtype_byt
     """Bytes of optimizer state for trainable parameter tensors of the given shapes, exactly as the optimizer
     allocates it (the module docstring lists each optimizer's state tensors).
 
-    Equal to `rlvr_cli.optimizers.state_bytes(optimizer)` (the measured sum of numel * element_size over
+    Equal to `rlvr_cli.training.optimizers.state_bytes(optimizer)` (the measured sum of numel * element_size over
     `optimizer.state`) after the first `step()`, when every one of those tensors received a gradient (torch
     optimizers other than Adagrad create state lazily, for tensors with a gradient only). For bitsandbytes'
     8-bit AdamW the figure counts the two 256-value quantization maps once per tensor, as `state_bytes` does,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlvr_cli.core.config import config_dir, group_options
-from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.data.problems import local_or_hub
 
 
@@ -35,13 +35,6 @@ class Benchmark:
     order: int = 100
 
 
-def _reason(e: BaseException) -> str:
-    """One line of the innermost cause of a `hydra.utils.instantiate` error (the import or argument error)."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return one_line(e)
-
-
 def load_benchmarks() -> dict[str, Benchmark]:
     """Every file of the `benchmark` config group, instantiated: name (the file's stem) -> `Benchmark`, ordered
     by their `order` field, then name.
@@ -57,7 +50,7 @@ def load_benchmarks() -> dict[str, Benchmark]:
         try:
             b = instantiate(OmegaConf.load(config_dir() / "benchmark" / f"{name}.yaml"))
         except Exception as e:
-            raise BadInput(f"conf/benchmark/{name}.yaml: {_reason(e)}") from None
+            raise BadInput(f"conf/benchmark/{name}.yaml: {root_cause(e)}") from None
         if not isinstance(b, Benchmark) or b.name != name:
             raise BadInput(f"conf/benchmark/{name}.yaml must build a Benchmark named {name!r}, got {b!r}")
         out[name] = b

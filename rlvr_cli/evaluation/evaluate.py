@@ -5,7 +5,7 @@ One fixed protocol for base models, trained runs and checkpoints alike:
   \\boxed{}." as one user message through the model's chat template (the Qwen2.5-Math evaluation prompt);
 - sampling: k completions per problem, temperature 0.6, top-p 0.95, at most 1024 new tokens, unless
   told otherwise (the values used are written into results.json);
-- grading: `rlvr_cli.grading.grade`, the function behind the training reward (math-verify, gold first,
+- grading: `rlvr_cli.evaluation.grading.grade`, the function behind the training reward (math-verify, gold first,
   last `\\boxed{}` preferred);
 - scores: `rlvr_cli.scoring.score` per benchmark and over all problems pooled.
 """
@@ -99,7 +99,7 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
     results: dict[str, Any] = {
         "model": identity, "backend": "hf" if llm is None else "vllm",
         "protocol": {"instruction": INSTRUCTION, "chat_template": True, **asdict(sampling),
-                     "grader": "math-verify, gold first, last \\boxed{} preferred (rlvr_cli.grading)"},
+                     "grader": "math-verify, gold first, last \\boxed{} preferred (rlvr_cli.evaluation.grading)"},
         "benchmarks": {},
     }
     pooled = []

@@ -14,17 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.errors import BadInput, root_cause
 
 #: Keys of an adapter config that are rlvr's names, not fields of the PEFT config class.
 META_KEYS = ("name", "alpha", "dropout")
-
-
-def _reason(e: BaseException) -> str:
-    """One line of the innermost cause of a `hydra.utils.instantiate` error (the import or argument error)."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return one_line(e)
 
 
 def peft_config(cfg: DictConfig) -> Any:
@@ -48,4 +41,4 @@ def peft_config(cfg: DictConfig) -> Any:
     try:
         return instantiate(fields, _convert_="all")
     except Exception as e:
-        raise BadInput(f"adapter={cfg.get('name', '?')}: cannot build {cfg._target_}: {_reason(e)}") from None
+        raise BadInput(f"adapter={cfg.get('name', '?')}: cannot build {cfg._target_}: {root_cause(e)}") from None

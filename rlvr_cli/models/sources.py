@@ -21,7 +21,7 @@ class ModelSource:
     """What `rlvr eval MODEL` points at, resolved without loading anything.
 
     `kind` is `preset` (smollm2-135m, tiny-random), `dir` (a model directory), `hub` (a hub id),
-    `sparse-delta` (a sparse-delta checkpoint directory, `rlvr_cli.sparse_delta`), or `run-full`,
+    `sparse-delta` (a sparse-delta checkpoint directory, `rlvr_cli.models.sparse_delta`), or `run-full`,
     `run-adapter` or `run-sparse-delta` (a `rlvr train` run directory and what its final/ holds).
     `path` is what to load (for an adapter or a sparse delta, its directory), `base` the model it
     applies to (set exactly when the weights are rebuilt on a base model, else None), `dtype` the

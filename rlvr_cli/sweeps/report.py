@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rlvr_cli.analysis.sparsity import KINDS
+from rlvr_cli.core.errors import one_line
 from rlvr_cli.core.run_dir import read_metrics, read_summary
 from rlvr_cli.core.units import human_bytes, percent, print_table, status_colour, stdout_console
 from rlvr_cli.sweeps.manifest import read_manifest
@@ -56,7 +57,7 @@ class CellReport:
     rewards per completion; bytes are bytes; `wall_time_s` is seconds. Absent values are None (summaries
     written before a field existed too).
 
-    Memory, measured beside computed (`rlvr_cli.memory`): `optimizer_state_bytes` (the optimizer's state
+    Memory, measured beside computed (`rlvr_cli.analysis.memory`): `optimizer_state_bytes` (the optimizer's state
     tensors) and `optimizer_state_bytes_analytic`; `peak_memory_bytes` (peak GPU memory allocated, or peak RSS
     on CPU: activations and everything else included) and `memory_analytic_bytes` (weights + gradients +
     optimizer states + master weights). Update sparsity (summary.json's `update_sparsity`, arXiv 2505.11711):
@@ -434,7 +435,8 @@ def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool 
         print_table(cells_table(report), console)
         for row in report["cells"]:
             if row["status"] in ("diverged", "failed") and row["reason"]:
-                console.print(f"[red]{row['status']}[/] {escape(row['name'])}: {escape(_one_line(row['reason']))}",
+                reason = escape(one_line(row["reason"], limit=240))
+                console.print(f"[red]{row['status']}[/] {escape(row['name'])}: {reason}",
                               highlight=False)
         if report["best_lr"]:
             print_table(best_lr_table(report), console)
@@ -626,7 +628,3 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _one_line(e: Any, limit: int = 240) -> str:
-    """A message on one line: its lines joined with spaces, cut at `limit` characters."""
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."

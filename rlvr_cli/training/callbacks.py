@@ -166,7 +166,7 @@ class GracefulStop(TrainerCallback):
 
 
 class UpdateSparsity(TrainerCallback):
-    """Measure update sparsity against the initial weights (`rlvr_cli.sparsity.model_update`) every
+    """Measure update sparsity against the initial weights (`rlvr_cli.analysis.sparsity.model_update`) every
     `every_n_steps` optimizer steps and at the last step, and add `changed_frac_{exact,tol,bf16_exact,bf16_tol}`
     to that step's logs (so metrics.jsonl and W&B get them: put this callback first in the trainer's list).
 

@@ -22,17 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.errors import BadInput, root_cause
 
 #: Keys of an optimizer config that describe it and are not constructor arguments (stripped before instantiate).
 META_KEYS = ("name", "state", "requires_cuda")
-
-
-def _reason(e: BaseException) -> str:
-    """One line of the innermost cause of a `hydra.utils.instantiate` error (the import or argument error)."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return one_line(e)
 
 
 def constructor_config(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -76,7 +69,7 @@ def build_optimizer(cfg: DictConfig) -> Any:
         inspect.signature(factory.func).bind([], **factory.keywords)  # an unknown argument fails now, not in train
     except Exception as e:
         extra = " (pip install 'rlvr[gpu]')" if "bitsandbytes" in target else ""
-        raise BadInput(f"optimizer={name}: cannot build {target}{extra}: {_reason(e)}") from None
+        raise BadInput(f"optimizer={name}: cannot build {target}{extra}: {root_cause(e)}") from None
     return factory
 
 

@@ -137,7 +137,7 @@ def update_sparsity_callback(cfg: DictConfig | None) -> UpdateSparsity | None:
 
 def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path) -> dict[str, Any]:
     """Save the final weights into `out` as `cfg.save_format` says: `full` (the adapter for PEFT runs, else the
-    whole model, with the tokenizer) or `sparse_delta` (`rlvr_cli.sparse_delta`: the entries that differ from
+    whole model, with the tokenizer) or `sparse_delta` (`rlvr_cli.models.sparse_delta`: the entries that differ from
     the base model reloaded in the run's dtype).
 
     Returns:

@@ -19,17 +19,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlvr_cli.core.config import config_dir, group_options
-from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.evaluation.grading import grade, last_boxed
 
 RewardFunc = Callable[..., list[float]]
-
-
-def _reason(e: BaseException) -> str:
-    """One line of the innermost cause of a `hydra.utils.instantiate` error (the import or argument error)."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return one_line(e)
 
 
 def completion_text(completion: Any) -> str:
@@ -81,12 +74,12 @@ def reward_function(name: str) -> RewardFunc:
         try:
             func = instantiate(OmegaConf.load(config_dir() / "reward" / f"{name}.yaml"))
         except Exception as e:
-            raise BadInput(f"reward '{name}' (conf/reward/{name}.yaml): {_reason(e)}") from None
+            raise BadInput(f"reward '{name}' (conf/reward/{name}.yaml): {root_cause(e)}") from None
     elif "." in name:
         try:
             func = get_method(name)
         except Exception as e:
-            raise BadInput(f"reward '{name}': cannot import it: {_reason(e)}") from None
+            raise BadInput(f"reward '{name}': cannot import it: {root_cause(e)}") from None
     else:
         raise BadInput(f"unknown reward '{name}'; valid rewards: {', '.join(names)}, or a function's dotted import "
                        f"path (+rewards.my_module.my_reward=1.0)")
