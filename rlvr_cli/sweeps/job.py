@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from rlvr_cli.core.config import config_dir
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_dir import read_summary
+from rlvr_cli.core.run_dir import FAILED, read_summary
 from rlvr_cli.sweeps.manifest import ManifestCell, read_manifest
 
 
@@ -58,7 +58,7 @@ def main(job: DictConfig) -> str:
         cell = read_cell(sweep_dir, int(job.cell))
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
-        return "failed"
+        return FAILED
     run = sweep_dir / cell["run_dir"]
     overrides = [*cell["overrides"], f"output_dir={run.parent}", f"run_name={run.name}"]
     hydra_cfg = HydraConfig.get()
@@ -67,7 +67,7 @@ def main(job: DictConfig) -> str:
         env["CUDA_VISIBLE_DEVICES"] = str(hydra_cfg.job.num % n)  # one GPU per job, round robin
     subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *overrides], stdin=subprocess.DEVNULL, env=env)
     summary = read_summary(run)
-    return "failed" if summary is None else summary["status"]
+    return FAILED if summary is None else summary["status"]
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from typing import Any
 
 from rlvr_cli.core.config import compose, validate
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_dir import read_summary
+from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, PENDING, read_summary
 from rlvr_cli.sweeps.grid import Cell, expand, load_sweep
 from rlvr_cli.sweeps.manifest import Manifest, ManifestCell, manifest_path, read_manifest, write_manifest
 
@@ -67,7 +67,7 @@ def launcher_configs() -> dict[str, str]:
 #: The valid `--launcher` values: basic, submitit_local, submitit_slurm (`launcher_configs`).
 LAUNCHERS = tuple(launcher_configs())
 #: Statuses that count as a result: --resume keeps them.
-DONE = ("completed", "diverged")
+DONE = (COMPLETED, DIVERGED)
 
 
 def check_cells(cells: list[Cell], extra: list[str]) -> None:
@@ -94,7 +94,7 @@ def status(sweep_dir: Path, cell: ManifestCell | dict[str, Any]) -> str:
         BadInput: the run's summary.json exists but does not parse.
     """
     summary = read_summary(sweep_dir / cell["run_dir"])
-    return "pending" if summary is None else summary["status"]
+    return PENDING if summary is None else summary["status"]
 
 
 def manifest_cells(cells: list[Cell], extra: list[str]) -> list[ManifestCell]:

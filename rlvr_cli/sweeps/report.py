@@ -31,7 +31,7 @@ from rich.text import Text
 
 from rlvr_cli.analysis.sparsity import KINDS
 from rlvr_cli.core.errors import one_line
-from rlvr_cli.core.run_dir import read_metrics, read_summary
+from rlvr_cli.core.run_dir import DIVERGED, FAILED, PENDING, RUNNING, read_metrics, read_summary
 from rlvr_cli.core.units import human_bytes, percent, print_table, status_colour, stdout_console
 from rlvr_cli.sweeps.manifest import read_manifest
 
@@ -44,7 +44,7 @@ FIGURES = ("status", "final_reward", "first_reward", "eval_avg", "eval_k", "opti
            "optimizer_state_bytes_analytic", "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes",
            "memory_analytic_bytes", "sparsity_tolerance", *CHANGED, "reason", "run_dir")
 #: Statuses whose final reward never counts (a failed run's numbers are not a result; a pending one has none).
-NOT_COUNTED = ("failed", "pending")
+NOT_COUNTED = (FAILED, PENDING)
 
 
 @dataclass
@@ -74,7 +74,7 @@ class CellReport:
     r: int | None = None
     seed: int | None = None
     other_axes: dict[str, Any] = field(default_factory=dict)
-    status: str = "pending"
+    status: str = PENDING
     final_reward: float | None = None
     first_reward: float | None = None
     eval_avg: float | None = None
@@ -167,7 +167,7 @@ def read_cell(sweep_dir: Path, cell: dict[str, Any]) -> CellReport:
     if summary is None:
         summary = {}
     else:
-        report.status = str(summary.get("status") or "running")
+        report.status = str(summary.get("status") or RUNNING)
     for axis in STANDARD_AXES:
         value = axes.get(axis)
         setattr(report, axis, value if value is not None else summary.get(axis))
@@ -255,7 +255,7 @@ def lr_stats(lr: float, cells: list[CellReport]) -> LrStats:
     if not values or any(v is None for v in values):
         raise ValueError("lr_stats needs cells that all have a final reward")
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return LrStats(lr, statistics.fmean(values), std, len(values), sum(c.status == "diverged" for c in cells))
+    return LrStats(lr, statistics.fmean(values), std, len(values), sum(c.status == DIVERGED for c in cells))
 
 
 def other_axis_names(cells: Iterable[CellReport]) -> list[str]:
@@ -434,7 +434,7 @@ def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool 
     if not quiet:
         print_table(cells_table(report), console)
         for row in report["cells"]:
-            if row["status"] in ("diverged", "failed") and row["reason"]:
+            if row["status"] in (DIVERGED, FAILED) and row["reason"]:
                 reason = escape(one_line(row["reason"], limit=240))
                 console.print(f"[red]{row['status']}[/] {escape(row['name'])}: {reason}",
                               highlight=False)
@@ -492,8 +492,8 @@ def _plot_reward_vs_lr(report: dict[str, Any], path: Path) -> str | None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report["cells"] if r["lr"] is not None and r["lr"] > 0]
-    good = [r for r in rows if r["final_reward"] is not None and r["status"] not in ("diverged", "failed", "pending")]
-    bad = [r for r in rows if r["status"] in ("diverged", "failed")]
+    good = [r for r in rows if r["final_reward"] is not None and r["status"] not in (DIVERGED, FAILED, PENDING)]
+    bad = [r for r in rows if r["status"] in (DIVERGED, FAILED)]
     if not good and not bad:
         return "no cell with a learning rate has a final reward or has diverged / failed"
     settings = {(r["adapter"], r["r"]) for r in good + bad}
@@ -529,7 +529,7 @@ def _plot_reward_curves(sweep_dir: Path, report: dict[str, Any], path: Path) -> 
 
     best: dict[Any, dict[str, Any]] = {}
     for r in report["cells"]:
-        if r["final_reward"] is None or r["status"] in ("diverged", "failed", "pending"):
+        if r["final_reward"] is None or r["status"] in (DIVERGED, FAILED, PENDING):
             continue
         if r["optimizer"] not in best or r["final_reward"] > best[r["optimizer"]]["final_reward"]:
             best[r["optimizer"]] = r

@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_cli.core.run_dir import COMPLETED
+
 
 def wandb_mode(mode: str) -> str:
     """`auto` -> `online` when `WANDB_API_KEY` is set, else `offline`; other values pass through."""
@@ -61,7 +63,7 @@ def finish(summary: dict[str, Any]) -> None:
     if wandb is None or wandb.run is None:
         return
     wandb.run.summary.update({k: v for k, v in flatten(summary).items() if isinstance(v, (int, float, str))})
-    wandb.finish(exit_code=0 if summary.get("status") == "completed" else 1)
+    wandb.finish(exit_code=0 if summary.get("status") == COMPLETED else 1)
 
 
 def log_eval(results: dict[str, Any], output_dir: Path, project: str = "rlvr") -> str:
