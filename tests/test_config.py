@@ -1,11 +1,14 @@
 """Config composition: every group option composes, overrides reach the right keys, bad ones fail early."""
 
+import dataclasses
+import re
 import subprocess
 import sys
 
 import pytest
 from omegaconf import OmegaConf
 
+from rlvr_cli.core import schema
 from rlvr_cli.core.config import GROUPS, compose, group_options, validate
 from rlvr_cli.core.errors import BadInput
 
@@ -64,3 +67,75 @@ def test_help_does_not_import_torch():
             "assert 'train' in r.output; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_every_public_override_passes_the_schema():
+    cfg = compose(["optimizer=adamw", "optimizer.betas=[0.9,0.95]", "+optimizer.amsgrad=true", "adapter=lora",
+                   "adapter.use_rslora=true", "+adapter.bias=lora_only", "+grpo.top_k=5", "+grpo.top_p=0.9",
+                   "+rewards.a.b.c=1.0", "data=hub", "data.hub.id=openai/gsm8k", "+data.hub.revision=main"])
+    assert list(cfg.optimizer.betas) == [0.9, 0.95] and cfg.optimizer.amsgrad is True
+    assert "momentum" not in cfg.optimizer  # a key the file lacks stays absent: the schema adds nothing
+    assert cfg.adapter.use_rslora is True and cfg.adapter.bias == "lora_only"
+    assert (cfg.grpo.top_k, cfg.grpo.top_p) == (5, 0.9)  # any GRPOConfig field passes through to TRL
+    assert cfg.rewards.a.b.c == 1.0 and cfg.data.hub.revision == "main"
+    validate(cfg)
+
+
+def test_values_are_typed_by_the_schema():
+    cfg = compose(["grpo.max_steps='7'", "optimizer.lr=1", "adapter=lora", "+rewards.x.y=2", "eval.limit=null"])
+    assert cfg.grpo.max_steps == 7 and isinstance(cfg.grpo.max_steps, int)  # OmegaConf converts '7'
+    assert isinstance(cfg.optimizer.lr, float) and isinstance(cfg.rewards.x.y, float)
+    assert cfg.adapter.alpha == 16 and isinstance(cfg.adapter.alpha, int)  # a Number stays as written (PEFT: int)
+    assert cfg.eval.limit is None and OmegaConf.is_struct(cfg)
+    assert compose() == compose([]) and schema.conform(compose()) == compose()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("seed=abc", "seed must be an integer >= 0 and <= 4294967295, got 'abc'; e.g. seed=0"),
+    ("grpo.num_generations=2.5", "grpo.num_generations must be an integer >= 2 (GRPO compares completions within "
+                                 "a group), got 2.5; e.g. grpo.num_generations=4"),
+    ("optimizer.momentum=[0.9]", "optimizer.momentum must be a number >= 0, got [0.9]; e.g. optimizer.momentum=0.9"),
+    ("logger.tags=5", "logger.tags must be a list of strings, got 5"),
+    ("grpo.activation_checkpointing=maybe", "grpo.activation_checkpointing must be true or false, got 'maybe'"),
+    ("+rewards.a.b=x", "rewards.a.b must be a number (its weight), got 'x'; e.g. rewards.a.b=1.0"),
+    ("eval=null", "eval must be a mapping of keys to values, got None"),
+    ("grpo=null", "grpo is a config group: pick one of its options, default; e.g. grpo=default"),
+])
+def test_a_value_of_the_wrong_type_fails_in_compose(override, message):
+    with pytest.raises(BadInput) as e:
+        compose([override])
+    assert str(e.value) == message or str(e.value).startswith(message), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["seed=-1"], "seed must be an integer >= 0 and <= 4294967295, got -1; e.g. seed=0"),
+    (["~optimizer.lr"], "optimizer.lr must be a finite number > 0, got None"),
+    (["~grpo.num_generations"], "grpo.num_generations must be an integer >= 2"),
+    (["optimizer=adamw", "optimizer.betas=[0.9,1.0]"], "optimizer.betas must be two numbers in [0, 1)"),
+    (["adapter=lora", "~adapter.r"], "adapter.r (adapter rank) must be an integer >= 1, got None"),
+    (["adapter=lora", "adapter.dropout=1"], "adapter.dropout must be a number >= 0 and < 1, got 1.0"),
+    (["eval.top_p=1.5"], "eval.top_p must be a number > 0 and <= 1, got 1.5"),
+    (["grpo.max_grad_norm=-1"], "grpo.max_grad_norm must be a number >= 0 or null (0 or null: no clipping)"),
+    (["save_format=zip"], "save_format must be one of full, sparse_delta, got 'zip'"),
+])
+def test_ranges_beside_the_fields_fail_in_validate(overrides, message):
+    cfg = compose(overrides)  # the types are right: compose accepts it
+    with pytest.raises(BadInput, match="^" + re.escape(message)):
+        validate(cfg)
+
+
+def test_validate_types_a_config_built_by_hand():
+    cfg = compose()
+    raw = OmegaConf.to_container(cfg)
+    raw["grpo"]["max_steps"] = "abc"
+    with pytest.raises(BadInput, match=r"^grpo.max_steps must be an integer >= 1"):
+        validate(OmegaConf.create(raw))
+
+
+def test_rules_name_a_type_and_a_range_for_every_checked_field():
+    for group, sch in schema.GROUP_SCHEMAS.items():
+        for name in schema.schema_fields(sch):
+            r = dataclasses.fields(sch)[schema.schema_fields(sch).index(name)].metadata.get("rule")
+            if r is not None:  # a rule has something to check
+                assert r.check or r.choices or {r.ge, r.gt, r.le, r.lt} != {None}, f"{group}.{name}"

@@ -9,10 +9,11 @@ import importlib.util
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from peft import PeftConfig
 
 from rlvr_cli.analysis.memory import STATE_MODELS, _tensor_state, state_bytes_analytic
+from rlvr_cli.core import schema
 from rlvr_cli.core.config import GROUPS, compose, config_dir, group_options, validate
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.evaluation.benchmarks import BENCHMARKS, Benchmark, parse_benchmarks
@@ -51,6 +52,30 @@ def test_every_file_of_every_group_composes(group, option):
     assert OmegaConf.select(cfg, group) is not None
     if not (group == "data" and option == "jsonl"):  # data.path is mandatory (???) for the generic JSONL option
         validate(cfg)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
+def test_every_group_file_composes_against_its_schema(group, option):
+    """Every key a shipped file sets is one its group's schema types (so a wrong type fails in `compose`), and the
+    file's values pass the schema's types and ranges."""
+    sch = schema.GROUP_SCHEMAS[group]
+    written = OmegaConf.load(config_dir() / group / f"{option}.yaml")
+    assert set(written) <= set(schema.schema_fields(sch)), f"{group}/{option}.yaml: keys the schema does not type"
+    if isinstance(written.get("hub"), DictConfig):
+        assert set(written.hub) <= set(schema.schema_fields(schema.HubSchema))
+    node = _compose(group, option)[group]
+    assert schema.conform(node, sch) == node  # the files are already typed: nothing changes
+    schema.check(node, sch)
+
+
+@pytest.mark.parametrize("block", ["eval", "sparsity"])
+def test_train_yaml_blocks_compose_against_their_schemas(block):
+    sch = schema.GROUP_SCHEMAS[block]
+    node = compose()[block]
+    assert set(node) <= set(schema.schema_fields(sch))
+    schema.check(schema.conform(node, sch), sch)
+    top = {k for k in OmegaConf.load(config_dir() / "train.yaml") if k != "defaults"}
+    assert top | set(GROUPS) <= set(schema.schema_fields(schema.TrainSchema))
 
 
 @pytest.mark.parametrize("name", group_options("optimizer"))

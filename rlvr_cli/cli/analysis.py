@@ -23,6 +23,13 @@ from rlvr_cli.core.units import human_bytes
 if TYPE_CHECKING:
     from rlvr_cli.analysis.memory import MemoryEstimate
 
+#: Click settings of `rlvr memory` (`app.command(context_settings=MEMORY_CONTEXT)`): an argument that looks like an
+#: option, e.g. `-5`, reaches MODEL, so that `parse_model_arg` refuses it in one line ("parameter count must be a
+#: whole number >= 1") instead of Click's "No such option" usage box. Any other unknown option then ends as an
+#: unexpected extra argument (still exit code 2). See https://click.palletsprojects.com/en/stable/advanced/
+#: ("Forwarding Unknown Options") and https://typer.tiangolo.com/tutorial/commands/context/.
+MEMORY_CONTEXT = {"ignore_unknown_options": True}
+
 
 def sparsity(
     base: str = typer.Argument(..., help="the initial weights: hub id, model directory, run directory, sparse-delta "

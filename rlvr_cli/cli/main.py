@@ -42,7 +42,7 @@ app.command("eval")(evaluate.eval_)
 app.command()(sweep.sweep)
 app.command()(sweep.report)
 app.command()(analysis.sparsity)
-app.command()(analysis.memory)
+app.command(context_settings=analysis.MEMORY_CONTEXT)(analysis.memory)
 config_app.command("show")(config.config_show)
 
 if __name__ == "__main__":

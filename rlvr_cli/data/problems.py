@@ -72,26 +72,30 @@ def read_jsonl(path: Path, problem_key: str = "problem", answer_key: str = "answ
     """Read problems from a JSON Lines file, checking every row.
 
     Raises:
-        BadInput: a line that is not a JSON object, or a row without a non-empty problem or answer
-            (the message gives the file and line number).
+        BadInput: a file that is not UTF-8 text (a binary file: the message names the file), a line that is not a JSON
+            object, or a row without a non-empty problem or answer (the message gives the file and line number).
     """
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BadInput(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise BadInput(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for key in (problem_key, answer_key):
-                if row.get(key) in (None, ""):
-                    raise BadInput(f"{path}:{lineno}: row has no '{key}' (keys: {', '.join(row) or 'none'}); "
-                                   f"set data.problem_key / data.answer_key")
-            rows.append({"id": str(row.get("id", f"{path.stem}-{lineno}")), "problem": str(row[problem_key]),
-                         "answer": str(row[answer_key])})
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise BadInput(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise BadInput(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                for key in (problem_key, answer_key):
+                    if row.get(key) in (None, ""):
+                        raise BadInput(f"{path}:{lineno}: row has no '{key}' (keys: {', '.join(row) or 'none'}); "
+                                       f"set data.problem_key / data.answer_key")
+                rows.append({"id": str(row.get("id", f"{path.stem}-{lineno}")), "problem": str(row[problem_key]),
+                             "answer": str(row[answer_key])})
+    except UnicodeDecodeError as e:  # a binary file, or text in another encoding
+        raise BadInput(f"{path}: not a UTF-8 text file (byte {e.object[e.start]:#04x}: {e.reason}); data.path must "
+                       f"name a JSON Lines file, one JSON object per line") from None
     if not rows:
         raise BadInput(f"{path}: no rows")
     return rows

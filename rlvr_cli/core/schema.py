@@ -1,0 +1,450 @@
+"""Typed schemas of a run config: OmegaConf checks the types, each field carries its own range.
+
+Every config group gets a dataclass (`ModelSchema`, `DataSchema`, `OptimizerSchema`, `AdapterSchema`,
+`GrpoSchema`, `LoggerSchema`) and so do the blocks of `train.yaml` (`EvalSchema`, `SparsitySchema`, `TrainSchema`
+at the top). They are OmegaConf structured configs
+(https://omegaconf.readthedocs.io/en/2.3_branch/structured_config.html): `conform` merges a composed config into
+them with `OmegaConf.merge(OmegaConf.structured(Schema), values)`, so OmegaConf itself rejects `abc` for an `int`
+or a `float` and converts what it may (`'8'` -> 8, 1 -> 1.0 for a float field). The ranges live beside the fields,
+in each field's `rule(...)` metadata (`ge`, `gt`, `le`, `lt`, `choices`, or one of the shared checks of
+`rlvr_cli.core.checks`), and `check` applies them. Type and range errors give the same one-line message, built
+from the rule: the key, what it must be, the value, and a fix.
+
+Why the schemas are applied after composition and not as Hydra structured configs in the groups' defaults lists
+(https://hydra.cc/docs/tutorials/structured_config/schema/): a schema in a defaults list adds every one of its
+fields to every file of the group, but the files of one group differ (SGD has `momentum`, Adam has `betas`; the
+arithmetic data set has `num_samples`, the file-backed ones `path`), and GRPO, PEFT and the optimizer classes
+take fields the schema cannot list. So the schemas here type the keys a composed node HAS: a field absent from the
+node stays absent (the YAML files are the defaults), and a key the schema does not name passes through unchanged
+(`+grpo.ANY_GRPOCONFIG_FIELD=...` is checked by TRL's `GRPOConfig`, PEFT fields by PEFT, constructor arguments by
+the optimizer's constructor). Hydra's struct mode still rejects a misspelled key that was not added with `+`.
+
+A new optimizer, data set or adapter file needs no schema change; a new field worth a type and a range gets one
+line in its dataclass.
+"""
+
+import dataclasses
+import functools
+import math
+import operator
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rlvr_cli.core.checks import check_lr, check_rank, check_tolerance
+from rlvr_cli.core.errors import BadInput
+
+#: A number kept as written: an int stays an int (PEFT's `lora_alpha`, transformers' `warmup_steps`).
+Number = int | float
+#: `model.dtype` values.
+DTYPES = ("float32", "bfloat16", "float16")
+#: `save_format` values.
+SAVE_FORMATS = ("full", "sparse_delta")
+#: `logger.mode` values (W&B).
+WANDB_MODES = ("auto", "online", "offline")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The range of one schema field, and how its one-line error reads.
+
+    Attributes:
+        ge, gt, le, lt: bounds (>=, >, <=, <); None: no bound.
+        choices: the allowed values of a string field.
+        required: the key must be present and not null (else only a present value is checked).
+        why: a short reason, printed in parentheses after the bounds.
+        fix: the fix printed after the value; default `e.g. KEY=EXAMPLE`.
+        example: a valid value for the default fix.
+        check: one of `rlvr_cli.core.checks` (`check(value, where)`, raising `BadInput`), used instead of the bounds.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    why: str = ""
+    fix: str = ""
+    example: Any = None
+    check: Callable[[Any, str], Any] | None = None
+
+
+def rule(**kwargs: Any) -> Any:
+    """A schema field with a `Rule` (its keyword arguments) and no default: the YAML files hold the defaults.
+
+    Returns:
+        a `dataclasses.field` with `default=MISSING` and the rule in its metadata.
+    """
+    return field(default=MISSING, metadata={"rule": Rule(**kwargs)})
+
+
+def check_betas(value: Any, where: str) -> list[float]:
+    """Adam-style `betas`: two numbers in [0, 1) (Kingma & Ba, arXiv 1412.6980).
+
+    Raises:
+        BadInput: anything else.
+    """
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value)
+    if not ok:
+        raise BadInput(f"{where} must be two numbers in [0, 1), got {value!r}; e.g. {where}=[0.9,0.999]")
+    return [float(b) for b in value]
+
+
+# --- the schemas -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSchema:
+    """`model` group (`conf/model/*.yaml`): what to train, and in which dtype."""
+
+    name_or_path: str = MISSING
+    dtype: str = rule(choices=DTYPES, required=True)
+
+
+@dataclass
+class HubSchema:
+    """`data.hub`: a Hugging Face hub dataset (`datasets.load_dataset(id, config, split=split)`)."""
+
+    id: str = MISSING
+    config: str | None = MISSING
+    split: str = MISSING
+    problem_key: str = MISSING
+    answer_key: str = MISSING
+    answer_delimiter: str | None = MISSING
+
+
+@dataclass
+class DataSchema:
+    """`data` group (`conf/data/*.yaml`): the keys of every data option; each file has the ones it uses."""
+
+    name: str = MISSING
+    num_samples: int = rule(ge=1, example=2000)
+    max_operand: int = rule(ge=1, why="operands are drawn from 0..max_operand", example=20)
+    num_terms: int = rule(ge=2, example=2)
+    operators: list[str] = MISSING
+    path: str | None = MISSING
+    data_dir: str | None = MISSING
+    problem_key: str = MISSING
+    answer_key: str = MISSING
+    max_samples: int | None = rule(ge=1, why="null: all of them", example=1000)
+    hub: HubSchema | None = MISSING
+    instruction: str | None = MISSING
+
+
+@dataclass
+class OptimizerSchema:
+    """`optimizer` group (`conf/optimizer/*.yaml`): `hydra.utils.instantiate` fields, rlvr's fields, and the
+    constructor arguments of the shipped optimizers (each file has the ones its class takes; torch.optim,
+    transformers' Adafactor, lion-pytorch, bitsandbytes)."""
+
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    name: str = MISSING
+    state: str = MISSING
+    requires_cuda: bool = MISSING
+    lr: float = rule(check=check_lr, required=True)
+    momentum: float = rule(ge=0, example=0.9)
+    dampening: float = rule(ge=0, example=0.0)
+    nesterov: bool = MISSING
+    betas: list[float] = rule(check=check_betas)
+    eps: float = rule(ge=0, example=1e-8)
+    alpha: float = rule(ge=0, example=0.99)
+    scale_parameter: bool = MISSING
+    relative_step: bool = MISSING
+    warmup_init: bool = MISSING
+
+
+@dataclass
+class AdapterSchema:
+    """`adapter` group (`conf/adapter/*.yaml`): rlvr's names (`r`, `alpha`, `dropout`) and the PEFT config fields
+    the shipped files set (`peft.LoraConfig`, `peft.VeraConfig`); any other PEFT field passes to PEFT."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    r: int = rule(check=check_rank)
+    alpha: Number | None = rule(gt=0, example=16)
+    dropout: float = rule(ge=0, lt=1, example=0.05)
+    lora_alpha: Number = rule(gt=0, example=16)
+    lora_dropout: float = rule(ge=0, lt=1, example=0.05)
+    vera_dropout: float = rule(ge=0, lt=1, example=0.05)
+    use_dora: bool = MISSING
+    use_rslora: bool = MISSING
+    target_modules: Any = MISSING
+    task_type: str = MISSING
+
+
+@dataclass
+class GrpoSchema:
+    """`grpo` group (`conf/grpo/*.yaml`): the TRL `GRPOConfig` / transformers `TrainingArguments` fields that
+    rlvr's files set, with their TRL names. Any other GRPOConfig field (`+grpo.FIELD=VALUE`) passes to TRL."""
+
+    num_generations: int = rule(ge=2, required=True, why="GRPO compares completions within a group", example=4)
+    max_completion_length: int = rule(ge=1, why="tokens per completion", example=256)
+    per_device_train_batch_size: int = rule(ge=1, why="completions per step and device", example=8)
+    gradient_accumulation_steps: int = rule(ge=1, example=1)
+    max_steps: int = rule(ge=1, required=True, why="optimizer steps", example=30)
+    beta: float = rule(ge=0, why="KL coefficient", example=0.0)
+    loss_type: str = MISSING
+    epsilon: float = rule(ge=0, example=0.2)
+    epsilon_high: float | None = rule(ge=0, example=0.28)
+    temperature: float = rule(gt=0, why="sampling temperature", example=1.0)
+    scale_rewards: Any = MISSING  # "group", "batch", "none", or true / false: TRL's GRPOConfig checks it
+    activation_checkpointing: bool = MISSING
+    lr_scheduler_type: str = MISSING
+    warmup_steps: Number = rule(ge=0, why="steps, or a fraction of max_steps when < 1", example=0)
+    max_grad_norm: float | None = rule(ge=0, why="0 or null: no clipping", example=1.0)
+    weight_decay: float = rule(ge=0, example=0.0)
+
+
+@dataclass
+class LoggerSchema:
+    """`logger` group (`conf/logger/*.yaml`): the tracking service."""
+
+    name: str = MISSING
+    mode: str = rule(choices=WANDB_MODES)
+    project: str | None = MISSING
+    entity: str | None = MISSING
+    group: str | None = MISSING
+    tags: list[str] = MISSING
+
+
+@dataclass
+class EvalSchema:
+    """`eval` block of `train.yaml`: the final evaluation (rlvr eval's protocol)."""
+
+    benchmarks: Any = MISSING  # a list or a comma-separated string; names checked by evaluation.benchmarks
+    k: int = rule(ge=1, why="samples per problem", example=4)
+    limit: int | None = rule(ge=1, why="problems per benchmark; null: all", example=100)
+    temperature: float = rule(ge=0, why="0: greedy", example=0.6)
+    top_p: float = rule(gt=0, le=1, example=0.95)
+    max_new_tokens: int = rule(ge=1, example=1024)
+    batch_size: int = rule(ge=1, example=16)
+    data_dir: str | None = MISSING
+
+
+@dataclass
+class SparsitySchema:
+    """`sparsity` block of `train.yaml`: update sparsity against the initial weights (arXiv 2505.11711)."""
+
+    every_n_steps: int = rule(ge=0, why="0: the last step only", fix="sparsity=null turns it off")
+    tolerance: float = rule(check=check_tolerance)
+    max_copy_gb: float | None = rule(gt=0, why="no limit", example=4)
+
+
+@dataclass
+class TrainSchema:
+    """A whole `rlvr train` config (`conf/train.yaml`). Field order is the order of the checks."""
+
+    optimizer: OptimizerSchema = MISSING
+    adapter: AdapterSchema = MISSING
+    grpo: GrpoSchema = MISSING
+    model: ModelSchema = MISSING
+    rewards: Any = MISSING  # name or dotted import path -> weight; typed by `conform_rewards`
+    logger: LoggerSchema = MISSING
+    sparsity: SparsitySchema | None = MISSING
+    save_format: str = rule(choices=SAVE_FORMATS)
+    seed: int = rule(ge=0, le=2**32 - 1, required=True, example=0)  # numpy's seeds: 0..2**32-1
+    data: DataSchema = MISSING
+    eval: EvalSchema = MISSING
+    output_dir: str = MISSING
+    run_name: str | None = MISSING
+    stop_on_nonfinite: bool = MISSING
+
+
+#: Config group (and `train.yaml` block) -> its schema: the groups of `rlvr_cli.core.config.GROUPS` plus `eval` and
+#: `sparsity`.
+GROUP_SCHEMAS: dict[str, type] = {"model": ModelSchema, "data": DataSchema, "optimizer": OptimizerSchema,
+                                  "adapter": AdapterSchema, "grpo": GrpoSchema, "logger": LoggerSchema,
+                                  "eval": EvalSchema, "sparsity": SparsitySchema}
+
+
+def schema_fields(schema: type) -> tuple[str, ...]:
+    """The keys a schema types, in order (`dataclasses.fields`)."""
+    return tuple(f.name for f in dataclasses.fields(schema))
+
+
+# --- applying them ------------------------------------------------------------------------------------------------
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _hint(tp: Any) -> tuple[Any, bool]:
+    """A field's type without `None`, and whether it may be None (`X | None`, `Optional[X]`)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return functools.reduce(operator.or_, rest), True
+    return tp, False
+
+
+def _noun(tp: Any) -> str:
+    """What a value of type `tp` is, in words: `an integer`, `a number`, `a list of strings`, ..."""
+    if tp is int:
+        return "an integer"
+    if tp in (float, Number):
+        return "a number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return "a list" if item is Any else f"a list of {_noun(item).split(' ', 1)[1]}s"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of keys to values"
+    return "a value"
+
+
+def _fields(schema: type) -> dict[str, tuple[Any, bool, Rule]]:
+    """Name -> (type without Optional, optional, rule) of a schema's fields."""
+    hints = typing.get_type_hints(schema)
+    return {f.name: (*_hint(hints[f.name]), f.metadata.get("rule", Rule())) for f in dataclasses.fields(schema)}
+
+
+def fail(where: str, value: Any, tp: Any, optional: bool, r: Rule) -> typing.NoReturn:
+    """Raise the one-line error of a bad value (wrong type or out of range) of schema field `where`.
+
+    Args:
+        where: the full key as the user writes it, e.g. `grpo.max_steps`.
+        value: the value as given (before any conversion).
+        tp, optional, r: the field's type (without Optional), whether null is allowed, and its `Rule`.
+
+    Raises:
+        BadInput: always; `KEY must be WHAT, got VALUE; FIX`.
+    """
+    if r.check is not None:
+        r.check(value, where)  # raises with the shared check's own message
+    if r.choices:
+        what = f"one of {', '.join(r.choices)}"
+    else:
+        what = _noun(tp)
+        limits = ((">=", r.ge), (">", r.gt), ("<=", r.le), ("<", r.lt))
+        bounds = [f"{op} {b if isinstance(b, int) else format(b, 'g')}" for op, b in limits if b is not None]
+        what += f" {' and '.join(bounds)}" if bounds else ""
+    what += " or null" if optional else ""
+    what += f" ({r.why})" if r.why else ""
+    fix = r.fix or ("" if r.example is None else f"e.g. {where}={r.example}")
+    raise BadInput(f"{where} must be {what}, got {value!r}{'; ' + fix if fix else ''}")
+
+
+def _in_range(value: Any, r: Rule) -> bool:
+    if r.choices is not None and value not in r.choices:
+        return False
+    if isinstance(value, float) and (r.ge, r.gt, r.le, r.lt) != (None,) * 4 and not math.isfinite(value):
+        return False
+    return ((r.ge is None or value >= r.ge) and (r.gt is None or value > r.gt)
+            and (r.le is None or value <= r.le) and (r.lt is None or value < r.lt))
+
+
+def conform_rewards(rewards: Any, where: str = "rewards") -> Any:
+    """Type the reward weights: every leaf of `rewards` (a nested key is a dotted import path,
+    `+rewards.pkg.module.fn=1.0`) must be a number; OmegaConf converts it into a `DictConfig` of floats.
+
+    Returns:
+        the same nesting, with float weights.
+
+    Raises:
+        BadInput: a weight that is not a number, naming its key.
+    """
+    if not isinstance(rewards, Mapping):
+        return rewards  # null or missing: the reward builder says what it needs
+    out: dict[str, Any] = {}
+    for name, weight in rewards.items():
+        key = _join(where, str(name))
+        if isinstance(weight, Mapping):
+            out[name] = conform_rewards(weight, key)
+            continue
+        typed = DictConfig({}, key_type=str, element_type=float)
+        try:
+            typed[str(name)] = weight
+        except OmegaConfBaseException:
+            raise BadInput(f"{key} must be a number (its weight), got {weight!r}; e.g. {key}=1.0") from None
+        out[name] = typed[str(name)]
+    return out
+
+
+def _conform(node: Mapping[str, Any], schema: type, where: str) -> dict[str, Any]:
+    fields = _fields(schema)
+    nested = {k: tp for k, (tp, _, _) in fields.items() if dataclasses.is_dataclass(tp)}
+    flat = {k: v for k, v in node.items() if k in fields and not (k in nested and isinstance(v, Mapping))
+            and k != "rewards"}
+    try:
+        typed = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), flat))
+    except OmegaConfBaseException as e:
+        key = re.split(r"[.\[]", e.full_key or str(e.key), maxsplit=1)[0]
+        if key not in flat:
+            raise BadInput(f"{where or 'config'}: {str(e).splitlines()[0]}") from None
+        fail(_join(where, key), flat[key], *fields[key])
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k in flat:
+            out[k] = typed[k]
+        elif k in nested and isinstance(v, Mapping):
+            out[k] = _conform(v, nested[k], _join(where, k))
+        elif k == "rewards" and schema is TrainSchema:
+            out[k] = conform_rewards(v)
+        else:
+            out[k] = v  # a key the schema does not name: checked by whatever consumes it
+    return out
+
+
+def conform(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> DictConfig:
+    """Type a composed config against a schema: OmegaConf validates and converts every key the schema names.
+
+    Merges the config's values into `OmegaConf.structured(schema)` (OmegaConf's structured configs,
+    https://omegaconf.readthedocs.io/en/2.3_branch/structured_config.html), one node at a time; keys the schema
+    does not name pass through, keys the config lacks stay absent. Interpolations are resolved first.
+
+    Args:
+        cfg: a composed config (`rlvr_cli.core.config.compose`) or a plain mapping.
+        schema: the dataclass of its top level; `TrainSchema` for a run.
+
+    Returns:
+        a new struct-mode `DictConfig` with the typed values (e.g. `grpo.max_steps='5'` -> 5).
+
+    Raises:
+        BadInput: the first value of the wrong type, as `KEY must be WHAT, got VALUE; FIX` (see `fail`).
+    """
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    out = OmegaConf.create(_conform(node, schema, ""))
+    OmegaConf.set_struct(out, True)
+    return out
+
+
+def _check(node: Mapping[str, Any], schema: type, where: str) -> None:
+    for k, (tp, optional, r) in _fields(schema).items():
+        key, value = _join(where, k), node.get(k)
+        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+            _check(value, tp, key)
+        elif value is None or value == "???":  # absent, null or missing (`???`)
+            if r.required:
+                fail(key, value, tp, optional, r)
+        elif r.check is not None:
+            r.check(value, key)
+        elif not _in_range(value, r):
+            fail(key, value, tp, optional, r)
+
+
+def check(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> None:
+    """Apply every field's `Rule` to a typed config (`conform`'s result): bounds, choices, the shared checks of
+    `rlvr_cli.core.checks`, and required keys. Keys the config lacks are not checked unless required.
+
+    Args:
+        cfg: a config typed by `conform`.
+        schema: the dataclass of its top level; `TrainSchema` for a run.
+
+    Raises:
+        BadInput: the first value out of range, in the schema's field order, as `KEY must be WHAT, got VALUE; FIX`.
+    """
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    _check(node, schema, "")

@@ -1,0 +1,88 @@
+"""Typed config validation through the real CLI: every bad value fails with ONE line `error: ...` on stderr,
+exit code 2, naming its key, before any model loads and before the run directory exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY
+from typer.testing import CliRunner
+
+from rlvr_cli.cli.main import app
+
+runner = CliRunner()
+
+#: case -> (arguments after `rlvr train` TINY output_dir=..., or a whole command starting with `memory`;
+#: text the error must contain: the key and what it must be).
+CASES = {
+    "batch_abc": (["grpo.per_device_train_batch_size=abc"],
+                  "grpo.per_device_train_batch_size must be an integer >= 1 (completions per step and device), "
+                  "got 'abc'; e.g. grpo.per_device_train_batch_size=8"),
+    "accumulation_abc": (["grpo.gradient_accumulation_steps=abc"],
+                         "grpo.gradient_accumulation_steps must be an integer >= 1, got 'abc'"),
+    "num_samples_abc": (["data.num_samples=abc"], "data.num_samples must be an integer >= 1, got 'abc'"),
+    "momentum_abc": (["optimizer=sgd", "optimizer.momentum=abc"],
+                     "optimizer.momentum must be a number >= 0, got 'abc'; e.g. optimizer.momentum=0.9"),
+    "seed_abc": (["seed=abc"], "seed must be an integer >= 0 and <= 4294967295, got 'abc'; e.g. seed=0"),
+    "seed_negative": (["seed=-1"], "seed must be an integer >= 0 and <= 4294967295, got -1; e.g. seed=0"),
+    "batch_zero": (["grpo.per_device_train_batch_size=0"], "grpo.per_device_train_batch_size must be an integer >= 1"),
+    "completion_zero": (["grpo.max_completion_length=0"], "grpo.max_completion_length must be an integer >= 1"),
+    "steps_zero": (["grpo.max_steps=0"], "grpo.max_steps must be an integer >= 1 (optimizer steps), got 0"),
+    "one_generation": (["grpo.num_generations=1"], "grpo.num_generations must be an integer >= 2"),
+    "lr_nan": (["optimizer.lr=nan"], "optimizer.lr must be a finite number > 0, got nan"),
+    "lr_inf": (["optimizer.lr=inf"], "optimizer.lr must be a finite number > 0, got inf"),
+    "lr_zero": (["optimizer.lr=0"], "optimizer.lr must be a finite number > 0, got 0"),
+    "lr_abc": (["optimizer.lr=abc"], "optimizer.lr must be a finite number > 0, got 'abc'; e.g. optimizer.lr=0.01"),
+    "tolerance_nan": (["sparsity.tolerance=nan"], "sparsity.tolerance must be a finite number >= 0"),
+    "tolerance_negative": (["sparsity.tolerance=-1"], "sparsity.tolerance must be a finite number >= 0"),
+    "every_n_negative": (["sparsity.every_n_steps=-1"],
+                         "sparsity.every_n_steps must be an integer >= 0 (0: the last step only), got -1; "
+                         "sparsity=null turns it off"),
+    "max_copy_zero": (["sparsity.max_copy_gb=0"], "sparsity.max_copy_gb must be a number > 0 or null (no limit)"),
+    "dtype": (["model.dtype=float8"], "model.dtype must be one of float32, bfloat16, float16, got 'float8'"),
+    "rank_zero": (["adapter=lora", "adapter.r=0"], "adapter.r (adapter rank) must be an integer >= 1, got 0"),
+    "rank_abc": (["adapter=lora", "adapter.r=abc"], "adapter.r (adapter rank) must be an integer >= 1, got 'abc'"),
+    "max_operand_abc": (["data.max_operand=abc"], "data.max_operand must be an integer >= 1"),
+    "eval_k_zero": (["eval.k=0"], "eval.k must be an integer >= 1 (samples per problem), got 0"),
+    "logger_mode": (["logger=wandb", "logger.mode=sideways"],
+                    "logger.mode must be one of auto, online, offline, got 'sideways'"),
+    "reward_weight": (["rewards.format=abc"], "rewards.format must be a number (its weight), got 'abc'"),
+    "nested_reward_weight": (["+rewards.a.b.c=x"], "rewards.a.b.c must be a number (its weight), got 'x'"),
+    "binary_data_file": (["data=jsonl", "data.path={binary}"], "{binary}: not a UTF-8 text file"),
+    "memory_negative_count": (["memory", "-5"], "parameter count must be a whole number >= 1, got '-5'"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_value_is_one_line_exit_2_naming_the_key(case, tmp_path):
+    binary = tmp_path / "weights.jsonl"
+    binary.write_bytes(bytes(range(256)) * 4)  # not UTF-8: 0x80 is no start byte
+    args, message = ([a.format(binary=binary) for a in part] if isinstance(part, list) else
+                     part.format(binary=binary) for part in CASES[case])
+    argv = args if args[0] == "memory" else ["train", *TINY, f"output_dir={tmp_path / 'runs'}", *args]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()  # checked before the run directory, hence before any model
+
+
+def test_sweep_dry_run_refuses_a_bad_seed_in_every_cell(tmp_path):
+    result = runner.invoke(app, ["sweep", str(REPO / "sweeps" / "smoke.yaml"), "seed=-1", "--dry-run",
+                                 "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: cell ") and result.stderr.count("\n") == 1, result.stderr
+    assert "seed must be an integer >= 0" in result.stderr and "got -1; e.g. seed=0" in result.stderr
+
+
+def test_config_show_refuses_a_value_of_the_wrong_type():
+    result = runner.invoke(app, ["config", "show", "grpo.max_steps=abc"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: grpo.max_steps must be an integer >= 1")
+
+
+def test_memory_still_takes_options_after_the_model(tmp_path: Path):
+    result = runner.invoke(app, ["memory", "1e6", "--optimizer", "sgd", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"n_params": 1000000' in result.stdout
