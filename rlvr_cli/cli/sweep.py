@@ -49,7 +49,7 @@ def sweep(
         if not dry_run:
             from rlvr_cli.sweeps.report import report_command
 
-            report = report_command(sweep_dir, quiet=as_json)  # a summary.json that does not parse: one line
+            report = report_command(sweep_dir, quiet=as_json)  # a damaged summary.json: that cell is `unknown`
     if as_json:
         print_json({"name": str(name), "sweep_dir": str(sweep_dir), "dry_run": dry_run, "cells": rows,
                     "report": report})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, FAILED
+from rlvr_cli.core.run_dir import COMPLETED, DEAD, DIVERGED, FAILED, UNKNOWN
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 #: rows and long lines (paths) stay on one line, whatever COLUMNS says.
 PIPE_WIDTH = 1000
 #: Rich styles of run statuses (`rlvr train`'s summary, `rlvr report`'s cells); any other status is yellow.
-STATUS_COLOURS = {COMPLETED: "green", DIVERGED: "red", FAILED: "red"}
+STATUS_COLOURS = {COMPLETED: "green", DIVERGED: "red", FAILED: "red", DEAD: "red", UNKNOWN: "magenta"}
 
 #: Decimal units above bytes, with the size of one. GB runs up to 9,999 GB so the standard figures read as
 #: published (1,120 GB, not 1.12 TB); TB starts at 10 TB.

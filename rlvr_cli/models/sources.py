@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_dir import RunDir, read_summary
+from rlvr_cli.core.run_dir import RunDir, check_finished, read_summary
 from rlvr_cli.models import sparse_delta
 from rlvr_cli.models.embedded import EMBEDDED
 from rlvr_cli.models.loading import check_model_source, load_model
@@ -46,6 +46,7 @@ def resolve_model(spec: str) -> ModelSource:
     p = Path(spec).expanduser()
     summary = read_summary(p)
     if summary is not None and (p / "config.yaml").is_file():
+        check_finished(spec, summary)  # a live run: "still running (pid N on HOST)"; a dead one: "dead"
         cfg = OmegaConf.load(p / "config.yaml")
         status = summary.get("status")
         weights = RunDir(p).weights

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from rlvr_cli.core.config import config_dir
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_dir import FAILED, read_summary
+from rlvr_cli.core.run_dir import FAILED, PENDING, run_state
 from rlvr_cli.sweeps.manifest import ManifestCell, read_manifest
 
 
@@ -46,9 +46,30 @@ def read_cell(sweep_dir: Path, index: int) -> ManifestCell:
     return cells[index]
 
 
+def wait_for_run(train: subprocess.Popen) -> int:
+    """Wait for a cell's `rlvr train` process and return its exit code. A Ctrl-C reaches it too (one process
+    group), and it ends its run `interrupted` on its own; so on Ctrl-C keep waiting for it (never kill it: a
+    killed run would be left `running`, hence dead), then raise KeyboardInterrupt, which stops the multirun.
+
+    Raises:
+        KeyboardInterrupt: after the run has ended, when a Ctrl-C came while waiting.
+    """
+    interrupted = False
+    while True:
+        try:
+            code = train.wait()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
+    return code
+
+
 @hydra.main(config_path=str(config_dir()), config_name="sweep_job", version_base="1.3")
 def main(job: DictConfig) -> str:
-    """Run cell `job.cell` (an index into manifest.json) of the sweep in `job.sweep_dir`; return its status.
+    """Run cell `job.cell` (an index into manifest.json) of the sweep in `job.sweep_dir`; return its status
+    (`rlvr_cli.core.run_dir.run_state`: `failed` when the run never wrote a summary.json, e.g. it was refused).
 
     A manifest that does not parse, or an index it lacks, prints one line `error: ...` to stderr and returns
     `failed` without running anything (the cell stays pending; the sweep's report then names the problem).
@@ -65,9 +86,11 @@ def main(job: DictConfig) -> str:
     env = dict(os.environ)
     if "LocalLauncher" in hydra_cfg.launcher.get("_target_", "") and (n := count_gpus()):
         env["CUDA_VISIBLE_DEVICES"] = str(hydra_cfg.job.num % n)  # one GPU per job, round robin
-    subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *overrides], stdin=subprocess.DEVNULL, env=env)
-    summary = read_summary(run)
-    return FAILED if summary is None else summary["status"]
+    train = subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "train", *overrides], stdin=subprocess.DEVNULL,
+                             env=env)
+    wait_for_run(train)
+    state = run_state(run).status
+    return FAILED if state == PENDING else state
 
 
 if __name__ == "__main__":

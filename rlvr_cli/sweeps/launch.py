@@ -21,22 +21,28 @@ at a time; submitit_slurm: SLURM jobs). Each job runs one cell as a `rlvr train`
 cell's crash or Ctrl-C is contained and recorded in its own run directory.
 
 Sweep directory: `sweep.yaml` (the file's copy), `manifest.json` (the cells: name, run_dir,
-overrides, axes), `runs/<cell>/` (one `rlvr train` run directory each), `.hydra/` (launcher files).
+overrides, axes), `runs/<cell>/` (one `rlvr train` run directory each), `.hydra/` (launcher files),
+`.lock` and `.lock.owner` (`sweep_lock`: one `rlvr sweep` at a time per directory).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rlvr_cli.core.config import compose, validate
-from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, PENDING, read_summary
+from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, RUNNING, run_state
 from rlvr_cli.sweeps.grid import Cell, expand, load_sweep
 from rlvr_cli.sweeps.manifest import Manifest, ManifestCell, manifest_path, read_manifest, write_manifest
 
@@ -68,6 +74,9 @@ def launcher_configs() -> dict[str, str]:
 LAUNCHERS = tuple(launcher_configs())
 #: Statuses that count as a result: --resume keeps them.
 DONE = (COMPLETED, DIVERGED)
+#: The sweep directory's lock file (`filelock`, held by `rlvr sweep` while it runs) and the file naming its holder.
+LOCK_FILE = ".lock"
+LOCK_OWNER_FILE = ".lock.owner"
 
 
 def check_cells(cells: list[Cell], extra: list[str]) -> None:
@@ -84,17 +93,59 @@ def check_cells(cells: list[Cell], extra: list[str]) -> None:
 
 
 def status(sweep_dir: Path, cell: ManifestCell | dict[str, Any]) -> str:
-    """A cell's status: its run's summary.json `status`, or `pending` when it has none.
+    """A cell's status (`rlvr_cli.core.run_dir.run_state`): `pending` without a summary.json, `unknown` when it does
+    not parse, `running` while its process is alive, `dead` when it was killed before its final status, else the
+    final status its run wrote.
 
     Args:
         sweep_dir: the sweep directory; `cell["run_dir"]` is relative to it.
         cell: one cell of the manifest (`read_manifest`).
+    """
+    return run_state(Path(sweep_dir) / cell["run_dir"]).status
+
+
+def lock_holder(sweep_dir: Path) -> str:
+    """Who holds the lock of `sweep_dir`, from `.lock.owner`: `pid N on HOST since YYYY-mm-dd HH:MM:SS`, or
+    `another process` when the file is missing or damaged."""
+    try:
+        owner = json.loads((Path(sweep_dir) / LOCK_OWNER_FILE).read_text())
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(owner["since"])))
+        return f"pid {int(owner['pid'])} on {owner['host']} since {since}"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "another process"
+
+
+@contextmanager
+def sweep_lock(sweep_dir: Path) -> Iterator[None]:
+    """Hold the lock of a sweep directory while inside: `filelock.FileLock(SWEEP_DIR/.lock)` taken without waiting,
+    with this process's host, pid and start time (unix seconds) written to `SWEEP_DIR/.lock.owner` for whoever is
+    refused. The directory (and its parents) is created. The lock is released on the way out, whatever the way
+    (exception, Ctrl-C); a killed holder's lock is released by the OS (flock), and its stale `.lock.owner` is
+    overwritten by the next holder.
 
     Raises:
-        BadInput: the run's summary.json exists but does not parse.
+        BadInput: another process holds the lock (one line naming it), or the directory cannot be created.
     """
-    summary = read_summary(sweep_dir / cell["run_dir"])
-    return PENDING if summary is None else summary["status"]
+    from filelock import FileLock, Timeout
+
+    sweep_dir = Path(sweep_dir)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"cannot create sweep directory {sweep_dir}: {one_line(e)}") from None
+    lock = FileLock(sweep_dir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BadInput(f"{sweep_dir} is in use by another rlvr sweep ({lock_holder(sweep_dir)}); wait for it to "
+                       "end, or pick another --output-dir") from None
+    owner = sweep_dir / LOCK_OWNER_FILE
+    try:
+        owner.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}) + "\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)  # before the release: never the next holder's file
+        lock.release()
 
 
 def manifest_cells(cells: list[Cell], extra: list[str]) -> list[ManifestCell]:
@@ -103,46 +154,64 @@ def manifest_cells(cells: list[Cell], extra: list[str]) -> list[ManifestCell]:
     return [{**asdict(c), "overrides": [*c.overrides, *extra], "run_dir": c.run_dir} for c in cells]
 
 
-def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str],
-            resume: bool) -> tuple[list[ManifestCell], list[int]]:
+def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool,
+            check: bool = True) -> tuple[list[ManifestCell], list[int]]:
     """Create or reopen a sweep directory; return the manifest's cells and the indices of those to run.
 
-    A new directory gets `sweep.yaml` and `manifest.json` (written atomically). With `resume`, completed and
-    diverged cells are kept and every other cell is run again; the old run directory of a failed or interrupted
-    cell is moved to `runs/.attempts/<cell>-<time>` first, so nothing is lost.
+    Call it holding the directory's lock (`sweep_lock`). A new directory gets `sweep.yaml` and `manifest.json`
+    (written atomically). With `resume`, completed and diverged cells are kept and every other cell is run again
+    (pending, failed, interrupted, dead: killed while running, unknown: a summary.json that does not parse); the
+    old run directory of such a cell is moved to `runs/.attempts/<cell>-<time>` first, so nothing is lost.
+    `check=False` skips composing a new sweep's cells (`check_cells`), for a caller that has just done it.
 
     Raises:
-        BadInput: the directory already holds a sweep and `resume` is off, or `resume` is on and the
-            manifest does not parse (`read_manifest`) or the sweep file's cells differ from the manifest's.
+        BadInput: the directory already holds a sweep and `resume` is off; or `resume` is on and the
+            manifest does not parse (`read_manifest`), the sweep file's cells differ from the manifest's, or a
+            cell's run is still alive (left running by a sweep that was killed: its process is named).
     """
     sweep = load_sweep(sweep_file)
     cells = expand(sweep, sweep_file.name)
     fresh = manifest_cells(cells, extra)
     if manifest_path(sweep_dir).is_file():
         if not resume:
-            raise BadInput(f"{sweep_dir} already holds a sweep; add --resume to finish it, or pick another "
-                           "--output-dir")
+            raise already_a_sweep(sweep_dir)
         manifest = read_manifest(sweep_dir)
         if [c["overrides"] for c in manifest["cells"]] != [c["overrides"] for c in fresh]:
             raise BadInput(f"{sweep_dir} holds a different sweep than {sweep_file}; pick another --output-dir")
     else:
-        check_cells(cells, extra)
+        if check:
+            check_cells(cells, extra)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sweep_file, sweep_dir / "sweep.yaml")
         manifest = Manifest(name=sweep["name"], cells=fresh)
         write_manifest(sweep_dir, manifest)
+    states = [run_state(sweep_dir / cell["run_dir"]) for cell in manifest["cells"]]
+    for cell, state in zip(manifest["cells"], states, strict=True):
+        if state.status == RUNNING:
+            raise BadInput(f"cell {cell['name']} of {sweep_dir} is still running (pid {state.summary.get('pid')} on "
+                           f"{state.summary.get('host')}), outside any rlvr sweep; wait for it or stop it, then "
+                           "--resume")
     todo = []
-    for i, cell in enumerate(manifest["cells"]):
-        state = status(sweep_dir, cell)
-        if state in DONE:
+    for i, (cell, state) in enumerate(zip(manifest["cells"], states, strict=True)):
+        if state.status in DONE:
             continue
         old = sweep_dir / cell["run_dir"]
-        if old.exists():
+        if old.exists() or old.is_symlink():
             attempts = sweep_dir / "runs" / ".attempts"
             attempts.mkdir(parents=True, exist_ok=True)
-            old.rename(attempts / f"{cell['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            target, n = attempts / f"{cell['name']}-{stamp}", 1
+            while target.exists():  # a second attempt within the second: never onto the first
+                n += 1
+                target = attempts / f"{cell['name']}-{stamp}-{n}"
+            old.rename(target)
         todo.append(i)
     return manifest["cells"], todo
+
+
+def already_a_sweep(sweep_dir: Path) -> BadInput:
+    """The error for a new sweep into a directory that holds one."""
+    return BadInput(f"{sweep_dir} already holds a sweep; add --resume to finish it, or pick another --output-dir")
 
 
 def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parallel: int,
@@ -172,11 +241,15 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
         resume: finish a sweep directory that exists: skip completed and diverged cells.
         dry_run: expand and check the cells, write nothing, run nothing.
 
+    The sweep directory is locked (`sweep_lock`) from before it is read until the multirun has ended, also on
+    Ctrl-C (which the jobs get too: they end their cells `interrupted`, and the sweep waits for them unless a
+    second Ctrl-C comes). A dry run takes no lock.
+
     Returns:
         `(cells, indices run, exit code of the multirun)`; the exit code is 0 for a dry run.
 
     Raises:
-        BadInput: before any run starts.
+        BadInput: before any run starts; also when another `rlvr sweep` holds the directory (naming it).
     """
     launcher_overrides = [o for o in overrides if o.startswith("hydra.")]
     extra = [o for o in overrides if not o.startswith("hydra.")]
@@ -184,12 +257,33 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
         raise BadInput(f"--max-parallel must be >= 1, got {max_parallel}")
     if launcher not in LAUNCHERS:
         raise BadInput(f"unknown launcher '{launcher}'; valid launchers: {', '.join(LAUNCHERS)}")
-    if dry_run:
+    # Bad cells and a damaged manifest are refused before the lock, so that nothing (the lock file included) is
+    # written; a sweep in the directory is refused under it (the lock's message names the running one).
+    checked = dry_run or not manifest_path(sweep_dir).is_file()
+    if checked:  # a new sweep: bad cells fail before the directory exists
         cells = expand(load_sweep(sweep_file), sweep_file.name)
         check_cells(cells, extra)
-        return manifest_cells(cells, extra), [], 0
-    cells, todo = prepare(sweep_file, sweep_dir, extra, resume)
-    if not todo:
-        return cells, todo, 0
-    cmd = multirun_command(sweep_dir, todo, launcher, max_parallel, launcher_overrides)
-    return cells, todo, subprocess.run(cmd).returncode
+        if dry_run:
+            return manifest_cells(cells, extra), [], 0
+    elif resume:
+        read_manifest(sweep_dir)  # a damaged manifest: one line (prepare reads it again, under the lock)
+    with sweep_lock(sweep_dir):
+        cells, todo = prepare(sweep_file, sweep_dir, extra, resume, check=not checked)
+        if not todo:
+            return cells, todo, 0
+        cmd = multirun_command(sweep_dir, todo, launcher, max_parallel, launcher_overrides)
+        return cells, todo, wait_for(subprocess.Popen(cmd))
+
+
+def wait_for(proc: subprocess.Popen) -> int:
+    """Wait for the multirun process and return its exit code. On a first Ctrl-C (which reached the jobs too),
+    keep waiting for it to end its cells; on a second, kill it and raise KeyboardInterrupt."""
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+        raise

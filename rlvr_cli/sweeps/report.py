@@ -7,8 +7,10 @@
         report.json      {"name", "cells": [...], "best_lr": [...]}                            (written)
         plots/           reward_vs_lr.png, reward_curves.png, reward_vs_rank.png               (written)
 
-A cell whose run directory or `summary.json` does not exist yet is `pending`; every other status is
-the one its `summary.json` gives (running, completed, diverged, interrupted, failed). The "final reward"
+A cell whose run directory or `summary.json` does not exist yet is `pending`; one whose `summary.json` does not
+parse is `unknown`; a `running` one whose process is gone is `dead` (`rlvr_cli.core.run_dir.liveness`; its
+reason names the process and its last heartbeat); every other status is the one its `summary.json` gives
+(running, completed, diverged, interrupted, failed). The "final reward"
 of a cell is its `reward_mean_last_quarter`: the mean reward per completion over the last quarter of the
 optimizer steps. W&B is never read.
 """
@@ -31,7 +33,7 @@ from rich.text import Text
 
 from rlvr_cli.analysis.sparsity import KINDS
 from rlvr_cli.core.errors import one_line
-from rlvr_cli.core.run_dir import DIVERGED, FAILED, PENDING, RUNNING, read_metrics, read_summary
+from rlvr_cli.core.run_dir import DEAD, DIVERGED, FAILED, PENDING, UNKNOWN, read_metrics, run_state
 from rlvr_cli.core.units import human_bytes, percent, print_table, status_colour, stdout_console
 from rlvr_cli.sweeps.manifest import read_manifest
 
@@ -43,8 +45,11 @@ CHANGED = tuple(f"changed_frac_{kind}" for kind in KINDS)
 FIGURES = ("status", "final_reward", "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes",
            "optimizer_state_bytes_analytic", "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes",
            "memory_analytic_bytes", "sparsity_tolerance", *CHANGED, "reason", "run_dir")
-#: Statuses whose final reward never counts (a failed run's numbers are not a result; a pending one has none).
-NOT_COUNTED = (FAILED, PENDING)
+#: Statuses whose final reward never counts (a failed or dead run's numbers are not a result; a pending or unknown
+#: one has none).
+NOT_COUNTED = (FAILED, PENDING, DEAD, UNKNOWN)
+#: Statuses whose reason `report_command` prints under the table.
+EXPLAINED = (DIVERGED, FAILED, DEAD, UNKNOWN)
 
 
 @dataclass
@@ -151,23 +156,20 @@ def load_manifest(sweep_dir: Path) -> dict[str, Any]:
 
 
 def read_cell(sweep_dir: Path, cell: dict[str, Any]) -> CellReport:
-    """The report of one manifest cell, from its run directory's `summary.json` (pending when there is none).
+    """The report of one manifest cell, from its run directory's `summary.json` (`rlvr_cli.core.run_dir.run_state`):
+    pending when there is none, unknown when it does not parse (the parse error is the reason), dead when its
+    run was killed while running (the reason names its process and last heartbeat).
 
     Args:
         sweep_dir: the sweep directory; `cell["run_dir"]` is relative to it.
         cell: one entry of the manifest's `cells` (`name`, `run_dir`, optional `axes`).
-
-    Raises:
-        BadInput: the cell's `summary.json` exists but does not parse (one line, naming the file).
     """
     axes = dict(cell.get("axes") or {})
     report = CellReport(name=cell["name"], run_dir=cell["run_dir"],
                         other_axes={k: v for k, v in axes.items() if k not in STANDARD_AXES})
-    summary = read_summary(Path(sweep_dir) / cell["run_dir"])
-    if summary is None:
-        summary = {}
-    else:
-        report.status = str(summary.get("status") or RUNNING)
+    state = run_state(Path(sweep_dir) / cell["run_dir"])
+    report.status = state.status
+    summary: dict[str, Any] = dict(state.summary or {})
     for axis in STANDARD_AXES:
         value = axes.get(axis)
         setattr(report, axis, value if value is not None else summary.get(axis))
@@ -185,7 +187,7 @@ def read_cell(sweep_dir: Path, cell: dict[str, Any]) -> CellReport:
         for key in CHANGED:
             setattr(report, key, _number(sparsity.get(key)))
     report.wall_time_s = _number(summary.get("wall_time_s"))
-    report.reason = summary.get("reason") or None
+    report.reason = state.note or summary.get("reason") or None
     return report
 
 
@@ -193,7 +195,7 @@ def load_cells(sweep_dir: Path) -> tuple[str, list[CellReport]]:
     """The sweep's name and its cells' reports, in manifest order.
 
     Raises:
-        BadInput: as `load_manifest` and `read_cell`.
+        BadInput: as `load_manifest`.
     """
     manifest = load_manifest(sweep_dir)
     name = str(manifest.get("name") or Path(sweep_dir).name)
@@ -282,7 +284,8 @@ def build_report(sweep_dir: Path) -> dict[str, Any]:
         (optimizer, adapter, r) group with data.
 
     Raises:
-        BadInput: not a sweep directory (no manifest.json), or a manifest or summary.json that does not parse.
+        BadInput: not a sweep directory (no manifest.json), or a manifest that does not parse (a cell's summary.json
+            that does not parse makes that cell `unknown`).
     """
     name, cells = load_cells(sweep_dir)
     return _report(name, cells)
@@ -425,8 +428,8 @@ def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool 
         The report (`build_report`; what report.json holds).
 
     Raises:
-        BadInput: not a sweep directory (no manifest.json), or a manifest or summary.json that does not parse.
-            The message is one line.
+        BadInput: not a sweep directory (no manifest.json), or a manifest that does not parse. The message is one
+            line. A cell whose summary.json does not parse is shown `unknown`, with the parse error.
     """
     sweep_dir = Path(sweep_dir)
     console = console or stdout_console()
@@ -434,7 +437,7 @@ def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool 
     if not quiet:
         print_table(cells_table(report), console)
         for row in report["cells"]:
-            if row["status"] in (DIVERGED, FAILED) and row["reason"]:
+            if row["status"] in EXPLAINED and row["reason"]:
                 reason = escape(one_line(row["reason"], limit=240))
                 console.print(f"[red]{row['status']}[/] {escape(row['name'])}: {reason}",
                               highlight=False)
