@@ -11,11 +11,13 @@ from rich.text import Text
 from rlvr_cli.cli.options import JSON, OVERRIDES
 from rlvr_cli.cli.output import (
     bad_input_exits,
+    err_console,
     print_json,
     print_table,
     status_colour,
     stdout_to_stderr,
 )
+from rlvr_cli.core.run_dir import FAILED
 from rlvr_cli.core.units import human_bytes
 
 
@@ -37,6 +39,10 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
         print_json(summary)
     else:
         print_table(summary_table(summary))
+    if summary["status"] == FAILED:  # one line; the traceback is in the run directory
+        where = f" (traceback: {summary['traceback']})" if summary.get("traceback") else ""
+        err_console.print(f"[bold red]error:[/] run failed: {summary['reason']}{where}", highlight=False,
+                          soft_wrap=True)
     raise typer.Exit(code=EXIT_CODES[summary["status"]])
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.models.embedded import EMBEDDED, EMBEDDED_DIRS
@@ -27,6 +27,24 @@ def check_model_source(name_or_path: str) -> None:
         return
     if name_or_path.startswith(("/", ".", "~")) and not Path(name_or_path).expanduser().is_dir():
         raise BadInput(f"model directory not found: {name_or_path}")
+
+
+def load_config(name_or_path: str) -> Any:
+    """The model's `transformers` config (`AutoConfig.from_pretrained`): a cheap check that a model exists and
+    is readable, before a run directory is created or any weight loads.
+
+    Raises:
+        BadInput: a path-like name that is not a directory, a config.json that does not parse, or a name that
+            is neither a local model directory nor served by the hub.
+    """
+    from transformers import AutoConfig
+
+    check_model_source(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(model_path(name_or_path))
+    except (OSError, ValueError, KeyError) as e:  # transformers raises these for a missing or unknown model
+        raise BadInput(f"cannot read model '{name_or_path}': not a local model directory with a valid config.json, "
+                       f"and the hub did not serve it ({one_line(e)})") from None
 
 
 def load_model(name_or_path: str, dtype: str = "float32",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rlvr_cli.core.errors import BadInput, one_line
-from rlvr_cli.models.loading import check_model_source, model_path
+from rlvr_cli.models.loading import load_config
 
 if TYPE_CHECKING:
     import torch
@@ -61,17 +61,14 @@ def meta_model(model_name_or_path: str) -> Any:
             serve it).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-
-    check_model_source(model_name_or_path)
+    config = load_config(model_name_or_path)
     try:
-        config = AutoConfig.from_pretrained(model_path(model_name_or_path))
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config)
-    except (OSError, ValueError, KeyError) as e:  # transformers raises these for a missing or unknown model
-        raise BadInput(f"cannot read model '{model_name_or_path}': not a parameter count, not a local model "
-                       f"directory, and the hub did not serve it ({one_line(e)})") from None
+    except (OSError, ValueError, KeyError) as e:  # an architecture transformers has no causal-LM class for
+        raise BadInput(f"cannot build model '{model_name_or_path}' from its config: {one_line(e)}") from None
 
 
 def count_params(model: Any) -> tuple[int, int]:

@@ -4,6 +4,8 @@
   divergence guard (a NaN or infinite loss or gradient norm stops the run).
 - `RichProgress`: a Rich progress bar with the running reward.
 - `GracefulStop`: the first Ctrl-C or SIGTERM ends the run after the current step.
+- `NonFiniteWeights`: a step that leaves a weight NaN or infinite stops the run (it diverged).
+- `Heartbeat`: refreshes summary.json's heartbeat, so that a killed run can be told from a live one.
 - `UpdateSparsity`: the fraction of weights changed since the start, every N steps.
 """
 
@@ -165,6 +167,38 @@ class GracefulStop(TrainerCallback):
             control.should_training_stop = True
 
 
+class NonFiniteWeights(TrainerCallback):
+    """Stop the run when an optimizer step leaves a trainable weight NaN or infinite, before the next generation
+    samples from it (a loss and gradient norm can still be finite at the step that breaks the weights).
+
+    The check after each step is one sum per trainable tensor (a sum is non-finite when an entry is); only when
+    a sum is not finite is every entry checked, which names the tensor and rules out a sum that merely
+    overflowed. On SmolLM2-135M (fp32, CPU) it costs tens of milliseconds against seconds per step.
+
+    Attributes:
+        diverged: None, or why the run was stopped, e.g. "non-finite weights after step 3 (model.norm.weight)".
+    """
+
+    def __init__(self):
+        self.diverged: str | None = None
+
+    def check(self, model: Any, step: int) -> str | None:
+        """The reason, when a trainable weight of `model` is not finite after optimizer step `step`; else None."""
+        import torch
+
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        with torch.no_grad():
+            if not params or bool(torch.isfinite(torch.stack([p.sum().float() for _, p in params])).all()):
+                return None
+            bad = next((n for n, p in params if not bool(torch.isfinite(p).all())), None)
+        return None if bad is None else f"non-finite weights after step {step} ({bad})"
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.diverged is None and (reason := self.check(model, state.global_step)):
+            self.diverged = reason
+            control.should_training_stop = True
+
+
 class UpdateSparsity(TrainerCallback):
     """Measure update sparsity against the initial weights (`rlvr_cli.analysis.sparsity.model_update`) every
     `every_n_steps` optimizer steps and at the last step, and add `changed_frac_{exact,tol,bf16_exact,bf16_tol}`
@@ -226,3 +260,48 @@ class UpdateSparsity(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if not self.skipped and (self.latest is None or self.latest["step"] != state.global_step):
             self.measure(model, state.global_step)  # a run that stopped early: summary.json gets its final value
+
+
+class Heartbeat(TrainerCallback):
+    """Keep a running run's summary.json `heartbeat` (unix seconds) fresh, so that `rlvr_cli.core.run_dir.liveness`
+    can tell it from a run that was killed: rewrite summary.json (`run_dir.write_summary`, atomic) when training
+    begins and at the end of an optimizer step, at most every `interval_s` seconds.
+
+    Args:
+        run: the run directory.
+        summary: the summary the recipe keeps (status `running`, `run_dir.owner()`'s keys); updated in place, and
+            written only while its status is `running`, so a final summary is never overwritten.
+        interval_s: the least time between two writes (seconds); default `run_dir.HEARTBEAT_INTERVAL_S`.
+
+    A write that fails (a full disk) is skipped; the next step tries again, and the run goes on.
+    """
+
+    def __init__(self, run: Any, summary: dict[str, Any], interval_s: float | None = None):
+        from rlvr_cli.core import run_dir
+
+        self.run = run
+        self.summary = summary
+        self.interval_s = run_dir.HEARTBEAT_INTERVAL_S if interval_s is None else float(interval_s)
+        self._last = -math.inf
+
+    def beat(self, force: bool = False) -> bool:
+        """Write the heartbeat now (unless the last one is younger than `interval_s` and not `force`); return
+        whether summary.json was written."""
+        from rlvr_cli.core import run_dir
+
+        now = time.time()
+        if self.summary.get("status") != run_dir.RUNNING or (not force and now - self._last < self.interval_s):
+            return False
+        self.summary["heartbeat"] = round(now, 3)
+        try:
+            run_dir.write_summary(self.run, self.summary)
+        except OSError:
+            return False
+        self._last = now
+        return True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.beat(force=True)  # the model has loaded: the first heartbeat since the run started
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.beat()

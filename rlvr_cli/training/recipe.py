@@ -15,7 +15,9 @@ runs that loop; this module only wires the pieces together, in this order:
 from __future__ import annotations
 
 import resource
+import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +34,17 @@ from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.data.problems import load_problems, prompt_dataset
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters, sparse_delta
-from rlvr_cli.models.loading import check_model_source, load_model
+from rlvr_cli.models.loading import load_config, load_model
 from rlvr_cli.models.state import count_params, state_dict
 from rlvr_cli.training import optimizers, rewards, tracking
-from rlvr_cli.training.callbacks import GracefulStop, MetricsLog, RichProgress, UpdateSparsity
+from rlvr_cli.training.callbacks import (
+    GracefulStop,
+    Heartbeat,
+    MetricsLog,
+    NonFiniteWeights,
+    RichProgress,
+    UpdateSparsity,
+)
 
 EXIT_CODES = run_dir.EXIT_CODES  # final status -> exit code of `rlvr train` (defined in rlvr_cli.core.run_dir)
 
@@ -75,7 +84,7 @@ def check_inputs(cfg: DictConfig) -> Inputs:
             GRPOConfig field.
     """
     validate(cfg)
-    check_model_source(cfg.model.name_or_path)
+    load_config(cfg.model.name_or_path)  # the model exists and its config.json parses
     problems = load_problems(cfg.data, seed=cfg.seed)
     reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
     optimizer = optimizers.optimizer_cls_and_kwargs(cfg.optimizer)
@@ -227,49 +236,57 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     Returns:
         The summary (`rlvr_cli.core.run_dir.Summary`: status completed | diverged | interrupted | failed and the
         headline figures; memory from `rlvr_cli.analysis.memory.run_memory_analytic`, update sparsity from
-        `UpdateSparsity`, scores from `rlvr_cli.evaluation`).
+        `UpdateSparsity`, scores from `rlvr_cli.evaluation`). A failure after the run directory exists is not
+        raised: the summary says `failed` with the stage and the error in `reason`, and the traceback is in
+        `<run>/traceback.txt`; a second Ctrl-C ends the run `interrupted`.
 
     Raises:
         BadInput: before the run directory exists, for every bad value the config or data holds.
-        Exception: whatever failed after it exists, once `summary.json` holds the final status `failed` and the
-            W&B run is closed. A KeyboardInterrupt (a second Ctrl-C) ends the run `interrupted`, not raised.
     """
     t_start = time.perf_counter()
     # 1. Check every input before anything heavy happens: nothing is written on bad input.
     inputs = check_inputs(cfg)
-
-    # 2. The run directory. From here on, every way out ends with a final status in summary.json.
-    run = run_dir.create(inputs.path, cfg, list(overrides))
-    summary: run_dir.Summary = {"status": run_dir.RUNNING, "run_dir": str(run.path), "model": cfg.model.name_or_path,
-                               "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "adapter": cfg.adapter.name,
-                               "r": cfg.adapter.get("r"), "seed": cfg.seed, "weights_dir": None}
-    run_dir.write_summary(run, summary)
-    metrics = MetricsLog(run.metrics, stop_on_nonfinite=cfg.stop_on_nonfinite)
-    sparsity = update_sparsity_callback(cfg.get("sparsity"))
-    bar = RichProgress(f"GRPO {run.path.name}") if progress else None
     stop = GracefulStop()
-    trainer, error, stage = None, None, "tracking"
-    status, reason = run_dir.FAILED, None
-    try:
-        with stop:  # a signal from here on stops the run cleanly, during the model load too
+    with stop:  # signals are handled from before the run directory appears until the final summary is written
+        # 2. The run directory. From here on, every way out ends with a final status in summary.json.
+        run = run_dir.create(inputs.path, cfg, list(overrides))
+        summary: run_dir.Summary = {"status": run_dir.RUNNING, **run_dir.owner(), "run_dir": str(run.path),
+                                    "model": cfg.model.name_or_path, "optimizer": cfg.optimizer.name,
+                                    "lr": cfg.optimizer.lr, "adapter": cfg.adapter.name, "r": cfg.adapter.get("r"),
+                                    "seed": cfg.seed, "weights_dir": None}
+        run_dir.write_summary(run, summary)
+        metrics = MetricsLog(run.metrics, stop_on_nonfinite=cfg.stop_on_nonfinite)
+        weights = NonFiniteWeights() if cfg.stop_on_nonfinite else None
+        sparsity = update_sparsity_callback(cfg.get("sparsity"))
+        bar = RichProgress(f"GRPO {run.path.name}") if progress else None
+        trainer, stage = None, "tracking"
+        status, reason = run_dir.FAILED, None
+        try:
             summary["wandb_run_id"] = tracking.start(cfg, run.path, run.path.name)
-            # 3. Model, trainer, training.
+            # 3. Model, trainer, training (none of it once a signal has come).
             stage = "model load"
-            model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype)
-            stage = "training"
-            trainer = build_trainer(cfg, inputs, model, tokenizer,
-                                    [metrics, stop, *callbacks] + ([bar] if bar else []), sparsity)
+            if stop.signal_name is None:
+                model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype)
+                stage = "training"
+                trainer = build_trainer(cfg, inputs, model, tokenizer,
+                                        [metrics, stop, Heartbeat(run, summary), *([weights] if weights else []),
+                                         *callbacks] + ([bar] if bar else []), sparsity)
             if stop.signal_name is None:
                 trainer.train()
             if bar:
                 bar.stop()
-            status = run_dir.DIVERGED if metrics.diverged else \
+            diverged = metrics.diverged or (weights.diverged if weights else None)
+            status = run_dir.DIVERGED if diverged else \
                 run_dir.INTERRUPTED if stop.signal_name else run_dir.COMPLETED
-            reason = metrics.diverged or (f"stopped by {stop.signal_name}" if stop.signal_name else None)
+            reason = diverged or (f"stopped by {stop.signal_name}" if stop.signal_name else None)
             # 4. Save what there is (never a diverged model); evaluate a completed run.
             stage = "saving"
-            if status in (run_dir.COMPLETED, run_dir.INTERRUPTED):
-                summary.update(save_weights(cfg, trainer, tokenizer, run.weights))
+            if trainer is not None and status in (run_dir.COMPLETED, run_dir.INTERRUPTED):
+                try:
+                    summary.update(save_weights(cfg, trainer, tokenizer, run.weights))
+                except BaseException:
+                    shutil.rmtree(run.weights, ignore_errors=True)  # no partial weights; frees a full disk
+                    raise
             stage = "evaluation"
             if inputs.eval_problems and status == run_dir.COMPLETED:
                 identity = {"spec": str(run.path), "kind": "run-" + ("adapter" if inputs.peft_config else "full"),
@@ -279,22 +296,42 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                 summary["eval"] = headline(results)
             stage = "memory accounting"
             summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
-    except KeyboardInterrupt:  # a second Ctrl-C
-        status, reason = run_dir.INTERRUPTED, f"KeyboardInterrupt during {stage}"
-    except BaseException as e:  # recorded, then re-raised below
-        status, reason, error = run_dir.FAILED, f"{stage}: {type(e).__name__}: {one_line(e)}", e
-    finally:
-        with signals_held():
-            if bar:
-                bar.stop()
-            if "global_step" not in summary:  # the figures were not reached: record what there is
+        except KeyboardInterrupt:  # a second Ctrl-C
+            status, reason = run_dir.INTERRUPTED, f"KeyboardInterrupt during {stage}"
+        except Exception as e:
+            found = weights.check(trainer.model, trainer.state.global_step) if weights and trainer else None
+            if stage == "training" and found:  # e.g. sampling from NaN probabilities after a step broke the weights
+                status, reason = run_dir.DIVERGED, f"{found}; then {type(e).__name__}: {one_line(e)}"
+            else:
+                status, reason = run_dir.FAILED, f"{stage}: {type(e).__name__}: {one_line(e)}"
+                summary["traceback"] = write_traceback(run)
+        finally:
+            with signals_held():
+                if bar:
+                    bar.stop()
+                if "global_step" not in summary:  # the figures were not reached: record what there is
+                    try:
+                        summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
+                    except Exception as e:  # noqa: BLE001 - the status is what matters now
+                        summary["figures_error"] = f"{type(e).__name__}: {one_line(e)}"
+                summary.update(status=status, reason=reason, wall_time_s=round(time.perf_counter() - t_start, 3))
                 try:
-                    summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
-                except Exception as e:  # noqa: BLE001 - the status is what matters now
-                    summary["figures_error"] = f"{type(e).__name__}: {one_line(e)}"
-            summary.update(status=status, reason=reason, wall_time_s=round(time.perf_counter() - t_start, 3))
-            run_dir.write_summary(run, summary)
-            tracking.finish(summary)
-    if error is not None:
-        raise error
+                    run_dir.write_summary(run, summary)
+                except OSError as e:  # a full disk, a lost output directory: stderr is all that is left
+                    print(f"error: cannot write {run.summary}: {one_line(e)}; the run ended {status}: {reason}",
+                          file=sys.stderr)
+                tracking.finish(summary)
     return summary
+
+
+def write_traceback(run: run_dir.RunDir) -> str | None:
+    """Write the exception being handled to `<run>/traceback.txt` (for whoever debugs a failed run; the summary
+    and the terminal get one line); return its path, or None when it cannot be written."""
+    import traceback
+
+    path = run.path / "traceback.txt"
+    try:
+        path.write_text(traceback.format_exc())
+    except OSError:
+        return None
+    return str(path)
