@@ -52,13 +52,22 @@ class MetricsLog(TrainerCallback):
     lr), every per-function reward `rewards/<name>/mean`, `step_time_s` (seconds, generation
     included) and `tokens_per_s` (prompt + completion tokens processed per second).
 
+    Under a launcher, every rank sees the same logs (TRL gathers the rewards over ranks, the Trainer the loss) and
+    keeps the guard, so that all stop at the same step; only the main process writes (`write`): one line per step.
+
+    Args:
+        path: the metrics.jsonl file.
+        stop_on_nonfinite: stop the run on a non-finite loss or gradient norm.
+        write: append to `path` (False on the other ranks of a launch: records and guard only).
+
     Attributes:
         records: every record written, in order.
         diverged: None, or why the run was stopped (e.g. "loss=nan at step 4").
     """
 
-    def __init__(self, path: Path, stop_on_nonfinite: bool = True):
+    def __init__(self, path: Path, stop_on_nonfinite: bool = True, write: bool = True):
         self.path = path
+        self.write = write
         self.stop_on_nonfinite = stop_on_nonfinite
         self.records: list[dict[str, Any]] = []
         self.diverged: str | None = None
@@ -86,8 +95,9 @@ class MetricsLog(TrainerCallback):
         bad = [k for k in GUARDED if isinstance(record[k], float) and not math.isfinite(record[k])]
         record = {k: _finite_or_none(v) for k, v in record.items()}
         self.records.append(record)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.write:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         if bad and self.stop_on_nonfinite and self.diverged is None:
             self.diverged = ", ".join(f"{k}={logs[k]}" for k in bad) + f" at step {state.global_step}"
             control.should_training_stop = True
@@ -140,12 +150,18 @@ class GracefulStop(TrainerCallback):
     Use as a context manager around `trainer.train()`: it installs the signal handlers and puts
     the previous ones back. A second SIGINT raises `KeyboardInterrupt` at once.
 
+    Under a launcher, the ranks agree at the end of each optimizer step (one all-reduce of one number) on whether
+    any of them got a signal, so that all stop after the same step (a rank that stops alone would leave the others
+    waiting in the next step's gradient all-reduce).
+
     Attributes:
         signal_name: None, or the name of the signal that asked for the stop.
+        peer_stopped: whether another rank's signal stopped this one.
     """
 
     def __init__(self):
         self.signal_name: str | None = None
+        self.peer_stopped = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
@@ -163,7 +179,13 @@ class GracefulStop(TrainerCallback):
             signal.signal(sig, handler)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.signal_name is not None:
+        stop = self.signal_name is not None
+        if getattr(args, "world_size", 1) > 1:
+            from rlvr_cli.training.distributed import any_rank
+
+            self.peer_stopped = not stop and any_rank(stop, args.device)
+            stop = stop or self.peer_stopped
+        if stop:
             control.should_training_stop = True
 
 
@@ -192,6 +214,16 @@ class NonFiniteWeights(TrainerCallback):
                 return None
             bad = next((n for n, p in params if not bool(torch.isfinite(p).all())), None)
         return None if bad is None else f"non-finite weights after step {step} ({bad})"
+
+    def explain(self, error: BaseException, model: Any, step: int) -> str | None:
+        """Why a training error is a divergence, or None when it is not one: the weights are not finite, or the
+        error is torch's refusal to sample from probabilities that are not finite (`torch.multinomial`: "probability
+        tensor contains either `inf`, `nan` or element < 0"), which finite but huge weights cause too (logits
+        overflow)."""
+        reason = self.check(model, step)
+        if reason is None and "probability tensor contains either" in str(error):
+            reason = f"non-finite sampling probabilities after step {step} (the logits overflowed)"
+        return reason
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.diverged is None and (reason := self.check(model, state.global_step)):
