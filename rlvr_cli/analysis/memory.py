@@ -1,5 +1,7 @@
 """`rlvr memory MODEL`: the memory that training needs for weights, gradients, optimizer states and master
-weights, per optimizer. Computed from parameter shapes, not measured; activations are not included.
+weights, per optimizer; and per GPU under a plan (`Plan`: DDP, ZeRO-1/2/3 or FSDP sharding, CPU offload, a 4-bit
+QLoRA base), with activations from the model's config (`activation_bytes`, arXiv 2205.05198) and whether it
+fits in `--gpu-memory`. Computed from parameter shapes and the config, not measured.
 
 Per parameter, by precision (Hugging Face transformers docs, "Model training anatomy", section "Anatomy of
 Model's Memory"; https://huggingface.co/docs/transformers/model_memory_anatomy):
@@ -105,7 +107,9 @@ class MemoryEstimate:
 
     `model` is the argument as given; `n_params` counts every parameter (tied weights once), `n_trainable` the
     trainable ones (all of them without an adapter). `from_shapes` is True when the parameter shapes were known
-    (a model), False for a bare count.
+    (a model), False for a bare count. `rows` are the whole run's model states (one device, no sharding);
+    `per_gpu` the same per optimizer on each GPU under `plan` (sharding, offload), with `activations` (from the
+    model's config; None for a bare count).
     """
 
     model: str
@@ -116,6 +120,9 @@ class MemoryEstimate:
     r: int | None
     from_shapes: bool
     rows: dict[str, MemoryBreakdown] = field(default_factory=dict)
+    plan: Plan | None = None
+    activations: Activations | None = None
+    per_gpu: dict[str, GpuMemory] = field(default_factory=dict)
 
 
 def optimizer_names() -> list[str]:
@@ -195,6 +202,16 @@ def adapter_shapes(model_name_or_path: str, adapter: str, r: int | None = None) 
     Raises:
         BadInput: an unknown adapter, r < 1, or a model whose config cannot be read.
     """
+    return _split_shapes(_adapter_model(model_name_or_path, adapter, r))
+
+
+def _split_shapes(model: Any) -> tuple[list[Shape], list[Shape]]:
+    params = list(model.parameters())
+    return _shapes(params), _shapes(p for p in params if p.requires_grad)
+
+
+def _adapter_model(model_name_or_path: str, adapter: str, r: int | None) -> Any:
+    """The meta-device model, with the adapter applied unless `adapter == "full"` (see `adapter_shapes`)."""
     _check_adapter(adapter, r)
     model = meta_model(model_name_or_path)
     if adapter != "full":
@@ -206,8 +223,7 @@ def adapter_shapes(model_name_or_path: str, adapter: str, r: int | None = None) 
         with warnings.catch_warnings():  # transformers' deprecation notices, raised inside PEFT
             warnings.simplefilter("ignore", FutureWarning)
             model = get_peft_model(model, config)
-    params = list(model.parameters())
-    return _shapes(params), _shapes(p for p in params if p.requires_grad)
+    return model
 
 
 def optimizer_options(optimizer_name: str) -> dict[str, Any]:
@@ -314,7 +330,8 @@ def state_bytes_analytic(optimizer_name: str, shapes: Sequence[Shape], dtype_byt
 
 
 def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp32",
-              trainable: Sequence[Shape] | None = None, options: Mapping[str, Any] | None = None) -> MemoryBreakdown:
+              trainable: Sequence[Shape] | None = None, options: Mapping[str, Any] | None = None,
+              quantized: Sequence[Shape] | None = None) -> MemoryBreakdown:
     """Training memory (weights, gradients, optimizer states, master weights) of one optimizer, in bytes.
 
     Args:
@@ -325,6 +342,8 @@ def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp
         trainable: shapes of the trainable tensors (an adapter's); None means every parameter trains. Needs
             `model` as shapes.
         options: the optimizer's keyword arguments, as for `state_bytes_analytic`.
+        quantized: shapes of frozen weights stored in 4 bits (QLoRA, `nf4_bytes`) instead of the working
+            precision; they must be among `model`'s shapes and not trainable. None: no quantized weights.
 
     Returns:
         A `MemoryBreakdown`; `exact` is False for Adafactor from a bare count (its factored second moments need
@@ -355,7 +374,9 @@ def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp
         trainable = shapes if trainable is None else [tuple(s) for s in trainable]
         n_params, n_trainable = sum(map(math.prod, shapes)), sum(map(math.prod, trainable))
         states = state_bytes_analytic(optimizer, trainable, size["states"], options)
-    weights = n_params * size["weights"]
+    quantized = [tuple(q) for q in quantized or []]
+    weights = ((n_params - sum(map(math.prod, quantized))) * size["weights"]
+               + sum(nf4_bytes(math.prod(q)) for q in quantized))
     gradients = n_trainable * size["gradients"]
     master = n_trainable * size["master"]
     total = weights + gradients + states + master
@@ -434,9 +455,247 @@ def _check_adapter(adapter: str, r: int | None) -> None:
         raise BadInput("--r is an adapter's rank; --adapter full (every weight trains) has none: add --adapter lora")
 
 
+#: `--shard` modes, and the model-state parts each one splits over the GPUs (the rest is replicated on every
+#: GPU). ZeRO stages (Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models",
+#: arXiv 1910.02054, section 5): stage 1 partitions the optimizer states (which hold the fp32 master weights),
+#: stage 2 also the gradients, stage 3 also the parameters. `fsdp` is PyTorch FSDP's FULL_SHARD (FSDP2
+#: `fully_shard`): states, gradients and parameters, as ZeRO-3. `ddp` replicates everything; `none` is one GPU.
+SHARDS: dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "ddp": frozenset(),
+    "zero1": frozenset({"optimizer_states", "master_weights"}),
+    "zero2": frozenset({"optimizer_states", "master_weights", "gradients"}),
+    "zero3": frozenset({"optimizer_states", "master_weights", "gradients", "weights"}),
+    "fsdp": frozenset({"optimizer_states", "master_weights", "gradients", "weights"}),
+}
+#: `--offload` modes: the model-state parts moved to CPU memory, and the `--shard` modes that support each.
+#: `optimizer` (DeepSpeed `offload_optimizer`, ZeRO stages 1-3): optimizer states, master weights and the
+#: gradient partition the CPU optimizer reads move to CPU (ZeRO-Offload, Ren et al., arXiv 2101.06840: only the
+#: 16-bit parameters stay on the GPU). `params` (DeepSpeed `offload_param`, ZeRO-3 only; FSDP `CPUOffload(
+#: offload_params=True)`, which has no optimizer-only mode): the parameters too.
+OFFLOADS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    "none": (frozenset(), tuple(SHARDS)),
+    "optimizer": (frozenset({"optimizer_states", "master_weights", "gradients"}), ("zero1", "zero2", "zero3")),
+    "params": (frozenset({"optimizer_states", "master_weights", "gradients", "weights"}), ("zero3", "fsdp")),
+}
+PARTS = ("weights", "gradients", "optimizer_states", "master_weights")
+#: QLoRA's 4-bit NormalFloat storage (Dettmers et al., "QLoRA", arXiv 2305.14314, section 3; bitsandbytes
+#: `quantize_4bit`): two values per byte plus one fp32 absmax per block of 64 values, no double quantization
+#: (bitsandbytes' and transformers' default, `bnb_4bit_use_double_quant=False`): 0.5 + 4/64 = 0.5625 B/param.
+NF4_BLOCK = 64
+NF4_ABSMAX_BYTES = 4
+BASE_BITS = (4,)
+ACTIVATION_SOURCE = ("Activations: Korthikanti et al., \"Reducing Activation Recomputation in Large Transformer "
+                     "Models\", arXiv 2205.05198, section 4: per layer s*b*(18h + 4f) + 5*a*s^2*b bytes in 16-bit "
+                     "(= s*b*h*(34 + 5*a*s/h) for f = 4h), 2*s*b*h with full checkpointing, + s*b*V*4 fp32 "
+                     "logits; attention scores materialised (no FlashAttention), dropout masks counted.")
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "K": 10**3, "M": 10**6,
+               "G": 10**9, "T": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a run is laid out over GPUs: `num_gpus` (>= 1), `shard` (`SHARDS`), `offload` (`OFFLOADS`),
+    `gpu_memory` (bytes per GPU to check against, or None), `base_bits` (4: a QLoRA base; None: the working
+    precision), and the activation settings: `seq_len` (tokens per sequence), `micro_batch` (sequences per GPU
+    per forward), `activation_checkpointing` (full recomputation of each decoder layer)."""
+
+    num_gpus: int = 1
+    shard: str = "none"
+    offload: str = "none"
+    gpu_memory: int | None = None
+    base_bits: int | None = None
+    seq_len: int = 1024
+    micro_batch: int = 1
+    activation_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Activation memory of one GPU's micro-batch, in bytes, and the config figures it came from.
+
+    `layers` (L), `hidden` (h), `heads` (a), `intermediate` (f), `vocab` (V); `per_layer`: bytes kept by one
+    decoder layer; `logits`: the fp32 logits; `total` = L * per_layer + logits (`activation_bytes`)."""
+
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    vocab: int
+    seq_len: int
+    micro_batch: int
+    checkpointing: bool
+    per_layer: int
+    logits: int
+    total: int
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """Memory of one GPU (and the CPU memory its offloaded share takes), in bytes, for one optimizer.
+
+    `weights`, `gradients`, `optimizer_states`, `master_weights`: what stays on the GPU, each sharded as the
+    plan's stage shards it (rounded up to whole bytes). `activations`: None when unknown (a bare count).
+    `total`: the GPU's sum (activations counted when known). `cpu`: bytes this GPU's rank offloads to CPU;
+    `cpu_total`: over all GPUs. `fits`: `total <= gpu_memory`, None without `--gpu-memory`."""
+
+    weights: int
+    gradients: int
+    optimizer_states: int
+    master_weights: int
+    activations: int | None
+    total: int
+    cpu: int
+    cpu_total: int
+    fits: bool | None = None
+
+
+def parse_size(s: str) -> int:
+    """A memory size in bytes: `80GB`, `80G`, `80e9` (decimal, 1 GB = 1e9 bytes), `80GiB` (binary, 2**30),
+    `141 GB`; a bare number is bytes.
+
+    Raises:
+        BadInput: not a size, or not > 0.
+    """
+    text = s.strip().replace("_", "").replace(",", "").replace(" ", "").upper()
+    number = text.rstrip("KMGTIB")
+    unit = text[len(number):]
+    try:
+        value = Decimal(number) * _SIZE_UNITS[unit]
+    except (InvalidOperation, KeyError):
+        value = None
+    if value is None or not value.is_finite() or value <= 0:
+        raise BadInput(f"--gpu-memory must be a size such as 80GB, 80GiB or 80e9 (bytes), got '{s}'")
+    return int(value)
+
+
+def check_plan(plan: Plan, adapter: str = "full") -> None:
+    """Raises `BadInput` (one line) unless the plan is consistent: num_gpus >= 1, a known `--shard` and
+    `--offload`, an offload that the shard mode supports (`OFFLOADS`), more than one GPU only with a
+    data-parallel mode, `--base-bits 4` only with an adapter, seq_len and micro_batch >= 1."""
+    if plan.num_gpus < 1:
+        raise BadInput(f"--num-gpus must be an integer >= 1, got {plan.num_gpus}")
+    if plan.shard not in SHARDS:
+        raise BadInput(f"unknown --shard '{plan.shard}'; valid: {', '.join(SHARDS)}")
+    if plan.offload not in OFFLOADS:
+        raise BadInput(f"unknown --offload '{plan.offload}'; valid: {', '.join(OFFLOADS)}")
+    supported = OFFLOADS[plan.offload][1]
+    if plan.shard not in supported:
+        raise BadInput(f"--offload {plan.offload} needs --shard {' or '.join(supported)}, got --shard {plan.shard}"
+                       + ("; FSDP offloads parameters only: use --offload params" if plan.shard == "fsdp" else ""))
+    if plan.num_gpus > 1 and plan.shard == "none":
+        raise BadInput(f"--num-gpus {plan.num_gpus} needs a data-parallel mode: --shard ddp, zero1, zero2, zero3 or "
+                       "fsdp")
+    if plan.base_bits is not None and plan.base_bits not in BASE_BITS:
+        raise BadInput(f"--base-bits must be 4 (a QLoRA base), got {plan.base_bits}")
+    if plan.base_bits is not None and adapter == "full":
+        raise BadInput("--base-bits 4 quantizes the frozen base under an adapter: add --adapter lora (and a model)")
+    for name, value in (("--seq-len", plan.seq_len), ("--micro-batch", plan.micro_batch)):
+        if value < 1:
+            raise BadInput(f"{name} must be an integer >= 1, got {value}")
+
+
+def nf4_bytes(n: int) -> int:
+    """Bytes of `n` weights stored in QLoRA's 4-bit NormalFloat (arXiv 2305.14314): ceil(n/2) bytes of 4-bit
+    codes plus a 4-byte fp32 absmax per block of `NF4_BLOCK` (64) values, no double quantization."""
+    return -(-n // 2) + NF4_ABSMAX_BYTES * -(-n // NF4_BLOCK)
+
+
+def quantized_shapes(model: Any) -> list[Shape]:
+    """Shapes of the weights that a 4-bit QLoRA load quantizes: the frozen `weight` of every `torch.nn.Linear`
+    (PEFT's `base_layer`s included) except the input and output embeddings (transformers keeps `lm_head` in
+    16 bits); biases, norms and embeddings keep the working precision. Each tensor once."""
+    import torch
+
+    skip = {id(e.weight) for e in (model.get_input_embeddings(), model.get_output_embeddings()) if e is not None}
+    seen: dict[int, Shape] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad and id(module.weight) not in skip:
+            seen[id(module.weight)] = tuple(module.weight.shape)
+    return list(seen.values())
+
+
+def activation_bytes(layers: int, hidden: int, heads: int, intermediate: int, vocab: int, seq_len: int,
+                     micro_batch: int, checkpointing: bool = False) -> tuple[int, int]:
+    """`(per decoder layer, logits)` activation bytes of one micro-batch, from Korthikanti et al., "Reducing
+    Activation Recomputation in Large Transformer Models" (arXiv 2205.05198), section 4 (activation memory).
+
+    Without recomputation a layer keeps s*b*h*(34 + 5*a*s/h) bytes: attention 11sbh + 5as^2b, MLP 19sbh,
+    two layer norms 4sbh. The MLP's 19sbh is 3sbh + 4*s*b*(4h); here 4h is the config's intermediate size f,
+    so a layer keeps s*b*(18h + 4f) + 5*a*s^2*b (the paper's figure when f = 4h). With full activation
+    checkpointing a layer keeps its 16-bit input, 2*s*b*h (the paper's full-recomputation figure). The logits
+    are s*b*V*4 bytes (fp32).
+
+    Assumptions (the paper's): 16-bit activations, no tensor or sequence parallelism, attention scores and
+    softmax materialised (an upper bound under FlashAttention / SDPA, which keep no a*s^2 tensors), a 1-byte
+    dropout mask per dropout, a two-matrix MLP (a gated MLP such as SwiGLU keeps two more 16-bit s*b*f
+    tensors, 4*s*b*f bytes, not counted), all heads for keys and values (grouped-query attention keeps less).
+    Not counted: the one layer recomputed at a time under checkpointing, the loss's temporaries, GRPO's
+    reference-model forward.
+
+    Args:
+        layers (L), hidden (h), heads (a), intermediate (f), vocab (V): from the model's config.
+        seq_len (s): tokens per sequence. micro_batch (b): sequences per GPU per forward.
+        checkpointing: full activation checkpointing of each decoder layer.
+
+    Returns:
+        Bytes per decoder layer and bytes of the logits (ints).
+    """
+    s, b, h, a, f = seq_len, micro_batch, hidden, heads, intermediate
+    per_layer = 2 * s * b * h if checkpointing else s * b * (18 * h + 4 * f) + 5 * a * s * s * b
+    return per_layer, s * b * vocab * 4
+
+
+def model_activations(model_name_or_path: str, seq_len: int = 1024, micro_batch: int = 1,
+                      checkpointing: bool = False) -> Activations | None:
+    """`activation_bytes` for a model, from its config (`num_hidden_layers`, `hidden_size`,
+    `num_attention_heads`, `intermediate_size` (4 * hidden when unset), `vocab_size`; the text config of a
+    multimodal model). None when the config lacks one of them.
+
+    Raises:
+        BadInput: the model's config cannot be read.
+    """
+    from rlvr_cli.models.loading import load_config
+
+    config = load_config(model_name_or_path)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    keys = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
+    values = [getattr(config, k, None) for k in keys]
+    if not all(isinstance(v, int) for v in values):
+        return None
+    layers, hidden, heads, vocab = values
+    intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
+    per_layer, logits = activation_bytes(layers, hidden, heads, intermediate, vocab, seq_len, micro_batch,
+                                         checkpointing)
+    return Activations(layers, hidden, heads, intermediate, vocab, seq_len, micro_batch, checkpointing, per_layer,
+                       logits, layers * per_layer + logits)
+
+
+def per_gpu(b: MemoryBreakdown, plan: Plan, activations: int | None = None) -> GpuMemory:
+    """One GPU's share of a run's model states (`b`, the whole run on one device) under `plan`, in bytes.
+
+    Each part in `SHARDS[plan.shard]` is divided over `plan.num_gpus` GPUs (rounded up; DeepSpeed's alignment
+    padding is not counted), the others are replicated. Parts in `OFFLOADS[plan.offload][0]` move to CPU,
+    partitioned (ZeRO-1 with offload moves its rank's gradient partition only): this GPU's share is `cpu`.
+    The GPU's `total` adds `activations` (bytes of one GPU's micro-batch, not sharded: data parallelism splits
+    the batch, not the sequences). Under ZeRO-3 / FSDP the layer gathered whole on the GPU while it runs is not
+    counted (DeepSpeed's estimator adds 4 B per parameter of the largest layer), nor are communication buckets.
+    """
+    n, sharded, moved = plan.num_gpus, SHARDS[plan.shard], OFFLOADS[plan.offload][0]
+    share = {part: -(-getattr(b, part) // n) if part in sharded | moved else getattr(b, part) for part in PARTS}
+    gpu = {part: 0 if part in moved else share[part] for part in PARTS}
+    cpu = sum(share[part] for part in moved)
+    total = sum(gpu.values()) + (activations or 0)
+    fits = None if plan.gpu_memory is None else total <= plan.gpu_memory
+    return GpuMemory(gpu["weights"], gpu["gradients"], gpu["optimizer_states"], gpu["master_weights"], activations,
+                     total, cpu, cpu * n, fits)
+
+
 def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str = "fp32", adapter: str = "full",
-             r: int | None = None) -> MemoryEstimate:
-    """Everything `rlvr memory` prints: parameter counts and one `MemoryBreakdown` per optimizer.
+             r: int | None = None, plan: Plan | None = None,
+             options: Mapping[str, Mapping[str, Any]] | None = None) -> MemoryEstimate:
+    """Everything `rlvr memory` prints: parameter counts, one `MemoryBreakdown` per optimizer (the whole run),
+    and, per optimizer, one GPU's memory under `plan` (`per_gpu`) with activations from the model's config.
 
     Every argument is checked before any model config is read.
 
@@ -447,27 +706,39 @@ def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str
         precision: `fp32`, `mixed` or `bf16`.
         adapter: an option of the adapter config group; `full` trains every weight. Needs a model.
         r: the adapter's rank; None keeps its config's.
+        plan: GPUs, sharding, offload, `--gpu-memory`, a 4-bit base, activation settings; None: `Plan()`.
+        options: per optimizer name, keyword arguments over its config file's (e.g. `{"adafactor":
+            {"beta1": 0.9}}`: Adafactor's first moment), as for `state_bytes_analytic`.
 
     Raises:
-        BadInput: an unknown optimizer, precision or adapter, r < 1, an adapter with a bare count, or a MODEL
-            that is neither a whole number >= 1 nor a readable model. One line each.
+        BadInput: an unknown optimizer, precision or adapter, r < 1, an adapter with a bare count, an
+            inconsistent plan (`check_plan`), or a MODEL that is neither a whole number >= 1 nor a readable
+            model. One line each.
     """
+    plan = plan or Plan()
+    options = options or {}
     names = list(optimizers or optimizer_names())
     for name in names:
         check_optimizer(name)
     check_precision(precision)
     _check_adapter(adapter, r)
+    check_plan(plan, adapter)
     count = parse_model_arg(model)
     if count is not None and adapter != "full":
         raise BadInput("--adapter needs a model (its layer shapes), not a parameter count")
     if count is not None:
-        rows = {name: breakdown(count, name, precision) for name in names}
-        return MemoryEstimate(model, count, count, precision, adapter, None, False, rows)
-    shapes, trainable = adapter_shapes(model, adapter, r)
-    rows = {name: breakdown(shapes, name, precision, trainable) for name in names}
-    if adapter != "full" and r is None:
-
-        r = compose([f"adapter={adapter}"]).adapter.get("r")
-    return MemoryEstimate(model, sum(map(math.prod, shapes)), sum(map(math.prod, trainable)), precision, adapter,
-                          r, True, rows)
-
+        rows = {name: breakdown(count, name, precision, options=options.get(name)) for name in names}
+        est = MemoryEstimate(model, count, count, precision, adapter, None, False, rows, plan)
+    else:
+        built = _adapter_model(model, adapter, r)
+        shapes, trainable = _split_shapes(built)
+        quantized = quantized_shapes(built) if plan.base_bits == 4 else None
+        rows = {name: breakdown(shapes, name, precision, trainable, options.get(name), quantized) for name in names}
+        if adapter != "full" and r is None:
+            r = compose([f"adapter={adapter}"]).adapter.get("r")
+        act = model_activations(model, plan.seq_len, plan.micro_batch, plan.activation_checkpointing)
+        est = MemoryEstimate(model, sum(map(math.prod, shapes)), sum(map(math.prod, trainable)), precision,
+                             adapter, r, True, rows, plan, act)
+    act_bytes = est.activations.total if est.activations else None
+    est.per_gpu = {name: per_gpu(b, plan, act_bytes) for name, b in est.rows.items()}
+    return est

@@ -60,18 +60,51 @@ def memory(
     adapter: str = typer.Option("full", "--adapter", help="full | lora | dora | rslora | vera (needs a model)"),
     r: int | None = typer.Option(None, "--r", help="adapter rank; default: the adapter config's"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | mixed | bf16"),
+    num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs the run is spread over (data parallel)"),
+    shard: str = typer.Option("none", "--shard", help="none | ddp | zero1 | zero2 | zero3 | fsdp (full shard)"),
+    offload: str = typer.Option("none", "--offload", help="none | optimizer (ZeRO 1-3) | params (ZeRO-3, fsdp): "
+                                                          "CPU offload"),
+    gpu_memory: str | None = typer.Option(None, "--gpu-memory", help="memory of one GPU (80GB, 80GiB, 80e9): "
+                                                                     "say whether the run fits"),
+    seq_len: int = typer.Option(1024, "--seq-len", help="tokens per sequence, for activations (needs a model)"),
+    micro_batch: int = typer.Option(1, "--micro-batch", help="sequences per GPU per forward, for activations"),
+    checkpointing: bool = typer.Option(False, "--activation-checkpointing/--no-activation-checkpointing",
+                                       help="full activation checkpointing of each decoder layer"),
+    base_bits: int | None = typer.Option(None, "--base-bits", help="4: a QLoRA base, frozen weights in 4-bit NF4 "
+                                                                   "(needs --adapter)"),
+    adafactor_beta1: float | None = typer.Option(None, "--adafactor-beta1", help="Adafactor's beta1: when set it "
+                                                                                 "keeps a first moment (4 B/param)"),
     as_json: bool = JSON,
 ) -> None:
-    """Training memory per optimizer: weights, gradients, optimizer states, master weights (no activations).
-    Bytes in decimal units: 1 GB = 1e9 bytes."""
-    from rlvr_cli.analysis.memory import estimate
+    """Training memory per optimizer: weights, gradients, optimizer states, master weights, and per GPU (sharded,
+    offloaded, with activations from a model's config) whether the run fits. Bytes in decimal units: 1 GB =
+    1e9 bytes. Exit code 0 whether it fits or not."""
+    from rlvr_cli.analysis.memory import Plan, estimate, parse_size
+    from rlvr_cli.core.errors import BadInput
 
     with bad_input_exits(), stdout_to_stderr(as_json):
-        est = estimate(model, optimizer or None, precision, adapter, r)
+        if adafactor_beta1 is not None and not 0 <= adafactor_beta1 < 1:
+            raise BadInput(f"--adafactor-beta1 must be in [0, 1), got {adafactor_beta1}")
+        if adafactor_beta1 is not None and optimizer and "adafactor" not in optimizer:
+            raise BadInput("--adafactor-beta1 sets Adafactor's beta1: add --optimizer adafactor")
+        plan = Plan(num_gpus, shard, offload, None if gpu_memory is None else parse_size(gpu_memory), base_bits,
+                    seq_len, micro_batch, checkpointing)
+        options = {} if adafactor_beta1 is None else {"adafactor": {"beta1": adafactor_beta1}}
+        est = estimate(model, optimizer or None, precision, adapter, r, plan, options)
     if as_json:
         print_json(asdict(est))
     else:
         print_table(memory_table(est))
+        if _plan_asked(est):
+            print_table(per_gpu_table(est))
+
+
+def _plan_asked(est: MemoryEstimate) -> bool:
+    """Whether `rlvr memory` prints the per-GPU table: activations are known (a model), or the plan differs from
+    one GPU without sharding, offload or a memory to check against."""
+    plan = est.plan
+    return est.activations is not None or (plan is not None and (plan.num_gpus > 1 or plan.shard != "none"
+                                                                  or plan.gpu_memory is not None))
 
 
 def memory_table(est: MemoryEstimate) -> Table:
@@ -102,4 +135,44 @@ def memory_table(est: MemoryEstimate) -> Table:
     table.caption = "\n".join(["states: optimizer states; master: master weights (fp32 copy); B/param: total "
                                "bytes per parameter.", PRECISION_HELP[est.precision] + ". " + counts, *notes,
                                SOURCE])
+    return table
+
+
+def per_gpu_table(est: MemoryEstimate) -> Table:
+    """A Rich table of one GPU's memory per optimizer (`est.per_gpu`): weights, gradients, optimizer states,
+    master weights (each sharded as the plan's stage shards it), activations (a model only), the GPU's total,
+    the CPU bytes this GPU offloads (with `--offload`), and whether it fits (with `--gpu-memory`). Decimal units
+    (`human_bytes`); figures never wrap; the caption states the plan, the activation formula and its source."""
+    from rlvr_cli.analysis.memory import ACTIVATION_SOURCE, SHARDS
+
+    plan, act = est.plan, est.activations
+    assert plan is not None
+    layout = f"{plan.num_gpus} GPU{'s' if plan.num_gpus > 1 else ''}, shard {plan.shard}, offload {plan.offload}"
+    table = Table(title=f"per GPU: {layout}", caption_justify="left")
+    table.add_column("optimizer", no_wrap=True)
+    columns = ["weights", "gradients", "states", "master", *(["activations"] if act else []), "GPU total",
+               *(["CPU"] if plan.offload != "none" else []), *(["fits"] if plan.gpu_memory is not None else [])]
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True)
+    for name, g in est.per_gpu.items():
+        exact = est.rows[name].exact
+        total = human_bytes(g.total) if exact else f">= {human_bytes(g.total)}"
+        cells = [human_bytes(g.weights), human_bytes(g.gradients), human_bytes(g.optimizer_states),
+                 human_bytes(g.master_weights), *([human_bytes(g.activations)] if act else []), total,
+                 *([human_bytes(g.cpu)] if plan.offload != "none" else []),
+                 *([("yes" if g.fits else "[red]no[/]")] if plan.gpu_memory is not None else [])]
+        table.add_row(name, *cells)
+    sharded = ", ".join(sorted(SHARDS[plan.shard])) or "nothing"
+    lines = [f"{plan.shard}: shards {sharded} over {plan.num_gpus} GPU(s), the rest replicated"
+             + (f"; CPU: this GPU's offloaded share (x {plan.num_gpus} in all)." if plan.offload != "none" else ".")]
+    if act:
+        lines.append(f"activations: L={act.layers} h={act.hidden} a={act.heads} f={act.intermediate} V={act.vocab}, "
+                     f"s={act.seq_len} tokens x b={act.micro_batch} sequences, checkpointing "
+                     f"{'on' if act.checkpointing else 'off'}. {ACTIVATION_SOURCE}")
+    else:
+        lines.append("Activations not included: give a model (its config) instead of a bare count.")
+    if plan.gpu_memory is not None:
+        lines.append(f"fits: GPU total <= --gpu-memory {human_bytes(plan.gpu_memory)} ({plan.gpu_memory:,} bytes; "
+                     "the CUDA context, allocator fragmentation and temporary buffers are not counted).")
+    table.caption = "\n".join(lines)
     return table
