@@ -1,0 +1,1 @@
+"""The bottom layer: config composition and schemas, shared value checks, the run directory, errors, units."""

@@ -1,0 +1,1 @@
+"""`rlvr train`: the GRPO recipe, its callbacks, optimizers, rewards, tracking and multi-process runs."""
