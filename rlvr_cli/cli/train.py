@@ -22,7 +22,10 @@ from rlvr_cli.core.units import human_bytes
 
 
 def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
-    """Run one GRPO training run. Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged, 130 interrupted."""
+    """Run one GRPO training run. Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged, 130 interrupted.
+
+    Under `torchrun`, `accelerate launch` or `srun` every rank ends with the same exit code; rank 0 alone prints
+    the summary."""
     import warnings
 
     from rlvr_cli.core.config import compose
@@ -31,18 +34,21 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     overrides = overrides or []
     with bad_input_exits(), stdout_to_stderr(as_json):
         cfg = compose(overrides)
+        from rlvr_cli.training.distributed import launch_env, linger
         from rlvr_cli.training.recipe import EXIT_CODES
         from rlvr_cli.training.recipe import train as run_train
 
         summary = run_train(cfg, overrides, progress=not as_json)
-    if as_json:
+    main = launch_env().is_main  # under torchrun, accelerate launch or srun: rank 0 alone reports
+    if main and as_json:
         print_json(summary)
-    else:
+    elif main:
         print_table(summary_table(summary))
-    if summary["status"] == FAILED:  # one line; the traceback is in the run directory
+    if main and summary["status"] == FAILED:  # one line; the traceback is in the run directory
         where = f" (traceback: {summary['traceback']})" if summary.get("traceback") else ""
         err_console.print(f"[bold red]error:[/] run failed: {summary['reason']}{where}", highlight=False,
                           soft_wrap=True)
+    linger(EXIT_CODES[summary["status"]])  # the other ranks exit after rank 0, with the same code
     raise typer.Exit(code=EXIT_CODES[summary["status"]])
 
 

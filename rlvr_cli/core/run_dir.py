@@ -10,7 +10,9 @@
                          (save_format=sparse_delta), plus the tokenizer
         wandb/           the W&B run files (logger=wandb)
 
-A run directory is created exclusively (`create`): two runs never share one, whatever starts when. While a run
+A run directory is created exclusively (`create`): two runs never share one, whatever starts when. A run of
+several processes (torchrun, accelerate launch, srun) has one run directory, written by its main process (rank 0;
+`rlvr_cli.training.distributed`). While a run
 trains, its summary.json says `running` and names its process (`host`, `pid`) and the last time it was seen alive
 (`heartbeat`); `liveness` tells a live run from a dead one (killed without a chance to write its final status).
 """
@@ -186,15 +188,20 @@ class Summary(TypedDict, total=False):
     adapter: str                     # adapter option name (full: no adapter)
     r: int | None                    # adapter rank
     seed: int
+    world_size: int                  # processes of the run (torchrun, accelerate launch, srun); 1 without a launcher
+    distributed: str                 # none | ddp | fsdp (from the TrainingArguments' parallel mode)
     wandb_run_id: str | None
     global_step: int                 # optimizer steps taken
     reward_mean_first_quarter: float | None
     reward_mean_last_quarter: float | None
     trainable_params: int
     total_params: int                # tied weights counted once
-    optimizer_state_bytes: int       # measured from the optimizer's state tensors
+    optimizer_state_bytes: int       # measured from the optimizer's state tensors (the main process's)
+    optimizer_state_bytes_per_rank: list[int | None]  # the same, per rank (rank order)
+    optimizer_state_bytes_total: int | None           # their sum over ranks
     optimizer_state_bytes_analytic: int
-    peak_memory_bytes: int           # peak allocated GPU memory on CUDA, peak RSS on CPU
+    peak_memory_bytes: int           # peak allocated GPU memory on CUDA, peak RSS on CPU; the maximum over ranks
+    peak_memory_bytes_per_rank: list[int | None]      # the same, per rank (rank order)
     memory_analytic_bytes: int       # weights + gradients + optimizer states + master weights
     update_sparsity: dict[str, Any] | None   # step, tolerance, n_params, changed_frac_{exact,tol,bf16_exact,bf16_tol}
     update_sparsity_skipped: str | None

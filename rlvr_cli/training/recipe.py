@@ -36,7 +36,7 @@ from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters, sparse_delta
 from rlvr_cli.models.loading import load_config, load_model
 from rlvr_cli.models.state import count_params, state_dict
-from rlvr_cli.training import optimizers, rewards, tracking
+from rlvr_cli.training import distributed, optimizers, rewards, tracking
 from rlvr_cli.training.callbacks import (
     GracefulStop,
     Heartbeat,
@@ -90,8 +90,14 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     optimizer = optimizers.optimizer_cls_and_kwargs(cfg.optimizer)
     peft_config = adapters.peft_config(cfg.adapter)
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
-    path = run_dir.run_path(cfg)
-    args = grpo_config(cfg, str(path), reward_weights, use_wandb=cfg.logger.name == "wandb")
+    launch = distributed.use_slurm_env()
+    # Under a launcher, building the GRPOConfig starts the process group (accelerate's PartialState).
+    args = grpo_config(cfg, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb")
+    distributed.check_started(launch)
+    # One run directory whatever the world size: rank 0 picks the path (a default name has a random suffix and the
+    # time of its own clock) and every rank gets it, or rank 0's refusal.
+    path = distributed.on_main(lambda: run_dir.run_path(cfg))
+    args.output_dir = str(path)
     return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
                   path, args)
 
@@ -151,8 +157,13 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path) -> di
 
     Returns:
         `weights_dir`, `weights_bytes` (the .safetensors files written, bytes) and `full_weights_bytes` (the
-        tensor bytes of the whole model: what a full checkpoint holds).
+        tensor bytes of the whole model: what a full checkpoint holds); `{}` on the other ranks of a launch,
+        where only the main process writes (`trainer.save_model` is still called there: FSDP gathers on all).
     """
+    if not trainer.args.should_save:  # another rank than the main process: save_model does its share (FSDP)
+        if cfg.get("save_format", "full") != "sparse_delta":
+            trainer.save_model(str(out))
+        return {}
     trained = state_dict(trainer.model)
     if cfg.get("save_format", "full") == "sparse_delta":
         base, _ = load_model(cfg.model.name_or_path, cfg.model.dtype)
@@ -248,19 +259,24 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     inputs = check_inputs(cfg)
     stop = GracefulStop()
     with stop:  # signals are handled from before the run directory appears until the final summary is written
-        # 2. The run directory. From here on, every way out ends with a final status in summary.json.
-        run = run_dir.create(inputs.path, cfg, list(overrides))
+        # 2. The run directory (created by the main process; the other ranks of a launch wait for it). From here
+        # on, every way out ends with a final status in summary.json.
+        main = inputs.args.process_index == 0
+        run = distributed.on_main(lambda: run_dir.create(inputs.path, cfg, list(overrides)))
         summary: run_dir.Summary = {"status": run_dir.RUNNING, **run_dir.owner(), "run_dir": str(run.path),
                                     "model": cfg.model.name_or_path, "optimizer": cfg.optimizer.name,
                                     "lr": cfg.optimizer.lr, "adapter": cfg.adapter.name, "r": cfg.adapter.get("r"),
-                                    "seed": cfg.seed, "weights_dir": None}
-        run_dir.write_summary(run, summary)
-        metrics = MetricsLog(run.metrics, stop_on_nonfinite=cfg.stop_on_nonfinite)
+                                    "seed": cfg.seed, "world_size": inputs.args.world_size,
+                                    "distributed": distributed.parallel_mode(inputs.args), "weights_dir": None}
+        if main:
+            run_dir.write_summary(run, summary)
+        metrics = MetricsLog(run.metrics, stop_on_nonfinite=cfg.stop_on_nonfinite, write=main)
         weights = NonFiniteWeights() if cfg.stop_on_nonfinite else None
         sparsity = update_sparsity_callback(cfg.get("sparsity"))
-        bar = RichProgress(f"GRPO {run.path.name}") if progress else None
+        bar = RichProgress(f"GRPO {run.path.name}") if progress and main else None
         trainer, stage = None, "tracking"
         status, reason = run_dir.FAILED, None
+        in_step = True  # False when an exception may have left this rank out of step with the others
         try:
             summary["wandb_run_id"] = tracking.start(cfg, run.path, run.path.name)
             # 3. Model, trainer, training (none of it once a signal has come).
@@ -269,8 +285,9 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                 model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype)
                 stage = "training"
                 trainer = build_trainer(cfg, inputs, model, tokenizer,
-                                        [metrics, stop, Heartbeat(run, summary), *([weights] if weights else []),
-                                         *callbacks] + ([bar] if bar else []), sparsity)
+                                        [metrics, stop, *([Heartbeat(run, summary)] if main else []),
+                                         *([weights] if weights else []), *callbacks] + ([bar] if bar else []),
+                                        sparsity)
             if stop.signal_name is None:
                 trainer.train()
             if bar:
@@ -285,10 +302,11 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                 try:
                     summary.update(save_weights(cfg, trainer, tokenizer, run.weights))
                 except BaseException:
-                    shutil.rmtree(run.weights, ignore_errors=True)  # no partial weights; frees a full disk
+                    if main:
+                        shutil.rmtree(run.weights, ignore_errors=True)  # no partial weights; frees a full disk
                     raise
             stage = "evaluation"
-            if inputs.eval_problems and status == run_dir.COMPLETED:
+            if inputs.eval_problems and status == run_dir.COMPLETED and main:
                 identity = {"spec": str(run.path), "kind": "run-" + ("adapter" if inputs.peft_config else "full"),
                             "path": str(run.weights), "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
                 results = evaluate_model(trainer.model, tokenizer, inputs.eval_problems, inputs.eval_sampling,
@@ -298,8 +316,10 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
             summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
         except KeyboardInterrupt:  # a second Ctrl-C
             status, reason = run_dir.INTERRUPTED, f"KeyboardInterrupt during {stage}"
+            in_step = stage != "training"
         except Exception as e:
-            found = weights.check(trainer.model, trainer.state.global_step) if weights and trainer else None
+            in_step = stage != "training"
+            found = weights.explain(e, trainer.model, trainer.state.global_step) if weights and trainer else None
             if stage == "training" and found:  # e.g. sampling from NaN probabilities after a step broke the weights
                 status, reason = run_dir.DIVERGED, f"{found}; then {type(e).__name__}: {one_line(e)}"
             else:
@@ -314,22 +334,56 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                         summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
                     except Exception as e:  # noqa: BLE001 - the status is what matters now
                         summary["figures_error"] = f"{type(e).__name__}: {one_line(e)}"
+                status, reason = agree_ranks(summary, status, reason, gather=in_step)
                 summary.update(status=status, reason=reason, wall_time_s=round(time.perf_counter() - t_start, 3))
-                try:
-                    run_dir.write_summary(run, summary)
-                except OSError as e:  # a full disk, a lost output directory: stderr is all that is left
-                    print(f"error: cannot write {run.summary}: {one_line(e)}; the run ended {status}: {reason}",
-                          file=sys.stderr)
-                tracking.finish(summary)
+                if main:
+                    try:
+                        run_dir.write_summary(run, summary)
+                    except OSError as e:  # a full disk, a lost output directory: stderr is all that is left
+                        print(f"error: cannot write {run.summary}: {one_line(e)}; the run ended {status}: {reason}",
+                              file=sys.stderr)
+                    tracking.finish(summary)
+                if in_step:  # the other ranks end once the summary is written: torchrun stops all at a non-zero exit
+                    distributed.barrier()
     return summary
 
 
+def agree_ranks(summary: run_dir.Summary, status: str, reason: str | None,
+                gather: bool = True) -> tuple[str, str | None]:
+    """Gather every rank's final status and per-rank figures into `summary` (`distributed.agree`; a single
+    process is a world of one) and return the run's final status and reason, the same on every rank.
+
+    Sets `optimizer_state_bytes` (the main process's, bytes: what one device holds, comparable with
+    `optimizer_state_bytes_analytic`), `optimizer_state_bytes_per_rank` (list, bytes) and
+    `optimizer_state_bytes_total` (their sum, bytes; None when a rank has none), `peak_memory_bytes` (the maximum
+    over ranks, bytes) and `peak_memory_bytes_per_rank` (list, bytes). When the ranks cannot be reached (a
+    collective that fails or times out), or `gather` is False (an exception may have left this rank out of step
+    with the others: a collective now could hang), the figures are this rank's alone and the status its own.
+    """
+    mine = {k: summary.get(k) for k in ("optimizer_state_bytes", "peak_memory_bytes")}
+    try:
+        status, reason, ranks = distributed.agree(status, reason, mine) if gather else (status, reason, [mine])
+    except Exception as e:  # noqa: BLE001 - the status is what matters now
+        summary["figures_error"] = f"ranks not gathered: {type(e).__name__}: {one_line(e)}"
+        ranks = [mine]
+    states = [r["optimizer_state_bytes"] for r in ranks]
+    peaks = [r["peak_memory_bytes"] for r in ranks]
+    summary["optimizer_state_bytes_per_rank"] = states
+    summary["optimizer_state_bytes_total"] = None if None in states else sum(states)
+    summary["peak_memory_bytes_per_rank"] = peaks
+    if None not in peaks:
+        summary["peak_memory_bytes"] = max(peaks)
+    return status, reason
+
+
 def write_traceback(run: run_dir.RunDir) -> str | None:
-    """Write the exception being handled to `<run>/traceback.txt` (for whoever debugs a failed run; the summary
-    and the terminal get one line); return its path, or None when it cannot be written."""
+    """Write the exception being handled to `<run>/traceback.txt` (`traceback-rank<N>.txt` on rank N > 0 of a
+    launch; for whoever debugs a failed run; the summary and the terminal get one line); return its path, or None
+    when it cannot be written."""
     import traceback
 
-    path = run.path / "traceback.txt"
+    rank = distributed.launch_env().rank
+    path = run.path / ("traceback.txt" if rank == 0 else f"traceback-rank{rank}.txt")
     try:
         path.write_text(traceback.format_exc())
     except OSError:

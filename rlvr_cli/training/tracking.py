@@ -27,9 +27,12 @@ def start(cfg: DictConfig, run_path: Path, run_name: str) -> str | None:
     """Start the W&B run of a training run; return its id, or None for logger=none.
 
     Offline runs are written under `<run_path>/wandb/offline-run-*` and can be uploaded later
-    with `wandb sync`.
+    with `wandb sync`. Under a launcher only the main process (rank 0) starts one: one W&B run per training run
+    (transformers' `WandbCallback` logs from the main process only); the other ranks get None.
     """
-    if cfg.logger.name != "wandb":
+    from rlvr_cli.training.distributed import launch_env
+
+    if cfg.logger.name != "wandb" or not launch_env().is_main:
         return None
     import wandb
 
