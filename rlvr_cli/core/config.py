@@ -24,7 +24,7 @@ from rlvr_cli.core.schema import DTYPES, SAVE_FORMATS
 __all__ = ["DTYPES", "GROUPS", "MOVED_KEYS", "SAVE_FORMATS", "compose", "config_dir", "group_options", "validate"]
 
 #: The config groups, which are also the sweep axes.
-GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "logger")
+GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "distributed", "generation", "logger")
 #: Old override names -> their GRPOConfig names (the trainer settings moved out of conf/optimizer/ into grpo).
 MOVED_KEYS = {f"optimizer.{k}": f"grpo.{k}" for k in ("weight_decay", "lr_scheduler_type", "warmup_steps",
                                                        "max_grad_norm")}

@@ -204,6 +204,38 @@ class GrpoSchema:
     weight_decay: float = rule(ge=0, example=0.0)
 
 
+#: `distributed.name` values: the files of conf/distributed/.
+DISTRIBUTED = ("none", "ddp", "fsdp", "zero2", "zero3")
+#: `distributed.mixed_precision` values (accelerate's names).
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+@dataclass
+class DistributedSchema:
+    """`distributed` group (`conf/distributed/*.yaml`): how many processes on how many machines, and how the model
+    is spread over them (accelerate's launch names: https://huggingface.co/docs/accelerate/package_reference/cli)."""
+
+    name: str = rule(choices=DISTRIBUTED, required=True)
+    num_processes: int | None = rule(ge=1, why="processes per machine; null: every visible GPU", example=8)
+    num_machines: int = rule(ge=1, example=1)
+    machine_rank: int = rule(ge=0, example=0)
+    main_process_ip: str | None = MISSING
+    main_process_port: int = rule(ge=1, le=65535, example=29500)
+    timeout_s: float = rule(gt=0, why="seconds a collective waits for a rank", example=1800)
+    mixed_precision: str = rule(choices=MIXED_PRECISION)
+    offload_params: bool = MISSING
+    offload_optimizer: bool = MISSING
+    fsdp_config: Any = MISSING  # transformers checks it
+    deepspeed: Any = MISSING  # a mapping or a JSON file; DeepSpeed's own config class checks it
+
+
+@dataclass
+class GenerationSchema:
+    """`generation` group (`conf/generation/*.yaml`): which engine samples the completions of a GRPO step."""
+
+    name: str = MISSING
+
+
 @dataclass
 class LoggerSchema:
     """`logger` group (`conf/logger/*.yaml`): the tracking service."""
@@ -246,6 +278,8 @@ class TrainSchema:
     optimizer: OptimizerSchema = MISSING
     adapter: AdapterSchema = MISSING
     grpo: GrpoSchema = MISSING
+    distributed: DistributedSchema = MISSING
+    generation: GenerationSchema = MISSING
     model: ModelSchema = MISSING
     rewards: Any = MISSING  # name or dotted import path -> weight; typed by `conform_rewards`
     logger: LoggerSchema = MISSING
@@ -262,7 +296,8 @@ class TrainSchema:
 #: Config group (and `train.yaml` block) -> its schema: the groups of `rlvr_cli.core.config.GROUPS` plus `eval` and
 #: `sparsity`.
 GROUP_SCHEMAS: dict[str, type] = {"model": ModelSchema, "data": DataSchema, "optimizer": OptimizerSchema,
-                                  "adapter": AdapterSchema, "grpo": GrpoSchema, "logger": LoggerSchema,
+                                  "adapter": AdapterSchema, "grpo": GrpoSchema, "distributed": DistributedSchema,
+                                  "generation": GenerationSchema, "logger": LoggerSchema,
                                   "eval": EvalSchema, "sparsity": SparsitySchema}
 
 
