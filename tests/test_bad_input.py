@@ -51,6 +51,13 @@ CASES = {
     "nested_reward_weight": (["+rewards.a.b.c=x"], "rewards.a.b.c must be a number (its weight), got 'x'"),
     "binary_data_file": (["data=jsonl", "data.path={binary}"], "{binary}: not a UTF-8 text file"),
     "memory_negative_count": (["memory", "-5"], "parameter count must be a whole number >= 1, got '-5'"),
+    "vllm_share": (["generation=vllm_colocate", "generation.vllm_gpu_memory_utilization=1.5"],
+                   "generation.vllm_gpu_memory_utilization must be a number > 0 and <= 1 (share of each GPU vLLM "
+                   "reserves), got 1.5"),
+    "vllm_port": (["generation=vllm_server", "generation.vllm_server_port=0"],
+                  "generation.vllm_server_port must be an integer >= 1 and <= 65535, got 0"),
+    "memory_vllm_share": (["memory", "1e9", "--gpu-memory", "80GB", "--vllm-gpu-memory-utilization", "1.2"],
+                          "--vllm-gpu-memory-utilization must be in (0, 1)"),
 }
 
 

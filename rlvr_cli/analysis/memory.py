@@ -51,7 +51,7 @@ from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.config import compose, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
-from rlvr_cli.models.state import meta_model
+from rlvr_cli.models.state import full_numel, full_shape, meta_model
 
 Shape = tuple[int, ...]
 
@@ -169,7 +169,7 @@ def parse_model_arg(s: str) -> int | None:
 
 
 def _shapes(params: Any) -> list[Shape]:
-    return [tuple(int(d) for d in p.shape) for p in params]
+    return [full_shape(p) for p in params]  # whole shapes, also of ZeRO-3's partitioned parameters
 
 
 def param_shapes(model_name_or_path: str) -> list[Shape]:
@@ -437,10 +437,10 @@ def run_memory_analytic(model: Any, optimizer_name: str, precision: str | None =
         return {"optimizer_state_bytes_analytic": b.optimizer_states, "memory_analytic_bytes": b.total}
     by_size: dict[int, list[Shape]] = {}
     for p in trainable:
-        by_size.setdefault(p.element_size(), []).append(tuple(p.shape))
+        by_size.setdefault(p.element_size(), []).append(full_shape(p))
     states = sum(state_bytes_analytic(optimizer_name, shapes, size, options) for size, shapes in by_size.items())
-    weights = sum(p.numel() * p.element_size() for p in params)
-    gradients = sum(p.numel() * p.element_size() for p in trainable)
+    weights = sum(full_numel(p) * p.element_size() for p in params)
+    gradients = sum(full_numel(p) * p.element_size() for p in trainable)
     return {"optimizer_state_bytes_analytic": states, "memory_analytic_bytes": weights + gradients + states}
 
 
@@ -498,7 +498,9 @@ class Plan:
     """How a run is laid out over GPUs: `num_gpus` (>= 1), `shard` (`SHARDS`), `offload` (`OFFLOADS`),
     `gpu_memory` (bytes per GPU to check against, or None), `base_bits` (4: a QLoRA base; None: the working
     precision), and the activation settings: `seq_len` (tokens per sequence), `micro_batch` (sequences per GPU
-    per forward), `activation_checkpointing` (full recomputation of each decoder layer)."""
+    per forward), `activation_checkpointing` (full recomputation of each decoder layer), and
+    `vllm_gpu_memory_utilization` (rlvr train generation=vllm_colocate: the share of each GPU a colocated vLLM
+    engine reserves for its weights, activations and KV cache, in (0, 1); needs `gpu_memory`; None: no vLLM)."""
 
     num_gpus: int = 1
     shard: str = "none"
@@ -508,6 +510,7 @@ class Plan:
     seq_len: int = 1024
     micro_batch: int = 1
     activation_checkpointing: bool = False
+    vllm_gpu_memory_utilization: float | None = None
 
 
 @dataclass(frozen=True)
@@ -537,7 +540,9 @@ class GpuMemory:
     `weights`, `gradients`, `optimizer_states`, `master_weights`: what stays on the GPU, each sharded as the
     plan's stage shards it (rounded up to whole bytes). `activations`: None when unknown (a bare count).
     `total`: the GPU's sum (activations counted when known). `cpu`: bytes this GPU's rank offloads to CPU;
-    `cpu_total`: over all GPUs. `fits`: `total <= gpu_memory`, None without `--gpu-memory`."""
+    `cpu_total`: over all GPUs. `fits`: `total <= gpu_memory`, None without `--gpu-memory`. `vllm`: the bytes a
+    colocated vLLM engine reserves on the GPU (`ceil(vllm_gpu_memory_utilization * gpu_memory)`, in `total`), None
+    without it."""
 
     weights: int
     gradients: int
@@ -548,6 +553,7 @@ class GpuMemory:
     cpu: int
     cpu_total: int
     fits: bool | None = None
+    vllm: int | None = None
 
 
 def parse_size(s: str) -> int:
@@ -572,7 +578,8 @@ def parse_size(s: str) -> int:
 def check_plan(plan: Plan, adapter: str = "full") -> None:
     """Raises `BadInput` (one line) unless the plan is consistent: num_gpus >= 1, a known `--shard` and
     `--offload`, an offload that the shard mode supports (`OFFLOADS`), more than one GPU only with a
-    data-parallel mode, `--base-bits 4` only with an adapter, seq_len and micro_batch >= 1."""
+    data-parallel mode, `--base-bits 4` only with an adapter, seq_len and micro_batch >= 1, a vLLM share
+    (`--vllm-gpu-memory-utilization`) in (0, 1) and only with `--gpu-memory`."""
     if plan.num_gpus < 1:
         raise BadInput(f"--num-gpus must be an integer >= 1, got {plan.num_gpus}")
     if plan.shard not in SHARDS:
@@ -593,6 +600,12 @@ def check_plan(plan: Plan, adapter: str = "full") -> None:
     for name, value in (("--seq-len", plan.seq_len), ("--micro-batch", plan.micro_batch)):
         if value < 1:
             raise BadInput(f"{name} must be an integer >= 1, got {value}")
+    u = plan.vllm_gpu_memory_utilization
+    if u is not None and not 0 < u < 1:
+        raise BadInput(f"--vllm-gpu-memory-utilization must be in (0, 1) (the share of each GPU vLLM reserves; "
+                       f"training needs the rest), got {u}; e.g. --vllm-gpu-memory-utilization 0.3")
+    if u is not None and plan.gpu_memory is None:
+        raise BadInput("--vllm-gpu-memory-utilization is a share of --gpu-memory: add --gpu-memory, e.g. 80GB")
 
 
 def nf4_bytes(n: int) -> int:
@@ -685,10 +698,14 @@ def per_gpu(b: MemoryBreakdown, plan: Plan, activations: int | None = None) -> G
     share = {part: -(-getattr(b, part) // n) if part in sharded | moved else getattr(b, part) for part in PARTS}
     gpu = {part: 0 if part in moved else share[part] for part in PARTS}
     cpu = sum(share[part] for part in moved)
-    total = sum(gpu.values()) + (activations or 0)
+    # A colocated vLLM engine (TRL vllm_mode="colocate") takes its share of every GPU for itself (vLLM's
+    # gpu_memory_utilization: https://docs.vllm.ai/en/latest/configuration/engine_args.html); training gets the rest.
+    u = plan.vllm_gpu_memory_utilization
+    vllm = None if u is None or plan.gpu_memory is None else math.ceil(Decimal(repr(u)) * plan.gpu_memory)
+    total = sum(gpu.values()) + (activations or 0) + (vllm or 0)
     fits = None if plan.gpu_memory is None else total <= plan.gpu_memory
     return GpuMemory(gpu["weights"], gpu["gradients"], gpu["optimizer_states"], gpu["master_weights"], activations,
-                     total, cpu, cpu * n, fits)
+                     total, cpu, cpu * n, fits, vllm)
 
 
 def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str = "fp32", adapter: str = "full",

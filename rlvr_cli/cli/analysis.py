@@ -74,6 +74,10 @@ def memory(
                                                                    "(needs --adapter)"),
     adafactor_beta1: float | None = typer.Option(None, "--adafactor-beta1", help="Adafactor's beta1: when set it "
                                                                                  "keeps a first moment (4 B/param)"),
+    vllm_share: float | None = typer.Option(None, "--vllm-gpu-memory-utilization",
+                                            help="generation=vllm_colocate: share of each GPU vLLM reserves (its "
+                                                 "weights and KV cache), counted in the GPU total (needs "
+                                                 "--gpu-memory)"),
     as_json: bool = JSON,
 ) -> None:
     """Training memory per optimizer: weights, gradients, optimizer states, master weights, and per GPU (sharded,
@@ -88,7 +92,7 @@ def memory(
         if adafactor_beta1 is not None and optimizer and "adafactor" not in optimizer:
             raise BadInput("--adafactor-beta1 sets Adafactor's beta1: add --optimizer adafactor")
         plan = Plan(num_gpus, shard, offload, None if gpu_memory is None else parse_size(gpu_memory), base_bits,
-                    seq_len, micro_batch, checkpointing)
+                    seq_len, micro_batch, checkpointing, vllm_gpu_memory_utilization=vllm_share)
         options = {} if adafactor_beta1 is None else {"adafactor": {"beta1": adafactor_beta1}}
         est = estimate(model, optimizer or None, precision, adapter, r, plan, options)
     if as_json:
@@ -150,7 +154,9 @@ def per_gpu_table(est: MemoryEstimate) -> Table:
     layout = f"{plan.num_gpus} GPU{'s' if plan.num_gpus > 1 else ''}, shard {plan.shard}, offload {plan.offload}"
     table = Table(title=f"per GPU: {layout}", caption_justify="left")
     table.add_column("optimizer", no_wrap=True)
-    columns = ["weights", "gradients", "states", "master", *(["activations"] if act else []), "GPU total",
+    vllm = plan.vllm_gpu_memory_utilization is not None
+    columns = ["weights", "gradients", "states", "master", *(["activations"] if act else []),
+               *(["vLLM"] if vllm else []), "GPU total",
                *(["CPU"] if plan.offload != "none" else []), *(["fits"] if plan.gpu_memory is not None else [])]
     for col in columns:
         table.add_column(col, justify="right", no_wrap=True)
@@ -158,7 +164,8 @@ def per_gpu_table(est: MemoryEstimate) -> Table:
         exact = est.rows[name].exact
         total = human_bytes(g.total) if exact else f">= {human_bytes(g.total)}"
         cells = [human_bytes(g.weights), human_bytes(g.gradients), human_bytes(g.optimizer_states),
-                 human_bytes(g.master_weights), *([human_bytes(g.activations)] if act else []), total,
+                 human_bytes(g.master_weights), *([human_bytes(g.activations)] if act else []),
+                 *([human_bytes(g.vllm or 0)] if vllm else []), total,
                  *([human_bytes(g.cpu)] if plan.offload != "none" else []),
                  *([("yes" if g.fits else "[red]no[/]")] if plan.gpu_memory is not None else [])]
         table.add_row(name, *cells)
@@ -171,6 +178,9 @@ def per_gpu_table(est: MemoryEstimate) -> Table:
                      f"{'on' if act.checkpointing else 'off'}. {ACTIVATION_SOURCE}")
     else:
         lines.append("Activations not included: give a model (its config) instead of a bare count.")
+    if vllm:
+        lines.append(f"vLLM: the {plan.vllm_gpu_memory_utilization:g} share of --gpu-memory a colocated vLLM engine "
+                     "reserves (its weights, activations and KV cache; vLLM's gpu_memory_utilization).")
     if plan.gpu_memory is not None:
         lines.append(f"fits: GPU total <= --gpu-memory {human_bytes(plan.gpu_memory)} ({plan.gpu_memory:,} bytes; "
                      "the CUDA context, allocator fragmentation and temporary buffers are not counted).")

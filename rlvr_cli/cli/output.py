@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.units import (  # noqa: F401  (re-exported: the commands print through these)
@@ -39,7 +40,7 @@ def bad_input_exits() -> Iterator[None]:
     try:
         yield
     except BadInput as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 

@@ -25,15 +25,24 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     """Run one GRPO training run. Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged, 130 interrupted.
 
     Under `torchrun`, `accelerate launch` or `srun` every rank ends with the same exit code; rank 0 alone prints
-    the summary."""
+    the summary. With `distributed=ddp|fsdp|zero2|zero3 distributed.num_processes=N` outside such a launcher, the
+    run starts its N processes itself (`rlvr_cli.training.launcher`)."""
     import warnings
 
     from rlvr_cli.core.config import compose
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl)\.")  # upstream renames
     overrides = overrides or []
-    with bad_input_exits(), stdout_to_stderr(as_json):
+    with bad_input_exits():
         cfg = compose(overrides)
+        from rlvr_cli.training import launcher
+
+        start = launcher.needs_launch(cfg)
+        if start:  # distributed.num_processes > 1: start the processes through torchrun; rank 0 prints the summary
+            code = launcher.launch(cfg, overrides, as_json)
+    if start:
+        raise typer.Exit(code=code)
+    with bad_input_exits(), stdout_to_stderr(as_json):
         from rlvr_cli.training.distributed import launch_env, linger
         from rlvr_cli.training.recipe import EXIT_CODES
         from rlvr_cli.training.recipe import train as run_train

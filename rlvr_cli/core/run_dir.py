@@ -26,6 +26,7 @@ import secrets
 import socket
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -133,9 +134,9 @@ def run_path(cfg: DictConfig) -> Path:
     return path
 
 
-def create(path: Path, cfg: DictConfig, overrides: list[str]) -> RunDir:
-    """Create a run directory exclusively and write the resolved config, the overrides and an empty
-    metrics.jsonl into it.
+def create(path: Path, cfg: DictConfig, overrides: list[str], extra: Mapping[str, str] | None = None) -> RunDir:
+    """Create a run directory exclusively and write the resolved config, the overrides, an empty
+    metrics.jsonl and the `extra` files (name -> text, e.g. the launch config of a multi-process run) into it.
 
     The parents are created first, then the directory itself with one atomic `mkdir` that fails when it exists:
     of two processes creating the same run directory at the same time, exactly one gets it; the other writes
@@ -158,6 +159,8 @@ def create(path: Path, cfg: DictConfig, overrides: list[str]) -> RunDir:
     OmegaConf.save(cfg, path / "config.yaml", resolve=True)
     OmegaConf.save(OmegaConf.create(list(overrides)), path / "overrides.yaml")
     run.metrics.write_text("")
+    for name, text in (extra or {}).items():
+        (path / name).write_text(text)
     return run
 
 

@@ -222,6 +222,7 @@ class DistributedSchema:
     main_process_ip: str | None = MISSING
     main_process_port: int = rule(ge=1, le=65535, example=29500)
     timeout_s: float = rule(gt=0, why="seconds a collective waits for a rank", example=1800)
+    shutdown_timeout: int = rule(ge=0, why="seconds to finish a step and save after a stop signal", example=300)
     mixed_precision: str = rule(choices=MIXED_PRECISION)
     offload_params: bool = MISSING
     offload_optimizer: bool = MISSING
@@ -229,11 +230,45 @@ class DistributedSchema:
     deepspeed: Any = MISSING  # a mapping or a JSON file; DeepSpeed's own config class checks it
 
 
+#: `generation.name` values: the files of conf/generation/.
+GENERATIONS = ("hf", "vllm_colocate", "vllm_server")
+#: `generation.vllm_mode` values (TRL `GRPOConfig.vllm_mode`).
+VLLM_MODES = ("colocate", "server")
+
+
+@dataclass
+class VllmServerSchema:
+    """`generation.server` (`conf/generation/vllm_server.yaml`): the vLLM server rlvr starts, under the names of
+    TRL's `trl vllm-serve` arguments (`trl.scripts.vllm_serve.ScriptArguments`), plus rlvr's `start` and `gpus`.
+    Any other `ScriptArguments` field (`+generation.server.enforce_eager=true`) passes to TRL."""
+
+    start: bool = MISSING
+    gpus: list[int] | None = MISSING
+    tensor_parallel_size: int = rule(ge=1, why="GPUs one copy of the model spans", example=1)
+    data_parallel_size: int = rule(ge=1, example=1)
+    gpu_memory_utilization: float = rule(gt=0, le=1, why="share of each server GPU vLLM reserves", example=0.9)
+    max_model_len: int | None = rule(ge=1, why="tokens; null: the model's context", example=4096)
+    dtype: str = MISSING
+
+
 @dataclass
 class GenerationSchema:
-    """`generation` group (`conf/generation/*.yaml`): which engine samples the completions of a GRPO step."""
+    """`generation` group (`conf/generation/*.yaml`): which engine samples the completions of a GRPO step, with
+    TRL's `GRPOConfig` names for the vLLM fields. Any other GRPOConfig field (`+generation.FIELD=VALUE`) passes
+    to TRL."""
 
-    name: str = MISSING
+    name: str = rule(choices=GENERATIONS, required=True)
+    use_vllm: bool = MISSING
+    vllm_mode: str = rule(choices=VLLM_MODES)
+    vllm_gpu_memory_utilization: float = rule(gt=0, le=1, why="share of each GPU vLLM reserves", example=0.3)
+    vllm_tensor_parallel_size: int = rule(ge=1, why="GPUs one vLLM engine spans", example=1)
+    vllm_max_model_length: int | None = rule(ge=1, why="tokens; null: the model's context", example=4096)
+    vllm_enable_sleep_mode: bool = MISSING
+    vllm_server_host: str = MISSING
+    vllm_server_port: int = rule(ge=1, le=65535, example=8000)
+    vllm_server_timeout: float = rule(gt=0, why="seconds to wait for the server", example=240)
+    vllm_group_port: int = rule(ge=1, le=65535, example=51216)
+    server: VllmServerSchema | None = MISSING
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Sampling completions for evaluation: batched Hugging Face `generate`, or vLLM when installed.
 
 Both backends take chat prompts (one user message each), apply the model's chat template, and
-return `k` completions per prompt, stopping at the end-of-sequence token or `max_new_tokens`.
+return `k` completions per prompt, stopping at the end-of-sequence token or `max_new_tokens`. The vLLM backend
+is refused as `rlvr train generation=vllm_*` is, with the same line (`rlvr_cli.evaluation.vllm.require_vllm`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.evaluation.vllm import require_vllm
 
 BACKENDS = ("hf", "vllm")
-VLLM_MISSING = ("--backend vllm needs vLLM, which is not installed: on a GPU machine `pip install vllm` "
-                "(it brings the torch build it needs), or use --backend hf")
 
 
 @dataclass(frozen=True)
@@ -86,20 +86,24 @@ def generate_hf(model: Any, tokenizer: Any, prompts: list[str], sampling: Sampli
     return out
 
 
-def vllm_engine(model_path: str, seed: int, dtype: str = "auto") -> Any:
+def vllm_engine(model_path: str, seed: int, dtype: str = "auto", tensor_parallel_size: int = 1,
+                gpu_memory_utilization: float = 0.9) -> Any:
     """A vLLM `LLM` for a model directory or hub id, loaded once for every benchmark of an evaluation.
 
     Args:
         dtype: `auto` (the checkpoint's), `float32`, `bfloat16` or `float16`.
+        tensor_parallel_size: GPUs the engine spans (vLLM's default 1).
+        gpu_memory_utilization: share of each of those GPUs vLLM reserves for weights, activations and KV cache,
+            in (0, 1] (vLLM's default 0.9). Engine arguments: https://docs.vllm.ai/en/latest/configuration/engine_args.html
 
     Raises:
-        BadInput: vLLM is not installed.
+        BadInput: vLLM is not installed, or torch sees no CUDA GPU (`require_vllm`).
     """
-    try:
-        from vllm import LLM
-    except ImportError:
-        raise BadInput(VLLM_MISSING) from None
-    return LLM(model=model_path, seed=seed, dtype=dtype)
+    require_vllm("--backend vllm", "--backend hf")
+    from vllm import LLM
+
+    return LLM(model=model_path, seed=seed, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+               gpu_memory_utilization=gpu_memory_utilization)
 
 
 def generate_vllm(llm: Any, prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
@@ -114,14 +118,13 @@ def generate_vllm(llm: Any, prompts: list[str], sampling: Sampling) -> list[list
 
 
 def check_backend(backend: str) -> None:
-    """Refuse an unknown backend, and vLLM when it is not installed, before any model loads.
+    """Refuse an unknown backend, and vLLM on a machine without vLLM or a CUDA GPU, before any model loads.
 
     Raises:
-        BadInput: naming the valid backends or the install command.
+        BadInput: naming the valid backends, or `rlvr_cli.evaluation.vllm.require_vllm`'s line (the one
+            `rlvr train generation=vllm_*` prints, with `--backend vllm` / `--backend hf` as the choices).
     """
-    import importlib.util
-
     if backend not in BACKENDS:
         raise BadInput(f"unknown backend '{backend}'; valid backends: {', '.join(BACKENDS)}")
-    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise BadInput(VLLM_MISSING)
+    if backend == "vllm":
+        require_vllm("--backend vllm", "--backend hf")

@@ -71,7 +71,19 @@ def meta_model(model_name_or_path: str) -> Any:
         raise BadInput(f"cannot build model '{model_name_or_path}' from its config: {one_line(e)}") from None
 
 
+def full_shape(p: torch.Tensor) -> tuple[int, ...]:
+    """A parameter's whole shape, also when DeepSpeed ZeRO-3 holds only this rank's slice of it (its `ds_shape`,
+    https://deepspeed.readthedocs.io/en/latest/zero3.html; the tensor itself is then empty)."""
+    return tuple(int(d) for d in getattr(p, "ds_shape", p.shape))
+
+
+def full_numel(p: torch.Tensor) -> int:
+    """A parameter's whole number of entries (`ds_numel` under ZeRO-3, else `numel()`)."""
+    return int(getattr(p, "ds_numel", p.numel()))
+
+
 def count_params(model: Any) -> tuple[int, int]:
-    """`(trainable, total)` parameter counts of a model (tied weights counted once)."""
+    """`(trainable, total)` parameter counts of a model (tied weights counted once; whole parameters under
+    ZeRO-3, not this rank's slices)."""
     params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    return sum(full_numel(p) for p in params if p.requires_grad), sum(full_numel(p) for p in params)

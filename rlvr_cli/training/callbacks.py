@@ -20,7 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rlvr_cli.analysis.sparsity import initial_weights, model_update
+from rlvr_cli.analysis.sparsity import compare, initial_weights, model_update
 
 #: metrics.jsonl field -> key in TRL's GRPOTrainer logs (TRL 1.16).
 FIELDS = {
@@ -231,6 +231,10 @@ class NonFiniteWeights(TrainerCallback):
             control.should_training_stop = True
 
 
+#: Why `UpdateSparsity` measures nothing during a ZeRO-3 or FSDP run.
+SHARDED = "weights are sharded over the processes (ZeRO-3/FSDP): measured once, from the gathered final weights"
+
+
 class UpdateSparsity(TrainerCallback):
     """Measure update sparsity against the initial weights (`rlvr_cli.analysis.sparsity.model_update`) every
     `every_n_steps` optimizer steps and at the last step, and add `changed_frac_{exact,tol,bf16_exact,bf16_tol}`
@@ -261,6 +265,9 @@ class UpdateSparsity(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         from peft import PeftModel
 
+        if any(hasattr(p, "ds_shape") or type(p).__name__ == "DTensor" for p in model.parameters()):
+            self.skipped = SHARDED  # each rank holds a slice of every weight: the recipe measures at the end
+            return
         if isinstance(model, PeftModel):
             return  # frozen base weights: model_update compares them with merged copies of the adapter layers
         size = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -274,6 +281,16 @@ class UpdateSparsity(TrainerCallback):
         """Measure now; the result becomes `latest`."""
         counts = model_update(model, self._initial, self.tolerance)
         self.latest = {"step": step, "tolerance": self.tolerance, "n_params": counts.n, **counts.fractions()}
+        return self.latest
+
+    def measure_states(self, initial: dict[str, Any], final: dict[str, Any], step: int) -> dict[str, Any]:
+        """Measure from two whole state dicts (name -> tensor, the same names: the base model reloaded and the
+        final weights gathered from the shards of a ZeRO-3 or FSDP run); the result becomes `latest`, and
+        `skipped` is cleared. Each base tensor is cast to the final one's dtype first, so that a bf16 gather of an
+        fp32 base counts updates, not the cast."""
+        counts = compare({k: v.to(final[k].dtype) for k, v in initial.items()}, final, self.tolerance).overall
+        self.latest = {"step": step, "tolerance": self.tolerance, "n_params": counts.n, **counts.fractions()}
+        self.skipped = None
         return self.latest
 
     def on_step_end(self, args, state, control, model=None, **kwargs):

@@ -105,6 +105,24 @@ def use_slurm_env(environ: dict[str, str] | None = None) -> Launch:
     return launch
 
 
+def start_cpu_group(launch: Launch, timeout_s: float | None) -> None:
+    """On CPU, start the gloo process group of a launch of several processes with a bounded collective timeout
+    (`timeout_s` seconds; None: torch's default of 30 minutes), so that a rank that stops answering fails the others
+    instead of holding them. transformers passes `ddp_timeout` to accelerate on GPUs only (the `use_cpu` branch of
+    `TrainingArguments._setup_devices` gives no timeout); accelerate then uses the group started here. Nothing in a
+    single process, on CUDA, or once a group runs. Reads `MASTER_ADDR`/`MASTER_PORT` from the launcher
+    (`init_method="env://"`)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    if launch.world_size <= 1 or torch.cuda.is_available() or initialised() or timeout_s is None:
+        return
+    dist.init_process_group("gloo", rank=launch.rank, world_size=launch.world_size,
+                            timeout=datetime.timedelta(seconds=float(timeout_s)))
+
+
 def initialised() -> bool:
     """Whether a `torch.distributed` process group is running in this process."""
     import torch.distributed as dist
@@ -235,12 +253,3 @@ def linger(code: int, launch: Launch | None = None) -> None:
     signal.signal(signal.SIGTERM, leave)
     time.sleep(LINGER_S)
 
-
-def parallel_mode(args: Any) -> str:
-    """How a run's model is spread over its processes, from its `TrainingArguments`: `fsdp` (FSDP configured),
-    `ddp` (several processes, each with the whole model), or `none` (one process)."""
-    from transformers.training_args import ParallelMode
-
-    if getattr(args, "fsdp", None):
-        return "fsdp"
-    return "ddp" if args.parallel_mode == ParallelMode.DISTRIBUTED and args.world_size > 1 else "none"

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,14 @@ from rlvr_cli.core import run_dir
 from rlvr_cli.core.config import validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.data.problems import load_problems, prompt_dataset
+from rlvr_cli.evaluation import vllm
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters, sparse_delta
 from rlvr_cli.models.loading import load_config, load_model
 from rlvr_cli.models.state import count_params, state_dict
-from rlvr_cli.training import distributed, optimizers, rewards, tracking
+from rlvr_cli.training import distributed, optimizers, parallelism, rewards, tracking
 from rlvr_cli.training.callbacks import (
+    SHARDED,
     GracefulStop,
     Heartbeat,
     MetricsLog,
@@ -91,8 +93,14 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     peft_config = adapters.peft_config(cfg.adapter)
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
     launch = distributed.use_slurm_env()
+    parallelism.check(cfg, launch.world_size)
+    processes = parallelism.run_processes(cfg.get("distributed") or {}, launch.world_size)
+    vllm.check_generation(cfg.generation, num_processes=processes, main_process=launch.is_main,
+                          local_processes=processes // int((cfg.get("distributed") or {}).get("num_machines", 1)))
+    distributed.start_cpu_group(launch, (cfg.get("distributed") or {}).get("timeout_s"))
     # Under a launcher, building the GRPOConfig starts the process group (accelerate's PartialState).
     args = grpo_config(cfg, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb")
+    parallelism.check_deepspeed(args)
     distributed.check_started(launch)
     # One run directory whatever the world size: rank 0 picks the path (a default name has a random suffix and the
     # time of its own clock) and every rank gets it, or rank 0's refusal.
@@ -107,8 +115,9 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
 
     Fixed: one log record per optimizer step; NaN losses logged as they are (transformers would
     otherwise replace them with the running mean and hide a divergence); no intermediate
-    checkpoints (the run directory gets the final weights); bf16 autocast only for bfloat16
-    models; CPU when no GPU is visible.
+    checkpoints (the run directory gets the final weights); bf16 autocast for bfloat16 models and, on GPUs,
+    for `distributed.mixed_precision=bf16`; CPU when no GPU is visible. The `distributed` group adds its
+    fields (`parallelism.trainer_fields`: ddp_timeout, fsdp/fsdp_config, deepspeed).
 
     Raises:
         BadInput: an unknown GRPOConfig field in the `grpo` group, or values TRL rejects.
@@ -116,15 +125,16 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
     import torch
     from trl import GRPOConfig
 
-    fields = dict(OmegaConf.to_container(cfg.grpo))
+    fields = {"bf16": cfg.model.dtype == "bfloat16", "fp16": cfg.model.dtype == "float16"}
+    fields.update(parallelism.trainer_fields(cfg.get("distributed") or {}, cuda=torch.cuda.is_available()))
+    fields.update(vllm.grpo_fields(cfg.get("generation") or {"name": "hf"}))
+    fields.update(OmegaConf.to_container(cfg.grpo))
     fields.update(optimizers.trainer_kwargs(cfg))
     try:
         return GRPOConfig(
             output_dir=output_dir, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1, save_strategy="no",
             report_to=["wandb"] if use_wandb else "none", logging_nan_inf_filter=False,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=cfg.model.dtype == "bfloat16", fp16=cfg.model.dtype == "float16", disable_tqdm=True,
-            reward_weights=reward_weights, **fields,
+            use_cpu=not torch.cuda.is_available(), disable_tqdm=True, reward_weights=reward_weights, **fields,
         )
     except TypeError as e:  # unknown field
         raise BadInput(f"grpo: {e}; see TRL's GRPOConfig for the valid fields") from None
@@ -150,30 +160,64 @@ def update_sparsity_callback(cfg: DictConfig | None) -> UpdateSparsity | None:
     return UpdateSparsity(cfg.every_n_steps, cfg.tolerance, max_bytes)
 
 
-def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path) -> dict[str, Any]:
+def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
+                 gathered: dict[str, Any] | None = None) -> dict[str, Any]:
     """Save the final weights into `out` as `cfg.save_format` says: `full` (the adapter for PEFT runs, else the
     whole model, with the tokenizer) or `sparse_delta` (`rlvr_cli.models.sparse_delta`: the entries that differ from
     the base model reloaded in the run's dtype).
 
+    Args:
+        gathered: the whole weights of a ZeRO-3 or FSDP run (`parallelism.gathered_state`), else None: the model
+            then holds them.
+
     Returns:
         `weights_dir`, `weights_bytes` (the .safetensors files written, bytes) and `full_weights_bytes` (the
         tensor bytes of the whole model: what a full checkpoint holds); `{}` on the other ranks of a launch,
-        where only the main process writes (`trainer.save_model` is still called there: FSDP gathers on all).
+        where only the main process writes (`trainer.save_model` is still called there: ZeRO-3 and FSDP gather
+        the weights on every rank).
     """
     if not trainer.args.should_save:  # another rank than the main process: save_model does its share (FSDP)
         if cfg.get("save_format", "full") != "sparse_delta":
             trainer.save_model(str(out))
         return {}
-    trained = state_dict(trainer.model)
+    trained = state_dict(trainer.model) if gathered is None else gathered
     if cfg.get("save_format", "full") == "sparse_delta":
-        base, _ = load_model(cfg.model.name_or_path, cfg.model.dtype)
-        sparse_delta.save(trained, state_dict(base), cfg.model.name_or_path, out)
+        with parallelism.whole_loading(trainer.args):
+            base = state_dict(load_model(cfg.model.name_or_path, cfg.model.dtype)[0])
+        trained = {k: trained[k] for k in base} if gathered is not None else trained  # tied weights once
+        sparse_delta.save(trained, base, cfg.model.name_or_path, out)
         tokenizer.save_pretrained(out)
     else:
         trainer.save_model(str(out))
     return {"weights_dir": str(out), "weights_format": cfg.get("save_format", "full"),
             "weights_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
             "full_weights_bytes": sparse_delta.full_bytes(trained)}
+
+
+def eval_model(trainer: Any, identity: dict[str, Any]) -> Any:
+    """The model the final evaluation samples from: the trained model itself, or, where its weights are sharded
+    over the processes (ZeRO-3, FSDP) and the main process evaluates alone, the saved final weights loaded whole
+    (`identity`: `kind`, `path`, `base`, `dtype` of the run's weights, as `rlvr eval RUN` loads them)."""
+    if parallelism.mode(trainer) not in ("zero3", "fsdp"):
+        return trainer.model
+    from rlvr_cli.models.sources import ModelSource, load_eval_model
+
+    source = ModelSource(identity["spec"], identity["kind"], identity["path"],
+                         base=identity["base"] if identity["kind"] == "run-adapter" else None, dtype=identity["dtype"])
+    return load_eval_model(source, with_tokenizer=False)[0]  # called inside parallelism.whole_loading
+
+
+def sharded_sparsity(cfg: DictConfig, sparsity: UpdateSparsity, gathered: dict[str, Any], step: int,
+                     adapter: Any, args: Any) -> None:
+    """Update sparsity of a ZeRO-3 or FSDP run, measured once at the end on the main process: the gathered final
+    weights against the base model reloaded in the run's dtype (`UpdateSparsity.measure_states`). An adapter run is
+    not measured (the gathered adapter has other names than the base), and `sparsity.skipped` says so."""
+    if adapter is not None:
+        sparsity.skipped = f"{SHARDED}; not for adapter runs"
+        return
+    with parallelism.whole_loading(args):
+        base = state_dict(load_model(cfg.model.name_or_path, cfg.model.dtype)[0])
+    sparsity.measure_states(base, {k: gathered[k] for k in base}, step)
 
 
 def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, callbacks: list[Any],
@@ -257,17 +301,18 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     t_start = time.perf_counter()
     # 1. Check every input before anything heavy happens: nothing is written on bad input.
     inputs = check_inputs(cfg)
+    launch_files = parallelism.launch_files(inputs.path, cfg, list(overrides), inputs.args.world_size)
     stop = GracefulStop()
     with stop:  # signals are handled from before the run directory appears until the final summary is written
         # 2. The run directory (created by the main process; the other ranks of a launch wait for it). From here
         # on, every way out ends with a final status in summary.json.
         main = inputs.args.process_index == 0
-        run = distributed.on_main(lambda: run_dir.create(inputs.path, cfg, list(overrides)))
+        run = distributed.on_main(lambda: run_dir.create(inputs.path, cfg, list(overrides), extra=launch_files))
         summary: run_dir.Summary = {"status": run_dir.RUNNING, **run_dir.owner(), "run_dir": str(run.path),
                                     "model": cfg.model.name_or_path, "optimizer": cfg.optimizer.name,
                                     "lr": cfg.optimizer.lr, "adapter": cfg.adapter.name, "r": cfg.adapter.get("r"),
                                     "seed": cfg.seed, "world_size": inputs.args.world_size,
-                                    "distributed": distributed.parallel_mode(inputs.args), "weights_dir": None}
+                                    "distributed": cfg.get("distributed", {}).get("name", "none"), "weights_dir": None}
         if main:
             run_dir.write_summary(run, summary)
         metrics = MetricsLog(run.metrics, stop_on_nonfinite=cfg.stop_on_nonfinite, write=main)
@@ -277,9 +322,15 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         trainer, stage = None, "tracking"
         status, reason = run_dir.FAILED, None
         in_step = True  # False when an exception may have left this rank out of step with the others
+        servers = ExitStack()  # a vLLM server rlvr started (generation=vllm_server), stopped at the end
         try:
             summary["wandb_run_id"] = tracking.start(cfg, run.path, run.path.name)
             # 3. Model, trainer, training (none of it once a signal has come).
+            stage = "vllm server"  # generation=vllm_server with server.start: rlvr's own server, until the end
+            if main:
+                local = inputs.args.world_size // int((cfg.get("distributed") or {}).get("num_machines", 1))
+                servers.enter_context(vllm.vllm_server(cfg.generation, cfg.model.name_or_path, local_processes=local,
+                                                       log_path=run.path / "vllm_server.log"))
             stage = "model load"
             if stop.signal_name is None:
                 model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype)
@@ -288,6 +339,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                                         [metrics, stop, *([Heartbeat(run, summary)] if main else []),
                                          *([weights] if weights else []), *callbacks] + ([bar] if bar else []),
                                         sparsity)
+                summary["distributed"] = parallelism.mode(trainer)  # what the accelerator does, not what was asked
             if stop.signal_name is None:
                 trainer.train()
             if bar:
@@ -300,17 +352,24 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
             stage = "saving"
             if trainer is not None and status in (run_dir.COMPLETED, run_dir.INTERRUPTED):
                 try:
-                    summary.update(save_weights(cfg, trainer, tokenizer, run.weights))
+                    gathered = parallelism.gathered_state(trainer)  # every rank: ZeRO-3/FSDP shards, onto rank 0
+                    summary.update(save_weights(cfg, trainer, tokenizer, run.weights, gathered))
+                    if gathered is not None and sparsity and sparsity.skipped == SHARDED:
+                        sharded_sparsity(cfg, sparsity, gathered, trainer.state.global_step, inputs.peft_config,
+                                         trainer.args)
                 except BaseException:
                     if main:
                         shutil.rmtree(run.weights, ignore_errors=True)  # no partial weights; frees a full disk
                     raise
             stage = "evaluation"
             if inputs.eval_problems and status == run_dir.COMPLETED and main:
-                identity = {"spec": str(run.path), "kind": "run-" + ("adapter" if inputs.peft_config else "full"),
-                            "path": str(run.weights), "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
-                results = evaluate_model(trainer.model, tokenizer, inputs.eval_problems, inputs.eval_sampling,
-                                         run.path / "eval", identity, progress=progress)
+                kind = "adapter" if inputs.peft_config else \
+                    "sparse-delta" if cfg.get("save_format") == "sparse_delta" else "full"
+                identity = {"spec": str(run.path), "kind": f"run-{kind}", "path": str(run.weights),
+                            "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
+                with parallelism.whole_loading(trainer.args):  # the main process alone: no ZeRO-3 synced_gpus
+                    results = evaluate_model(eval_model(trainer, identity), tokenizer, inputs.eval_problems,
+                                             inputs.eval_sampling, run.path / "eval", identity, progress=progress)
                 summary["eval"] = headline(results)
             stage = "memory accounting"
             summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
@@ -327,6 +386,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                 summary["traceback"] = write_traceback(run)
         finally:
             with signals_held():
+                servers.close()
                 if bar:
                     bar.stop()
                 if "global_step" not in summary:  # the figures were not reached: record what there is
