@@ -33,15 +33,14 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl)\.")  # upstream renames
     overrides = overrides or []
-    with bad_input_exits():
+    with bad_input_exits(), stdout_to_stderr(as_json):
         cfg = compose(overrides)
         from rlvr_cli.training import launcher
 
         start = launcher.needs_launch(cfg)
-        if start:  # distributed.num_processes > 1: start the processes through torchrun; rank 0 prints the summary
-            code = launcher.launch(cfg, overrides, as_json)
-    if start:
-        raise typer.Exit(code=code)
+        path = launcher.prepare(cfg) if start else None
+    if start:  # distributed.num_processes > 1: start the processes through torchrun; rank 0 prints the summary
+        raise typer.Exit(code=launcher.launch(cfg, overrides, path, as_json))
     with bad_input_exits(), stdout_to_stderr(as_json):
         from rlvr_cli.training.distributed import launch_env, linger
         from rlvr_cli.training.recipe import EXIT_CODES

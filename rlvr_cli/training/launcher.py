@@ -76,24 +76,37 @@ def torchrun_args(cfg: DictConfig, overrides: Sequence[str], run_name: str, as_j
     return [*args, "-m", "rlvr_cli.cli", "train", *worker, *(["--json"] if as_json else [])]
 
 
-def launch(cfg: DictConfig, overrides: Sequence[str], as_json: bool = False) -> int:
-    """Check the run's inputs here, then start its processes through `torch.distributed.run` and wait for them.
+def prepare(cfg: DictConfig) -> Path:
+    """Make here every check the workers will make (`rlvr_cli.training.recipe.check_inputs`, in this one process,
+    without a process group) and pick the run directory they will write.
+
+    Returns:
+        the run directory's path (not created yet: rank 0 creates it).
+
+    Raises:
+        BadInput: bad input, found before any process starts.
+    """
+    from rlvr_cli.training.recipe import check_inputs
+
+    return check_inputs(cfg).path
+
+
+def launch(cfg: DictConfig, overrides: Sequence[str], path: Path, as_json: bool = False) -> int:
+    """Start the run's processes through `torch.distributed.run` and wait for them.
+
+    Args:
+        cfg: the composed run config; overrides: what it was composed from.
+        path: the run directory (`prepare`); its name is given to every worker.
+        as_json: rank 0 prints the summary as JSON.
 
     Returns:
         the run's exit code (`run_dir.EXIT_CODES` of the final status in its summary.json: 0 completed, 1 failed,
         3 diverged, 130 interrupted).
-
-    Raises:
-        BadInput: bad input, found before any process starts (`rlvr_cli.training.recipe.check_inputs`, without a
-            process group).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    from rlvr_cli.training.recipe import check_inputs
-
-    path = check_inputs(cfg).path  # every check the workers make, before any of them starts
     argv = torchrun_args(cfg, overrides, path.name, as_json)
     print(f"launching {parallelism.world_size(cfg.distributed)} processes: torchrun {' '.join(argv)}",
           file=sys.stderr)
