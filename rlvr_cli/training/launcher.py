@@ -133,10 +133,14 @@ def died(failures: dict[int, Any]) -> str | None:
 def finish(path: Path, failures: dict[int, Any], signalled: str | None) -> int:
     """The exit code of a launched run, from its summary.json; a summary left `running` (a rank died, or the workers
     were killed before they wrote it) becomes `failed` (or `interrupted` after a stop signal), naming the dead rank.
-    A run that never wrote a summary (it failed its checks on a rank) exits 1 when torchrun reported failures."""
+    A run that never wrote a summary exits 2 when every failed rank refused bad input (exit 2), else 1 when torchrun
+    reported failures or a signal came (multi-machine runs: on the machines other than the first, whose run directory
+    is rank 0's, this process reads no summary and reports torchrun's result)."""
     summary = run_dir.read_summary(path)
     dead = died(failures)
     if summary is None:
+        if failures and {f.exitcode for f in failures.values()} == {2}:
+            return 2
         return 1 if failures or signalled else 0
     if summary.get("status") in run_dir.FINAL:
         if dead and summary["status"] == run_dir.FAILED and dead not in (summary.get("reason") or ""):
