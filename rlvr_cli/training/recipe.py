@@ -92,12 +92,12 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     optimizer = optimizers.optimizer_cls_and_kwargs(cfg.optimizer)
     peft_config = adapters.peft_config(cfg.adapter)
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
-    launch = distributed.use_slurm_env()
+    launch, dist = distributed.use_slurm_env(), cfg.get("distributed") or {}
     parallelism.check(cfg, launch.world_size)
-    processes = parallelism.run_processes(cfg.get("distributed") or {}, launch.world_size)
+    processes = parallelism.run_processes(dist, launch.world_size)  # the run's world size, launched or to launch
     vllm.check_generation(cfg.generation, num_processes=processes, main_process=launch.is_main,
-                          local_processes=processes // int((cfg.get("distributed") or {}).get("num_machines", 1)))
-    distributed.start_cpu_group(launch, (cfg.get("distributed") or {}).get("timeout_s"))
+                          local_processes=processes // int(dist.get("num_machines", 1)))
+    distributed.start_cpu_group(launch, dist.get("timeout_s"))  # gloo with the collective timeout (CPU runs)
     # Under a launcher, building the GRPOConfig starts the process group (accelerate's PartialState).
     args = grpo_config(cfg, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb")
     parallelism.check_deepspeed(args)
