@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -19,31 +20,36 @@ def sweep(
     launcher: str = typer.Option("basic", help="basic | submitit_local | submitit_slurm"),
     max_parallel: int = typer.Option(1, "--max-parallel", help="jobs at a time (submitit launchers)"),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="default: sweeps_out/<sweep name>"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the cells and their run names, run nothing"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the cells, their run names and (submitit_slurm) "
+                                                          "their SLURM jobs, run nothing"),
     resume: bool = typer.Option(False, "--resume", help="finish an existing sweep directory: skip completed "
                                                         "and diverged cells, rerun the rest"),
     as_json: bool = JSON,
 ) -> None:
     """Run a grid of rlvr train runs through Hydra's multirun launchers, then report it. With --json: one
-    document `{"name", "sweep_dir", "dry_run", "cells": [...], "report": {...} | null}`; the jobs' own output
-    goes to stderr."""
+    document `{"name", "sweep_dir", "dry_run", "cells": [...], "report": {...} | null}`, each cell with its SLURM
+    job under submitit_slurm (`"job": {"nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb",
+    "timeout_min", "partition"}`, else null); the jobs' own output goes to stderr."""
     from rlvr_cli.sweeps import launch as sweeps
 
     with bad_input_exits(), stdout_to_stderr(as_json):
         name = sweeps.load_sweep(sweep_file).get("name") or sweep_file.stem
         sweep_dir = output_dir or Path("sweeps_out") / str(name)
-        cells, todo, code = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel, resume,
-                                       dry_run)
+        cells, todo, code, jobs = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel,
+                                             resume, dry_run)
         rows = [{"index": i, **cell, "ran": not dry_run and i in todo,
-                 "status": None if dry_run else sweeps.status(sweep_dir, cell)} for i, cell in enumerate(cells)]
+                 "status": None if dry_run else sweeps.status(sweep_dir, cell),
+                 "job": asdict(jobs[i]) if jobs[i] else None} for i, cell in enumerate(cells)]
         if not as_json:
             table = Table(title=escape(f"sweep {name}: {len(cells)} cells" + (" (dry run)" if dry_run else "")))
-            for col in ("#", "run name", "axes", "status"):
+            with_jobs = any(jobs)
+            for col in ("#", "run name", "axes", *(["SLURM job"] if with_jobs else []), "status"):
                 table.add_column(col, no_wrap=col == "#")
-            for row in rows:
+            for row, job in zip(rows, jobs, strict=True):
                 state = "-" if dry_run else ("ran now" if row["ran"] else "kept") + f": {row['status']}"
                 table.add_row(str(row["index"]), escape(row["name"]),
-                              escape(" ".join(f"{k}={v}" for k, v in row["axes"].items())), state)
+                              escape(" ".join(f"{k}={v}" for k, v in row["axes"].items())),
+                              *([escape(job.describe() if job else "-")] if with_jobs else []), state)
             print_table(table)
         report = None
         if not dry_run:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.models.deepspeed_log import deepspeed_logs_to_stderr
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -145,6 +146,7 @@ def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None
     Raises:
         BadInput: the lock was not acquired within `timeout_s` (the message names the lock file), or as `build`.
     """
+    deepspeed_logs_to_stderr()  # the builders import transformers, which imports DeepSpeed when installed
     from filelock import FileLock, Timeout
 
     target = cache_dir() / dirname

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.models.deepspeed_log import deepspeed_logs_to_stderr
 from rlvr_cli.models.embedded import EMBEDDED, EMBEDDED_DIRS
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def load_model(name_or_path: str, dtype: str = "float32",
     Raises:
         BadInput: the model cannot be found locally and the hub is unreachable.
     """
+    deepspeed_logs_to_stderr()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

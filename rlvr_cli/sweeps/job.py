@@ -4,6 +4,12 @@ Hydra's launchers exist only under `@hydra.main` multirun, so the sweep runs thi
 each job reads its cell from the sweep directory's `manifest.json` and runs it as a `rlvr train`
 subprocess (its own process: a crash, a divergence or a signal stays inside the cell, and the run
 directory records it). The job returns the cell's status.
+
+Under SLURM (`rlvr sweep --launcher submitit_slurm`) a cell's job has one task per node, and each task runs
+this: its `rlvr train` starts the node's `distributed.num_processes` processes itself, on a rendezvous port of
+the job's own, told its node's rank and the job's first host when the job spans several nodes
+(`rlvr_cli.sweeps.slurm.node_overrides`), and without the task's own rank variables
+(`rlvr_cli.sweeps.slurm.train_env`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from rlvr_cli.core.config import config_dir
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import FAILED, PENDING, run_state
 from rlvr_cli.sweeps.manifest import ManifestCell, read_manifest
+from rlvr_cli.sweeps.slurm import node_overrides, train_env
 
 
 def count_gpus() -> int:
@@ -84,8 +91,16 @@ def main(job: DictConfig) -> str:
     overrides = [*cell["overrides"], f"output_dir={run.parent}", f"run_name={run.name}"]
     hydra_cfg = HydraConfig.get()
     env = dict(os.environ)
-    if "LocalLauncher" in hydra_cfg.launcher.get("_target_", "") and (n := count_gpus()):
+    target = hydra_cfg.launcher.get("_target_", "")
+    if "LocalLauncher" in target and (n := count_gpus()):
         env["CUDA_VISIBLE_DEVICES"] = str(hydra_cfg.job.num % n)  # one GPU per job, round robin
+    if "SlurmLauncher" in target:  # this task is one node of the cell's job; its rlvr train launches the processes
+        import submitit
+
+        slurm_job = submitit.JobEnvironment()
+        overrides += node_overrides(slurm_job.num_nodes, slurm_job.node, slurm_job.hostnames,
+                                    int(os.environ["SLURM_JOB_ID"]))
+        env = train_env(env)
     train = subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "train", *overrides], stdin=subprocess.DEVNULL,
                              env=env)
     wait_for_run(train)

@@ -20,6 +20,14 @@ launcher plugin (basic: one after another in one process; submitit_local: separa
 at a time; submitit_slurm: SLURM jobs). Each job runs one cell as a `rlvr train` subprocess, so a
 cell's crash or Ctrl-C is contained and recorded in its own run directory.
 
+Under submitit_slurm a cell is one SLURM job sized by its `distributed` group (`rlvr_cli.sweeps.slurm`:
+`distributed.num_machines` nodes, one task per node, N times the per-process GPUs, CPUs and memory for
+`distributed.num_processes=N`). The submitit launcher takes one set of job settings per multirun, so cells are
+grouped by job settings and each group is one multirun, the groups one after another: `--max-parallel` then
+bounds the jobs of the whole sweep (SLURM's array throttle only counts within one array), one multirun at a time
+writes `.hydra/`, and a Ctrl-C has one multirun to stop. The price: a group starts when the previous one has
+ended. Most sweeps have one group (the same `distributed` settings in every cell).
+
 Sweep directory: `sweep.yaml` (the file's copy), `manifest.json` (the cells: name, run_dir,
 overrides, axes), `runs/<cell>/` (one `rlvr train` run directory each), `.hydra/` (launcher files),
 `.lock` and `.lock.owner` (`sweep_lock`: one `rlvr sweep` at a time per directory).
@@ -40,11 +48,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
 from rlvr_cli.core.config import compose, validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, RUNNING, run_state
+from rlvr_cli.sweeps import slurm
 from rlvr_cli.sweeps.grid import Cell, expand, load_sweep
 from rlvr_cli.sweeps.manifest import Manifest, ManifestCell, manifest_path, read_manifest, write_manifest
+from rlvr_cli.sweeps.slurm import JobSettings
 
 
 def launcher_configs() -> dict[str, str]:
@@ -79,17 +91,45 @@ LOCK_FILE = ".lock"
 LOCK_OWNER_FILE = ".lock.owner"
 
 
-def check_cells(cells: list[Cell], extra: list[str]) -> None:
-    """Compose and validate every cell's config (with the command line's `extra` overrides) before anything runs.
+def check_cells(cells: list[Cell], extra: list[str]) -> list[DictConfig]:
+    """Compose and validate every cell's config (with the command line's `extra` overrides) before anything runs;
+    return the composed configs, in the cells' order.
 
     Raises:
         BadInput: prefixed with the cell's name.
     """
+    configs = []
     for cell in cells:
         try:
-            validate(compose([*cell.overrides, *extra]))
+            configs.append(compose([*cell.overrides, *extra]))
+            validate(configs[-1])
         except BadInput as e:
             raise BadInput(f"cell {cell.name}: {e}") from None
+    return configs
+
+
+def cell_job(cfg: DictConfig, launcher: str, settings: dict[str, Any] | None) -> JobSettings | None:
+    """The SLURM job of one cell (`rlvr_cli.sweeps.slurm.job_settings` from its `distributed.num_processes` and
+    `distributed.num_machines`); None for the other launchers, which run cells on this machine.
+
+    Args:
+        cfg: the cell's composed config (`check_cells`).
+        launcher: a `--launcher` value.
+        settings: the multirun's `hydra.launcher` settings (`rlvr_cli.sweeps.slurm.launcher_settings`).
+    """
+    if launcher != "submitit_slurm" or settings is None:
+        return None
+    dist = cfg.distributed
+    return slurm.job_settings(settings, dist.get("num_processes"), dist.get("num_machines") or 1)
+
+
+def job_groups(todo: list[int], jobs: list[JobSettings | None]) -> list[tuple[JobSettings | None, list[int]]]:
+    """Cells `todo` grouped by their job settings (`jobs[i]` for cell i), in the order of each group's first cell:
+    one multirun per group (the submitit launcher takes one set of settings per multirun)."""
+    groups: dict[JobSettings | None, list[int]] = {}
+    for i in todo:
+        groups.setdefault(jobs[i], []).append(i)
+    return list(groups.items())
 
 
 def status(sweep_dir: Path, cell: ManifestCell | dict[str, Any]) -> str:
@@ -223,13 +263,16 @@ def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parall
     if launcher == "submitit_local":  # submitit runs a whole batch at once; Hydra's sweeper cuts the batches
         cmd.append(f"hydra.sweeper.max_batch_size={max_parallel}")  # time limit, GPUs: conf/hydra/launcher/local.yaml
     if launcher == "submitit_slurm":  # partition, GPUs, time limit: conf/hydra/launcher/slurm.yaml
-        cmd.append(f"hydra.launcher.array_parallelism={max_parallel}")
+        cmd += [f"hydra.launcher.array_parallelism={max_parallel}",
+                "+hydra.callbacks.quiet_polling._target_=rlvr_cli.sweeps.slurm.QuietPolling"]  # no sacct needed
     return cmd + launcher_overrides
 
 
 def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str = "basic", max_parallel: int = 1,
-        resume: bool = False, dry_run: bool = False) -> tuple[list[dict], list[int], int]:
-    """`rlvr sweep`: check every cell, write the sweep directory, run what is left through Hydra's multirun.
+        resume: bool = False, dry_run: bool = False
+        ) -> tuple[list[ManifestCell], list[int], int, list[JobSettings | None]]:
+    """`rlvr sweep`: check every cell, write the sweep directory, run what is left through Hydra's multirun (one
+    multirun per group of cells with the same job settings, one after another: see the module docstring).
 
     Args:
         sweep_file: the sweep YAML.
@@ -246,10 +289,14 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
     second Ctrl-C comes). A dry run takes no lock.
 
     Returns:
-        `(cells, indices run, exit code of the multirun)`; the exit code is 0 for a dry run.
+        `(cells, indices run, exit code, jobs)`: the exit code is 0 for a dry run, else the first non-zero exit
+        code of the multiruns (a failed multirun does not stop the next group's); `jobs[i]` is cell i's SLURM job
+        (`rlvr_cli.sweeps.slurm.JobSettings`) under submitit_slurm when it runs now or in a dry run, else None.
 
     Raises:
-        BadInput: before any run starts; also when another `rlvr sweep` holds the directory (naming it).
+        BadInput: before any run starts (a bad cell, a launcher override Hydra refuses, or one that rlvr sets per
+            cell under submitit_slurm such as `hydra.launcher.nodes`); also when another `rlvr sweep` holds the
+            directory (naming it).
     """
     launcher_overrides = [o for o in overrides if o.startswith("hydra.")]
     extra = [o for o in overrides if not o.startswith("hydra.")]
@@ -257,22 +304,37 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
         raise BadInput(f"--max-parallel must be >= 1, got {max_parallel}")
     if launcher not in LAUNCHERS:
         raise BadInput(f"unknown launcher '{launcher}'; valid launchers: {', '.join(LAUNCHERS)}")
+    settings = None
+    if launcher == "submitit_slurm":
+        slurm.check_launcher_overrides(launcher_overrides)
+    if launcher == "submitit_slurm" or launcher_overrides:  # Hydra's refusal of a launcher override: one line, now
+        settings = slurm.launcher_settings(launcher_configs()[launcher], launcher_overrides)
     # Bad cells and a damaged manifest are refused before the lock, so that nothing (the lock file included) is
     # written; a sweep in the directory is refused under it (the lock's message names the running one).
     checked = dry_run or not manifest_path(sweep_dir).is_file()
+    configs: dict[int, DictConfig] = {}
     if checked:  # a new sweep: bad cells fail before the directory exists
         cells = expand(load_sweep(sweep_file), sweep_file.name)
-        check_cells(cells, extra)
+        configs = dict(enumerate(check_cells(cells, extra)))
         if dry_run:
-            return manifest_cells(cells, extra), [], 0
+            return manifest_cells(cells, extra), [], 0, [cell_job(configs[i], launcher, settings)
+                                                         for i in range(len(cells))]
     elif resume:
         read_manifest(sweep_dir)  # a damaged manifest: one line (prepare reads it again, under the lock)
     with sweep_lock(sweep_dir):
         cells, todo = prepare(sweep_file, sweep_dir, extra, resume, check=not checked)
-        if not todo:
-            return cells, todo, 0
-        cmd = multirun_command(sweep_dir, todo, launcher, max_parallel, launcher_overrides)
-        return cells, todo, wait_for(subprocess.Popen(cmd))
+        jobs: list[JobSettings | None] = [None] * len(cells)
+        if launcher == "submitit_slurm":
+            for i in todo:  # a resumed sweep's cells are composed now (their overrides from the manifest)
+                jobs[i] = cell_job(configs[i] if i in configs else compose(cells[i]["overrides"]), launcher,
+                                   settings)
+        code = 0
+        for job, group in job_groups(todo, jobs):
+            cmd = multirun_command(sweep_dir, group, launcher, max_parallel,
+                                   [*launcher_overrides, *(job.overrides() if job else [])])
+            exit_code = wait_for(subprocess.Popen(cmd))
+            code = code or exit_code
+        return cells, todo, code, jobs
 
 
 def wait_for(proc: subprocess.Popen) -> int:
