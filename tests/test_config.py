@@ -50,7 +50,8 @@ def test_data_dir_comes_from_the_environment(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("override,message", [
     ("optimizer=foo", "unknown optimizer 'foo'; valid options: adafactor, adagrad, adam, adamw, adamw_8bit, lion"),
-    ("adapter=bar", "unknown adapter 'bar'; valid options: dora, full, lora, rslora, vera"),
+    ("adapter=bar", "unknown adapter 'bar'; valid options: adalora, dora, full, ia3, ln_tuning, lora, lorafa, "
+                    "loraplus, milora, miss, pissa, rslora, vera"),
     ("optimizer.lrr=1", "unknown key 'optimizer.lrr'"),
     ("seed=[", "cannot parse override"),
     ("optimizer.weight_decay=0.1", "optimizer.weight_decay is now grpo.weight_decay"),

@@ -108,7 +108,7 @@ def test_adapter_files_instantiate_to_peft_configs(name):
     if "_target_" not in cfg:
         assert built is None and name == "full"
         return
-    assert isinstance(built, PeftConfig) and built.r == cfg.r and built.task_type == "CAUSAL_LM"
+    assert isinstance(built, PeftConfig) and getattr(built, "r", None) == cfg.r and built.task_type == "CAUSAL_LM"
     assert type(built).__name__ == cfg._target_.rsplit(".", 1)[-1]
 
 

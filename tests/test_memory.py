@@ -105,7 +105,8 @@ BAD = {
     "optimizer": (dict(model="70e9", optimizers=["adam_w"]), "unknown optimizer 'adam_w'; valid optimizers: adafactor"),
     "precision": (dict(model="70e9", precision="fp16"), "unknown precision 'fp16'; valid precisions: fp32, mixed, "
                                                         "bf16"),
-    "adapter": (dict(model="tiny-random", adapter="lorax"), "unknown adapter 'lorax'; valid adapters: dora, full"),
+    "adapter": (dict(model="tiny-random", adapter="lorax"),
+                "unknown adapter 'lorax'; valid adapters: adalora, dora, full"),
     "rank": (dict(model="tiny-random", adapter="lora", r=0), "must be an integer >= 1, got 0"),
     "rank_without_adapter": (dict(model="tiny-random", r=8), "--adapter full (every weight trains) has none"),
     "zero": (dict(model="0"), "parameter count must be a whole number >= 1, got '0'"),

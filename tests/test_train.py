@@ -64,8 +64,12 @@ def test_every_adapter_trains_only_itself(adapter, run_tiny, chars_reward):
     assert snap.moved(trainable=True), "the adapter did not move"
     assert snap.moved(trainable=False) == [], "a base weight changed"
     assert summary["trainable_params"] < summary["total_params"] / 10
-    assert summary["optimizer_state_bytes"] == 8 * summary["trainable_params"] + 4 * len(
-        [n for n, (_, g) in snap.before.items() if g])  # m, v in fp32 + one step counter per tensor
+    if adapter == "lorafa":  # PEFT's LoRA-FA AdamW keeps its step as a Python int: m, v of B only
+        assert summary["optimizer_state_bytes"] == 8 * summary["trainable_params"]
+    else:
+        assert summary["optimizer_state_bytes"] == 8 * summary["trainable_params"] + 4 * len(
+            [n for n, (_, g) in snap.before.items() if g])  # m, v in fp32 + one step counter per tensor
+    assert summary["optimizer_state_bytes"] == summary["optimizer_state_bytes_analytic"]
     assert (Path(summary["weights_dir"]) / "adapter_config.json").is_file()
 
 

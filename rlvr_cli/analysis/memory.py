@@ -26,6 +26,10 @@ Optimizer state per trainable parameter, from each optimizer's source (its state
                                  exp_avg (n) only when beta1 is set; always fp32; + an `RMS` 0-d fp32 tensor
     8-bit AdamW (bitsandbytes)   two uint8 states (1 B each) + an fp32 absmax per 256-element block per state
                                  (+ 2 x 256 fp32 quantization maps); tensors under 4096 elements keep fp32 states
+    Muon + AdamW (rlvr)          2-D hidden matrix (`muon_matrices`): momentum_buffer, 1 element, no step;
+                                 every other tensor: AdamW's 2 elements + a step tensor
+    LoRA-FA (PEFT)               exp_avg, exp_avg_sq of each trainable tensor (B; A is frozen); its step is a
+                                 Python int (0 B)
 
 Torch optimizers create their state with `zeros_like(param)`, so states have the parameter's dtype (fp32 in
 `fp32` and `mixed`, where the optimizer updates the fp32 master copy; 2 bytes in `bf16`). Their `step` counter
@@ -50,7 +54,7 @@ from typing import Any
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.config import compose, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.models.adapters import peft_config
+from rlvr_cli.models.adapters import build_on_meta, peft_config
 from rlvr_cli.models.state import full_numel, full_shape, meta_model
 
 Shape = tuple[int, ...]
@@ -196,11 +200,12 @@ def adapter_shapes(model_name_or_path: str, adapter: str, r: int | None = None) 
 
     Args:
         model_name_or_path: as `param_shapes`.
-        adapter: an option of the adapter config group (`full`, `lora`, `dora`, `rslora`, `vera`).
+        adapter: an option of the adapter config group (`full`, `lora`, `dora`, `pissa`, `ia3`, ...: conf/adapter/).
         r: the rank; None keeps the adapter config's.
 
     Raises:
-        BadInput: an unknown adapter, r < 1, or a model whose config cannot be read.
+        BadInput: an unknown adapter, r < 1, a rank for a method without one (IA3, LN tuning), or a model whose
+            config cannot be read.
     """
     return _split_shapes(_adapter_model(model_name_or_path, adapter, r))
 
@@ -213,16 +218,19 @@ def _split_shapes(model: Any) -> tuple[list[Shape], list[Shape]]:
 def _adapter_model(model_name_or_path: str, adapter: str, r: int | None) -> Any:
     """The meta-device model, with the adapter applied unless `adapter == "full"` (see `adapter_shapes`)."""
     _check_adapter(adapter, r)
+    if adapter != "full":  # the adapter's config first: a refused knob fails before any model is built
+        overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
+        adapter_cfg = compose(overrides).adapter
+        config = peft_config(adapter_cfg)
     model = meta_model(model_name_or_path)
     if adapter != "full":
-        from peft import get_peft_model
-
-
-        overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
-        config = peft_config(compose(overrides).adapter)
         with warnings.catch_warnings():  # transformers' deprecation notices, raised inside PEFT
             warnings.simplefilter("ignore", FutureWarning)
-            model = get_peft_model(model, config)
+            model = build_on_meta(model, config)  # PiSSA's SVD off; AdaLoRA's ranknum frozen as on a real device
+        if adapter_cfg.get("optimizer_factory") == "lorafa":  # as peft.optimizers.create_lorafa_optimizer does
+            for name, p in model.named_parameters():
+                if "lora_A" in name:
+                    p.requires_grad_(False)
     return model
 
 
@@ -242,7 +250,35 @@ def optimizer_options(optimizer_name: str) -> dict[str, Any]:
 
 #: The analytic optimizer-state models, each implemented by `_tensor_state`: the values of an optimizer file's
 #: `state` key (conf/optimizer/*.yaml).
-STATE_MODELS = ("sgd", "adam", "rmsprop", "adagrad", "lion", "adafactor", "adam8bit")
+STATE_MODELS = ("sgd", "adam", "rmsprop", "adagrad", "lion", "adafactor", "adam8bit", "muon", "lorafa")
+
+
+def is_matrix(shape: Sequence[int]) -> bool:
+    """Whether Muon orthogonalises a tensor of this shape: 2-D with both dimensions > 1. A 2-D tensor with a
+    dimension of 1 is a vector (IA3's scaling vectors `[out, 1]`, AdaLoRA's `lora_E` `[r, 1]`, LoRA factors at
+    r = 1), for which Newton-Schulz would only normalise the update: AdamW takes it, with the 1-D tensors."""
+    return len(shape) == 2 and min(shape) > 1
+
+
+def muon_matrices(model: Any) -> list[Any]:
+    """The trainable parameters that `optimizer=muon` gives to Muon (Jordan et al. 2024,
+    https://kellerjordan.github.io/posts/muon/): the 2-D hidden weight matrices (`is_matrix`), not the input
+    embedding or the output head (tied or not), which AdamW takes with the rest. Each tensor once, in
+    `model.parameters()` order.
+
+    Args:
+        model: a torch model (a PEFT model too; on the meta device too).
+    """
+    skip = {id(e.weight) for e in (model.get_input_embeddings(), model.get_output_embeddings())
+            if e is not None and getattr(e, "weight", None) is not None}
+    return [p for p in model.parameters() if p.requires_grad and is_matrix(full_shape(p)) and id(p) not in skip]
+
+
+def _adamw_matrices(params: Sequence[Any], model: Any) -> list[Shape]:
+    """Shapes of the trainable `is_matrix` tensors among `params` that Muon leaves to AdamW (the embedding and
+    head): the `adamw_matrices` option of the `muon` state model."""
+    hidden = {id(p) for p in muon_matrices(model)}
+    return [full_shape(p) for p in params if p.requires_grad and is_matrix(full_shape(p)) and id(p) not in hidden]
 
 
 def check_state(name: str, state: Any) -> str:
@@ -294,6 +330,10 @@ def _tensor_state(kind: str, shape: Shape, dtype_bytes: int, opts: Mapping[str, 
         if n < opts.get("min_8bit_size", BNB_MIN_8BIT_SIZE):
             return 2 * n * 4, 0
         return 2 * n + 2 * 4 * math.ceil(n / BNB_BLOCK), BNB_QMAPS_BYTES
+    if kind == "muon":  # torch.optim.Muon: a momentum_buffer like the gradient; AdamW for the rest
+        return (n * dtype_bytes, 0) if is_matrix(shape) else _tensor_state("adam", shape, dtype_bytes, {})
+    if kind == "lorafa":  # PEFT's LoraFAOptimizer: exp_avg(_B), exp_avg_sq(_B); `step` is a Python int
+        return 2 * n * dtype_bytes, 0
     raise BadInput(f"no analytic memory model for optimizer state {kind!r}")
 
 
@@ -316,7 +356,10 @@ def state_bytes_analytic(optimizer_name: str, shapes: Sequence[Shape], dtype_byt
             float32 step counters do not depend on it.
         options: the optimizer's keyword arguments (e.g. `optimizer_cls_and_kwargs(cfg)[1]`) over the config
             file's defaults: `momentum` (SGD, RMSprop), `amsgrad` (Adam), `centered` (RMSprop), `beta1`
-            (Adafactor: an exp_avg when set), `min_8bit_size` (8-bit AdamW).
+            (Adafactor: an exp_avg when set), `min_8bit_size` (8-bit AdamW), `adamw_matrices` (Muon: the shapes of
+            the `is_matrix` tensors that AdamW takes, the embedding and head, each once; without it every
+            `is_matrix` shape counts as Muon's, as `MuonWithAdamW` does over bare parameters), `state` (the state
+            model, over the file's: `lorafa` under LoRA-FA).
 
     Returns:
         Bytes (int).
@@ -326,7 +369,15 @@ def state_bytes_analytic(optimizer_name: str, shapes: Sequence[Shape], dtype_byt
     """
     opts = {**optimizer_options(optimizer_name), **(options or {})}
     kind = _kind(optimizer_name, opts)
-    return sum(sum(_tensor_state(kind, tuple(shape), dtype_bytes, opts)) for shape in shapes)
+    aside = [tuple(s) for s in opts.get("adamw_matrices") or ()]  # Muon: these shapes go to AdamW, each once
+    total = 0
+    for shape in map(tuple, shapes):
+        routed = kind
+        if kind == "muon" and shape in aside:
+            aside.remove(shape)
+            routed = "adam"
+        total += sum(_tensor_state(routed, shape, dtype_bytes, opts))
+    return total
 
 
 def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp32",
@@ -367,6 +418,10 @@ def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp
         if kind == "adafactor":
             states = model * 4 if opts.get("beta1") is not None else 0
             exact, note = False, "factored second moments need the matrices' shapes: ~0 B/param, a lower bound"
+        elif kind == "muon":
+            states = model * size["states"]
+            exact, note = False, ("which tensors are hidden matrices (Muon, 1 element) needs the shapes: counted as "
+                                  "Muon's, a lower bound (AdamW keeps 2 for the rest)")
         else:
             states = _tensor_state(kind, (model,), size["states"], opts)[0]
     else:
@@ -433,15 +488,28 @@ def run_memory_analytic(model: Any, optimizer_name: str, precision: str | None =
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
     if precision is not None:
-        b = breakdown(_shapes(params), optimizer_name, precision, _shapes(trainable), options)
+        b = breakdown(_shapes(params), optimizer_name, precision, _shapes(trainable),
+                      _muon_options(optimizer_name, options, trainable, model))
         return {"optimizer_state_bytes_analytic": b.optimizer_states, "memory_analytic_bytes": b.total}
-    by_size: dict[int, list[Shape]] = {}
+    by_size: dict[int, list[Any]] = {}
     for p in trainable:
-        by_size.setdefault(p.element_size(), []).append(full_shape(p))
-    states = sum(state_bytes_analytic(optimizer_name, shapes, size, options) for size, shapes in by_size.items())
+        by_size.setdefault(p.element_size(), []).append(p)
+    states = sum(state_bytes_analytic(optimizer_name, _shapes(group), size,
+                                      _muon_options(optimizer_name, options, group, model))
+                 for size, group in by_size.items())
     weights = sum(full_numel(p) * p.element_size() for p in params)
     gradients = sum(full_numel(p) * p.element_size() for p in trainable)
     return {"optimizer_state_bytes_analytic": states, "memory_analytic_bytes": weights + gradients + states}
+
+
+def _muon_options(optimizer_name: str, options: Mapping[str, Any] | None, params: Sequence[Any],
+                  model: Any) -> Mapping[str, Any] | None:
+    """`options`, plus `adamw_matrices` from the model (`_adamw_matrices` of `params`) when the optimizer's state
+    model is `muon`: which matrices AdamW takes is known from the model, not from shapes."""
+    opts = {**optimizer_options(optimizer_name), **(options or {})}
+    if _kind(optimizer_name, opts) != "muon":
+        return options
+    return {"adamw_matrices": _adamw_matrices(params, model), **(options or {})}
 
 
 def _check_adapter(adapter: str, r: int | None) -> None:
@@ -740,6 +808,11 @@ def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str
     check_precision(precision)
     _check_adapter(adapter, r)
     check_plan(plan, adapter)
+    if adapter != "full" and compose([f"adapter={adapter}"]).adapter.get("optimizer_factory") == "lorafa":
+        if optimizers and set(optimizers) != {"adamw"}:  # rlvr train refuses the others (training.optimizers)
+            raise BadInput(f"--adapter {adapter} trains with PEFT's LoRA-FA optimizer, an AdamW: use --optimizer adamw")
+        names = ["adamw"]
+        options = {**options, "adamw": {"state": "lorafa", **(options.get("adamw") or {})}}
     count = parse_model_arg(model)
     if count is not None and adapter != "full":
         raise BadInput("--adapter needs a model (its layer shapes), not a parameter count")
@@ -750,7 +823,9 @@ def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str
         built = _adapter_model(model, adapter, r)
         shapes, trainable = _split_shapes(built)
         quantized = quantized_shapes(built) if plan.base_bits == 4 else None
-        rows = {name: breakdown(shapes, name, precision, trainable, options.get(name), quantized) for name in names}
+        grads = [p for p in built.parameters() if p.requires_grad]
+        rows = {name: breakdown(shapes, name, precision, trainable,
+                                _muon_options(name, options.get(name), grads, built), quantized) for name in names}
         if adapter != "full" and r is None:
             r = compose([f"adapter={adapter}"]).adapter.get("r")
         act = model_activations(model, plan.seq_len, plan.micro_batch, plan.activation_checkpointing)

@@ -57,7 +57,8 @@ def memory(
     model: str = typer.Argument(..., help="a parameter count (70e9, 1.7e9, 135e6), smollm2-135m / tiny-random, "
                                           "a model directory or a hub id"),
     optimizer: list[str] = typer.Option(None, "--optimizer", help="repeatable; default: every optimizer option"),
-    adapter: str = typer.Option("full", "--adapter", help="full | lora | dora | rslora | vera (needs a model)"),
+    adapter: str = typer.Option("full", "--adapter", help="an adapter of conf/adapter/ (lora, dora, pissa, ia3, ...; "
+                                                             "needs a model)"),
     r: int | None = typer.Option(None, "--r", help="adapter rank; default: the adapter config's"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | mixed | bf16"),
     num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs the run is spread over (data parallel)"),
@@ -130,9 +131,9 @@ def memory_table(est: MemoryEstimate) -> Table:
     for name, b in est.rows.items():
         states, total, per = human_bytes(b.optimizer_states), human_bytes(b.total), f"{b.bytes_per_param:.2f}"
         if not b.exact:
-            states, total, per = f"~{states} *", f">= {total}", f">= {per}"
+            states, total, per = f"~{states}", f">= {total}", f">= {per}"
             notes.append(f"* {name}: {b.note}.")
-        table.add_row(name, human_bytes(b.weights), human_bytes(b.gradients), states,
+        table.add_row(name if b.exact else f"{name} *", human_bytes(b.weights), human_bytes(b.gradients), states,
                       human_bytes(b.master_weights), total, per)
     counts = ("Exact for these parameter shapes (per-tensor step counters included)." if est.from_shapes else
               "From a bare parameter count: per-element state only (per-tensor step counters need the shapes).")

@@ -116,8 +116,10 @@ def validate(cfg: DictConfig) -> None:
     range of every schema field, declared beside it (`rlvr_cli.core.schema.check`: e.g. `seed >= 0`,
     `optimizer.lr` finite and > 0, `grpo.num_generations >= 2`, `grpo.max_steps >= 1`, `model.dtype` one of
     `DTYPES`, `eval.k >= 1`, `logger.mode`, the `sparsity` block, `save_format`), then what spans several keys:
-    an adapter needs a rank `adapter.r >= 1`; `grpo.per_device_train_batch_size * gradient_accumulation_steps`
-    must be divisible by `num_generations` (TRL's generation batch holds whole prompt groups, single process);
+    an adapter file declares `adapter.r` (null for a method without a rank: IA3, LN tuning; which methods have
+    one is checked against the PEFT class by `rlvr_cli.models.adapters.peft_config`);
+    `grpo.per_device_train_batch_size * gradient_accumulation_steps` must be divisible by `num_generations`
+    (TRL's generation batch holds whole prompt groups, single process);
     `save_format=sparse_delta` only for full fine-tuning.
 
     Args:
@@ -128,8 +130,8 @@ def validate(cfg: DictConfig) -> None:
     """
     cfg = schema.conform(cfg)
     schema.check(cfg)
-    if cfg.adapter.name != "full":
-        check_rank(cfg.adapter.get("r"))
+    if cfg.adapter.name != "full" and "r" not in cfg.adapter:  # removed (`~adapter.r`); a rankless method has null
+        check_rank(None)
     g = cfg.grpo
     n = g.num_generations
     batch = g.get("per_device_train_batch_size", 8) * g.get("gradient_accumulation_steps", 1)

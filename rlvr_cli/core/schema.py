@@ -160,23 +160,46 @@ class OptimizerSchema:
     scale_parameter: bool = MISSING
     relative_step: bool = MISSING
     warmup_init: bool = MISSING
+    ns_steps: int = rule(ge=1, lt=100, why="Muon's Newton-Schulz iterations", example=5)
+    adjust_lr_fn: str | None = rule(choices=("original", "match_rms_adamw"))  # Muon (torch.optim.Muon)
+    adamw_lr: float | None = rule(check=check_lr)  # Muon's AdamW part; null: optimizer.lr
+    adamw_betas: list[float] = rule(check=check_betas)
+    adamw_eps: float = rule(ge=0, example=1e-8)
 
 
 @dataclass
 class AdapterSchema:
-    """`adapter` group (`conf/adapter/*.yaml`): rlvr's names (`r`, `alpha`, `dropout`) and the PEFT config fields
-    the shipped files set (`peft.LoraConfig`, `peft.VeraConfig`); any other PEFT field passes to PEFT."""
+    """`adapter` group (`conf/adapter/*.yaml`): rlvr's names (`r`, `alpha`: null where the method has none;
+    `dropout`, absent where it has none; `post_init`) and the PEFT config fields the shipped files set
+    (`peft.LoraConfig`, `peft.VeraConfig`, `peft.MissConfig`, `peft.IA3Config`, `peft.LNTuningConfig`, ...); any
+    other PEFT field passes to PEFT."""
 
     _target_: str = MISSING
     name: str = MISSING
-    r: int = rule(check=check_rank)
+    r: int | None = rule(check=check_rank)
     alpha: Number | None = rule(gt=0, example=16)
     dropout: float = rule(ge=0, lt=1, example=0.05)
+    post_init: str | None = MISSING  # dotted path of f(peft_model), applied after PEFT builds the model (MiLoRA)
+    init_lora_weights: Any = MISSING  # true, or a PEFT init name (pissa, pissa_niter_N, ...): PEFT checks it
+    miss_dropout: float = rule(ge=0, lt=1, example=0.05)
+    init_weights: Any = MISSING  # MiSS: true (balance), bat or mini; PEFT checks it
+    feedforward_modules: Any = MISSING  # IA3: modules whose input (not output) is rescaled
     lora_alpha: Number = rule(gt=0, example=16)
     lora_dropout: float = rule(ge=0, lt=1, example=0.05)
     vera_dropout: float = rule(ge=0, lt=1, example=0.05)
     use_dora: bool = MISSING
     use_rslora: bool = MISSING
+    optimizer_factory: str | None = rule(choices=("loraplus", "lorafa"))  # rlvr_cli.training.optimizers
+    loraplus_lr_ratio: float = rule(gt=0, why="LoRA+: B's learning rate over A's", example=16)
+    init_r: int = rule(ge=1, why="AdaLoRA's initial rank; adapter.r sets it", example=12)  # peft.AdaLoraConfig
+    target_r: int = rule(ge=1, why="AdaLoRA's final average rank", example=8)
+    tinit: int = rule(ge=0, why="AdaLoRA warm-up steps", example=0)
+    tfinal: int = rule(ge=0, why="AdaLoRA final steps at the target budget", example=0)
+    deltaT: int = rule(ge=1, why="steps between AdaLoRA's budget allocations", example=1)
+    beta1: float = rule(gt=0, lt=1, why="EMA factor of AdaLoRA's importance scores", example=0.85)
+    beta2: float = rule(gt=0, lt=1, why="EMA factor of AdaLoRA's uncertainty", example=0.85)
+    orth_reg_weight: float = rule(ge=0, why="AdaLoRA's orthogonal penalty; 0: off", example=0.5)
+    total_step: int = rule(ge=1, why="AdaLoRA schedule length; default grpo.max_steps", example=30)
     target_modules: Any = MISSING
     task_type: str = MISSING
 

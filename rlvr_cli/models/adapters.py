@@ -1,23 +1,95 @@
-"""PEFT adapter configs from the `adapter` config group (`full` means no adapter).
+"""PEFT adapter configs from the `adapter` config group (`full` means no adapter), and the little that PEFT leaves
+to the caller: an initialisation PEFT lacks (MiLoRA) and the conversion of residual-base adapters when saved.
 
 Each `conf/adapter/<name>.yaml` is a Hydra instantiation target (https://hydra.cc/docs/advanced/instantiate_objects/
-overview/): `_target_: peft.LoraConfig` (or `peft.VeraConfig`, ...) with PEFT's field names (`r`, `lora_alpha`,
-`lora_dropout`, `use_dora`, `use_rslora`, `vera_dropout`, `target_modules`, `task_type`; see PEFT's LoraConfig and
-VeraConfig reference). The stable override names `adapter.alpha` and `adapter.dropout` are keys of their own that
-the PEFT fields interpolate (`lora_alpha: ${.alpha}`); they and `name` are stripped before instantiation
-(`META_KEYS`). A file without `_target_` (`full.yaml`) builds no adapter. Adding an adapter is one such file.
+overview/): `_target_: peft.LoraConfig` (or `peft.VeraConfig`, `peft.MissConfig`, `peft.IA3Config`,
+`peft.LNTuningConfig`, ...) with PEFT's field names (`r`, `lora_alpha`, `lora_dropout`, `init_lora_weights`,
+`target_modules`, ...; see PEFT's config reference, https://huggingface.co/docs/peft/package_reference/config).
+The stable override names are rlvr's own keys, stripped before instantiation (`META_KEYS`):
+- `adapter.r`: PEFT's `r` itself where the method has a rank; `r: null` where it has none (IA3, LN tuning, full);
+- `adapter.alpha`: the scale, which the PEFT field interpolates (`lora_alpha: ${.alpha}`); null where there is none
+  (VeRA, MiSS, IA3, LN tuning);
+- `adapter.dropout`: interpolated by the method's `*_dropout` field; absent where there is none;
+- `post_init`: the dotted path of a function `f(peft_model)` that `initialize` applies once PEFT has built the
+  model (MiLoRA: `rlvr_cli.models.milora.init`).
+A value given for a knob the method does not have is refused (`peft_config`), so that `adapter.r=8` cannot
+silently do nothing. A file without `_target_` (`full.yaml`) builds no adapter. Adding an adapter is one such file.
+
+Residual-base adapters (PiSSA, MiLoRA, and any `init_lora_weights` in `RESIDUAL_INITS` or with a `post_init`) move
+their initial product B0 A0 out of the frozen weights: the model trains as `(W - s B0 A0) + s B A`. Merged into the
+original W at evaluation, the plain adapter would give `W + s B A`. So `initialize` saves the initial adapter and
+`save_converted` saves the final one converted, with PEFT's `PeftModel.save_pretrained(...,
+path_initial_model_for_weight_conversion=...)` (https://huggingface.co/docs/peft/package_reference/peft_model; PEFT's
+`LoraModel.subtract_mutated_init`): a LoRA of rank 2r with `Delta W = s (B A - B0 A0)` that applies to the original
+base.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.errors import BadInput, root_cause
 
 #: Keys of an adapter config that are rlvr's names, not fields of the PEFT config class.
-META_KEYS = ("name", "alpha", "dropout")
+META_KEYS = ("name", "alpha", "dropout", "post_init", "optimizer_factory", "loraplus_lr_ratio")
+#: PEFT `init_lora_weights` values (prefixes) that subtract the initial B0 A0 from the base weights (PEFT's own list
+#: for `path_initial_model_for_weight_conversion`: PiSSA, CorDA, OLoRA, LoRA-GA).
+RESIDUAL_INITS = ("pissa", "corda", "olora", "lora_ga")
+#: Where `initialize` keeps the initial adapter of a residual-base run, inside the run directory.
+INITIAL_DIR = "initial_adapter"
+#: rlvr knob -> (what it is, in words).
+KNOBS = {"r": "rank", "alpha": "scale", "dropout": "dropout"}
+#: `distributed` modes whose main process does not hold whole weights: no residual-base init or conversion there.
+SHARDED_MODES = ("zero3", "fsdp")
+
+
+def _target_fields(target: str) -> set[str]:
+    """The field names of the PEFT config class `target` (a dotted path)."""
+    from hydra.utils import get_class
+
+    return {f.name for f in dataclasses.fields(get_class(target))}
+
+
+def knobs(cfg: DictConfig) -> set[str]:
+    """Which of rlvr's knobs (`r`, `alpha`, `dropout`) the adapter's method has, from its PEFT config class: a rank
+    where the class has an `r` field, a scale where it has `lora_alpha` (or `alpha`), a dropout where it has a
+    `*_dropout` field. `full` (no `_target_`) has none.
+
+    Raises:
+        BadInput: the `_target_` class cannot be imported.
+    """
+    if cfg.get("_target_") is None:
+        return set()
+    try:
+        fields = _target_fields(cfg._target_)
+    except Exception as e:
+        raise BadInput(f"adapter={cfg.get('name', '?')}: cannot import {cfg._target_}: {root_cause(e)}") from None
+    has = {"r": "r" in fields, "alpha": bool({"lora_alpha", "alpha"} & fields),
+           "dropout": any(f.endswith("dropout") for f in fields)}
+    return {k for k, v in has.items() if v}
+
+
+def check_knobs(cfg: DictConfig) -> None:
+    """Refuse a rank, scale or dropout given to a method without one (`adapter=ia3 adapter.r=8`), and a missing rank
+    where the method has one (`adapter.r` >= 1: LoRA, arXiv 2106.09685).
+
+    Raises:
+        BadInput: one line naming the adapter, the knob and the fix.
+    """
+    name, has = cfg.get("name", "?"), knobs(cfg)
+    for key, what in KNOBS.items():
+        if key not in has and cfg.get(key) is not None:
+            why = f"{cfg._target_} takes none" if cfg.get("_target_") else "every weight trains"
+            memory = " (rlvr memory: --r)" if key == "r" else ""
+            raise BadInput(f"adapter={name} has no {what}: {why}, got adapter.{key}={cfg.get(key)!r}; "
+                           f"drop adapter.{key}{memory}, or pick a method with one, e.g. adapter=lora")
+    if "r" in has:
+        check_rank(cfg.get("r"), "adapter.r")
 
 
 def peft_config(cfg: DictConfig) -> Any:
@@ -25,20 +97,166 @@ def peft_config(cfg: DictConfig) -> Any:
 
     E.g. `lora`: `LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
     task_type="CAUSAL_LM")` (arXiv 2106.09685); `dora` adds `use_dora=True` (arXiv 2402.09353), `rslora`
-    `use_rslora=True` (arXiv 2312.03732); `vera` is a `VeraConfig` (arXiv 2310.11454).
+    `use_rslora=True` (arXiv 2312.03732), `pissa` `init_lora_weights="pissa"` (arXiv 2404.02948); `vera` is a
+    `VeraConfig` (arXiv 2310.11454), `miss` a `MissConfig` (arXiv 2409.15371), `ia3` an `IA3Config` (arXiv
+    2205.05638), `ln_tuning` an `LNTuningConfig` (arXiv 2312.11420). rlvr's keys (`META_KEYS`) and a null `r` are
+    not passed to PEFT.
 
     Args:
         cfg: a composed, resolved `adapter` group node (`compose([...]).adapter`).
 
     Raises:
-        BadInput: the target cannot be imported or rejects a field (one line, naming the adapter).
+        BadInput: a knob the method does not have, or a missing rank (`check_knobs`); the target cannot be
+            imported or rejects a field (one line, naming the adapter).
     """
+    check_knobs(cfg)
     if cfg.get("_target_") is None:
         return None
     from hydra.utils import instantiate
 
-    fields = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in META_KEYS}
+    fields = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
+              if k not in META_KEYS and not (k == "r" and v is None)}
     try:
         return instantiate(fields, _convert_="all")
     except Exception as e:
         raise BadInput(f"adapter={cfg.get('name', '?')}: cannot build {cfg._target_}: {root_cause(e)}") from None
+
+
+def residual_base(cfg: DictConfig) -> bool:
+    """Whether the adapter moves its initial product out of the frozen weights (PiSSA, MiLoRA, ...: an
+    `init_lora_weights` in `RESIDUAL_INITS`, or a `post_init`), so that it must be saved converted
+    (`save_converted`)."""
+    init = str(cfg.get("init_lora_weights", "")).lower()
+    return cfg.get("post_init") is not None or init.startswith(RESIDUAL_INITS)
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Checks of a whole run config that concern its adapter, before any model loads.
+
+    A residual-base adapter (`residual_base`) needs whole weights on the main process to be initialised and
+    converted when saved (not `distributed=zero3|fsdp`), and no KL term (`grpo.beta` = 0): TRL's reference model
+    for a PEFT run is the model with its adapter disabled, which here is the residual base W - s B0 A0, not the
+    initial model. A `post_init` must be importable, and is not combined with DoRA (its magnitude vector is
+    computed from the weights before the re-initialisation).
+
+    Raises:
+        BadInput: one line naming the adapter and the fix.
+    """
+    a = cfg.adapter
+    if not residual_base(a):
+        return
+    mode = (cfg.get("distributed") or {}).get("name", "none")
+    if mode in SHARDED_MODES:
+        raise BadInput(f"adapter={a.name} trains against a residual base and is saved converted, which needs whole "
+                       f"weights on the main process; distributed={mode} shards them: use distributed=ddp or zero2")
+    beta = (cfg.get("grpo") or {}).get("beta") or 0.0
+    if beta != 0:
+        raise BadInput(f"adapter={a.name} with grpo.beta={beta}: TRL's KL reference for an adapter run is the model "
+                       f"with the adapter disabled, here the residual base (W minus the initial B A), not the initial "
+                       f"model; use grpo.beta=0")
+    if a.get("post_init") is not None:
+        _post_init(a)
+        if a.get("use_dora"):
+            raise BadInput(f"adapter={a.name}: post_init {a.post_init} re-initialises the adapter after PEFT built "
+                           f"it, which DoRA's magnitude vector does not follow; set adapter.use_dora=false")
+
+
+def _post_init(cfg: DictConfig) -> Any:
+    from hydra.utils import get_method
+
+    try:
+        return get_method(cfg.post_init)
+    except Exception as e:
+        raise BadInput(f"adapter={cfg.get('name', '?')}: cannot import post_init {cfg.post_init}: "
+                       f"{root_cause(e)}") from None
+
+
+def initialize(model: Any, cfg: DictConfig, initial_dir: Path, save: bool = True) -> Path | None:
+    """Finish building the adapter once PEFT has built the model (before the optimizer exists and before any step):
+    apply the `post_init` function, if any, then, for a residual-base adapter, save the initial adapter to
+    `initial_dir` (PEFT `save_pretrained`), which `save_converted` needs at the end.
+
+    Call it on every process of a launch (each initialises its own replica the same way; exact SVDs are
+    deterministic), with `save` True on the main process only.
+
+    Args:
+        model: the `peft.PeftModel` (`GRPOTrainer(peft_config=...).model`); anything else (full fine-tuning) is
+            left alone.
+        cfg: the run's `adapter` node.
+        initial_dir: where to keep the initial adapter, e.g. `<run>/initial_adapter`.
+        save: write `initial_dir` (the main process).
+
+    Returns:
+        `initial_dir` for a residual-base adapter, else None.
+    """
+    if cfg.get("_target_") is None:
+        return None
+    if cfg.get("post_init") is not None:
+        _post_init(cfg)(model)
+    if not residual_base(cfg):
+        return None
+    if save:
+        model.save_pretrained(str(initial_dir))
+    return Path(initial_dir)
+
+
+def save_converted(model: Any, out_dir: Path, cfg: DictConfig, initial_dir: Path | None) -> bool:
+    """Save a residual-base adapter (`residual_base`) so that it applies to the ORIGINAL base: PEFT's
+    `save_pretrained(out_dir, path_initial_model_for_weight_conversion=initial_dir)` (PEFT
+    `LoraModel.subtract_mutated_init`): A' = [A; A0] (2r x in), B' = [B, -B0] (out x 2r), r and lora_alpha doubled
+    so that the scale s is unchanged, hence `s B' A' = s (B A - B0 A0)`, the change from the original weights. It
+    overwrites the plain adapter that `Trainer.save_model` wrote to `out_dir` (config and weights); the tokenizer
+    and the rest stay. Main process only; the weights must be whole (`check_run`).
+
+    Args:
+        model: the trained `peft.PeftModel`.
+        out_dir: the run's final weights directory (`<run>/final`).
+        cfg: the run's `adapter` node.
+        initial_dir: what `initialize` returned.
+
+    Returns:
+        True when it converted, False for any other adapter (nothing written).
+    """
+    if initial_dir is None or not residual_base(cfg):
+        return False
+    model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=str(initial_dir))
+    return True
+
+
+def shapes_only(config: Any) -> Any:
+    """A copy of a PEFT config whose initialisation does not read the weights (PiSSA's SVD, OLoRA's QR, ...: PEFT
+    `init_lora_weights` set to True), for building the adapter on the meta device: same parameter shapes, no data.
+    Other configs are returned as they are."""
+    import copy
+
+    if str(getattr(config, "init_lora_weights", "")).lower().startswith(RESIDUAL_INITS):
+        config = copy.deepcopy(config)
+        config.init_lora_weights = True
+    return config
+
+
+def build_on_meta(model: Any, config: Any) -> Any:
+    """`peft.get_peft_model` over a model on the meta device, for shapes and counts (`rlvr memory`): the config's
+    data-dependent init turned off (`shapes_only`), and PEFT's non-weight parameters (a tuner layer's
+    `other_param_names`, e.g. AdaLoRA's constant `ranknum`) frozen, as they are on a real device: moved to the meta
+    device, PEFT re-registers them as new, trainable parameters.
+
+    Args:
+        model: a transformers model built on the meta device (`rlvr_cli.models.state.meta_model`).
+        config: a `peft.PeftConfig` (`peft_config`).
+
+    Returns:
+        The `peft.PeftModel`, on the meta device.
+    """
+    import torch
+    from peft import get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model = get_peft_model(model, shapes_only(config))
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            for attr in module.other_param_names:
+                value = getattr(module, attr, None)
+                for p in value.parameters() if isinstance(value, torch.nn.Module) else ():
+                    p.requires_grad_(False)
+    return model

@@ -38,6 +38,7 @@ def load_config(name_or_path: str) -> Any:
         BadInput: a path-like name that is not a directory, a config.json that does not parse, or a name that
             is neither a local model directory nor served by the hub.
     """
+    deepspeed_logs_to_stderr()
     from transformers import AutoConfig
 
     check_model_source(name_or_path)

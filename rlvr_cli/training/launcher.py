@@ -32,7 +32,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rlvr_cli.core import run_dir
-from rlvr_cli.core.errors import one_line
+from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.training import distributed, parallelism
 
 #: Seconds the workers get to finish their step and save after a stop signal, before torchrun kills them.
@@ -84,11 +84,15 @@ def prepare(cfg: DictConfig) -> Path:
         the run directory's path (not created yet: rank 0 creates it).
 
     Raises:
-        BadInput: bad input, found before any process starts.
+        BadInput: bad input, found before any process starts; a run of several machines without `run_name`.
     """
     from rlvr_cli.training.recipe import check_inputs
 
-    return check_inputs(cfg).path
+    dist = cfg.distributed
+    if int(dist.get("num_machines", 1)) > 1 and not cfg.get("run_name"):
+        raise BadInput(f"distributed.num_machines={dist.num_machines}: give the run a name, the same on every machine "
+                       "(run_name=NAME), so that they all write one run")
+    return check_inputs(cfg, claim=int(dist.get("machine_rank", 0)) == 0).path
 
 
 def launch(cfg: DictConfig, overrides: Sequence[str], path: Path, as_json: bool = False) -> int:

@@ -35,9 +35,10 @@ from rlvr_cli.data.problems import load_problems, prompt_dataset
 from rlvr_cli.evaluation import vllm
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters, sparse_delta
+from rlvr_cli.models.deepspeed_log import deepspeed_logs_to_stderr
 from rlvr_cli.models.loading import load_config, load_model
 from rlvr_cli.models.state import count_params, state_dict
-from rlvr_cli.training import distributed, optimizers, parallelism, rewards, tracking
+from rlvr_cli.training import adalora, distributed, optimizers, parallelism, rewards, tracking
 from rlvr_cli.training.callbacks import (
     SHARDED,
     GracefulStop,
@@ -77,20 +78,28 @@ class Inputs:
     args: Any
 
 
-def check_inputs(cfg: DictConfig) -> Inputs:
+def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     """Check every input of a run and build what can be built without a model: bad input fails here, in seconds,
     before the run directory exists.
+
+    Args:
+        cfg: the composed run config.
+        claim: check that the run directory does not exist yet (False: a machine other than the first of a
+            multi-machine run, whose run directory the first machine creates).
 
     Raises:
         BadInput: the first bad config value, data row, reward name, optimizer import, adapter, benchmark or
             GRPOConfig field.
     """
     validate(cfg)
+    deepspeed_logs_to_stderr()  # before transformers imports it (the DeepSpeed checks below, any model load)
     load_config(cfg.model.name_or_path)  # the model exists and its config.json parses
     problems = load_problems(cfg.data, seed=cfg.seed)
     reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
-    optimizer = optimizers.optimizer_cls_and_kwargs(cfg.optimizer)
+    optimizer = optimizers.trainer_optimizer(cfg)  # a factory over the model for LoRA+, LoRA-FA, Muon
+    adalora.check(cfg)  # an AdaLoRA schedule that cannot prune within grpo.max_steps
     peft_config = adapters.peft_config(cfg.adapter)
+    adapters.check_run(cfg)  # residual-base adapters (PiSSA, MiLoRA): no sharding, no KL
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
     launch, dist = distributed.use_slurm_env(), cfg.get("distributed") or {}
     parallelism.check(cfg, launch.world_size)
@@ -104,7 +113,7 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     distributed.check_started(launch)
     # One run directory whatever the world size: rank 0 picks the path (a default name has a random suffix and the
     # time of its own clock) and every rank gets it, or rank 0's refusal.
-    path = distributed.on_main(lambda: run_dir.run_path(cfg))
+    path = distributed.on_main(lambda: run_dir.run_path(cfg)) if claim else Path(str(cfg.output_dir), cfg.run_name)
     args.output_dir = str(path)
     return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
                   path, args)
@@ -189,6 +198,7 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
         tokenizer.save_pretrained(out)
     else:
         trainer.save_model(str(out))
+        adapters.save_converted(trainer.model, out, cfg.adapter, out.parent / adapters.INITIAL_DIR)  # PiSSA, MiLoRA
     return {"weights_dir": str(out), "weights_format": cfg.get("save_format", "full"),
             "weights_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
             "full_weights_bytes": sparse_delta.full_bytes(trained)}
@@ -226,9 +236,8 @@ def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, c
     the same path works under FSDP) and callbacks; `sparsity` goes first, so that metrics.jsonl and W&B see
     the values it adds to a step's logs."""
     from transformers import PrinterCallback
-    from trl import GRPOTrainer
 
-    trainer = GRPOTrainer(
+    trainer = adalora.trainer_class(inputs.peft_config)(  # GRPOTrainer; for AdaLoRA its subclass
         model=model, reward_funcs=inputs.reward_funcs, args=inputs.args, processing_class=tokenizer,
         peft_config=inputs.peft_config, train_dataset=prompt_dataset(inputs.problems, cfg.data.get("instruction")),
         callbacks=callbacks,
@@ -261,6 +270,7 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
     if trainer is not None:
         out["trainable_params"], out["total_params"] = count_params(trainer.model)
         out.update(memory.run_memory_analytic(trainer.model, cfg.optimizer.name, options=inputs.optimizer[1]))
+        out.update(adalora.rank_summary(trainer.model))  # AdaLoRA: the final rank of every matrix
     return out
 
 
@@ -339,6 +349,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                                         [metrics, stop, *([Heartbeat(run, summary)] if main else []),
                                          *([weights] if weights else []), *callbacks] + ([bar] if bar else []),
                                         sparsity)
+                # MiLoRA's init; PiSSA, MiLoRA: the initial adapter, which the final save converts against
+                adapters.initialize(trainer.model, cfg.adapter, run.path / adapters.INITIAL_DIR, save=main)
                 summary["distributed"] = parallelism.mode(trainer)  # what the accelerator does, not what was asked
             if stop.signal_name is None:
                 trainer.train()
