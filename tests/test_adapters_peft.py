@@ -245,7 +245,17 @@ def base_logits():
 
 #: Every adapter file, and PiSSA with a randomized SVD: PEFT re-runs the init of a plain-saved PiSSA adapter on load,
 #: so only a converted save survives a randomized (seed-dependent) SVD.
-ROUND_TRIPS = [(f"adapter={n}",) for n in ADAPTERS] + [("adapter=pissa", "adapter.init_lora_weights=pissa_niter_2")]
+#: The methods whose saving or training differs from LoRA's (a converted save, a rank schedule, a frozen A) run in
+#: `make test`; the others, whose save is PEFT's plain one, under `make test-slow` (one GRPO run each).
+SPECIAL = ("pissa", "milora", "adalora", "lorafa")
+
+
+def _slow_unless_special(name: str, *values: object) -> object:
+    return pytest.param(*values, marks=() if name in SPECIAL else pytest.mark.slow)
+
+
+ROUND_TRIPS = [_slow_unless_special(n, (f"adapter={n}",)) for n in ADAPTERS] + [
+    pytest.param(("adapter=pissa", "adapter.init_lora_weights=pissa_niter_2"))]
 
 
 @pytest.mark.parametrize("overrides", ROUND_TRIPS, ids=lambda o: "+".join(x.split("=")[1] for x in o))
@@ -268,7 +278,7 @@ def test_rlvr_eval_loads_the_model_that_was_trained(overrides, trained, base_log
         assert (Path(summary["run_dir"]) / adapters.INITIAL_DIR / "adapter_model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", [_slow_unless_special(n, n) for n in ADAPTERS])
 def test_rlvr_memory_counts_what_training_measured(name, trained):
     """Item 8 on tiny-random: `rlvr memory tiny-random --adapter NAME` equals summary.json's measured counts."""
     summary, _ = trained(f"adapter={name}")

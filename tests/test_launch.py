@@ -143,6 +143,7 @@ def test_zero2_adamw_holds_half_the_optimizer_state_on_each_rank(tmp_path):
     assert summary["update_sparsity"]["changed_frac_exact"] > 0
 
 
+@pytest.mark.slow
 def test_zero3_gathers_the_final_weights_for_sparsity_and_a_sparse_delta(tmp_path):
     pytest.importorskip("deepspeed")
     from rlvr_cli.models import sparse_delta

@@ -55,7 +55,13 @@ def test_every_optimizer_trains_the_weights(optimizer, run_tiny, chars_reward):
     assert (Path(summary["weights_dir"]) / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("adapter", [a for a in ADAPTERS if a != "full"])
+#: Adapters trained in `make test`: LoRA and the methods whose training differs from it (a residual base, a rank
+#: schedule, a frozen A, a per-matrix learning rate); the others, PEFT's plain variants, under `make test-slow`.
+IN_DEFAULT_SUITE = ("lora", "pissa", "milora", "adalora", "lorafa", "loraplus")
+
+
+@pytest.mark.parametrize("adapter", [pytest.param(a, marks=() if a in IN_DEFAULT_SUITE else pytest.mark.slow)
+                                     for a in ADAPTERS if a != "full"])
 def test_every_adapter_trains_only_itself(adapter, run_tiny, chars_reward):
     snap = Snapshot()
     summary = run_tiny(f"adapter={adapter}", "optimizer=adamw", "optimizer.lr=1e-3", *chars_reward, name=adapter,

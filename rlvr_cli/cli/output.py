@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,15 @@ err_console = Console(stderr=True)
 
 
 @contextmanager
-def bad_input_exits() -> Iterator[None]:
-    """Turn a `BadInput` raised inside into a one-line red `error: ...` on stderr and exit code 2."""
+def bad_input_exits(then: Callable[[], None] | None = None) -> Iterator[None]:
+    """Turn a `BadInput` raised inside into a one-line red `error: ...` on stderr and exit code 2; `then` runs
+    between the two (e.g. `rlvr train`'s ranks of a launch lingering so that every rank exits 2)."""
     try:
         yield
     except BadInput as e:
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        if then is not None:
+            then()
         raise typer.Exit(code=2) from None
 
 

@@ -41,8 +41,10 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
         path = launcher.prepare(cfg) if start else None
     if start:  # distributed.num_processes > 1: start the processes through torchrun; rank 0 prints the summary
         raise typer.Exit(code=launcher.launch(cfg, overrides, path, as_json))
-    with bad_input_exits(), stdout_to_stderr(as_json):
-        from rlvr_cli.training.distributed import launch_env, linger
+    from rlvr_cli.training.distributed import launch_env, linger
+
+    # Bad input under torchrun: every rank refuses it; each lingers so that none is killed before it exits 2.
+    with bad_input_exits(then=lambda: linger(2, all_ranks=True)), stdout_to_stderr(as_json):
         from rlvr_cli.training.recipe import EXIT_CODES
         from rlvr_cli.training.recipe import train as run_train
 

@@ -232,17 +232,18 @@ def barrier() -> None:
 LINGER_S = 3.0
 
 
-def linger(code: int, launch: Launch | None = None) -> None:
+def linger(code: int, launch: Launch | None = None, all_ranks: bool = False) -> None:
     """Before a rank other than the main process exits with the non-zero `code`, give the main process `LINGER_S`
     seconds to exit first: torchrun ends every worker (SIGTERM) as soon as one exits non-zero, so the main process
     would otherwise report -15 instead of the run's exit code. The SIGTERM that torchrun then sends this rank ends
-    it with `code` too. Nothing on the main process or for code 0."""
+    it with `code` too. Nothing on the main process (unless `all_ranks`: every rank refusing the same bad input, the
+    first to exit gets the others SIGTERMed, which each answers with `code`), outside a launch, or for code 0."""
     import signal
     import sys
     import time
 
     launch = launch_env() if launch is None else launch
-    if not code or launch.is_main or launch.world_size <= 1:
+    if not code or (launch.is_main and not all_ranks) or launch.world_size <= 1:
         return
 
     def leave(signum, frame):
