@@ -1,4 +1,22 @@
-"""Sweep files: parsing, and the expansion of their axes into cells (one `rlvr train` override list each)."""
+"""Sweep files: parsing, and the expansion of their axes into cells (one `rlvr train` override list each).
+
+The axes (`rlvr_cli.sweeps.launch` shows a whole file):
+
+    axes:
+      optimizer:                       # each optimizer with its learning-rate grid ({}: the optimizer file's lr)
+        adamw: {lr: [1.0e-5, 1.0e-4]}  #   a list, or {min: 1.0e-6, max: 1.0e-4, per_decade: 1}
+      adapter:                         # each adapter with
+        full: {lr: [1.0e-6]}           #   lr: its own grid, replacing the optimizer's for its cells (or a mapping
+                                       #       optimizer -> grid, e.g. {adamw: [1.0e-6]}: the others keep theirs)
+        lora: {r: [8, 32],             #   r: its ranks (an axis; none for full, ia3, ln_tuning)
+               base: [adapter.alpha=64]}  # base: overrides of its cells only, not an axis (alpha, dropout, ...)
+        ia3: {}
+      seed: [0, 1]
+      overrides: {grpo.beta: [0.0, 0.04]}
+
+Cells are the product of the axes, except that an adapter with its own `lr` runs at those learning rates only:
+adapters and full fine-tuning want different ones (sweeps/peft_methods.yaml).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +36,8 @@ TOP_KEYS = ("name", "base", "axes")
 
 
 AXES = ("optimizer", "adapter", "seed", "overrides")
+#: The keys of one adapter of `axes.adapter`: its ranks, its own learning rates, its own base overrides.
+ADAPTER_KEYS = ("r", "lr", "base")
 
 
 @dataclass(frozen=True)
@@ -83,12 +103,45 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _adapter_lrs(spec: Any, optimizers: list[str], where: str) -> dict[str, list[float]]:
+    """An adapter's own learning rates, per optimizer of the sweep: `spec` is a list or log grid (`_lrs`) for
+    every optimizer, or a mapping optimizer name -> list or log grid for some of them."""
+    if not optimizers:
+        raise _where(where, "a learning rate per adapter needs an optimizer axis (it replaces that optimizer's "
+                            "lr grid); add e.g. axes.optimizer: {adamw: {}}")
+    if isinstance(spec, dict) and not set(spec) & {"min", "max", "per_decade"}:
+        for name in spec:
+            if name not in optimizers:
+                raise _where(f"{where}.{name}", f"not an optimizer of this sweep; its optimizers: "
+                                                f"{', '.join(optimizers)}")
+        return {name: _lrs(lrs, f"{where}.{name}") for name, lrs in spec.items()}
+    lrs = _lrs(spec, where)
+    return dict.fromkeys(optimizers, lrs)
+
+
 def expand(sweep: dict[str, Any], source: str = "sweep") -> list[Cell]:
     """The cells of a parsed sweep file, in a stable order (optimizer, lr, adapter, r, other overrides, seed).
 
+    Each optimizer has its learning-rate grid (`axes.optimizer.NAME.lr`); an adapter may carry its own
+    (`axes.adapter.NAME.lr`: a list, a log grid, or a mapping optimizer -> either), which replaces the optimizer's
+    grid for that adapter's cells (adapters and full fine-tuning want different learning rates: LoRA Without
+    Regret, Thinking Machines 2025; arXiv 2602.04998 shows that tuning them per method changes the ranking). Its
+    learning rates follow the optimizer's own in the order. An adapter may also carry `base`: overrides of its
+    cells only (e.g. `[adapter.alpha=64]` where the method has a scale), which are not axes and not in the names.
+
+    Args:
+        sweep: the parsed sweep file (`load_sweep`): `name`, `base` (override strings), `axes`.
+        source: the file name, for messages.
+
+    Returns:
+        The cells; each has `overrides` = top-level base, `optimizer=`, `optimizer.lr=`, `adapter=`, `adapter.r=`,
+        the adapter's base, the other axes, `seed=`, then the W&B group and tags.
+
     Raises:
         BadInput: naming the place (`sweep.yaml: axes.optimizer.sgd.lr`) of an unknown key, axis or
-            option, an empty grid, or a learning rate <= 0.
+            option, an empty grid, a learning rate <= 0, a per-adapter learning rate without an optimizer axis
+            or for an optimizer the sweep lacks, an adapter base that is not a list of strings, or two cells with
+            one name.
     """
     unknown = [k for k in sweep if k not in TOP_KEYS]
     if unknown:
@@ -105,25 +158,34 @@ def expand(sweep: dict[str, Any], source: str = "sweep") -> list[Cell]:
         if axis not in AXES:
             raise _where(f"{source}: axes.{axis}", f"unknown axis; valid axes: {', '.join(AXES)}")
 
-    opt_points: list[dict[str, Any]] = []
+    optimizers: dict[str, list[float | None]] = {}  # name -> its lr grid ([None]: the optimizer file's lr)
     for name, spec in _choices(axes, "optimizer", f"{source}: axes.optimizer").items():
         extra = [k for k in spec if k != "lr"]
         if extra:
             raise _where(f"{source}: axes.optimizer.{name}.{extra[0]}", "unknown key; valid keys: lr")
-        lrs = _lrs(spec["lr"], f"{source}: axes.optimizer.{name}.lr") if "lr" in spec else [None]
-        opt_points += [{"optimizer": name, "lr": lr} for lr in lrs]
+        optimizers[name] = _lrs(spec["lr"], f"{source}: axes.optimizer.{name}.lr") if "lr" in spec else [None]
     ad_points: list[dict[str, Any]] = []
+    ad_lrs: list[dict[str, list[float]]] = []  # per adapter point: optimizer -> its own lr grid
+    ad_base: list[list[str]] = []
     for name, spec in _choices(axes, "adapter", f"{source}: axes.adapter").items():
-        extra = [k for k in spec if k != "r"]
+        where = f"{source}: axes.adapter.{name}"
+        extra = [k for k in spec if k not in ADAPTER_KEYS]
         if extra:
-            raise _where(f"{source}: axes.adapter.{name}.{extra[0]}", "unknown key; valid keys: r")
+            raise _where(f"{where}.{extra[0]}", f"unknown key; valid keys: {', '.join(ADAPTER_KEYS)}")
         ranks = spec.get("r", [None])
         if not isinstance(ranks, list) or not ranks:
-            raise _where(f"{source}: axes.adapter.{name}.r", "give a non-empty list of ranks")
+            raise _where(f"{where}.r", "give a non-empty list of ranks")
         for r in ranks:
             if r is not None:
-                check_rank(r, f"{source}: axes.adapter.{name}.r")
-        ad_points += [{"adapter": name, "r": None if name == "full" else r} for r in ranks]
+                check_rank(r, f"{where}.r")
+        lrs = _adapter_lrs(spec["lr"], list(optimizers), f"{where}.lr") if "lr" in spec else {}
+        own = spec.get("base") or []
+        if not isinstance(own, list) or not all(isinstance(o, str) for o in own):
+            raise _where(f"{where}.base", "give a list of override strings, e.g. [adapter.alpha=64]")
+        for r in ranks:
+            ad_points.append({"adapter": name, "r": None if name == "full" else r})
+            ad_lrs.append(lrs)
+            ad_base.append(own)
     seeds = axes.get("seed", [None])
     if not isinstance(seeds, list) or not seeds or not all(s is None or isinstance(s, int) for s in seeds):
         raise _where(f"{source}: axes.seed", "give a non-empty list of integer seeds")
@@ -132,8 +194,18 @@ def expand(sweep: dict[str, Any], source: str = "sweep") -> list[Cell]:
         raise _where(f"{source}: axes.overrides", "give a mapping of override key -> non-empty list of values")
     other_points = [dict(zip(others, values, strict=True)) for values in product(*others.values())]
 
+    # (optimizer point, adapter index) in order: per optimizer, its lrs then the adapters' own, each lr with
+    # the adapters that run it
+    pairs: list[tuple[dict[str, Any], int | None]] = []
+    for opt, opt_lrs in (optimizers or {None: [None]}).items():
+        lrs_of = [lrs.get(opt, opt_lrs) if opt is not None else opt_lrs for lrs in ad_lrs] or [opt_lrs]
+        for lr in dict.fromkeys([*opt_lrs, *(lr for lrs in lrs_of for lr in lrs)]):
+            point = {"optimizer": opt, "lr": lr} if opt is not None else {}
+            pairs += [(point, i if ad_points else None) for i, lrs in enumerate(lrs_of) if lr in lrs]
+
     cells = []
-    for opt, ad, other, seed in product(opt_points or [{}], ad_points or [{}], other_points, seeds):
+    for (opt, i), other, seed in product(pairs, other_points, seeds):
+        ad = ad_points[i] if i is not None else {}
         axes_values = {**opt, **ad, **other, **({"seed": seed} if seed is not None else {})}
         overrides = list(base)
         parts = []
@@ -144,6 +216,8 @@ def expand(sweep: dict[str, Any], source: str = "sweep") -> list[Cell]:
                 if point[key] is not None:
                     overrides.append(f"{group}.{key}={point[key]!r}")
                     parts[-1] += f"-{key}{point[key]:g}"
+        if i is not None:
+            overrides += ad_base[i]
         for key, value in other.items():
             overrides.append(f"{key}={_fmt(value)}")
             parts.append(f"{key.rsplit('.', 1)[-1]}{_fmt(value)}")

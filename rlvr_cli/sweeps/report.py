@@ -4,8 +4,10 @@
         manifest.json    the cells: name, run_dir (relative to SWEEP_DIR), overrides, axes   (read)
         runs/<cell>/     one `rlvr train` run directory per cell: summary.json, metrics.jsonl  (read)
         report.csv       one row per cell                                                      (written)
-        report.json      {"name", "cells": [...], "best_lr": [...]}                            (written)
-        plots/           reward_vs_lr.png, reward_curves.png, reward_vs_rank.png               (written)
+        report_by_adapter.csv  one row per adapter (method): `by_adapter`                      (written)
+        report.json      {"name", "cells": [...], "best_lr": [...], "by_adapter": [...]}       (written)
+        plots/           reward_vs_lr.png, reward_curves.png, reward_vs_rank.png,              (written)
+                         reward_by_adapter.png
 
 A cell whose run directory or `summary.json` does not exist yet is `pending`; one whose `summary.json` does not
 parse is `unknown`; a `running` one whose process is gone is `dead` (`rlvr_cli.core.run_dir.liveness`; its
@@ -13,6 +15,10 @@ reason names the process and its last heartbeat); every other status is the one 
 (running, completed, diverged, interrupted, failed). The "final reward"
 of a cell is its `reward_mean_last_quarter`: the mean reward per completion over the last quarter of the
 optimizer steps. W&B is never read.
+
+A sweep whose cells differ by adapter (full fine-tuning and PEFT methods, e.g. sweeps/peft_methods.yaml) also gets
+one row per adapter: each (optimizer, adapter, r) at its best learning rate (`by_adapter`), printed, in
+report_by_adapter.csv and as the bar chart reward_by_adapter.png.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import json
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +143,37 @@ class BestLr:
     n: int
     n_diverged: int
     lrs: list[LrStats]
+
+
+@dataclass
+class AdapterRow:
+    """One adapter setting of a sweep, i.e. one (optimizer, adapter, r) group of cells, at its best learning rate.
+
+    `lr` is the best lr (highest mean final reward over the counted cells at that lr, ties: the smaller; None when
+    no cell counts) and `n_lrs` how many learning rates had a counted cell; `mean`, `std` (sample standard
+    deviation, 0 for one cell), `n` and `n_diverged` are over the counted cells (seeds) at that lr (`LrStats`);
+    `eval_avg` is the mean pooled avg@`eval_k` (a fraction) of those that were evaluated. `trainable_params`,
+    `total_params` (counts) and `optimizer_state_bytes` (bytes, measured) come from the first cell of the group
+    that has them and ran (not failed, pending, dead or unknown), preferring the best lr's. `statuses` counts
+    every cell of the group by status (pending and failed included), `full` marks full fine-tuning.
+    """
+
+    optimizer: str | None
+    adapter: str | None
+    r: int | None
+    full: bool
+    lr: float | None = None
+    n_lrs: int = 0
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    n_diverged: int = 0
+    eval_avg: float | None = None
+    eval_k: int | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    optimizer_state_bytes: int | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
 
 
 def load_manifest(sweep_dir: Path) -> dict[str, Any]:
@@ -260,6 +297,50 @@ def lr_stats(lr: float, cells: list[CellReport]) -> LrStats:
     return LrStats(lr, statistics.fmean(values), std, len(values), sum(c.status == DIVERGED for c in cells))
 
 
+def by_adapter(cells: Iterable[CellReport]) -> list[AdapterRow]:
+    """One row per (optimizer, adapter, r) group of cells, groups in order of first appearance, each at its best
+    learning rate: the comparison of methods when each may have its own lr grid (a method's ranking depends on its
+    learning rate being tuned, arXiv 2602.04998). The best lr is picked on the same final reward that the row
+    reports, as `best_lrs` does (with one lr per method there is nothing to pick).
+
+    Args:
+        cells: cell reports (`load_cells`), of any status.
+
+    Returns:
+        One `AdapterRow` per group, also for a group without any counted cell (its `lr` and `mean` None, its
+        `statuses` saying why).
+    """
+    groups: dict[tuple, list[CellReport]] = {}
+    for cell in cells:
+        groups.setdefault((cell.optimizer, cell.adapter, cell.r), []).append(cell)
+    rows = []
+    for (optimizer, adapter, r), members in groups.items():
+        row = AdapterRow(optimizer, adapter, r, full=adapter == "full")
+        for cell in members:
+            row.statuses[cell.status] = row.statuses.get(cell.status, 0) + 1
+        by_lr: dict[float | None, list[CellReport]] = {}
+        for cell in members:
+            if cell.counted:
+                by_lr.setdefault(None if cell.lr is None else float(cell.lr), []).append(cell)
+        best: list[CellReport] = []
+        if by_lr:
+            stats = [lr_stats(lr, by_lr[lr]) for lr in sorted(by_lr, key=lambda x: (x is not None, x or 0.0))]
+            top = max(stats, key=lambda s: s.mean)  # max keeps the first of equals: the smaller lr
+            best = by_lr[top.lr]
+            row.lr, row.n_lrs, row.mean, row.std, row.n, row.n_diverged = (
+                top.lr, len(stats), top.mean, top.std, top.n, top.n_diverged)
+            evaluated = [c for c in best if c.eval_avg is not None]
+            if evaluated:
+                row.eval_avg = statistics.fmean(c.eval_avg for c in evaluated)
+                ks = {c.eval_k for c in evaluated}
+                row.eval_k = ks.pop() if len(ks) == 1 else None
+        ran = [c for c in (*best, *members) if c.status not in NOT_COUNTED]  # a failed run's figures are none
+        for key in ("trainable_params", "total_params", "optimizer_state_bytes"):
+            setattr(row, key, next((getattr(c, key) for c in ran if getattr(c, key) is not None), None))
+        rows.append(row)
+    return rows
+
+
 def other_axis_names(cells: Iterable[CellReport]) -> list[str]:
     """The non-standard axes of the cells (e.g. `grpo.beta`), in order of first appearance."""
     names: dict[str, None] = {}
@@ -275,13 +356,14 @@ def build_report(sweep_dir: Path) -> dict[str, Any]:
         sweep_dir: a sweep directory written by `rlvr sweep` (cells may still be pending or running).
 
     Returns:
-        `{"name": str, "cells": [row, ...], "best_lr": [group, ...]}`: one row per cell in manifest order
-        (`CellReport.row`: name, optimizer, lr, adapter, r, seed, the other axes, status, final_reward,
-        first_reward, eval_avg, eval_k, optimizer_state_bytes and optimizer_state_bytes_analytic (bytes),
+        `{"name": str, "cells": [row, ...], "best_lr": [group, ...], "by_adapter": [group, ...]}`: one row per
+        cell in manifest order (`CellReport.row`: name, optimizer, lr, adapter, r, seed, the other axes, status,
+        final_reward, first_reward, eval_avg, eval_k, optimizer_state_bytes and optimizer_state_bytes_analytic (bytes),
         trainable_params, total_params, wall_time_s (seconds), peak_memory_bytes and memory_analytic_bytes
         (bytes), sparsity_tolerance, changed_frac_exact, changed_frac_tol, changed_frac_bf16_exact,
-        changed_frac_bf16_tol (fractions in [0, 1]), reason, run_dir), and one `BestLr` as a dict per
-        (optimizer, adapter, r) group with data.
+        changed_frac_bf16_tol (fractions in [0, 1]), reason, run_dir), one `BestLr` as a dict per
+        (optimizer, adapter, r) group with data (`best_lr`), and one `AdapterRow` as a dict per (optimizer,
+        adapter, r) group, with data or not (`by_adapter`).
 
     Raises:
         BadInput: not a sweep directory (no manifest.json), or a manifest that does not parse (a cell's summary.json
@@ -308,6 +390,28 @@ def write_csv(report: dict[str, Any], path: Path) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def write_by_adapter_csv(report: dict[str, Any], path: Path) -> None:
+    """Write the report's `by_adapter` rows as CSV, one row per (optimizer, adapter, r), columns in `AdapterRow`
+    order; `statuses` as `completed:1 failed:1`; None is empty.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    columns = [f.name for f in fields(AdapterRow)]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in report["by_adapter"]:
+            flat = {**row, "statuses": " ".join(f"{k}:{v}" for k, v in row["statuses"].items())}
+            writer.writerow({k: "" if v is None else v for k, v in flat.items()})
+
+
+def several_adapters(report: dict[str, Any]) -> bool:
+    """Whether the sweep's cells differ by adapter (two or more adapter names): then `rlvr report` prints the
+    per-adapter table and draws reward_by_adapter.png."""
+    return len({row["adapter"] for row in report["by_adapter"]}) > 1
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
@@ -383,6 +487,46 @@ def best_lr_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def adapter_table(report: dict[str, Any]) -> Table:
+    """A Rich table with one row per (optimizer, adapter, r) of `report["by_adapter"]`: the method (full
+    fine-tuning marked), r, optimizer, the best lr (and how many were tried), the mean ± std final reward over
+    the n counted seeds there (and how many diverged), the mean eval avg@k, trainable parameters (count and % of
+    all), the measured optimizer state (decimal units), and the cells by status. Figure columns never wrap."""
+    rows = report["by_adapter"]
+    ks = {row["eval_k"] for row in rows if row["eval_avg"] is not None}
+    eval_header = f"eval avg@{ks.pop()}" if len(ks) == 1 else "eval avg@k" if ks else None
+    table = Table(title=escape(f"sweep {report['name']}: by adapter, each at its best learning rate "
+                               "(mean final reward over seeds)"))
+    columns = ["method", "r", "optimizer", "lr", "final reward", "n", "diverged", *([eval_header] if eval_header
+               else []), "trainable params", "optimizer state", "cells"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("method", "optimizer", "cells") else "right",
+                         no_wrap=col not in ("method", "cells"))
+    table.caption = ("lr: the learning rate with the highest mean final reward (of the n_lrs tried); final reward: "
+                     "mean ± sample std over the seeds at that lr (last quarter of the steps); trainable params: "
+                     "count (% of all); optimizer state: measured.")
+    for row in rows:
+        method = Text(_fmt(row["adapter"]))
+        if row["full"]:
+            method.append(" (full fine-tuning)", style="bold")
+        lr = "-" if row["lr"] is None else f"{row['lr']:g}" + (f" (of {row['n_lrs']})" if row["n_lrs"] > 1 else "")
+        reward = "-" if row["mean"] is None else f"{_reward(row['mean'])} ± {_reward(row['std'])}"
+        trainable = _fmt(row["trainable_params"], ",")
+        if row["trainable_params"] is not None and row["total_params"]:
+            trainable += f" ({percent(row['trainable_params'] / row['total_params'])})"
+        statuses = Text(", ".join(f"{n} {s}" for s, n in row["statuses"].items()),
+                        style="" if set(row["statuses"]) <= {"completed"} else status_colour(
+                            next(s for s in row["statuses"] if s != "completed")))
+        cells: list[Any] = [method, _fmt(row["r"]), Text(_fmt(row["optimizer"])), lr, reward, str(row["n"]),
+                            str(row["n_diverged"])]
+        if eval_header:
+            value = _reward(row["eval_avg"])
+            cells.append(value if len(ks) <= 1 or row["eval_avg"] is None else f"{value} (k={row['eval_k']})")
+        cells += [trainable, human_bytes(row["optimizer_state_bytes"]), statuses]
+        table.add_row(*cells)
+    return table
+
+
 def write_plots(sweep_dir: Path, report: dict[str, Any]) -> dict[str, str | None]:
     """Draw the three plots into `SWEEP_DIR/plots/` (created) with matplotlib's Agg backend.
 
@@ -395,6 +539,10 @@ def write_plots(sweep_dir: Path, report: dict[str, Any]) -> dict[str, str | None
     - `reward_vs_rank.png`: final reward at the best learning rate against adapter rank r (log2 x), one line
       per adapter (and optimizer when several); full fine-tuning of the same optimizers as a horizontal dashed
       line at its best learning rate.
+    - `reward_by_adapter.png` (sweeps with several adapters): one bar per (optimizer, adapter, r) of
+      `by_adapter`, the mean final reward at its best lr with the standard deviation over seeds as error bar
+      (none for one seed), its value and n above it; full fine-tuning hatched and also drawn as a dashed line;
+      a group without a result is an x at y = 0 labelled with its statuses.
 
     Args:
         sweep_dir: the sweep directory (run directories are read from it for the curves).
@@ -410,12 +558,14 @@ def write_plots(sweep_dir: Path, report: dict[str, Any]) -> dict[str, str | None
     out.mkdir(parents=True, exist_ok=True)
     return {"reward_vs_lr.png": _plot_reward_vs_lr(report, out / "reward_vs_lr.png"),
             "reward_curves.png": _plot_reward_curves(Path(sweep_dir), report, out / "reward_curves.png"),
-            "reward_vs_rank.png": _plot_reward_vs_rank(report, out / "reward_vs_rank.png")}
+            "reward_vs_rank.png": _plot_reward_vs_rank(report, out / "reward_vs_rank.png"),
+            "reward_by_adapter.png": _plot_reward_by_adapter(report, out / "reward_by_adapter.png")}
 
 
 def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool = False) -> dict[str, Any]:
-    """`rlvr report SWEEP_DIR`: print the cells and best-lr tables, write report.csv, report.json and the
-    plots into the sweep directory, and print where they are.
+    """`rlvr report SWEEP_DIR`: print the cells and best-lr tables (and the per-adapter table when the cells
+    differ by adapter), write report.csv, report_by_adapter.csv, report.json and the plots into the sweep
+    directory, and print where they are.
 
     Args:
         sweep_dir: a sweep directory written by `rlvr sweep`.
@@ -445,12 +595,15 @@ def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool 
             print_table(best_lr_table(report), console)
         else:
             console.print("best learning rate: no cell has a final reward yet", style="yellow")
+        if several_adapters(report):
+            print_table(adapter_table(report), console)
     write_csv(report, sweep_dir / "report.csv")
+    write_by_adapter_csv(report, sweep_dir / "report_by_adapter.csv")
     write_json(report, sweep_dir / "report.json")
     plots = write_plots(sweep_dir, report)
     if not quiet:
-        console.print(f"report: {escape(str(sweep_dir / 'report.csv'))}  {escape(str(sweep_dir / 'report.json'))}",
-                      highlight=False)
+        files = ("report.csv", "report_by_adapter.csv", "report.json")
+        console.print("report: " + "  ".join(escape(str(sweep_dir / f)) for f in files), highlight=False)
         for name, skipped in plots.items():
             line = f"plot: {sweep_dir / 'plots' / name}" if skipped is None else f"plot {name} skipped: {skipped}"
             console.print(escape(line), highlight=False)
@@ -482,7 +635,8 @@ def _report(name: str, cells: list[CellReport]) -> dict[str, Any]:
     best = [{k: _finite(v) for k, v in asdict(b).items()} for b in best_lrs(cells)]
     for b in best:
         b["lrs"] = [{k: _finite(v) for k, v in s.items()} for s in b["lrs"]]
-    return {"name": name, "cells": [c.row(other) for c in cells], "best_lr": best}
+    adapters = [{k: _finite(v) for k, v in asdict(row).items()} for row in by_adapter(cells)]
+    return {"name": name, "cells": [c.row(other) for c in cells], "best_lr": best, "by_adapter": adapters}
 
 
 def _group_label(optimizer: Any, adapter: Any, r: Any, with_adapter: bool) -> str:
@@ -582,17 +736,69 @@ def _plot_reward_vs_rank(report: dict[str, Any], path: Path) -> str | None:
     return None
 
 
-def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
-    """Label, grid, legend, save as PNG (120 dpi) and close a plot."""
+def _plot_reward_by_adapter(report: dict[str, Any], path: Path) -> str | None:
+    import matplotlib.pyplot as plt
+
+    rows = report["by_adapter"]
+    if not several_adapters(report):
+        return "the cells do not differ by adapter"
+    if all(row["mean"] is None for row in rows):
+        return "no adapter has a cell with a final reward"
+    several_opt = len({row["optimizer"] for row in rows}) > 1
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.65 * len(rows) + 2), 4.8))
+    xs = list(range(len(rows)))
+    labels = []
+    for x, row in zip(xs, rows, strict=True):
+        label = str(row["adapter"]) + (f"\nr={row['r']}" if row["r"] is not None else "")
+        label += f"\n{row['optimizer']}" if several_opt else ""
+        if row["mean"] is None:  # no result: say why under the axis
+            labels.append(label + "\n" + ", ".join(f"{n} {s}" for s, n in row["statuses"].items()))
+            ax.scatter([x], [0.0], marker="x", s=60, color="red", zorder=3)
+            continue
+        labels.append(label + f"\nlr {row['lr']:g}" if row["lr"] is not None else label)
+        err = _err(row)
+        style = {"color": "0.6", "hatch": "//", "edgecolor": "black"} if row["full"] else {"color": "C0"}
+        ax.bar([x], [row["mean"]], yerr=[err] if err else None, capsize=4, **style)
+        ax.annotate(f"{row['mean']:.3f}\nn={row['n']}", (x, max(row["mean"] + err, 0.0)), textcoords="offset points",
+                    xytext=(0, 3), ha="center", fontsize=7)
+    for row in rows:
+        if row["full"] and row["mean"] is not None:
+            which = f" ({row['optimizer']})" if several_opt else ""
+            ax.axhline(row["mean"], linestyle="--", color="black", alpha=0.6,
+                       label=f"full fine-tuning{which} (hatched bar, dashed line): {row['mean']:.3f}")
+    ax.bar([], [], color="C0", label="adapter: mean final reward at its best lr (error bar: std over seeds)")
+    if any(row["mean"] is None for row in rows):
+        ax.scatter([], [], marker="x", color="red", label="no result (why: under the axis), drawn at y = 0")
+    values = [v for row in rows if row["mean"] is not None for v in (row["mean"] - _err(row), row["mean"] + _err(row))]
+    lo, hi = min(0.0, *values), max(0.0, *values)
+    span = (hi - lo) or 1.0
+    ax.set_ylim(lo - 0.05 * span if lo < 0 else 0.0, hi + 0.15 * span)  # room for the values above the bars
+    ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    _finish(fig, ax, path, "adapter (method)", "final reward (last quarter of steps)",
+            f"{report['name']}: final reward by adapter", legend_below=True)
+    return None
+
+
+def _err(row: dict[str, Any]) -> float:
+    """The error bar of a `by_adapter` row: the std over its seeds, 0 for one seed."""
+    return row["std"] if row["n"] > 1 and row["std"] is not None else 0.0
+
+
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str, legend_below: bool = False) -> None:
+    """Label, grid, legend (inside, or under the plot with `legend_below`), save as PNG (120 dpi) and close a plot."""
     import matplotlib.pyplot as plt
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if legend_below:
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight" if legend_below else None)
     plt.close(fig)
 
 
