@@ -252,5 +252,7 @@ def linger(code: int, launch: Launch | None = None, all_ranks: bool = False) -> 
         os._exit(code)
 
     signal.signal(signal.SIGTERM, leave)
-    time.sleep(LINGER_S)
+    # The main process (all_ranks) waits a third as long: it exits first, while the others sleep with the handler
+    # installed (a SIGTERM during interpreter shutdown, once Python restored the default handler, would read -15).
+    time.sleep(LINGER_S / 3 if launch.is_main else LINGER_S)
 
