@@ -126,12 +126,14 @@ def launch(cfg: DictConfig, overrides: Sequence[str], path: Path, as_json: bool 
 
 
 def died(failures: dict[int, Any]) -> str | None:
-    """`rank N died (signal SIGKILL)` for the first rank (in rank order) that ended by a signal, as torchrun reports
-    it (`ProcessFailure.exitcode` < 0); None when every failed rank exited by itself."""
-    for rank, failure in sorted(failures.items()):
-        if failure.exitcode < 0:
-            return f"rank {rank} died ({failure.signal_name()})"
-    return None
+    """`rank N died (SIGKILL)` for the rank that ended by a signal (`ProcessFailure.exitcode` < 0) first, another
+    signal than SIGTERM before SIGTERM (torchrun SIGTERMs the survivors); None when every failed rank exited by
+    itself."""
+    dead = [(f.exitcode == -15, f.timestamp, rank, f) for rank, f in failures.items() if f.exitcode < 0]
+    if not dead:  # SIGTERM last: it is what torchrun sends the survivors once one rank died
+        return None
+    _, _, rank, failure = min(dead, key=lambda d: d[:3])
+    return f"rank {rank} died ({failure.signal_name()})"
 
 
 def finish(path: Path, failures: dict[int, Any], signalled: str | None) -> int:
