@@ -64,7 +64,8 @@ def test_eval_a_trained_run_directory(tmp_path):
 
 
 def test_every_benchmark_file_reads():
-    sizes = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "gsm8k": 1319}
+    sizes = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "gsm8k": 1319, "olympiadbench": 675,
+             "minerva_math": 272}
     for name in BENCHMARKS:
         rows = load_benchmark(name, None)
         assert len(rows) == sizes[name] and all(r["answer"] for r in rows)

@@ -101,13 +101,43 @@ def read_jsonl(path: Path, problem_key: str = "problem", answer_key: str = "answ
     return rows
 
 
-def hub_problems(hub: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Problems from a Hugging Face hub dataset (`datasets.load_dataset(id, config, split=...)`).
+def answer_text(value: Any) -> str:
+    """A gold answer cell as text: a list (OlympiadBench's `final_answer`, e.g. `["$1$", "$3$"]`) -> its items
+    joined by `", "` (`"1, 3"`), anything else -> `str(value)`; each item stripped of surrounding whitespace and of
+    one enclosing `$...$` (LaTeX math mode: `"$2$"` -> `"2"`)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    texts = [str(v).strip() for v in items]
+    return ", ".join(t[1:-1].strip() if len(t) > 1 and t[0] == t[-1] == "$" else t for t in texts)
+
+
+def hub_row(row: Mapping[str, Any], hub: Mapping[str, Any], index: int) -> dict[str, str]:
+    """One row of a hub dataset -> `{"id", "problem", "answer"}`.
 
     Args:
-        hub: `id`, `split`, `problem_key`, `answer_key`, and optionally `config` and `answer_delimiter` (when
-            set, the gold answer is the text after its last occurrence: GSM8K's `#### 42`). A dict or a
-            `data.hub` config block.
+        row: the dataset row (column -> value).
+        hub: the `hub_problems` settings: `problem_key`, `answer_key` (the value goes through `answer_text`),
+            optionally `context_key` (a column whose non-empty text, a blank line, then the problem is the problem:
+            OlympiadBench's `context`) and `answer_delimiter` (the answer is the text after its last occurrence,
+            thousands commas removed: GSM8K's `#### 1,080` -> `1080`).
+        index: the row's position, for its id `<id>-<split>-<index>`.
+    """
+    answer = answer_text(row[hub["answer_key"]])
+    if hub.get("answer_delimiter"):
+        answer = answer.rsplit(hub["answer_delimiter"], 1)[-1].strip().replace(",", "")
+    problem = str(row[hub["problem_key"]])
+    context = row.get(hub["context_key"]) if hub.get("context_key") else None
+    if context and str(context).strip():
+        problem = f"{str(context).strip()}\n\n{problem}"
+    return {"id": f"{hub['id']}-{hub['split']}-{index}", "problem": problem, "answer": answer}
+
+
+def hub_problems(hub: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Problems from a Hugging Face hub dataset (`datasets.load_dataset(id, config, split=...)`), each row
+    converted by `hub_row`.
+
+    Args:
+        hub: `id`, `split`, `problem_key`, `answer_key`, and optionally `config`, `context_key` and
+            `answer_delimiter` (see `hub_row`). A dict or a `data.hub` config block.
 
     Raises:
         BadInput: the dataset cannot be loaded (no network, unknown id).
@@ -119,15 +149,7 @@ def hub_problems(hub: Mapping[str, Any]) -> list[dict[str, str]]:
     except (ConnectionError, OSError, FileNotFoundError) as e:
         raise BadInput(f"cannot load dataset '{hub['id']}' from the hub ({one_line(e)}); for local "
                        f"JSONL files set $RLVR_DATA_DIR (make does: ../shared/data) or the data directory") from None
-    delim = hub.get("answer_delimiter")
-    rows = []
-    for i, row in enumerate(ds):
-        answer = str(row[hub["answer_key"]])
-        if delim:
-            answer = answer.rsplit(delim, 1)[-1].strip().replace(",", "")
-        rows.append({"id": f"{hub['id']}-{hub['split']}-{i}", "problem": str(row[hub["problem_key"]]),
-                     "answer": answer})
-    return rows
+    return [hub_row(row, hub, i) for i, row in enumerate(ds)]
 
 
 def local_or_hub(path: str | None, data_dir: str | None, hub: Mapping[str, Any] | None,

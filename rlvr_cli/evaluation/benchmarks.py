@@ -20,8 +20,10 @@ class Benchmark:
 
     `file`: the JSONL file name in the data directory (rows with `problem` and `answer`). `hub_id`, `hub_config`,
     `hub_split`: the hub dataset (`datasets.load_dataset(hub_id, hub_config, split=hub_split)`);
-    `hub_problem_key`, `hub_answer_key`: its columns; `hub_answer_delimiter`: the gold answer is what follows it
-    (GSM8K's `####`). `order`: the benchmark's place in the default list and in result tables (ties by name).
+    `hub_problem_key`, `hub_answer_key`: its columns (a list-valued answer, OlympiadBench's `final_answer`, is joined
+    by `", "`; `data.problems.answer_text`); `hub_context_key`: a column prepended to the problem, then a blank line,
+    where non-empty (OlympiadBench's `context`); `hub_answer_delimiter`: the gold answer is what follows it (GSM8K's
+    `####`). `order`: the benchmark's place in the default list and in result tables (ties by name).
     """
 
     name: str
@@ -32,7 +34,15 @@ class Benchmark:
     hub_answer_key: str = "answer"
     hub_config: str | None = None
     hub_answer_delimiter: str | None = None
+    hub_context_key: str | None = None
     order: int = 100
+
+    def hub(self) -> dict[str, str | None]:
+        """The hub dataset as `data.problems.hub_problems` takes it: `id`, `config`, `split`, `problem_key`,
+        `answer_key`, `context_key`, `answer_delimiter`."""
+        return {"id": self.hub_id, "config": self.hub_config, "split": self.hub_split,
+                "problem_key": self.hub_problem_key, "answer_key": self.hub_answer_key,
+                "context_key": self.hub_context_key, "answer_delimiter": self.hub_answer_delimiter}
 
 
 def load_benchmarks() -> dict[str, Benchmark]:
@@ -88,7 +98,5 @@ def load_benchmark(name: str, data_dir: str | None, limit: int | None = None) ->
         BadInput: the data directory is set and the file is missing (the message names the path).
     """
     b = BENCHMARKS[name]
-    hub = {"id": b.hub_id, "config": b.hub_config, "split": b.hub_split, "problem_key": b.hub_problem_key,
-           "answer_key": b.hub_answer_key, "answer_delimiter": b.hub_answer_delimiter}
-    rows = local_or_hub(b.file, data_dir, hub)
+    rows = local_or_hub(b.file, data_dir, b.hub())
     return rows[:limit] if limit else rows
