@@ -37,7 +37,8 @@ BAD = {
                           "= 6 is not divisible by grpo.num_generations = 4"),
     "missing_file": (["data=gsm8k", "data.path=no-such-file.jsonl"], "data file not found: "),
     "unknown_option": (["optimizer=adam_w"], "unknown optimizer 'adam_w'; valid options: adafactor, adagrad, adam,"),
-    "unknown_reward": (["+rewards.style=1.0"], "unknown reward 'style'; valid rewards: correctness, format"),
+    "unknown_reward": (["+rewards.style=1.0"], "unknown reward 'style'; valid rewards: correctness, correctness_any, "
+                       "format"),
     "unknown_grpo_field": (["+grpo.num_generation=4"], "grpo: "),
     "missing_model_dir": (["model.name_or_path=/no/such/model"], "model directory not found: /no/such/model"),
     "negative_tolerance": (["sparsity.tolerance=-1e-5"],

@@ -123,7 +123,8 @@ def test_train_rewards_resolve_by_name_and_by_dotted_path():
     funcs, weights = build_rewards(compose(["+rewards.conftest.completion_chars=0.5"]).rewards)
     assert [f.__name__ for f in funcs] == ["correctness_reward", "format_reward", "completion_chars"]
     assert weights == [1.0, 0.0, 0.5]
-    with pytest.raises(BadInput, match=r"^unknown reward 'chars'; valid rewards: correctness, format, or a "):
+    with pytest.raises(BadInput, match=r"^unknown reward 'chars'; valid rewards: correctness, correctness_any, "
+                                       r"format, or a "):
         build_rewards({"chars": 1.0})
     with pytest.raises(BadInput, match="reward 'no_such_module.f': cannot import it"):
         build_rewards({"no_such_module.f": 1.0})
@@ -136,7 +137,8 @@ def test_benchmark_files_instantiate_to_benchmarks(name):
 
 
 def test_every_benchmark_is_the_default():
-    assert parse_benchmarks(None) == list(BENCHMARKS) == ["math500", "aime24", "aime25", "amc23", "gsm8k"]
+    assert parse_benchmarks(None) == list(BENCHMARKS) == ["math500", "aime24", "aime25", "amc23", "gsm8k",
+                                                          "olympiadbench", "minerva_math"]
     assert sorted(BENCHMARKS) == group_options("benchmark")
 
 

@@ -32,16 +32,28 @@ def test_pass_at_k_edges():
 
 
 def test_majority_vote():
-    assert majority_correct(["1", "2", "2"], [True, False, False]) is False
-    assert majority_correct(["1", "2", "1"], [True, False, True]) is True
-    assert majority_correct(["2", "1"], [False, True]) is False  # tie: the first seen wins
-    assert majority_correct([None, None, "3"], [False, False, True]) is True  # no answer does not vote
-    assert majority_correct([None], [False]) is False
+    assert majority_correct([0, 1, 1], [True, False, False]) is False
+    assert majority_correct([0, 1, 0], [True, False, True]) is True
+    assert majority_correct([0, 1], [False, True]) is False  # tie: the class seen first wins
+    assert majority_correct([-1, -1, 0], [False, False, True]) is False  # "no answer" votes, and wins here
+    assert majority_correct([-1, 0, 0], [False, True, True]) is True
+    assert majority_correct([-1], [False]) is False
+
+
+def test_equivalent_answers_vote_together():
+    """The issue's example: three correct answers written three ways beat two identical wrong ones."""
+    from rlvr_cli.evaluation.grading import answer_classes, grade
+
+    answers = ["0.50", "3", "2/4", "3", "x = 1/2"]
+    correct = [grade("\\frac{1}{2}", f"\\boxed{{{a}}}").correct for a in answers]
+    assert correct == [True, False, True, False, True]
+    assert majority_correct([0, 1, 2, 1, 3], correct) is False  # grouped by string, "3" wins
+    classes = answer_classes(answers)
+    assert classes == [0, 1, 0, 1, 0] and majority_correct(classes, correct) is True
 
 
 def test_score_of_a_benchmark():
-    problems = [([True, False, False, True], ["1", "2", "3", "1"]), ([False] * 4, ["5"] * 4),
-                ([True] * 4, ["7"] * 4)]
+    problems = [([True, False, False, True], [0, 1, 2, 0]), ([False] * 4, [0] * 4), ([True] * 4, [0] * 4)]
     s = score(problems)
     assert (s["n_problems"], s["k"]) == (3, 4)
     assert s["avg@4"] == pytest.approx((0.5 + 0 + 1) / 3)

@@ -36,6 +36,8 @@ def eval_(
     data_dir: str | None = typer.Option(None, "--data-dir", help="benchmark JSONL files; default $RLVR_DATA_DIR, "
                                         "else the hub"),
     dtype: str | None = typer.Option(None, help="float32 | bfloat16; default: the run's, else by device"),
+    extract: str = typer.Option("boxed", help="boxed: only a closed \\boxed{} is an answer (no box: wrong) | any: "
+                                "else math-verify's extraction over the whole text"),
     wandb: bool = typer.Option(False, "--wandb", help="also log the results to W&B (offline without an API key)"),
     as_json: bool = JSON,
 ) -> None:
@@ -49,7 +51,7 @@ def eval_(
         from rlvr_cli.evaluation.evaluate import evaluate
 
         results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype,
-                           progress=not as_json)
+                           progress=not as_json, extract=extract)
         if wandb:
             from rlvr_cli.training.tracking import log_eval
 
@@ -66,8 +68,10 @@ def eval_table(results: dict[str, Any]) -> Table:
     of problems, avg@k, pass@1, pass@k and maj@k as percentages with their standard errors (`37.5±12.3`), and
     generated tokens per second. Figures never wrap."""
     k = results["overall"]["k"]
-    table = Table(title=f"{results['model']['spec']}  (k={k}, temperature {results['protocol']['temperature']}, "
-                        f"top-p {results['protocol']['top_p']}, {results['protocol']['max_new_tokens']} tokens)",
+    protocol = results["protocol"]
+    table = Table(title=f"{results['model']['spec']}  (k={k}, temperature {protocol['temperature']}, "
+                        f"top-p {protocol['top_p']}, {protocol['max_new_tokens']} tokens, "
+                        f"extract {protocol.get('extract', 'any')})",
                   caption=f"n: problems; avg@{k}, pass@1, pass@{k}, maj@{k}: % ± standard error; tok/s: generated "
                           "tokens per second", caption_justify="left")
     for col in ("benchmark", "n", f"avg@{k}", "pass@1", f"pass@{k}", f"maj@{k}", "tok/s"):

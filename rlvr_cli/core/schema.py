@@ -318,6 +318,7 @@ class EvalSchema:
     max_new_tokens: int = rule(ge=1, example=1024)
     batch_size: int = rule(ge=1, example=16)
     data_dir: str | None = MISSING
+    extract: str = rule(choices=("boxed", "any"), why="boxed: only a closed \\boxed{} counts")
 
 
 @dataclass

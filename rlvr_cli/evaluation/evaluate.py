@@ -1,4 +1,4 @@
-"""`rlvr eval`: avg@k, pass@k and maj@k on AIME 2024/2025, MATH-500, AMC 2023 and GSM8K.
+"""`rlvr eval`: avg@k, pass@k and maj@k on AIME 2024/2025, MATH-500, AMC 2023, GSM8K, OlympiadBench and Minerva.
 
 One fixed protocol for base models, trained runs and checkpoints alike:
 - prompt: the problem, a blank line, "Please reason step by step, and put your final answer within
@@ -6,8 +6,10 @@ One fixed protocol for base models, trained runs and checkpoints alike:
 - sampling: k completions per problem, temperature 0.6, top-p 0.95, at most 1024 new tokens, unless
   told otherwise (the values used are written into results.json);
 - grading: `rlvr_cli.evaluation.grading.grade`, the function behind the training reward (math-verify, gold first,
-  last `\\boxed{}` preferred);
-- scores: `rlvr_cli.scoring.score` per benchmark and over all problems pooled.
+  the last closed `\\boxed{}`); `extract="boxed"` (default) grades a completion without a closed box wrong,
+  `extract="any"` falls back to math-verify's extraction; the rule used is written into results.json;
+- scores: `rlvr_cli.scoring.score` per benchmark and over all problems pooled; maj@k votes over equivalence
+  classes of the answers (`grading.answer_classes`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from rlvr_cli.evaluation.generation import (
     generate_vllm,
     vllm_engine,
 )
-from rlvr_cli.evaluation.grading import grade
+from rlvr_cli.evaluation.grading import answer_classes, check_extract, grade
 from rlvr_cli.evaluation.scoring import score
 from rlvr_cli.models.loading import model_path
 from rlvr_cli.models.sources import load_eval_model, resolve_model
@@ -62,6 +64,7 @@ def eval_inputs(cfg: Any) -> tuple[dict[str, list[dict[str, str]]], Sampling | N
     """
     if not cfg or not cfg.get("benchmarks"):
         return {}, None
+    check_extract(cfg.get("extract", "boxed"))
     sampling = Sampling(k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                         batch_size=cfg.batch_size, seed=cfg.get("seed", 0))
     check_sampling(sampling, cfg.get("limit"))
@@ -78,7 +81,7 @@ def headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str, str]]], sampling: Sampling,
                    output_dir: Path, identity: dict[str, Any], llm: Any = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, extract: str = "boxed") -> dict[str, Any]:
     """Sample, grade and score every benchmark; write `results.json` and `samples.jsonl` into `output_dir`.
 
     Args:
@@ -88,6 +91,7 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
         output_dir: created if needed.
         identity: what was evaluated (written into results.json).
         llm: a vLLM engine (`generation.vllm_engine`) to generate with instead of `model` (the vllm backend).
+        extract: the extraction rule, `"boxed"` or `"any"` (`grading.grade`).
 
     Returns:
         The content of results.json: `model`, `protocol`, `benchmarks` (name -> scores, `wall_time_s`,
@@ -99,7 +103,8 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
     results: dict[str, Any] = {
         "model": identity, "backend": "hf" if llm is None else "vllm",
         "protocol": {"instruction": INSTRUCTION, "chat_template": True, **asdict(sampling),
-                     "grader": "math-verify, gold first, last \\boxed{} preferred (rlvr_cli.evaluation.grading)"},
+                     "grader": "math-verify, gold first (rlvr_cli.evaluation.grading)", "extract": extract,
+                     "majority_vote": "equivalence classes; no answer votes; ties: first seen"},
         "benchmarks": {},
     }
     pooled = []
@@ -119,12 +124,14 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
             wall = time.perf_counter() - t0
             per_problem = []
             for row, comps in zip(rows, completions, strict=True):
-                verdicts = [grade(row["answer"], c.text) for c in comps]
-                per_problem.append(([v.correct for v in verdicts], [v.extracted for v in verdicts]))
-                for i, (c, v) in enumerate(zip(comps, verdicts, strict=True)):
+                verdicts = [grade(row["answer"], c.text, extract) for c in comps]
+                classes = answer_classes([v.extracted for v in verdicts])
+                per_problem.append(([v.correct for v in verdicts], classes))
+                for i, (c, v, cls) in enumerate(zip(comps, verdicts, classes, strict=True)):
                     samples_file.write(json.dumps({
                         "benchmark": name, "id": row["id"], "sample": i, "completion": c.text, "tokens": c.tokens,
-                        "extracted": v.extracted, "correct": v.correct, "gold": row["answer"]}) + "\n")
+                        "extracted": v.extracted, "answer_class": cls, "correct": v.correct,
+                        "gold": row["answer"]}) + "\n")
             tokens = sum(c.tokens for comps in completions for c in comps)
             results["benchmarks"][name] = {**score(per_problem), "wall_time_s": round(wall, 3),
                                            "completion_tokens": tokens, "tokens_per_s": tokens / wall}
@@ -136,16 +143,17 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
 
 def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | None, output_dir: Path,
              backend: str = "hf", data_dir: str | None = None, dtype: str | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, extract: str = "boxed") -> dict[str, Any]:
     """`rlvr eval`: check every input, then load MODEL and evaluate it (see `evaluate_model`).
 
     Raises:
-        BadInput: before any model is loaded, for an unknown benchmark or backend, bad sampling
+        BadInput: before any model is loaded, for an unknown benchmark, backend or extraction rule, bad sampling
             values, an unknown dtype, a missing data file, a missing model path or a run directory without
             weights.
     """
     check_sampling(sampling, limit)
     check_backend(backend)
+    check_extract(extract)
     if dtype is not None and dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     names = parse_benchmarks(benchmarks)
@@ -174,4 +182,4 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     if backend == "vllm":
         identity["dtype"] = identity["dtype"] or "auto"
         llm = vllm_engine(path, sampling.seed, identity["dtype"])
-    return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, llm, progress)
+    return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, llm, progress, extract)

@@ -1,87 +1,255 @@
-"""The answer grader, shared by the training reward and `rlvr eval` so the two never disagree.
+"""The answer grader, shared by the training reward, `rlvr eval` and maj@k's vote, so the three never disagree.
 
-Protocol (math-verify, https://github.com/huggingface/Math-Verify):
-1. The gold answer is parsed first, wrapped in `\\boxed{}` unless it already holds one, so plain
-   answers ("025", "27", "\\frac{1}{2}") and full reference solutions both work.
-2. The prediction is the completion's *last* `\\boxed{...}` when it has one (math-verify alone would
-   merge several boxes into a set); with no box, math-verify's own extraction over the whole text.
-3. `math_verify.verify(gold, pred)`: gold first, the function is not symmetric.
+Protocol (math-verify, https://github.com/huggingface/Math-Verify, for the equivalence):
+1. Extraction, one rule for every caller (`final_answer`): the answer is the content of the completion's last closed
+   box, written `\\boxed{...}`, `\\boxed {...}`, `\\boxed X` or `\\fbox{...}`. When the gold answer has several
+   parts ("2, 5") and the completion boxes them separately (`\\boxed{2}` ... `\\boxed{5}`), the last boxes are
+   joined until they hold as many parts. A completion without a closed box has no answer and is graded wrong
+   (`extract="boxed"`, the default): a GRPO completion cut at `max_completion_length` before its box earns
+   nothing, as in open-r1's accuracy reward. `extract="any"` falls back to math-verify's own extraction over the
+   whole text (its last expression), the rule rlvr used before.
+2. Percentages are graded by their number: `\\%`, `%`, "percent", "percentage" and "pct" after a number are
+   dropped from the gold and the answer, so `10\\%` = `10 \\%` = `10`. `0.1` is not `10\\%` (the question asks
+   for a percentage; MATH's `is_equiv` decides the same, Qwen2.5-Math's grader accepts both).
+3. Both sides are parsed by math-verify as `\\boxed{answer}`; the gold may also be a reference solution, whose
+   boxes (all of them, joined) are the gold answer. Lists, sets and tuples are compared as such by math-verify
+   (`{1, 2}` = `2, 1`; `(1, 2)` is ordered).
+4. `math_verify.verify(gold, pred)`: gold first, the function is not symmetric.
 
-math-verify's timeouts use `signal.alarm`, which only works in the main thread. There they are
-used as they are; off the main thread each grade runs in a worker process with the same timeout.
+math-verify's timeouts use `signal.alarm`, which only works in the main thread. There they are used as they are;
+off the main thread each call runs in a worker process with the same timeout.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any
 
 TIMEOUT_S = 5  # seconds per parse / verify, math-verify's default
+EXTRACT_RULES = ("boxed", "any")  # `grade(extract=...)` and `rlvr eval --extract`
+
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_PERCENT = re.compile(r"\s*(?:\\,)?\s*"  # `\%`, `%`, `\text{\%}`, `percent`, `\text{ percent}`, ...
+                      r"(?:\\text\{\s*\\?%\s*\}|\\?%|(?:\\(?:text|mbox)\{\s*)?(?:percentage|percent|pct)\b\}?)")
+_OPEN, _CLOSE = "([{", ")]}"
+_THOUSANDS = re.compile(r"(?:\\\$)?-?\d{1,3}(?:,(?:\\!\s*)?\d{3})+(?:\.\d*)?")  # 1,000  \$32,\!348  1,000.5
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of grading one completion: `correct`, and the answer text that was extracted."""
+    """The outcome of grading one completion: `correct`, and the answer that was extracted (the box content, or
+    math-verify's string form under `extract="any"`; None when there is none)."""
 
     correct: bool
     extracted: str | None
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, braces matched; None if there is none
-    or it is never closed."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
+def boxed_answers(text: str) -> list[str]:
+    """The contents of every closed box in `text`, in order: `\\boxed{...}` and `\\fbox{...}` (braces matched,
+    spaces before the brace allowed) and `\\boxed X` (the run of characters up to a space or `$`, a trailing `.`
+    or `,` dropped). Empty boxes and a box never closed (a completion cut inside it) are left out."""
+    out = []
+    for m in _BOX.finditer(text):
+        i = m.end()
+        while i < len(text) and text[i] in " \t\n":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth, j = 0, i
+            for j in range(i, len(text)):
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                if depth == 0:
+                    break
+            if depth != 0:
+                continue
+            answer = text[i + 1:j]
+        elif i > m.end():
+            answer = re.match(r"[^\s$]*", text[i:]).group().rstrip(".,")
+        else:
+            continue
+        if answer.strip():
+            out.append(answer.strip())
+    return out
+
+
+def _closes_at_end(s: str, i: int) -> bool:
+    """Whether the brace at `s[i]` is closed by the last character of `s` (one group around everything)."""
+    depth = 0
+    for j in range(i, len(s)):
+        depth += {"{": 1, "}": -1}.get(s[j], 0)
         if depth == 0:
-            return text[i:j]
-    return None
+            return j == len(s) - 1
+    return False
 
 
-def _grade(gold: str, completion: str, timeout_s: int | None) -> Verdict:
+def answer_parts(answer: str) -> int:
+    """How many answers `answer` lists: its top-level `,` / `;` separated parts (`"2, 5"` -> 2), looking inside one
+    outer `\\{...\\}` or `{...}` (`"\\{1, 2\\}"` -> 2); a tuple or interval `"(2, 3)"` and a thousands
+    separator `"1,000"` are one part."""
+    s = answer.strip().strip("$").strip()
+    if _THOUSANDS.fullmatch(s):
+        return 1
+    for left, right in ((r"\left\{", r"\right\}"), (r"\{", r"\}"), ("{", "}")):
+        if s.startswith(left) and s.endswith(right) and _closes_at_end(s, len(left) - 1):
+            s = s[len(left):-len(right)]
+            break
+    depth, parts = 0, 1
+    for ch in s:
+        depth += (ch in _OPEN) - (ch in _CLOSE)
+        parts += depth == 0 and ch in ",;"
+    return parts
+
+
+def final_answer(text: str, parts: int = 1) -> str | None:
+    """The answer of a completion (the extraction rule of `grade`, `rlvr eval` and maj@k): its last closed box;
+    when `parts` > 1 and that box holds fewer parts, the boxes before it are joined in front (`", "`) until they
+    hold `parts`. None when `text` has no closed box.
+
+    Args:
+        text: a completion.
+        parts: how many parts the gold answer has (`answer_parts(gold)`).
+    """
+    boxes = boxed_answers(text)
+    if not boxes:
+        return None
+    taken = [boxes[-1]]
+    count = answer_parts(boxes[-1])
+    for box in reversed(boxes[:-1]):
+        if count >= parts:
+            break
+        if box not in taken:
+            taken.insert(0, box)
+            count += answer_parts(box)
+    return ", ".join(taken)
+
+
+def strip_percent(answer: str) -> str:
+    """`answer` without percent marks: `"10\\%"`, `"10 %"`, `"10 percent"`, `"10\\text{\\%}"` -> `"10"`."""
+    return _PERCENT.sub("", answer).strip()
+
+
+def gold_answer(gold: str) -> str:
+    """The gold answer of a benchmark row: its boxes joined when it is a reference solution holding `\\boxed{}`
+    (`final_answer` with every box), else the text itself; percent marks stripped."""
+    boxes = boxed_answers(gold) if "\\boxed" in gold or "\\fbox" in gold else []
+    return strip_percent(", ".join(dict.fromkeys(boxes)) if boxes else gold)
+
+
+def _parse(answer: str, timeout_s: int | None) -> list:
+    from math_verify import parse
+
+    return parse(f"\\boxed{{{answer}}}", parsing_timeout=timeout_s)
+
+
+def _grade(gold: str, completion: str, extract: str, timeout_s: int | None) -> Verdict:
     from math_verify import parse, verify
 
-    gold_parsed = parse(gold if "\\boxed" in gold else f"\\boxed{{{gold}}}", parsing_timeout=timeout_s)
-    boxed = last_boxed(completion)
-    pred = parse(completion if boxed is None else f"\\boxed{{{boxed}}}", parsing_timeout=timeout_s)
-    extracted = pred[-1] if pred else None
+    gold = gold_answer(gold)
+    answer = final_answer(completion, answer_parts(gold))
+    gold_parsed = _parse(gold, timeout_s)
+    if answer is not None:
+        pred = _parse(strip_percent(answer), timeout_s)
+    elif extract == "any":
+        pred = parse(completion, parsing_timeout=timeout_s)
+        answer = pred[-1] if pred else None
+    else:
+        return Verdict(False, None)
     if not gold_parsed or not pred:
-        return Verdict(False, extracted)
-    return Verdict(bool(verify(gold_parsed, pred, timeout_seconds=timeout_s)), extracted)
+        return Verdict(False, answer)
+    return Verdict(bool(verify(gold_parsed, pred, timeout_seconds=timeout_s)), answer)
+
+
+def _classes(answers: Sequence[str | None], timeout_s: int | None) -> list[int]:
+    from math_verify import verify
+
+    reps: list[tuple[str, list]] = []  # one (answer, parsed) per class, in order of first appearance
+    by_text: dict[str, int] = {}
+    out = []
+    for answer in answers:
+        if answer is None:
+            out.append(-1)
+            continue
+        if answer not in by_text:
+            parsed = _parse(strip_percent(answer), timeout_s)
+            by_text[answer] = next((c for c, (_, rep) in enumerate(reps)
+                                    if parsed and rep and verify(rep, parsed, timeout_seconds=timeout_s)), len(reps))
+            if by_text[answer] == len(reps):
+                reps.append((answer, parsed))
+        out.append(by_text[answer])
+    return out
 
 
 _pool: ProcessPoolExecutor | None = None
 
 
-def grade(gold: str, completion: str, timeout_s: int = TIMEOUT_S) -> Verdict:
-    """Grade one completion against a gold answer.
-
-    Args:
-        gold: the reference answer (LaTeX or plain), or a reference solution holding a `\\boxed{}`.
-        completion: the model's text.
-        timeout_s: seconds allowed for each parse and for verify; a timeout grades as incorrect.
-
-    Returns:
-        `Verdict(correct, extracted)`; `extracted` is math-verify's string form of the predicted
-        answer, None when nothing could be extracted.
-    """
+def _call(fn: Callable[..., Any], args: tuple, timeout_s: float, default: Any) -> Any:
+    """`fn(*args)` here in the main thread (math-verify's alarms work), else in a worker process, killed after
+    `timeout_s` seconds (then `default`)."""
     global _pool
     if threading.current_thread() is threading.main_thread():
-        return _grade(gold, completion, timeout_s)
+        return fn(*args)
     if _pool is None:
         _pool = ProcessPoolExecutor(max_workers=1)
-    future = _pool.submit(_grade, gold, completion, timeout_s)
+    future = _pool.submit(fn, *args)
     try:
-        return future.result(timeout=3 * timeout_s)
+        return future.result(timeout=timeout_s)
     except FutureTimeout:
         _pool.shutdown(wait=False, cancel_futures=True)
         for p in list(getattr(_pool, "_processes", {}).values()):
             p.kill()
         _pool = None
-        return Verdict(False, None)
+        return default
+
+
+def check_extract(extract: str) -> None:
+    """Raises `BadInput` (one line, naming the valid rules) unless `extract` is one of `EXTRACT_RULES`."""
+    from rlvr_cli.core.errors import BadInput
+
+    if extract not in EXTRACT_RULES:
+        raise BadInput(f"--extract must be one of {', '.join(EXTRACT_RULES)}, got {extract!r} (boxed: only a "
+                       f"closed \\boxed{{}} counts; any: fall back to math-verify's extraction)")
+
+
+def grade(gold: str, completion: str, extract: str = "boxed", timeout_s: int = TIMEOUT_S) -> Verdict:
+    """Grade one completion against a gold answer (the protocol in this module's docstring).
+
+    Args:
+        gold: the reference answer (LaTeX or plain), or a reference solution holding `\\boxed{}`.
+        completion: the model's text.
+        extract: `"boxed"`: only a closed box counts, no box grades wrong; `"any"`: without a box, math-verify's
+            extraction over the whole text.
+        timeout_s: seconds allowed for each parse and for verify; a timeout grades as incorrect.
+
+    Returns:
+        `Verdict(correct, extracted)`.
+
+    Raises:
+        BadInput: an unknown `extract` rule.
+    """
+    check_extract(extract)
+    return _call(_grade, (gold, completion, extract, timeout_s), 3 * timeout_s, Verdict(False, None))
+
+
+def answer_classes(answers: Sequence[str | None], timeout_s: int = TIMEOUT_S) -> list[int]:
+    """Group extracted answers into equivalence classes for maj@k's vote.
+
+    Each answer is compared with one representative per class found so far (the class's first answer, as gold),
+    in order of first appearance, and joins the first class math-verify finds it equivalent to; string-identical
+    answers share a class without a check, and each distinct string is parsed once. Every check runs under
+    `timeout_s` (a timeout counts as different). `0.50`, `2/4` and `x = 1/2` fall in one class.
+
+    Args:
+        answers: n extracted answers (`Verdict.extracted`), None for a completion without one.
+        timeout_s: seconds per parse and per verify.
+
+    Returns:
+        n class indices (0, 1, ... in order of first appearance); -1 for None.
+    """
+    answers = list(answers)
+    distinct = len(set(a for a in answers if a is not None))
+    fallback = [-1 if a is None else i for i, a in enumerate(answers)]  # timed out in a worker: each its own class
+    return _call(_classes, (answers, timeout_s), 3 * timeout_s * (distinct + 1) ** 2, fallback)

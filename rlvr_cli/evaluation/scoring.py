@@ -5,8 +5,11 @@
 - pass@k: the chance that at least one of k samples is correct, with the unbiased estimator of
   Chen et al. 2021 (arXiv 2107.03374, section 2.1) from n >= k samples of which c are correct:
   1 - C(n - c, k) / C(n, k), computed as a product to stay exact for large n.
-- maj@k: the most frequent extracted answer among the first k samples (ties: the first seen) is
-  correct (self-consistency, Wang et al. 2022, arXiv 2203.11171).
+- maj@k: the most frequent answer among the k samples is correct (self-consistency, Wang et al. 2022,
+  arXiv 2203.11171). Answers vote by equivalence class (`grading.answer_classes`: `0.50`, `2/4` and `x = 1/2` are
+  one answer), where lighteval and Qwen2.5-Math group by string. A sample without an answer votes for "no
+  answer", as in both of those (so a model that mostly fails to box an answer gets no majority credit); ties go to
+  the class seen first; the winning class is correct when its first answer is.
 - standard error: the sample standard deviation of the per-problem scores over sqrt(problems).
 """
 
@@ -30,14 +33,21 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def majority_correct(extracted: Sequence[str | None], correct: Sequence[bool]) -> bool:
-    """Whether the most frequent non-empty extracted answer is correct (ties: the first seen; none: False)."""
-    answers = [a for a in extracted if a is not None]
-    if not answers:
-        return False
-    top = Counter(answers).most_common(1)[0][1]
-    winner = next(a for a in answers if answers.count(a) == top)
-    return any(ok for a, ok in zip(extracted, correct, strict=True) if a == winner)
+def majority_correct(classes: Sequence[int], correct: Sequence[bool]) -> bool:
+    """Whether the majority answer of one problem's samples is correct.
+
+    Args:
+        classes: n answer classes (`grading.answer_classes`; -1: no answer, which votes too).
+        correct: n verdicts, in the same order.
+
+    Returns:
+        False when "no answer" wins; else the verdict of the winning class's first sample. The class with the most
+        votes wins; ties go to the class whose first sample comes first.
+    """
+    counts = Counter(classes)
+    top = max(counts.values())
+    winner = next(c for c in classes if counts[c] == top)
+    return winner != -1 and correct[list(classes).index(winner)]
 
 
 def reported_ks(n: int) -> list[int]:
@@ -58,8 +68,8 @@ def score(samples: Sequence[tuple[Sequence[bool], Sequence[str | None]]]) -> dic
     """Scores of one benchmark from its problems' samples.
 
     Args:
-        samples: per problem, `(correct, extracted)`: n booleans and n extracted answers (n >= 1, the
-            same n for every problem).
+        samples: per problem, `(correct, classes)`: n booleans and n answer classes (`grading.answer_classes`;
+            n >= 1, the same n for every problem).
 
     Returns:
         `avg@n`, `pass@k` for every k in `reported_ks(n)`, `maj@n`, each with a `_stderr` twin, plus

@@ -381,7 +381,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                             "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
                 with parallelism.whole_loading(trainer.args):  # the main process alone: no ZeRO-3 synced_gpus
                     results = evaluate_model(eval_model(trainer, identity), tokenizer, inputs.eval_problems,
-                                             inputs.eval_sampling, run.path / "eval", identity, progress=progress)
+                                             inputs.eval_sampling, run.path / "eval", identity, progress=progress,
+                                             extract=cfg.eval.get("extract", "boxed"))
                 summary["eval"] = headline(results)
             stage = "memory accounting"
             summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))

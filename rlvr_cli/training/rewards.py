@@ -20,7 +20,7 @@ from typing import Any
 
 from rlvr_cli.core.config import config_dir, group_options
 from rlvr_cli.core.errors import BadInput, root_cause
-from rlvr_cli.evaluation.grading import grade, last_boxed
+from rlvr_cli.evaluation.grading import boxed_answers, grade
 
 RewardFunc = Callable[..., list[float]]
 
@@ -31,14 +31,25 @@ def completion_text(completion: Any) -> str:
 
 
 def correctness_reward(completions: list, answer: list[str], **_: Any) -> list[float]:
-    """1.0 when math-verify finds the completion's answer equivalent to the gold `answer`, else 0.0
-    (rlvr_cli.evaluation.grading.grade, the same grader as `rlvr eval`). One float per completion."""
+    """1.0 when math-verify finds the answer in the completion's last closed `\\boxed{}` equivalent to the gold
+    `answer`, else 0.0: a completion without a closed box (e.g. cut at `max_completion_length`) earns 0
+    (rlvr_cli.evaluation.grading.grade with `extract="boxed"`, the grader of `rlvr eval`). One float per
+    completion."""
     return [float(grade(gold, completion_text(c)).correct) for c, gold in zip(completions, answer, strict=True)]
 
 
+def correctness_any_reward(completions: list, answer: list[str], **_: Any) -> list[float]:
+    """`correctness_reward` with math-verify's extraction over the whole text when there is no closed box
+    (`extract="any"`, rlvr's rule before it required a box; pays for unfinished completions whose last expression
+    happens to be right). One float per completion."""
+    return [float(grade(gold, completion_text(c), extract="any").correct)
+            for c, gold in zip(completions, answer, strict=True)]
+
+
 def format_reward(completions: list, **_: Any) -> list[float]:
-    """1.0 when the completion puts an answer in a closed `\\boxed{...}`, else 0.0. One float per completion."""
-    return [float(bool(last_boxed(completion_text(c)))) for c in completions]
+    """1.0 when the completion puts an answer in a closed box (`grading.boxed_answers`: `\\boxed{...}`,
+    `\\boxed {...}`, `\\boxed X`, `\\fbox{...}`), else 0.0. One float per completion."""
+    return [float(bool(boxed_answers(completion_text(c)))) for c in completions]
 
 
 def reward_names() -> list[str]:
