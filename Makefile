@@ -41,8 +41,15 @@ lint: setup ## ruff and the import-layer contracts
 	$(PYTHON) -m ruff check rlvr_cli tests benchmarks
 	$(VENV)/bin/lint-imports
 
-bench: setup ## the benchmarks behind docs/benchmarks.md (about 80 minutes)
+bench: setup ## the benchmarks behind docs/benchmarks.md (about 90 minutes)
 	$(PYTHON) benchmarks/trainer_overhead.py
-	$(PYTHON) benchmarks/demo_learning.py --seeds 0 1 2
+	# the demo's three seeds, recording every completion (a zero-weight reward) for the truncation measurement
+	rm -f /tmp/rlvr-bench-completions.jsonl
+	RLVR_COMPLETIONS=/tmp/rlvr-bench-completions.jsonl PYTHONPATH=benchmarks $(PYTHON) benchmarks/demo_learning.py \
+		--seeds 0 1 2 +rewards.truncation_credit.record=0
+	$(PYTHON) benchmarks/truncation_credit.py /tmp/rlvr-bench-completions.jsonl
+	$(PYTHON) benchmarks/truncation_credit.py --math500 $(RLVR_DATA_DIR)/math500.jsonl
+	$(PYTHON) benchmarks/grader_agreement.py
+	$(PYTHON) benchmarks/majority_vote.py
 	$(PYTHON) benchmarks/eval_generation.py
 	$(PYTHON) benchmarks/sparsity_memory.py --steps 20

@@ -1,7 +1,8 @@
 """Does `make demo` learn? The default `rlvr train` run for several seeds, one after another.
 
 For each seed: reward mean over the first and the last quarter of the optimizer steps, whether
-the last is higher, median step time (seconds, generation included) and wall time of the whole
+the last is higher, the same two means of each reward function (TRL's `rewards/<name>/mean`: correctness and
+format apart), median step time (seconds, generation included) and wall time of the whole
 run (model load and saving included). Goal (issue 2): last > first in at least 2 of 3 seeds,
 and one run well inside 10 minutes on a 2-core CPU.
 
@@ -33,15 +34,27 @@ def main() -> None:
         records = read_metrics(RunDir(__import__("pathlib").Path(s["run_dir"])).metrics)
         rows.append((seed, s["reward_mean_first_quarter"], s["reward_mean_last_quarter"],
                      statistics.median(r["step_time_s"] for r in records), s["wall_time_s"],
-                     [round(r["reward"], 3) for r in records]))
+                     [round(r["reward"], 3) for r in records], quarters(records)))
     print(f"\noverrides: {' '.join(a.overrides) or '(defaults)'}; runs in {out}")
     print("| seed | reward, first quarter | reward, last quarter | learned | median step time (s) | wall time (s) |")
     print("|---:|---:|---:|:---:|---:|---:|")
-    for seed, first, last, step, wall, _ in rows:
+    for seed, first, last, step, wall, *_ in rows:
         print(f"| {seed} | {first:.3f} | {last:.3f} | {'yes' if last > first else 'no'} | {step:.1f} | {wall:.0f} |")
     print(f"\nlearned in {sum(r[2] > r[1] for r in rows)} of {len(rows)} seeds")
-    for seed, *_, rewards in rows:
+    print("\n| seed | reward function | first quarter | last quarter |\n|---:|---|---:|---:|")
+    for seed, *_, per_function in rows:
+        for name, (first, last) in per_function.items():
+            print(f"| {seed} | {name} | {first:.3f} | {last:.3f} |")
+    for seed, *_, rewards, _ in rows:
         print(f"seed {seed} rewards: {rewards}")
+
+
+def quarters(records: list[dict]) -> dict[str, tuple[float, float]]:
+    """Each reward function's mean over the first and the last quarter of the steps (`rewards/<name>/mean`)."""
+    q = max(1, len(records) // 4)
+    names = [k for k in records[0] if k.startswith("rewards/") and k.endswith("/mean")]
+    return {n.split("/")[1]: (statistics.mean(r[n] for r in records[:q]), statistics.mean(r[n] for r in records[-q:]))
+            for n in names}
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ CASES = {
                          "sparsity.every_n_steps must be an integer >= 0 (0: the last step only), got -1; "
                          "sparsity=null turns it off"),
     "max_copy_zero": (["sparsity.max_copy_gb=0"], "sparsity.max_copy_gb must be a number > 0 or null (no limit)"),
+    "eval_extract": (["eval.extract=last"], "eval.extract must be one of boxed, any (boxed: only a closed "),
     "dtype": (["model.dtype=float8"], "model.dtype must be one of float32, bfloat16, float16, got 'float8'"),
     "rank_zero": (["adapter=lora", "adapter.r=0"], "adapter.r (adapter rank) must be an integer >= 1, got 0"),
     "rank_abc": (["adapter=lora", "adapter.r=abc"], "adapter.r (adapter rank) must be an integer >= 1, got 'abc'"),

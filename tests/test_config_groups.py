@@ -122,7 +122,7 @@ def test_reward_files_instantiate_to_functions(name):
 def test_train_rewards_resolve_by_name_and_by_dotted_path():
     funcs, weights = build_rewards(compose(["+rewards.conftest.completion_chars=0.5"]).rewards)
     assert [f.__name__ for f in funcs] == ["correctness_reward", "format_reward", "completion_chars"]
-    assert weights == [1.0, 0.0, 0.5]
+    assert weights == [1.0, 0.5, 0.5]
     with pytest.raises(BadInput, match=r"^unknown reward 'chars'; valid rewards: correctness, correctness_any, "
                                        r"format, or a "):
         build_rewards({"chars": 1.0})

@@ -46,6 +46,19 @@ def test_eval_tiny_random_on_math500_and_gsm8k(tmp_path):
     assert "gsm8k" in r.stdout and "overall" in r.stdout
 
 
+def test_the_extraction_rule_is_an_option_recorded_in_the_results(tmp_path):
+    r = _eval("tiny-random", "--benchmarks", "amc23", "--limit", "2", "--k", "2", *FAST, "--extract", "any",
+              "--output-dir", str(tmp_path / "any"))
+    assert r.exit_code == 0, r.output
+    results = json.loads((tmp_path / "any" / "results.json").read_text())
+    assert results["protocol"]["extract"] == "any"
+    samples = [json.loads(line) for line in (tmp_path / "any" / "samples.jsonl").read_text().splitlines()]
+    assert all((s["answer_class"] == -1) == (s["extracted"] is None) for s in samples)
+    r = _eval("tiny-random", "--benchmarks", "amc23", "--extract", "last", "--output-dir", str(tmp_path / "bad"))
+    assert r.exit_code == 2 and "--extract must be one of boxed, any, got 'last'" in r.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_eval_a_trained_run_directory(tmp_path):
     from conftest import TINY
 
