@@ -130,6 +130,7 @@ def test_ddp_sgd_starts_its_two_processes_and_ends_as_one_run(tmp_path):
     assert (run / "accelerate_config.yaml").is_file() and "--nproc-per-node 2" in proc.stderr
 
 
+@pytest.mark.slow  # ~45 s: two DeepSpeed ranks; make test keeps the two-rank DDP runs
 def test_zero2_adamw_holds_half_the_optimizer_state_on_each_rank(tmp_path):
     pytest.importorskip("deepspeed")
     proc = _train(tmp_path, "distributed=zero2", *TWO, "optimizer=adamw", "optimizer.lr=1e-3", "--json")
