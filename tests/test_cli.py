@@ -90,7 +90,7 @@ def test_version():
     assert result.exit_code == 0 and result.stdout.startswith("rlvr 0.")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])  # SIGINT: slow
 def test_signal_stops_after_the_step_and_keeps_everything(sig, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(

@@ -73,6 +73,7 @@ def _leftovers(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.glob(".tiny-random-*"))
 
 
+@pytest.mark.slow  # ~9 s; the held-lock test below stays in make test
 def test_two_processes_preparing_at_once_both_succeed(cache):
     go = cache.parent / "go"
     first, second = _child(go), _child(go)

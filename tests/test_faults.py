@@ -94,7 +94,7 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])  # SIGINT: slow
 def test_a_signal_the_moment_the_run_directory_appears_ends_interrupted(tmp_path, sig):
     proc = _cli(f"output_dir={tmp_path}", "run_name=run", "grpo.max_steps=50")
     summary = tmp_path / "run" / "summary.json"

@@ -47,6 +47,7 @@ def test_two_runs_on_one_run_name_give_one_run_and_one_refusal(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same"]
 
 
+@pytest.mark.slow  # ~14 s; the same-run-name race below stays in make test
 def test_default_named_runs_started_together_both_succeed(tmp_path):
     procs = [_train(f"output_dir={tmp_path}") for _ in range(2)]
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]

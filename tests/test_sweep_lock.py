@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_liveness import CELL, one_cell_sweep, wait_for
 from typer.testing import CliRunner
 
@@ -31,6 +32,7 @@ def _one_line_error(r) -> str:
     return r.stderr
 
 
+@pytest.mark.slow  # ~10 s
 def test_a_second_sweep_on_a_running_sweeps_directory_is_refused_naming_the_holder(tmp_path):
     out = tmp_path / "smoke"
     proc = subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "sweep", str(SMOKE), "--output-dir", str(out)],
@@ -54,6 +56,7 @@ def test_a_second_sweep_on_a_running_sweeps_directory_is_refused_naming_the_hold
         assert json.loads((out / LOCK_OWNER_FILE).read_text())["pid"] == os.getpid()
 
 
+@pytest.mark.slow  # ~22 s: a real sweep and its resume
 def test_a_corrupted_cell_summary_is_unknown_and_resume_reruns_it(tmp_path):
     sweep_file, sweep_dir = one_cell_sweep(tmp_path)
     (sweep_dir / "manifest.json").unlink()  # a fresh sweep directory: rlvr sweep writes it
