@@ -90,7 +90,7 @@ def test_the_methods_are_the_peft_classes_their_papers_name():
 # --------------------------------------------------------------------------------------- item 2: same targets
 
 
-@pytest.mark.parametrize("model_name", ["tiny-random", "smollm2-135m"])
+@pytest.mark.parametrize("model_name", ["tiny-random", pytest.param("smollm2-135m", marks=pytest.mark.slow)])
 def test_every_method_adapts_the_modules_lora_adapts(model_name):
     """All linear layers of the decoder for every method that allows it (VeRA, MiSS and IA3 included, not PEFT's
     per-method defaults); every norm layer for LN tuning; IA3 rescales the inputs of the MLP projections."""

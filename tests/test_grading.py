@@ -113,7 +113,8 @@ def _parts(answer: str) -> list[str]:
     return [*parts, cur.strip()]
 
 
-@pytest.mark.parametrize("name", ["olympiadbench", "minerva_math", "math500"])
+@pytest.mark.parametrize("name", ["olympiadbench", *(pytest.param(n, marks=pytest.mark.slow)
+                                                    for n in ("minerva_math", "math500"))])
 def test_every_gold_answer_of_a_benchmark_grades_right_against_itself_boxed(name):
     """Real gold answers: each one boxed is right, and a multi-part gold (OlympiadBench's lists) boxed one part per
     box, in reverse order, is right too."""

@@ -133,8 +133,9 @@ def strip_percent(answer: str) -> str:
 
 
 def gold_answer(gold: str) -> str:
-    """The gold answer of a benchmark row: its boxes joined when it is a reference solution holding `\\boxed{}`
-    (`final_answer` with every box), else the text itself; percent marks stripped."""
+    """The gold answer of a benchmark row: when it is a reference solution holding boxes, its distinct boxes in
+    order, joined by `", "` (MATH's "find all" solutions box each item); else the text itself. Percent marks
+    stripped."""
     boxes = boxed_answers(gold) if "\\boxed" in gold or "\\fbox" in gold else []
     return strip_percent(", ".join(dict.fromkeys(boxes)) if boxes else gold)
 
