@@ -24,16 +24,20 @@ from pathlib import Path
 from rlvr_cli.evaluation.grading import answer_classes
 
 
+def spellings(gold: int) -> list[str]:
+    """Four ways to write the gold answer, all equal for math-verify."""
+    return [str(gold), f"{gold:03d}", f"{gold}.0", f"\\frac{{{2 * gold}}}{{2}}"]
+
+
 def realistic(gold: int, k: int, correct: float, rng: random.Random) -> list[str | None]:
     """k answers for one problem: the gold in four spellings, no answer, and Zipf-distributed wrong integers."""
-    spellings = [str(gold), f"{gold:03d}", f"{gold}.0", f"\\frac{{{2 * gold}}}{{2}}"]
     wrong = [w for w in rng.sample(range(1000), 200) if w != gold]
     weights = [1 / (i + 1) for i in range(len(wrong))]
     out: list[str | None] = []
     for _ in range(k):
         u = rng.random()
         if u < correct:
-            out.append(rng.choice(spellings))
+            out.append(rng.choice(spellings(gold)))
         elif u < correct + 0.1:
             out.append(None)
         else:
@@ -59,8 +63,7 @@ def main() -> None:
         cls = answer_classes(answers)
         times.append(time.perf_counter() - t0)
         classes.append(max(cls) + 1)
-        spellings = {str(gold), f"{gold:03d}", f"{gold}.0", f"\\frac{{{2 * gold}}}{{2}}"}
-        gold_classes = {c for c, x in zip(cls, answers, strict=True) if x in spellings}
+        gold_classes = {c for c, x in zip(cls, answers, strict=True) if x in spellings(gold)}
         assert len(gold_classes) == 1, f"the gold's four spellings fell in {len(gold_classes)} classes"
     worst = []
     for _ in range(a.worst_problems):

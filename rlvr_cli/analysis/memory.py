@@ -218,19 +218,32 @@ def _split_shapes(model: Any) -> tuple[list[Shape], list[Shape]]:
 def _adapter_model(model_name_or_path: str, adapter: str, r: int | None) -> Any:
     """The meta-device model, with the adapter applied unless `adapter == "full"` (see `adapter_shapes`)."""
     _check_adapter(adapter, r)
-    if adapter != "full":  # the adapter's config first: a refused knob fails before any model is built
-        overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
-        adapter_cfg = compose(overrides).adapter
-        config = peft_config(adapter_cfg)
+    if adapter == "full":
+        return meta_model(model_name_or_path)
+    overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
+    return adapter_meta_model(model_name_or_path, compose(overrides).adapter)
+
+
+def adapter_meta_model(model_name_or_path: str, adapter_cfg: Any) -> Any:
+    """The model on the meta device (`rlvr_cli.models.state.meta_model`: its config only, no weights) with the
+    adapter of a composed `adapter` block applied (`build_on_meta`: PiSSA's SVD off, AdaLoRA's ranknum frozen as on
+    a real device) and, for LoRA-FA, its A matrices frozen (as `peft.optimizers.create_lorafa_optimizer` does);
+    the bare model for full fine-tuning.
+
+    Raises:
+        BadInput: a knob the adapter refuses (checked before any model is built), or an unreadable model config.
+    """
+    config = peft_config(adapter_cfg)
     model = meta_model(model_name_or_path)
-    if adapter != "full":
-        with warnings.catch_warnings():  # transformers' deprecation notices, raised inside PEFT
-            warnings.simplefilter("ignore", FutureWarning)
-            model = build_on_meta(model, config)  # PiSSA's SVD off; AdaLoRA's ranknum frozen as on a real device
-        if adapter_cfg.get("optimizer_factory") == "lorafa":  # as peft.optimizers.create_lorafa_optimizer does
-            for name, p in model.named_parameters():
-                if "lora_A" in name:
-                    p.requires_grad_(False)
+    if config is None:
+        return model
+    with warnings.catch_warnings():  # transformers' deprecation notices, raised inside PEFT
+        warnings.simplefilter("ignore", FutureWarning)
+        model = build_on_meta(model, config)
+    if adapter_cfg.get("optimizer_factory") == "lorafa":
+        for name, p in model.named_parameters():
+            if "lora_A" in name:
+                p.requires_grad_(False)
     return model
 
 

@@ -30,6 +30,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+from rlvr_cli.core.errors import BadInput
+
 TIMEOUT_S = 5  # seconds per parse / verify, math-verify's default
 EXTRACT_RULES = ("boxed", "any")  # `grade(extract=...)` and `rlvr eval --extract`
 
@@ -208,8 +210,6 @@ def _call(fn: Callable[..., Any], args: tuple, timeout_s: float, default: Any) -
 
 def check_extract(extract: str) -> None:
     """Raises `BadInput` (one line, naming the valid rules) unless `extract` is one of `EXTRACT_RULES`."""
-    from rlvr_cli.core.errors import BadInput
-
     if extract not in EXTRACT_RULES:
         raise BadInput(f"--extract must be one of {', '.join(EXTRACT_RULES)}, got {extract!r} (boxed: only a "
                        f"closed \\boxed{{}} counts; any: fall back to math-verify's extraction)")

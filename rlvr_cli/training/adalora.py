@@ -21,15 +21,15 @@ that cannot prune within `grpo.max_steps`; `rank_summary` gives summary.json the
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
-from typing import Any
-
-import torch
-from omegaconf import DictConfig
-from transformers import TrainerCallback
-from trl import GRPOTrainer
+from typing import TYPE_CHECKING, Any
 
 from rlvr_cli.core.errors import BadInput
+
+if TYPE_CHECKING:  # torch, transformers and trl load inside the functions: `check` runs before any of them
+    import torch
+    from omegaconf import DictConfig
 
 #: AdaLoraConfig's schedule fields and PEFT 0.21's defaults (used when the adapter file leaves one out).
 SCHEDULE_DEFAULTS = {"init_r": 12, "target_r": 8, "tinit": 0, "tfinal": 0, "deltaT": 1}
@@ -125,6 +125,7 @@ def orthogonal_penalty(model: torch.nn.Module, adapter_name: str = "default") ->
     Returns:
         a scalar tensor with gradients to every `lora_A` and `lora_B`; 0 when there are none.
     """
+    import torch
     from peft.utils.integrations import gather_params_ctx
 
     norms = []
@@ -144,45 +145,54 @@ def adalora_model(model: Any) -> Any:
     return inner if isinstance(inner, AdaLoraModel) else None
 
 
-class AdaLoraAllocate(TrainerCallback):
-    """Calls AdaLoRA's budget allocation after every optimizer step: `AdaLoraModel.update_and_allocate(step)`,
-    which updates the importance scores from the gradients still held and masks singular values (PEFT's
-    docstring: "called in every training step after `loss.backward()` and before `zero_grad()`").
-    transformers 5.23 fires `on_optimizer_step` after `optimizer.step()` and before `model.zero_grad()`, with
-    `state.global_step` the index of that step from 0."""
+@functools.cache
+def trainer_classes() -> tuple[type, type]:
+    """`(GRPOTrainer, AdaLoraGRPOTrainer)`: TRL's trainer and its AdaLoRA subclass, built on first use so that
+    importing this module (the checks before any model loads) does not import transformers and TRL."""
+    from transformers import TrainerCallback
+    from trl import GRPOTrainer
 
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        inner = adalora_model(kwargs.get("model"))
-        if inner is not None:
-            inner.update_and_allocate(state.global_step)
+    class AdaLoraAllocate(TrainerCallback):
+        """Calls AdaLoRA's budget allocation after every optimizer step: `AdaLoraModel.update_and_allocate(step)`,
+        which updates the importance scores from the gradients still held and masks singular values (PEFT's
+        docstring: "called in every training step after `loss.backward()` and before `zero_grad()`").
+        transformers 5.23 fires `on_optimizer_step` after `optimizer.step()` and before `model.zero_grad()`, with
+        `state.global_step` the index of that step from 0."""
 
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            inner = adalora_model(kwargs.get("model"))
+            if inner is not None:
+                inner.update_and_allocate(state.global_step)
 
-class AdaLoraGRPOTrainer(GRPOTrainer):
-    """TRL's `GRPOTrainer` running AdaLoRA as arXiv 2303.10512 defines it: `AdaLoraAllocate` re-allocates the
-    rank budget after every optimizer step, and the loss is GRPO's plus `orth_reg_weight * orthogonal_penalty`.
-    The penalty is divided by the gradient accumulation steps as GRPO's loss is (TRL scales its loss itself), so an
-    optimizer step gets it once at its weight, as a supervised AdaLoRA step does; it is logged as
-    `adalora/orth_penalty`. Same constructor as `GRPOTrainer` (`peft_config` an `AdaLoraConfig`)."""
+    class AdaLoraGRPOTrainer(GRPOTrainer):
+        """TRL's `GRPOTrainer` running AdaLoRA as arXiv 2303.10512 defines it: `AdaLoraAllocate` re-allocates the
+        rank budget after every optimizer step, and the loss is GRPO's plus `orth_reg_weight * orthogonal_penalty`.
+        The penalty is divided by the gradient accumulation steps as GRPO's loss is (TRL scales its loss itself), so an
+        optimizer step gets it once at its weight, as a supervised AdaLoRA step does; it is logged as
+        `adalora/orth_penalty`. Same constructor as `GRPOTrainer` (`peft_config` an `AdaLoraConfig`)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.add_callback(AdaLoraAllocate())
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.add_callback(AdaLoraAllocate())
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        inner = adalora_model(model) or adalora_model(self.model)
-        weight = inner.peft_config[inner.trainable_adapter_name].orth_reg_weight if inner is not None else 0.0
-        if weight <= 0:
-            return loss
-        penalty = orthogonal_penalty(model, inner.trainable_adapter_name)
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["adalora/orth_penalty"].append(penalty.item())
-        return loss + weight * penalty / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inner = adalora_model(model) or adalora_model(self.model)
+            weight = inner.peft_config[inner.trainable_adapter_name].orth_reg_weight if inner is not None else 0.0
+            if weight <= 0:
+                return loss
+            penalty = orthogonal_penalty(model, inner.trainable_adapter_name)
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["adalora/orth_penalty"].append(penalty.item())
+            return loss + weight * penalty / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
+
+    return GRPOTrainer, AdaLoraGRPOTrainer
 
 
 def trainer_class(peft_config: Any) -> type:
     """The trainer class for a run's PEFT config: `AdaLoraGRPOTrainer` for AdaLoRA, else TRL's `GRPOTrainer`."""
-    return AdaLoraGRPOTrainer if is_adalora(peft_config) else GRPOTrainer
+    grpo, adalora = trainer_classes()
+    return adalora if is_adalora(peft_config) else grpo
 
 
 def rank_summary(model: Any) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.analysis.memory import is_matrix, muon_matrices
+from rlvr_cli.analysis.memory import adapter_meta_model, is_matrix, muon_matrices
 from rlvr_cli.core.errors import BadInput, root_cause
 
 #: Keys of an optimizer config that describe it and are not constructor arguments (stripped before instantiate).
@@ -320,23 +320,12 @@ def trainer_optimizer(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
 def check_muon_matrices(cfg: DictConfig) -> None:
     """Refuse `optimizer=muon` when the adapter trains no 2-D hidden matrix (`is_matrix`): its parameters would all
     go to AdamW (IA3, LN tuning and VeRA train vectors only; LoRA at r = 1 has rank-1 factors). Checked on the
-    model built on the meta device (`rlvr_cli.models.state.meta_model`: its config only, no weights).
+    model built on the meta device (`rlvr_cli.analysis.memory.adapter_meta_model`: its config only, no weights).
 
     Raises:
         BadInput: no such matrix, naming the adapter and the fix; or the model's config cannot be read.
     """
-    import warnings
-
-    from rlvr_cli.models.adapters import build_on_meta, peft_config
-    from rlvr_cli.models.state import meta_model
-
-    model = meta_model(cfg.model.name_or_path)
-    config = peft_config(cfg.adapter)
-    if config is not None:
-        with warnings.catch_warnings():  # transformers' deprecation notices, raised inside PEFT
-            warnings.simplefilter("ignore", FutureWarning)
-            model = build_on_meta(model, config)  # PiSSA's SVD off: shapes only
-    if not muon_matrices(model):
+    if not muon_matrices(adapter_meta_model(cfg.model.name_or_path, cfg.adapter)):
         name = cfg.adapter.get("name", "?")
         raise BadInput(f"optimizer=muon: adapter={name} trains no 2-D matrix with both dimensions > 1 for Muon "
                        f"(only vectors); use optimizer=adamw, or an adapter with matrices such as adapter=lora with "

@@ -35,7 +35,6 @@ from rlvr_cli.data.problems import load_problems, prompt_dataset
 from rlvr_cli.evaluation import vllm
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters, sparse_delta
-from rlvr_cli.models.deepspeed_log import deepspeed_logs_to_stderr
 from rlvr_cli.models.loading import load_config, load_model
 from rlvr_cli.models.state import count_params, state_dict
 from rlvr_cli.training import adalora, distributed, optimizers, parallelism, rewards, tracking
@@ -92,7 +91,6 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
             GRPOConfig field.
     """
     validate(cfg)
-    deepspeed_logs_to_stderr()  # before transformers imports it (the DeepSpeed checks below, any model load)
     load_config(cfg.model.name_or_path)  # the model exists and its config.json parses
     problems = load_problems(cfg.data, seed=cfg.seed)
     reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
