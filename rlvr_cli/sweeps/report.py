@@ -278,10 +278,20 @@ def best_lrs(cells: Iterable[CellReport]) -> list[BestLr]:
             groups.setdefault((cell.optimizer, cell.adapter, cell.r), {}).setdefault(float(cell.lr), []).append(cell)
     best = []
     for (optimizer, adapter, r), by_lr in groups.items():
-        stats = [lr_stats(lr, by_lr[lr]) for lr in sorted(by_lr)]
-        top = max(stats, key=lambda s: s.mean)  # max keeps the first of equals: the smaller lr
+        stats, top = best_of(by_lr)
         best.append(BestLr(optimizer, adapter, r, top.lr, top.mean, top.std, top.n, top.n_diverged, stats))
     return best
+
+
+def best_of(by_lr: dict[float | None, list[CellReport]]) -> tuple[list[LrStats], LrStats]:
+    """`lr_stats` of each learning rate (ascending; None, a run without one, first) and the best of them: the
+    highest mean final reward, ties to the smaller lr (`max` keeps the first of equals).
+
+    Raises:
+        ValueError: `by_lr` is empty, or a cell has no final reward (`lr_stats`).
+    """
+    stats = [lr_stats(lr, by_lr[lr]) for lr in sorted(by_lr, key=lambda x: (x is not None, x or 0.0))]
+    return stats, max(stats, key=lambda s: s.mean)
 
 
 def lr_stats(lr: float, cells: list[CellReport]) -> LrStats:
@@ -324,8 +334,7 @@ def by_adapter(cells: Iterable[CellReport]) -> list[AdapterRow]:
                 by_lr.setdefault(None if cell.lr is None else float(cell.lr), []).append(cell)
         best: list[CellReport] = []
         if by_lr:
-            stats = [lr_stats(lr, by_lr[lr]) for lr in sorted(by_lr, key=lambda x: (x is not None, x or 0.0))]
-            top = max(stats, key=lambda s: s.mean)  # max keeps the first of equals: the smaller lr
+            stats, top = best_of(by_lr)
             best = by_lr[top.lr]
             row.lr, row.n_lrs, row.mean, row.std, row.n, row.n_diverged = (
                 top.lr, len(stats), top.mean, top.std, top.n, top.n_diverged)
