@@ -8,13 +8,27 @@ Protocol (math-verify, https://github.com/huggingface/Math-Verify, for the equiv
    (`extract="boxed"`, the default): a GRPO completion cut at `max_completion_length` before its box earns
    nothing, as in open-r1's accuracy reward. `extract="any"` falls back to math-verify's own extraction over the
    whole text (its last expression), the rule rlvr used before.
-2. Percentages are graded by their number: `\\%`, `%`, "percent", "percentage" and "pct" after a number are
+2. Multiple choice: when the gold answer is one option letter (`C`, `(C)`, `\\text{(C)}`, `\\textbf{C}`), a box
+   that starts with an option label answers with that letter, its option text ignored: `C`, `(C)`, `[C]`,
+   `\\text{(C)}`, `C: 12`, `C. 12`, `C) 12`, `(C) 12`, `\\textbf{(C) }12`, `E: \\text{...}` all answer C (the
+   extracted answer is the letter, so maj@k votes by letter too). A bare letter followed by text without `:`, `.`
+   or `)` is no label ("A polygenic score..." is not option A), and a box naming two options (`(C) or (D)`,
+   `C and D`) keeps its text. NVIDIA NeMo-Gym's MCQA verifier reads boxes the same way
+   (https://github.com/NVIDIA-NeMo/Gym, resources_servers/mcqa/app.py, `_parse_answer_letter_strict_boxed`);
+   a gold that is not a letter is graded as before.
+3. Percentages are graded by their number: `\\%`, `%`, "percent", "percentage" and "pct" after a number are
    dropped from the gold and the answer, so `10\\%` = `10 \\%` = `10`. `0.1` is not `10\\%` (the question asks
    for a percentage; MATH's `is_equiv` decides the same, Qwen2.5-Math's grader accepts both).
-3. Both sides are parsed by math-verify as `\\boxed{answer}`; the gold may also be a reference solution, whose
+4. Mixed numbers: a whole number, a space and a proper fraction (`7 3/4`, `-2 1/3`) is that mixed number, 31/4 and
+   -7/3 (PRM800K's grader reads `7 3/4` as `7+3/4`, https://github.com/openai/prm800k,
+   prm800k/grading/grader.py; math-verify alone reads it as (7+3)/4). It is rewritten `7\\frac{3}{4}`, which
+   math-verify's LaTeX parser (latex2sympy2_extended, `interpret_as_mixed_fractions`) already reads as a mixed
+   number, like `7 \\frac{3}{4}` and `7\\frac34`; `7~\\frac{3}{4}` becomes `7 \\frac{3}{4}`. An improper
+   `4 10/3` is left as it is (not a mixed number, as in Math-Verify pull request #81).
+5. Both sides are parsed by math-verify as `\\boxed{answer}`; the gold may also be a reference solution, whose
    boxes (all of them, joined) are the gold answer. Lists, sets and tuples are compared as such by math-verify
    (`{1, 2}` = `2, 1`; `(1, 2)` is ordered).
-4. `math_verify.verify(gold, pred)`: gold first, the function is not symmetric.
+6. `math_verify.verify(gold, pred)`: gold first, the function is not symmetric.
 
 math-verify's timeouts use `signal.alarm`, which only works in the main thread. There they are used as they are;
 off the main thread each call runs in a worker process with the same timeout.
@@ -40,12 +54,20 @@ _PERCENT = re.compile(r"\s*(?:\\,)?\s*"  # `\%`, `%`, `\text{\%}`, `percent`, `\
                       r"(?:\\text\{\s*\\?%\s*\}|\\?%|(?:\\(?:text|mbox)\{\s*)?(?:percentage|percent|pct)\b\}?)")
 _OPEN, _CLOSE = "([{", ")]}"
 _THOUSANDS = re.compile(r"(?:\\\$)?-?\d{1,3}(?:,(?:\\!\s*)?\d{3})+(?:\.\d*)?")  # 1,000  \$32,\!348  1,000.5
+# `7 3/4`: a whole number, a space, a fraction; not part of a decimal, a power, a longer fraction or a word
+_MIXED = re.compile(r"(?<![\w.,/^_{}\\])(\d+)[ \t]+(\d+)[ \t]*/[ \t]*(\d+)(?![\w./^{])")
+_MIXED_TILDE = re.compile(r"(?<![\w.])(\d+)\s*~\s*(?=\\[dtc]?frac(?![A-Za-z]))")  # 7~\frac{3}{4}
+_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|textsf|texttt|mathrm|mathbf|mathsf|mbox)\s*\{([^{}]*)\}")
+_LABEL = re.compile(r"\(\s*([A-Z])\s*\)|\[\s*([A-Z])\s*\]|([A-Z])(?![A-Za-z0-9])")  # (C)  [C]  C
+_SPACE = r"(?:\s|\\[ ,;:!]|\\q?quad(?![A-Za-z])|~|\$)*"  # spaces, LaTeX spaces, math delimiters
+_OTHER_OPTION = re.compile(r"\(\s*[A-Z]\s*\)|^" + _SPACE + r"(?:[,;/&]|or\b|and\b)" + _SPACE + r"\(?[A-Z](?![A-Za-z])")
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of grading one completion: `correct`, and the answer that was extracted (the box content, or
-    math-verify's string form under `extract="any"`; None when there is none)."""
+    """The outcome of grading one completion: `correct`, and the answer that was extracted (the box content, the
+    option letter alone when the gold is a letter and the box starts with an option label, or math-verify's string
+    form under `extract="any"`; None when there is none)."""
 
     correct: bool
     extracted: str | None
@@ -106,18 +128,86 @@ def answer_parts(answer: str) -> int:
     return parts
 
 
-def final_answer(text: str, parts: int = 1) -> str | None:
+def choice_letter(answer: str, with_text: bool = True) -> str | None:
+    """The option letter that `answer` starts with, or None: `"C"`, `"(C)"`, `"[C]"`, `"\\text{(C)}"`,
+    `"\\textbf{C}"` -> `"C"`, and with `with_text`, an option label followed by its text: `"C: 12"`, `"C. 12"`,
+    `"C) 12"`, `"(C) 12"`, `"\\textbf{(C) }12"`, `"\\text{I: NGS can ...}"`, `"E: \\text{A polygenic ...}"`.
+    A bare letter needs `:`, `.` or `)` before its text (`"A polygenic risk score"` is None), and an answer that
+    names a second option (`"(C) or (D)"`, `"(C), (D)"`, `"C) and D"`) is None. Only capital letters are option
+    letters (`"d"` is a variable). The rule follows NVIDIA NeMo-Gym's MCQA verifier
+    (https://github.com/NVIDIA-NeMo/Gym, resources_servers/mcqa/app.py, `_parse_answer_letter_strict_boxed`), plus
+    the parenthesised labels of AMC answer keys (`\\textbf{(C) }12`).
+
+    Args:
+        answer: an answer (box content or gold answer).
+        with_text: whether option text may follow the label; False for a gold answer, which is the letter alone.
+
+    Returns:
+        The capital letter, or None when `answer` does not start with one option label. Never raises.
+    """
+    s = answer
+    while (unwrapped := _WRAPPER.sub(r"\1", s)) != s:  # \text{(C)} -> (C), \textbf{(C) }12 -> (C) 12
+        s = unwrapped
+    m = re.match(_SPACE, s)
+    s = s[m.end():]
+    label = _LABEL.match(s)
+    if label is None:
+        return None
+    letter = next(g for g in label.groups() if g)
+    rest = s[label.end():]
+    if re.fullmatch(_SPACE + r"\.?" + _SPACE, rest):
+        return letter
+    if not with_text:
+        return None
+    if label.group(3):  # a bare letter: `C: ...`, `C. ...`, `C) ...`
+        sep = re.match(_SPACE + r"[:.)]", rest)
+        if sep is None:
+            return None
+        rest = rest[sep.end():]
+    return None if _OTHER_OPTION.search(rest) else letter
+
+
+def mixed_numbers(answer: str) -> str:
+    """`answer` with each plain mixed number written as LaTeX: `"7 3/4"` -> `"7\\frac{3}{4}"`, `"-2 1/3"` ->
+    `"-2\\frac{1}{3}"`, and `"7~\\frac{3}{4}"` -> `"7 \\frac{3}{4}"`. math-verify's LaTeX parser
+    (latex2sympy2_extended, `interpret_as_mixed_fractions`, https://github.com/huggingface/latex2sympy2_extended)
+    reads an integer followed by a fraction as a mixed number (`7\\frac{3}{4}` = 31/4, `-3 \\frac{1}{2}` = -7/2);
+    on `7 3/4` it would read (7 + 3)/4. Only a proper fraction makes a mixed number (`"4 10/3"` is left as it is,
+    as in https://github.com/huggingface/Math-Verify/pull/81); PRM800K's grader reads `7 3/4` as `7+3/4` too
+    (https://github.com/openai/prm800k, prm800k/grading/grader.py, `_inject_implicit_mixed_number`).
+
+    Args:
+        answer: an answer (box content or gold answer).
+
+    Returns:
+        The rewritten answer (`answer` itself when it holds no mixed number). Never raises.
+    """
+    def frac(m: re.Match) -> str:
+        whole, num, den = m.groups()
+        return f"{whole}\\frac{{{num}}}{{{den}}}" if int(num) < int(den) else m.group()
+
+    return _MIXED_TILDE.sub(r"\1 ", _MIXED.sub(frac, answer))
+
+
+def final_answer(text: str, parts: int = 1, choice: bool = False) -> str | None:
     """The answer of a completion (the extraction rule of `grade`, `rlvr eval` and maj@k): its last closed box;
     when `parts` > 1 and that box holds fewer parts, the boxes before it are joined in front (`", "`) until they
-    hold `parts`. None when `text` has no closed box.
+    hold `parts`. When `choice` (the gold is an option letter) and that box starts with an option label, the
+    answer is the letter alone (`choice_letter`: `"C: 12"` -> `"C"`). None when `text` has no closed box.
 
     Args:
         text: a completion.
         parts: how many parts the gold answer has (`answer_parts(gold)`).
+        choice: whether the gold answer is an option letter (`choice_letter(gold, with_text=False)`).
+
+    Returns:
+        The answer text, or None. Never raises.
     """
     boxes = boxed_answers(text)
     if not boxes:
         return None
+    if choice and (letter := choice_letter(boxes[-1])):
+        return letter
     taken = [boxes[-1]]
     count = answer_parts(boxes[-1])
     for box in reversed(boxes[:-1]):
@@ -145,14 +235,16 @@ def gold_answer(gold: str) -> str:
 def _parse(answer: str, timeout_s: int | None) -> list:
     from math_verify import parse
 
-    return parse(f"\\boxed{{{answer}}}", parsing_timeout=timeout_s)
+    return parse(f"\\boxed{{{mixed_numbers(answer)}}}", parsing_timeout=timeout_s)
 
 
 def _grade(gold: str, completion: str, extract: str, timeout_s: int | None) -> Verdict:
     from math_verify import parse, verify
 
     gold = gold_answer(gold)
-    answer = final_answer(completion, answer_parts(gold))
+    letter = choice_letter(gold, with_text=False)
+    gold = letter or gold
+    answer = final_answer(completion, answer_parts(gold), choice=letter is not None)
     gold_parsed = _parse(gold, timeout_s)
     if answer is not None:
         pred = _parse(strip_percent(answer), timeout_s)
