@@ -19,6 +19,8 @@ from pathlib import Path
 
 CELLS = [("sgd", 0.01), ("adamw", 2e-5)]
 DTYPES = ["float32", "bfloat16"]
+#: weights dtype -> the precision that trains in it (fp32 weights and compute; bf16 weights and compute)
+PRECISION = {"float32": "fp32", "bfloat16": "bf16-true"}
 
 
 def pct(x: float | None) -> str:
@@ -43,7 +45,7 @@ def main() -> None:
             if not (out / name / "summary.json").is_file() or \
                     json.loads((out / name / "summary.json").read_text())["status"] != "completed":
                 cmd = ["rlvr", "train", "logger=none", f"optimizer={optimizer}", f"optimizer.lr={lr}",
-                       f"model.dtype={dtype}", f"grpo.max_steps={a.steps}", "sparsity.every_n_steps=5",
+                       f"precision={PRECISION[dtype]}", f"grpo.max_steps={a.steps}", "sparsity.every_n_steps=5",
                        "save_format=sparse_delta", f"output_dir={out}", f"run_name={name}", *a.overrides]
                 print(" ".join(cmd), flush=True)
                 subprocess.run(cmd, check=False)

@@ -54,7 +54,7 @@ def plain_trl(steps: int, seed: int, out: str) -> tuple[list[float], list[float]
     dataset = prompt_dataset(arithmetic_problems(2000, 20, 2, ["+"], seed), "Put your final answer within \\boxed{}.")
     args = GRPOConfig(output_dir=out, seed=seed, data_seed=seed, max_steps=steps, learning_rate=0.01, optim="sgd",
                       lr_scheduler_type="constant", max_grad_norm=1.0, logging_steps=1, save_strategy="no",
-                      report_to="none", use_cpu=True, bf16=False, activation_checkpointing=False,
+                      report_to="none", use_cpu=True, bf16=False, gradient_checkpointing=False,
                       disable_tqdm=True, logging_nan_inf_filter=False, **GRPO)
     timer = StepTimer()
     trainer = GRPOTrainer(model=model, reward_funcs=[chars], args=args, train_dataset=dataset,

@@ -41,7 +41,11 @@ CASES = {
                          "sparsity=null turns it off"),
     "max_copy_zero": (["sparsity.max_copy_gb=0"], "sparsity.max_copy_gb must be a number > 0 or null (no limit)"),
     "eval_extract": (["eval.extract=last"], "eval.extract must be one of boxed, any (boxed: only a closed "),
-    "dtype": (["model.dtype=float8"], "model.dtype must be one of float32, bfloat16, float16, got 'float8'"),
+    "precision": (["precision=fp8"], "precision must be one of auto, fp32, bf16-mixed, fp16-mixed, bf16-true, got "
+                                     "'fp8'"),
+    "dtype": (["model.dtype=bfloat16"], "model.dtype is now the top-level precision: precision=fp32"),
+    "mixed_precision": (["distributed.mixed_precision=bf16"], "distributed.mixed_precision is now the top-level "
+                                                               "precision"),
     "rank_zero": (["adapter=lora", "adapter.r=0"], "adapter.r (adapter rank) must be an integer >= 1, got 0"),
     "rank_abc": (["adapter=lora", "adapter.r=abc"], "adapter.r (adapter rank) must be an integer >= 1, got 'abc'"),
     # PEFT methods (conf/adapter/): an unknown one lists the valid ones; a knob the method does not have is refused

@@ -72,8 +72,8 @@ def test_status_colours_have_one_definition():
 
 @pytest.mark.parametrize("columns", [80, 200])
 def test_memory_piped_keeps_every_figure_with_its_unit(columns):
-    table = _cli("memory", "70e9", "--optimizer", "adamw", columns=columns)
-    data = _cli("memory", "70e9", "--optimizer", "adamw", "--json", columns=columns)
+    table = _cli("memory", "70e9", "--optimizer", "adamw", "--precision", "fp32", columns=columns)
+    data = _cli("memory", "70e9", "--optimizer", "adamw", "--precision", "fp32", "--json", columns=columns)
     assert table.returncode == 0 and data.returncode == 0, table.stderr + data.stderr
     est = json.loads(data.stdout)
     assert data.stderr == ""
@@ -88,7 +88,7 @@ def test_memory_at_80_columns_fits_and_keeps_headers_whole():
     from rlvr_cli.analysis.memory import estimate
     from rlvr_cli.cli.analysis import memory_table
 
-    for est in (estimate("70e9"), estimate("405e9", precision="mixed"),
+    for est in (estimate("70e9"), estimate("405e9", precision="bf16-mixed"),
                 estimate("tiny-random", ["adamw", "adafactor"], adapter="lora", r=8)):
         text = _rendered(memory_table(est))
         if est.model != "405e9":  # 85 columns: printed that wide, not cut (the terminal wraps the lines)
@@ -103,7 +103,7 @@ def test_memory_in_a_real_80_column_terminal():
 
     main, child = pty.openpty()
     env = {**os.environ, "COLUMNS": "80", "TERM": "xterm"}
-    proc = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "memory", "70e9"], stdout=child,
+    proc = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "memory", "70e9", "--precision", "fp32"], stdout=child,
                           stderr=subprocess.PIPE, env=env, cwd=REPO, timeout=120)
     os.close(child)
     out = b""

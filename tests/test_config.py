@@ -97,7 +97,7 @@ def test_values_are_typed_by_the_schema():
                                  "a group), got 2.5; e.g. grpo.num_generations=4"),
     ("optimizer.momentum=[0.9]", "optimizer.momentum must be a number >= 0, got [0.9]; e.g. optimizer.momentum=0.9"),
     ("logger.tags=5", "logger.tags must be a list of strings, got 5"),
-    ("grpo.activation_checkpointing=maybe", "grpo.activation_checkpointing must be true or false, got 'maybe'"),
+    ("grpo.gradient_checkpointing=maybe", "grpo.gradient_checkpointing must be true or false, got 'maybe'"),
     ("+rewards.a.b=x", "rewards.a.b must be a number (its weight), got 'x'; e.g. rewards.a.b=1.0"),
     ("eval=null", "eval must be a mapping of keys to values, got None"),
     ("grpo=null", "grpo is a config group: pick one of its options, default; e.g. grpo=default"),

@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models import embedded
-from rlvr_cli.models.embedded import MARKER, is_complete, lock_path, tiny_random_dir
+from rlvr_cli.models.embedded import MARKER, is_complete, lock_path, tiny_random_dir, tiny_random_dirname
 from rlvr_cli.models.loading import load_model
 
 #: A child process: import everything heavy, say `ready`, wait for the file `go`, prepare and load tiny-random,
@@ -70,7 +70,7 @@ def _child(go: Path) -> subprocess.Popen:
 
 def _leftovers(cache: Path) -> list[str]:
     """Temporary or moved-aside directories of tiny-random still in the cache."""
-    return sorted(p.name for p in cache.glob(".tiny-random-*"))
+    return sorted(p.name for p in cache.glob(f".{tiny_random_dirname()}-*"))
 
 
 @pytest.mark.slow  # ~9 s; the held-lock test below stays in make test
@@ -82,7 +82,7 @@ def test_two_processes_preparing_at_once_both_succeed(cache):
     for proc, (_, err) in zip((first, second), outputs, strict=True):
         assert proc.returncode == 0, err
     lines = [out.split() for out, _ in outputs]
-    target = cache / "tiny-random"
+    target = cache / tiny_random_dirname()
     assert lines[0] == lines[1] == [str(target), str((target / "model.safetensors").stat().st_ino)]
     assert is_complete(target) and _leftovers(cache) == []
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors", MARKER):
@@ -109,8 +109,8 @@ def test_a_half_written_directory_is_rebuilt_and_loads(cache, damage):
     reference = (target / "model.safetensors").read_bytes()
     damage(target)
     assert not is_complete(target)
-    (cache / ".tiny-random-k1ll3d").mkdir()  # the temporary directory of a preparation that was killed
-    (cache / ".tiny-random-k1ll3d" / "config.json").write_text("{}")
+    (cache / f".{tiny_random_dirname()}-k1ll3d").mkdir()  # the temporary directory of a preparation that was killed
+    (cache / f".{tiny_random_dirname()}-k1ll3d" / "config.json").write_text("{}")
     model, _ = load_model("tiny-random")  # prepares the directory again, in this process
     assert model.config.num_hidden_layers == 2
     assert is_complete(target) and _leftovers(cache) == []
@@ -134,15 +134,15 @@ def test_a_held_lock_makes_the_next_preparation_wait_then_use_the_finished_direc
     finished = tiny_random_dir()
     monkeypatch.setenv("RLVR_CACHE", str(cache))
 
-    target = cache / "tiny-random"
+    target = cache / tiny_random_dirname()
     go = cache.parent / "go"
-    with FileLock(lock_path("tiny-random")):
+    with FileLock(lock_path(tiny_random_dirname())):
         waiting = _child(go)
         go.touch()
         time.sleep(3)
         assert waiting.poll() is None, waiting.communicate()  # waits, does not fail
         assert not target.exists()
-        staged = cache / ".tiny-random-holder"
+        staged = cache / f".{tiny_random_dirname()}-holder"
         shutil.copytree(finished, staged)
         staged.rename(target)  # published as `prepare` does: complete, marker included, in one rename
         inode = (target / "model.safetensors").stat().st_ino
@@ -154,7 +154,7 @@ def test_a_held_lock_makes_the_next_preparation_wait_then_use_the_finished_direc
 def test_a_lock_held_too_long_is_one_line_naming_the_lock_file_and_a_complete_directory_needs_no_lock(
         cache, monkeypatch):
     monkeypatch.setattr(embedded, "LOCK_TIMEOUT_S", 0.5)
-    lock = lock_path("tiny-random")
+    lock = lock_path(tiny_random_dirname())
     with FileLock(lock):
         start = time.monotonic()
         with pytest.raises(BadInput) as e:
@@ -162,7 +162,7 @@ def test_a_lock_held_too_long_is_one_line_naming_the_lock_file_and_a_complete_di
         assert time.monotonic() - start < 10
     message = str(e.value)
     assert "\n" not in message and str(lock) in message and "tiny-random" in message
-    assert not (cache / "tiny-random").exists() and _leftovers(cache) == []
+    assert not (cache / tiny_random_dirname()).exists() and _leftovers(cache) == []
 
     target = tiny_random_dir()
     with FileLock(lock):  # the fast path takes no lock

@@ -67,15 +67,15 @@ def test_the_standard_figures():
     assert fp32.total == 1120 * GB and fp32.bytes_per_param == 16  # weights 4 + grads 4 + m 4 + v 4
     assert (fp32.weights, fp32.gradients, fp32.optimizer_states, fp32.master_weights) == (280 * GB, 280 * GB,
                                                                                           560 * GB, 0)
-    mixed = breakdown(70_000_000_000, "adamw", "mixed")
+    mixed = breakdown(70_000_000_000, "adamw", "bf16-mixed")
     assert mixed.total == 1260 * GB and mixed.bytes_per_param == 18  # 2 + 4 master + 4 grads + 8 states
     assert mixed.master_weights == 280 * GB and mixed.weights == 140 * GB
     assert breakdown(1_700_000_000, "adamw").optimizer_states == 13_600_000_000  # 13.6 GB of AdamW states
     assert breakdown(1_700_000_000, "sgd").optimizer_states == 0
-    bf16 = breakdown(1_000_000_000, "adamw", "bf16")
+    bf16 = breakdown(1_000_000_000, "adamw", "bf16-true")
     assert bf16.bytes_per_param == 8 and bf16.optimizer_states == 4 * GB  # states in bf16: 2 x 2 B
     # 8-bit AdamW: 2 uint8 states + an fp32 absmax per 256-element block of each, in any precision
-    assert breakdown(256_000_000, "adamw_8bit", "bf16").optimizer_states == 2 * 256_000_000 + 2 * 4 * 1_000_000
+    assert breakdown(256_000_000, "adamw_8bit", "bf16-true").optimizer_states == 2 * 256_000_000 + 2 * 4 * 1_000_000
     for name, per_param in {"sgd_momentum": 4, "nesterov": 4, "adam": 8, "rmsprop": 4, "adagrad": 4,
                             "lion": 4}.items():
         assert breakdown(10**9, name).optimizer_states == per_param * GB, name
@@ -103,8 +103,8 @@ def test_decimal_units():
 
 BAD = {
     "optimizer": (dict(model="70e9", optimizers=["adam_w"]), "unknown optimizer 'adam_w'; valid optimizers: adafactor"),
-    "precision": (dict(model="70e9", precision="fp16"), "unknown precision 'fp16'; valid precisions: fp32, mixed, "
-                                                        "bf16"),
+    "precision": (dict(model="70e9", precision="fp16"), "unknown precision 'fp16'; valid precisions: fp32, "
+                                                        "bf16-mixed, fp16-mixed, bf16-true"),
     "adapter": (dict(model="tiny-random", adapter="lorax"),
                 "unknown adapter 'lorax'; valid adapters: adalora, dora, full"),
     "rank": (dict(model="tiny-random", adapter="lora", r=0), "must be an integer >= 1, got 0"),
@@ -144,8 +144,8 @@ def test_cli_bad_input_is_one_line_and_exit_2():
 
 
 def test_cli_prints_the_table():
-    result = runner.invoke(app, ["memory", "70e9", "--optimizer", "adamw", "--optimizer", "sgd"],
-                           env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["memory", "70e9", "--optimizer", "adamw", "--optimizer", "sgd", "--precision",
+                                 "fp32"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     adamw = next(line for line in lines if " adamw " in line)
@@ -208,7 +208,7 @@ def test_meta_device_shapes_equal_the_loaded_model(tiny):
 def test_adapter_trainable_count_equals_real_peft(tiny, adapter):
     from peft import get_peft_model
 
-    est = estimate("tiny-random", ["adamw", "sgd"], adapter=adapter, r=8)
+    est = estimate("tiny-random", ["adamw", "sgd"], "fp32", adapter=adapter, r=8)
     real = get_peft_model(copy.deepcopy(tiny), peft_config(compose([f"adapter={adapter}", "adapter.r=8"]).adapter))
     trainable, total = count_params(real)
     assert (est.n_trainable, est.n_params) == (trainable, total) and trainable < total / 100
@@ -227,8 +227,8 @@ def test_run_memory_analytic_from_a_live_model(tiny):
                        "memory_analytic_bytes": 4 * n + 4 * n + state_bytes_analytic("adamw", shapes)}
     half = copy.deepcopy(tiny).to(torch.bfloat16)
     assert run_memory_analytic(half, "sgd")["memory_analytic_bytes"] == 2 * n + 2 * n
-    assert run_memory_analytic(tiny, "sgd", "mixed")["memory_analytic_bytes"] == (2 + 4 + 4) * n
-    assert [precision_of(d) for d in (torch.float32, torch.bfloat16, "float16")] == ["fp32", "bf16", "bf16"]
+    assert run_memory_analytic(tiny, "sgd", "bf16-mixed")["memory_analytic_bytes"] == (2 + 4 + 4) * n
+    assert [precision_of(d) for d in (torch.float32, torch.bfloat16, "float16")] == ["fp32", "bf16-true", "bf16-true"]
 
 
 def test_run_memory_analytic_counts_fp32_adapter_weights_over_a_bf16_base(tiny):

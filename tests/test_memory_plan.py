@@ -61,7 +61,7 @@ def deepspeed_zero3_gpu(total_params: int, largest_layer_params: int, total_gpus
 
 
 def _gpu(shard: str, offload: str = "none", n: int = 8, model: str = "70e9"):
-    est = estimate(model, ["adamw"], "mixed", plan=Plan(num_gpus=n, shard=shard, offload=offload))
+    est = estimate(model, ["adamw"], "bf16-mixed", plan=Plan(num_gpus=n, shard=shard, offload=offload))
     return est.per_gpu["adamw"]
 
 
@@ -107,7 +107,7 @@ def test_zero3_against_deepspeed():
 
 
 def test_each_stage_shards_its_parts_and_the_shares_add_up():
-    whole = breakdown(P70, "adamw", "mixed")
+    whole = breakdown(P70, "adamw", "bf16-mixed")
     ddp, z1, z2, z3 = (_gpu(s) for s in ("ddp", "zero1", "zero2", "zero3"))
     parts = ("weights", "gradients", "optimizer_states", "master_weights")
     assert [getattr(ddp, p) for p in parts] == [getattr(whole, p) for p in parts]  # replicated
@@ -139,8 +139,8 @@ def test_activations_are_korthikanti_et_al():
 
 def test_activations_from_the_model_config():
     act = model_activations("tiny-random", seq_len=512, micro_batch=2)
-    assert (act.layers, act.hidden, act.heads, act.intermediate, act.vocab) == (2, 64, 4, 128, 49152)
-    assert act.total == 2 * (512 * 2 * (18 * 64 + 4 * 128) + 5 * 4 * 512 * 512 * 2) + 512 * 2 * 49152 * 4
+    assert (act.layers, act.hidden, act.heads, act.intermediate, act.vocab) == (2, 64, 2, 128, 49152)
+    assert act.total == 2 * (512 * 2 * (18 * 64 + 4 * 128) + 5 * 2 * 512 * 512 * 2) + 512 * 2 * 49152 * 4
     est = estimate("tiny-random", ["sgd"], plan=Plan(seq_len=512, micro_batch=2, gpu_memory=10**12))
     gpu = est.per_gpu["sgd"]
     assert gpu.activations == act.total and gpu.total == est.rows["sgd"].total + act.total and gpu.fits
@@ -156,8 +156,8 @@ def test_nf4_bytes_are_half_a_byte_plus_an_absmax_per_64():
 
 
 def test_qlora_base_quantizes_the_frozen_linear_weights():
-    plain = estimate("tiny-random", ["adamw"], "bf16", adapter="lora", r=8)
-    qlora = estimate("tiny-random", ["adamw"], "bf16", adapter="lora", r=8, plan=Plan(base_bits=4))
+    plain = estimate("tiny-random", ["adamw"], "bf16-true", adapter="lora", r=8)
+    qlora = estimate("tiny-random", ["adamw"], "bf16-true", adapter="lora", r=8, plan=Plan(base_bits=4))
     # tiny-random: 2 layers x (q 64x64, k 32x64, v 32x64, o 64x64, gate/up 128x64, down 64x128) frozen linears
     linear = 2 * (64 * 64 + 32 * 64 + 32 * 64 + 64 * 64 + 3 * 128 * 64)
     assert plain.rows["adamw"].weights - qlora.rows["adamw"].weights == 2 * linear - sum(
@@ -214,7 +214,7 @@ def test_plan_is_checked_before_the_model_is_read():
 
 
 def test_json_says_whether_it_fits_and_exits_0_either_way():
-    args = ["memory", "70e9", "--optimizer", "adamw", "--precision", "mixed", "--num-gpus", "8", "--json"]
+    args = ["memory", "70e9", "--optimizer", "adamw", "--precision", "bf16-mixed", "--num-gpus", "8", "--json"]
     fits = runner.invoke(app, [*args, "--shard", "zero3", "--offload", "optimizer", "--gpu-memory", "80GB"])
     too_big = runner.invoke(app, [*args, "--shard", "zero2", "--gpu-memory", "80GB"])
     assert fits.exit_code == too_big.exit_code == 0
@@ -240,7 +240,7 @@ def test_per_gpu_table_keeps_every_figure_whole_at_80_columns():
 
 
 def test_cli_prints_both_tables():
-    result = runner.invoke(app, ["memory", "70e9", "--optimizer", "adamw", "--precision", "mixed", "--num-gpus",
+    result = runner.invoke(app, ["memory", "70e9", "--optimizer", "adamw", "--precision", "bf16-mixed", "--num-gpus",
                                  "8", "--shard", "zero3", "--gpu-memory", "80GB"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "1,260 GB" in result.stdout and "158 GB" in result.stdout and "per GPU: 8 GPUs, shard zero3" in result.stdout

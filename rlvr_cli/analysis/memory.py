@@ -3,16 +3,22 @@ weights, per optimizer; and per GPU under a plan (`Plan`: DDP, ZeRO-1/2/3 or FSD
 QLoRA base), with activations from the model's config (`activation_bytes`, arXiv 2205.05198) and whether it
 fits in `--gpu-memory`. Computed from parameter shapes and the config, not measured.
 
-Per parameter, by precision (Hugging Face transformers docs, "Model training anatomy", section "Anatomy of
-Model's Memory"; https://huggingface.co/docs/transformers/model_memory_anatomy):
+Per parameter, by precision (the names of `rlvr train precision=`, `rlvr_cli.core.precision`; bytes from the
+Hugging Face transformers docs, "Model training anatomy", section "Anatomy of Model's Memory";
+https://huggingface.co/docs/transformers/model_memory_anatomy):
 
-    precision  weights         gradients  optimizer states          master weights   AdamW total
-    fp32       4 B             4 B        fp32                      none             16 B/param (70B: 1120 GB)
-    mixed      2 B (fp16/bf16) 4 B (fp32) fp32                      4 B (fp32)       18 B/param (70B: 1260 GB)
-    bf16       2 B             2 B        parameter dtype (2 B)     none             8 B/param
+    precision   weights       gradients  optimizer states  master weights  frozen weight  AdamW total
+    fp32        4 B           4 B        fp32              none            4 B            16 B/param (70B: 1120 GB)
+    bf16-mixed  2 B (16-bit)  4 B (fp32) fp32              4 B (fp32)      6 B            18 B/param (70B: 1260 GB)
+    fp16-mixed  as bf16-mixed
+    bf16-true   2 B           2 B        param dtype, 2 B  none            2 B            8 B/param
 
-Frozen weights (the base model under an adapter) need weights only; gradients, optimizer states and master
-weights exist for the trainable parameters alone.
+`bf16-mixed` keeps fp32 weights and computes under autocast, which holds a 16-bit copy of every weight a matrix
+product uses from the forward pass to the backward pass: 4 + 2 = 6 B per weight, HF's "6 bytes * number of
+parameters for mixed precision training (maintains a model in fp32 and one in fp16 in memory)". For a trained
+weight the table books that as a 2-byte working copy plus a 4-byte master (ZeRO's split, where the master is
+sharded with the optimizer states); a frozen weight (the base model under an adapter) is held in fp32 with its
+copy, 6 B. Gradients, optimizer states and master weights exist for the trainable parameters alone.
 
 Optimizer state per trainable parameter, from each optimizer's source (its state tensors per parameter tensor):
 
@@ -59,16 +65,22 @@ from rlvr_cli.models.state import full_numel, full_shape, meta_model
 
 Shape = tuple[int, ...]
 
-#: Bytes per element for each precision: working weights, gradients, master copy, optimizer states.
+#: Bytes per element for each precision (`rlvr_cli.core.precision.DTYPES`' names): working weights, gradients,
+#: master copy, optimizer states (trainable parameters), and a frozen weight.
+_MIXED = {"weights": 2, "gradients": 4, "master": 4, "states": 4, "frozen": 6}
 PRECISIONS: dict[str, dict[str, int]] = {
-    "fp32": {"weights": 4, "gradients": 4, "master": 0, "states": 4},
-    "mixed": {"weights": 2, "gradients": 4, "master": 4, "states": 4},
-    "bf16": {"weights": 2, "gradients": 2, "master": 0, "states": 2},
+    "fp32": {"weights": 4, "gradients": 4, "master": 0, "states": 4, "frozen": 4},
+    "bf16-mixed": _MIXED,
+    "fp16-mixed": _MIXED,
+    "bf16-true": {"weights": 2, "gradients": 2, "master": 0, "states": 2, "frozen": 2},
 }
+_MIXED_HELP = ("{}: fp32 weights + their 16-bit autocast copy (2 B working + 4 B master per trained weight, 6 B per "
+               "frozen one), fp32 gradients 4 B, fp32 optimizer states")
 PRECISION_HELP = {
     "fp32": "fp32: weights 4 B, gradients 4 B, fp32 optimizer states, no master copy",
-    "mixed": "mixed: fp16/bf16 weights 2 B + fp32 master 4 B, fp32 gradients 4 B, fp32 optimizer states",
-    "bf16": "bf16 (pure): weights 2 B, gradients 2 B, optimizer states in the parameter dtype",
+    "bf16-mixed": _MIXED_HELP.format("bf16-mixed"),
+    "fp16-mixed": _MIXED_HELP.format("fp16-mixed"),
+    "bf16-true": "bf16-true: weights 2 B, gradients 2 B, optimizer states in the parameter dtype",
 }
 #: Bytes of a torch optimizer's per-tensor `step` counter (a 0-d float32 tensor) and of Adafactor's `RMS`.
 STEP_BYTES = 4
@@ -143,7 +155,8 @@ def check_optimizer(name: str) -> None:
 
 
 def check_precision(precision: str) -> None:
-    """Raises `BadInput` (listing fp32, mixed, bf16) unless `precision` is one of `PRECISIONS`."""
+    """Raises `BadInput` (listing fp32, bf16-mixed, fp16-mixed, bf16-true) unless `precision` is one of
+    `PRECISIONS`."""
     if precision not in PRECISIONS:
         raise BadInput(f"unknown precision '{precision}'; valid precisions: {', '.join(PRECISIONS)}")
 
@@ -402,7 +415,8 @@ def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp
         model: a parameter count (bare number: per-element figures only, see the module docstring) or the
             shapes of every parameter tensor (exact).
         optimizer: an option of the optimizer config group.
-        precision: `fp32`, `mixed` or `bf16` (`PRECISIONS`; the module docstring gives their bytes).
+        precision: `fp32`, `bf16-mixed`, `fp16-mixed` or `bf16-true` (`PRECISIONS`; the module docstring gives
+            their bytes).
         trainable: shapes of the trainable tensors (an adapter's); None means every parameter trains. Needs
             `model` as shapes.
         options: the optimizer's keyword arguments, as for `state_bytes_analytic`.
@@ -443,7 +457,8 @@ def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp
         n_params, n_trainable = sum(map(math.prod, shapes)), sum(map(math.prod, trainable))
         states = state_bytes_analytic(optimizer, trainable, size["states"], options)
     quantized = [tuple(q) for q in quantized or []]
-    weights = ((n_params - sum(map(math.prod, quantized))) * size["weights"]
+    n_frozen = n_params - n_trainable - sum(map(math.prod, quantized))
+    weights = (n_trainable * size["weights"] + n_frozen * size["frozen"]
                + sum(nf4_bytes(math.prod(q)) for q in quantized))
     gradients = n_trainable * size["gradients"]
     master = n_trainable * size["master"]
@@ -454,8 +469,8 @@ def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp
 
 def precision_of(dtype: Any) -> str:
     """The `PRECISIONS` key of training in a parameter dtype: float32 -> `fp32`; bfloat16 and float16 ->
-    `bf16` (2-byte weights, gradients and optimizer states, no master copy: what `rlvr train` does with
-    `model.dtype=bfloat16` or `float16`, since the weights are loaded, and updated, in that dtype).
+    `bf16-true` (2-byte weights, gradients and optimizer states, no master copy: what `rlvr train
+    precision=bf16-true` does, since the weights are loaded, and updated, in that dtype).
 
     Args:
         dtype: a `torch.dtype` or its name (`"float32"`, `"bfloat16"`, `"float16"`).
@@ -467,7 +482,7 @@ def precision_of(dtype: Any) -> str:
     if name == "float32":
         return "fp32"
     if name in ("bfloat16", "float16"):
-        return "bf16"
+        return "bf16-true"
     raise BadInput(f"no training precision for dtype {name}; use float32, bfloat16 or float16")
 
 
@@ -475,18 +490,19 @@ def run_memory_analytic(model: Any, optimizer_name: str, precision: str | None =
                         options: Mapping[str, Any] | None = None) -> dict[str, int]:
     """The analytic memory figures of a training run, from its live torch model, for its summary.json.
 
-    With `precision=None` (what `rlvr train` uses) every parameter counts at its own dtype: weights for all
-    parameters, gradients and optimizer states (in the parameter's dtype, as torch creates them) for the
-    trainable ones, no master copy. For a model in one dtype that is `precision_of(dtype)`: float32 -> `fp32`,
-    bfloat16 or float16 -> `bf16` (2-byte weights, gradients and states). It also stays exact where dtypes mix:
+    With `precision=None` (what `rlvr train` uses for fp32 and bf16-true) every parameter counts at its own dtype:
+    weights for all parameters, gradients and optimizer states (in the parameter's dtype, as torch creates them)
+    for the trainable ones, no master copy. For a model in one dtype that is `precision_of(dtype)`: float32 ->
+    `fp32`, bfloat16 or float16 -> `bf16-true` (2-byte weights, gradients and states). A mixed-precision run
+    passes its precision, which adds autocast's 16-bit copy of the weights. It also stays exact where dtypes mix:
     PEFT keeps adapter weights in fp32 over a bf16 base, so their gradients and states take 4 bytes.
 
     Args:
         model: the model as trained (a PEFT model under an adapter): its parameters give every shape, and
             those with `requires_grad` the trainable ones (tied weights once).
         optimizer_name: an option of the optimizer config group.
-        precision: None (the parameters' own dtypes), or `fp32`, `mixed` or `bf16` to count every parameter
-            at that precision's bytes instead (`breakdown`).
+        precision: None (the parameters' own dtypes), or a `PRECISIONS` key to count every parameter at that
+            precision's bytes instead (`breakdown`).
         options: the optimizer's keyword arguments, as for `state_bytes_analytic` (None: the config file's).
 
     Returns:
@@ -789,7 +805,7 @@ def per_gpu(b: MemoryBreakdown, plan: Plan, activations: int | None = None) -> G
                      total, cpu, cpu * n, fits, vllm)
 
 
-def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str = "fp32", adapter: str = "full",
+def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str = "bf16-mixed", adapter: str = "full",
              r: int | None = None, plan: Plan | None = None,
              options: Mapping[str, Mapping[str, Any]] | None = None) -> MemoryEstimate:
     """Everything `rlvr memory` prints: parameter counts, one `MemoryBreakdown` per optimizer (the whole run),
@@ -801,7 +817,7 @@ def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str
         model: a parameter count (`70e9`, see `parse_model_arg`) or a model (`tiny-random`, `smollm2-135m`, a
             local model directory, a hub id).
         optimizers: options of the optimizer config group; None or empty means all of them.
-        precision: `fp32`, `mixed` or `bf16`.
+        precision: `fp32`, `bf16-mixed`, `fp16-mixed` or `bf16-true` (`PRECISIONS`).
         adapter: an option of the adapter config group; `full` trains every weight. Needs a model.
         r: the adapter's rank; None keeps its config's.
         plan: GPUs, sharding, offload, `--gpu-memory`, a 4-bit base, activation settings; None: `Plan()`.

@@ -60,7 +60,8 @@ def memory(
     adapter: str = typer.Option("full", "--adapter", help="an adapter of conf/adapter/ (lora, dora, pissa, ia3, ...; "
                                                              "needs a model)"),
     r: int | None = typer.Option(None, "--r", help="adapter rank; default: the adapter config's"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | mixed | bf16"),
+    precision: str = typer.Option("bf16-mixed", "--precision", help="fp32 | bf16-mixed (fp32 weights, bf16 autocast: "
+                                  "rlvr train's precision=auto on bf16 GPUs) | fp16-mixed | bf16-true (bf16 weights)"),
     num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs the run is spread over (data parallel)"),
     shard: str = typer.Option("none", "--shard", help="none | ddp | zero1 | zero2 | zero3 | fsdp (full shard)"),
     offload: str = typer.Option("none", "--offload", help="none | optimizer (ZeRO 1-3) | params (ZeRO-3, fsdp): "

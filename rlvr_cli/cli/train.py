@@ -78,6 +78,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
                                           f" ({summary['reason']})" if summary.get("reason") else ""))
     figure("optimizer / lr", f"{summary['optimizer']} / {summary['lr']:g}")
     figure("adapter", summary["adapter"] + (f" r={summary['r']}" if summary.get("r") else ""))
+    if summary.get("precision"):
+        figure("precision", f"{summary['precision']} (weights {summary['weights_dtype']}, compute "
+                            f"{summary['compute_dtype']})")
     figure("optimizer steps", str(summary["global_step"]))
     for key in ("reward_mean_first_quarter", "reward_mean_last_quarter"):
         v = summary.get(key)

@@ -28,6 +28,13 @@ GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "distributed", "gener
 #: Old override names -> their GRPOConfig names (the trainer settings moved out of conf/optimizer/ into grpo).
 MOVED_KEYS = {f"optimizer.{k}": f"grpo.{k}" for k in ("weight_decay", "lr_scheduler_type", "warmup_steps",
                                                        "max_grad_norm")}
+#: Old dtype keys, now the one `precision` key (`rlvr_cli.core.precision`): the message of their refusal.
+PRECISION_KEYS = {
+    "model.dtype": "model.dtype is now the top-level precision: precision=fp32, precision=bf16-mixed (fp32 weights, "
+                   "bf16 compute), precision=bf16-true (bf16 weights) or precision=fp16-mixed",
+    "distributed.mixed_precision": "distributed.mixed_precision is now the top-level precision: precision=bf16-mixed, "
+                                   "precision=fp16-mixed or precision=fp32",
+}
 
 
 def config_dir() -> Path:
@@ -62,7 +69,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
             override that does not parse, a config group set to null, an interpolation that fails, a value of
             the wrong type (`seed=abc`: the message names the key, what it must be and an example), or a trainer
             setting under its old name (`optimizer.weight_decay`; the message names `grpo.weight_decay`, see
-            `MOVED_KEYS`).
+            `MOVED_KEYS`; `model.dtype` and `distributed.mixed_precision` name `precision`, `PRECISION_KEYS`).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -74,6 +81,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
         if key in MOVED_KEYS:
             raise BadInput(f"{key} is now {MOVED_KEYS[key]} (a trainer setting, not an optimizer argument); "
                            f"write {MOVED_KEYS[key]}=VALUE")
+        if key in PRECISION_KEYS:
+            raise BadInput(PRECISION_KEYS[key])
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rlvr"):
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
@@ -114,10 +123,10 @@ def validate(cfg: DictConfig) -> None:
 
     First the types again (`rlvr_cli.core.schema.conform`, so a config built by hand is checked too), then the
     range of every schema field, declared beside it (`rlvr_cli.core.schema.check`: e.g. `seed >= 0`,
-    `optimizer.lr` finite and > 0, `grpo.num_generations >= 2`, `grpo.max_steps >= 1`, `model.dtype` one of
-    `DTYPES`, `eval.k >= 1`, `logger.mode`, the `sparsity` block, `save_format`), then what spans several keys:
-    an adapter file declares `adapter.r` (null for a method without a rank: IA3, LN tuning; which methods have
-    one is checked against the PEFT class by `rlvr_cli.models.adapters.peft_config`);
+    `optimizer.lr` finite and > 0, `grpo.num_generations >= 2`, `grpo.max_steps >= 1`, `precision` one of
+    `rlvr_cli.core.precision.PRECISIONS`, `eval.k >= 1`, `logger.mode`, the `sparsity` block, `save_format`), then
+    what spans several keys: an adapter file declares `adapter.r` (null for a method without a rank: IA3, LN
+    tuning; which methods have one is checked against the PEFT class by `rlvr_cli.models.adapters.peft_config`);
     `grpo.per_device_train_batch_size * gradient_accumulation_steps` must be divisible by `num_generations`
     (TRL's generation batch holds whole prompt groups, single process);
     `save_format=sparse_delta` only for full fine-tuning.

@@ -39,10 +39,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rlvr_cli.core.checks import check_lr, check_rank, check_tolerance
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.precision import PRECISIONS
 
 #: A number kept as written: an int stays an int (PEFT's `lora_alpha`, transformers' `warmup_steps`).
 Number = int | float
-#: `model.dtype` values.
+#: Weight dtypes a model loads in (`rlvr eval --dtype`).
 DTYPES = ("float32", "bfloat16", "float16")
 #: `save_format` values.
 SAVE_FORMATS = ("full", "sparse_delta")
@@ -103,10 +104,9 @@ def check_betas(value: Any, where: str) -> list[float]:
 
 @dataclass
 class ModelSchema:
-    """`model` group (`conf/model/*.yaml`): what to train, and in which dtype."""
+    """`model` group (`conf/model/*.yaml`): what to train (its dtypes: the top-level `precision`)."""
 
     name_or_path: str = MISSING
-    dtype: str = rule(choices=DTYPES, required=True)
 
 
 @dataclass
@@ -220,7 +220,7 @@ class GrpoSchema:
     epsilon_high: float | None = rule(ge=0, example=0.28)
     temperature: float = rule(gt=0, why="sampling temperature", example=1.0)
     scale_rewards: Any = MISSING  # "group", "batch", "none", or true / false: TRL's GRPOConfig checks it
-    activation_checkpointing: bool = MISSING
+    gradient_checkpointing: bool = MISSING
     lr_scheduler_type: str = MISSING
     warmup_steps: Number = rule(ge=0, why="steps, or a fraction of max_steps when < 1", example=0)
     max_grad_norm: float | None = rule(ge=0, why="0 or null: no clipping", example=1.0)
@@ -229,8 +229,6 @@ class GrpoSchema:
 
 #: `distributed.name` values: the files of conf/distributed/.
 DISTRIBUTED = ("none", "ddp", "fsdp", "zero2", "zero3")
-#: `distributed.mixed_precision` values (accelerate's names).
-MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass
@@ -246,7 +244,6 @@ class DistributedSchema:
     main_process_port: int = rule(ge=1, le=65535, example=29500)
     timeout_s: float = rule(gt=0, why="seconds a collective waits for a rank", example=1800)
     shutdown_timeout: int = rule(ge=0, why="seconds to finish a step and save after a stop signal", example=300)
-    mixed_precision: str = rule(choices=MIXED_PRECISION)
     offload_params: bool = MISSING
     offload_optimizer: bool = MISSING
     fsdp_config: Any = MISSING  # transformers checks it
@@ -344,6 +341,7 @@ class TrainSchema:
     logger: LoggerSchema = MISSING
     sparsity: SparsitySchema | None = MISSING
     save_format: str = rule(choices=SAVE_FORMATS)
+    precision: str = rule(choices=PRECISIONS, required=True)
     seed: int = rule(ge=0, le=2**32 - 1, required=True, example=0)  # numpy's seeds: 0..2**32-1
     data: DataSchema = MISSING
     eval: EvalSchema = MISSING

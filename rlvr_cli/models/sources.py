@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.precision import weights_dtype
 from rlvr_cli.core.run_dir import RunDir, check_finished, read_summary
 from rlvr_cli.models import sparse_delta
 from rlvr_cli.models.embedded import EMBEDDED
@@ -35,6 +36,14 @@ class ModelSource:
     dtype: str | None = None
 
 
+def run_dtype(cfg: Any) -> str:
+    """The weights dtype of a run from its config: its `precision` (`rlvr_cli.core.precision.weights_dtype`), or
+    `model.dtype` for a run directory written before `precision` existed."""
+    if "precision" in cfg:
+        return weights_dtype(cfg.precision)
+    return cfg.model.get("dtype", "float32")
+
+
 def resolve_model(spec: str) -> ModelSource:
     """Classify MODEL before loading it.
 
@@ -51,9 +60,9 @@ def resolve_model(spec: str) -> ModelSource:
         status = summary.get("status")
         weights = RunDir(p).weights
         if (weights / "adapter_config.json").is_file():
-            return ModelSource(spec, "run-adapter", str(weights), base=cfg.model.name_or_path, dtype=cfg.model.dtype)
+            return ModelSource(spec, "run-adapter", str(weights), base=cfg.model.name_or_path, dtype=run_dtype(cfg))
         if (weights / "config.json").is_file():
-            return ModelSource(spec, "run-full", str(weights), dtype=cfg.model.dtype)
+            return ModelSource(spec, "run-full", str(weights), dtype=run_dtype(cfg))
         if sparse_delta.is_sparse_delta(weights):
             meta = sparse_delta.read_meta(weights)
             return ModelSource(spec, "run-sparse-delta", str(weights), base=meta["base"], dtype=meta["dtype"])

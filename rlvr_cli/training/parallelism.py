@@ -32,6 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_cli.core import precision
 from rlvr_cli.core.errors import BadInput, one_line
 
 #: `distributed.name` -> accelerate's `distributed_type` on GPUs.
@@ -122,8 +123,8 @@ def deepspeed_config(dist: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def trainer_fields(dist: Mapping[str, Any], cuda: bool | None = None) -> dict[str, Any]:
     """The transformers `TrainingArguments` fields of a `distributed` choice: `ddp_timeout` (seconds a collective
-    waits: a rank that stops answering fails the run after it), `bf16`/`fp16` on CUDA (mixed precision over the
-    weights' `model.dtype`), `fsdp` and `fsdp_config`, or `deepspeed`. `{}` for `none`.
+    waits: a rank that stops answering fails the run after it), `fsdp` and `fsdp_config`, or `deepspeed`. `{}` for
+    `none`. Mixed precision is the run's `precision`, not the distributed mode's (`Precision.trainer_fields`).
 
     Args:
         dist: the composed `distributed` node.
@@ -137,8 +138,6 @@ def trainer_fields(dist: Mapping[str, Any], cuda: bool | None = None) -> dict[st
         return {}
     cuda = cuda_available() if cuda is None else cuda
     out: dict[str, Any] = {"ddp_timeout": int(dist.get("timeout_s", 1800))}
-    if cuda and dist.get("mixed_precision", "no") != "no":
-        out[str(dist.get("mixed_precision"))] = True  # bf16=True or fp16=True
     if name == "fsdp":
         out["fsdp"] = "full_shard auto_wrap" + (" offload" if dist.get("offload_params") else "")
         out["fsdp_config"] = _plain(dist.get("fsdp_config") or {})
@@ -217,7 +216,7 @@ def check_deepspeed(args: Any) -> None:
 
 
 def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
-                      deepspeed_file: str | None = None) -> dict[str, Any]:
+                      deepspeed_file: str | None = None, mixed_precision: str = "no") -> dict[str, Any]:
     """accelerate's launch config (the YAML of `accelerate config`, read by accelerate's `ClusterConfig`) for a
     `distributed` choice, so that a run can be started again with `accelerate launch --config_file FILE`.
 
@@ -226,6 +225,8 @@ def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
         processes: the run's world size (processes over all machines).
         cuda: whether the run trains on CUDA GPUs (else `use_cpu: true`, and DDP is `MULTI_CPU`).
         deepspeed_file: where the run's DeepSpeed JSON is written (zero2/zero3).
+        mixed_precision: accelerate's name of the run's compute dtype, `no`, `bf16` or `fp16`
+            (`Precision.accelerate_name`).
     """
     name = dist.get("name", "none")
     out: dict[str, Any] = {
@@ -238,7 +239,7 @@ def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
         "main_process_port": int(dist.get("main_process_port", 29500)),
         "rdzv_backend": "static",
         "same_network": True,
-        "mixed_precision": dist.get("mixed_precision", "no") if cuda else "no",
+        "mixed_precision": mixed_precision,
         "use_cpu": not cuda,
     }
     if name == "fsdp":
@@ -278,7 +279,9 @@ def launch_files(run_path: Path, cfg: DictConfig, overrides: list[str], processe
     if ds is not None:
         files[DEEPSPEED_FILE] = json.dumps(ds, indent=2) + "\n"
     cuda = cuda_available()
-    config = accelerate_config(dist, processes, cuda, str(run_path / DEEPSPEED_FILE) if ds is not None else None)
+    mixed = precision.resolve(cfg.precision, cuda=cuda).accelerate_name
+    config = accelerate_config(dist, processes, cuda, str(run_path / DEEPSPEED_FILE) if ds is not None else None,
+                               mixed)
     args = " ".join(["-m rlvr_cli.cli train", *(o for o in overrides if not o.startswith("run_name="))])
     per_machine = processes // int(dist.get("num_machines", 1))
     files[ACCELERATE_FILE] = (

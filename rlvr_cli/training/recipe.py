@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_cli.analysis import memory
-from rlvr_cli.core import run_dir
+from rlvr_cli.core import precision, run_dir
 from rlvr_cli.core.config import validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.data.problems import load_problems, prompt_dataset
@@ -64,6 +64,7 @@ class Inputs:
             (`({}, None)` when `eval.benchmarks` is empty).
         path: the run directory to create.
         args: the TRL `GRPOConfig`.
+        precision: the resolved `precision` (`rlvr_cli.core.precision.resolve`: `auto` made concrete here).
     """
 
     problems: list[dict[str, str]]
@@ -75,6 +76,7 @@ class Inputs:
     eval_sampling: Any
     path: Path
     args: Any
+    precision: precision.Precision
 
 
 def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
@@ -104,9 +106,10 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     processes = parallelism.run_processes(dist, launch.world_size)  # the run's world size, launched or to launch
     vllm.check_generation(cfg.generation, num_processes=processes, main_process=launch.is_main,
                           local_processes=processes // int(dist.get("num_machines", 1)))
+    prec = precision.resolve(cfg.precision, cuda=parallelism.cuda_available())
     distributed.start_cpu_group(launch, dist.get("timeout_s"))  # gloo with the collective timeout (CPU runs)
     # Under a launcher, building the GRPOConfig starts the process group (accelerate's PartialState).
-    args = grpo_config(cfg, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb")
+    args = grpo_config(cfg, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb", prec=prec)
     parallelism.check_deepspeed(args)
     distributed.check_started(launch)
     # One run directory whatever the world size: rank 0 picks the path (a default name has a random suffix and the
@@ -114,17 +117,21 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     path = distributed.on_main(lambda: run_dir.run_path(cfg)) if claim else Path(str(cfg.output_dir), cfg.run_name)
     args.output_dir = str(path)
     return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
-                  path, args)
+                  path, args, prec)
 
 
-def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], use_wandb: bool) -> Any:
+def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], use_wandb: bool,
+                prec: precision.Precision | None = None) -> Any:
     """The TRL `GRPOConfig` of a run: the `grpo` group's fields, the optimizer's trainer fields, and rlvr's fixed ones.
 
     Fixed: one log record per optimizer step; NaN losses logged as they are (transformers would
     otherwise replace them with the running mean and hide a divergence); no intermediate
-    checkpoints (the run directory gets the final weights); bf16 autocast for bfloat16 models and, on GPUs,
-    for `distributed.mixed_precision=bf16`; CPU when no GPU is visible. The `distributed` group adds its
+    checkpoints (the run directory gets the final weights); `bf16`/`fp16` autocast as the precision says
+    (`Precision.trainer_fields`); CPU when no GPU is visible. The `distributed` group adds its
     fields (`parallelism.trainer_fields`: ddp_timeout, fsdp/fsdp_config, deepspeed).
+
+    Args:
+        prec: the resolved precision; default `precision.resolve(cfg.precision)`.
 
     Raises:
         BadInput: an unknown GRPOConfig field in the `grpo` group, or values TRL rejects.
@@ -132,7 +139,8 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
     import torch
     from trl import GRPOConfig
 
-    fields = {"bf16": cfg.model.dtype == "bfloat16", "fp16": cfg.model.dtype == "float16"}
+    prec = prec or precision.resolve(cfg.precision)
+    fields: dict[str, Any] = prec.trainer_fields()
     fields.update(parallelism.trainer_fields(cfg.get("distributed") or {}, cuda=torch.cuda.is_available()))
     fields.update(vllm.grpo_fields(cfg.get("generation") or {"name": "hf"}))
     fields.update(OmegaConf.to_container(cfg.grpo))
@@ -190,7 +198,7 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
     trained = state_dict(trainer.model) if gathered is None else gathered
     if cfg.get("save_format", "full") == "sparse_delta":
         with parallelism.whole_loading(trainer.args):
-            base = state_dict(load_model(cfg.model.name_or_path, cfg.model.dtype)[0])
+            base = state_dict(load_model(cfg.model.name_or_path, precision.weights_dtype(cfg.precision))[0])
         trained = {k: trained[k] for k in base} if gathered is not None else trained  # tied weights once
         sparse_delta.save(trained, base, cfg.model.name_or_path, out)
         tokenizer.save_pretrained(out)
@@ -224,7 +232,7 @@ def sharded_sparsity(cfg: DictConfig, sparsity: UpdateSparsity, gathered: dict[s
         sparsity.skipped = f"{SHARDED}; not for adapter runs"
         return
     with parallelism.whole_loading(args):
-        base = state_dict(load_model(cfg.model.name_or_path, cfg.model.dtype)[0])
+        base = state_dict(load_model(cfg.model.name_or_path, precision.weights_dtype(cfg.precision))[0])
     sparsity.measure_states(base, {k: gathered[k] for k in base}, step)
 
 
@@ -267,7 +275,8 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
     }
     if trainer is not None:
         out["trainable_params"], out["total_params"] = count_params(trainer.model)
-        out.update(memory.run_memory_analytic(trainer.model, cfg.optimizer.name, options=inputs.optimizer[1]))
+        mixed = inputs.precision.name if inputs.precision.name.endswith("-mixed") else None  # + autocast's copy
+        out.update(memory.run_memory_analytic(trainer.model, cfg.optimizer.name, mixed, options=inputs.optimizer[1]))
         out.update(adalora.rank_summary(trainer.model))  # AdaLoRA: the final rank of every matrix
     return out
 
@@ -319,7 +328,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         summary: run_dir.Summary = {"status": run_dir.RUNNING, **run_dir.owner(), "run_dir": str(run.path),
                                     "model": cfg.model.name_or_path, "optimizer": cfg.optimizer.name,
                                     "lr": cfg.optimizer.lr, "adapter": cfg.adapter.name, "r": cfg.adapter.get("r"),
-                                    "seed": cfg.seed, "world_size": inputs.args.world_size,
+                                    "seed": cfg.seed, **inputs.precision.summary(),
+                                    "world_size": inputs.args.world_size,
                                     "distributed": cfg.get("distributed", {}).get("name", "none"), "weights_dir": None}
         if main:
             run_dir.write_summary(run, summary)
@@ -341,7 +351,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                                                        log_path=run.path / "vllm_server.log"))
             stage = "model load"
             if stop.signal_name is None:
-                model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype)
+                model, tokenizer = load_model(cfg.model.name_or_path, inputs.precision.weights_dtype)
                 stage = "training"
                 trainer = build_trainer(cfg, inputs, model, tokenizer,
                                         [metrics, stop, *([Heartbeat(run, summary)] if main else []),
@@ -376,7 +386,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                 kind = "adapter" if inputs.peft_config else \
                     "sparse-delta" if cfg.get("save_format") == "sparse_delta" else "full"
                 identity = {"spec": str(run.path), "kind": f"run-{kind}", "path": str(run.weights),
-                            "base": cfg.model.name_or_path, "dtype": cfg.model.dtype}
+                            "base": cfg.model.name_or_path, "dtype": inputs.precision.weights_dtype}
                 with parallelism.whole_loading(trainer.args):  # the main process alone: no ZeRO-3 synced_gpus
                     results = evaluate_model(eval_model(trainer, identity), tokenizer, inputs.eval_problems,
                                              inputs.eval_sampling, run.path / "eval", identity, progress=progress,
