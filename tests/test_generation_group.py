@@ -1,8 +1,9 @@
 """The `generation=` group without a GPU: every file builds a real TRL `GRPOConfig` (and the server file real
 `trl vllm-serve` arguments), bad settings are refused in one line before vLLM is even looked for, a vLLM choice on
-a machine without vLLM or CUDA is refused by `rlvr train` and `rlvr eval` with the same line before any model
-loads, the server process is started, waited for and stopped (a real HTTP server stands in for vLLM), and
-`rlvr memory` counts a colocated engine's share of the GPU."""
+a machine without CUDA is refused by `rlvr train` (and by `rlvr eval` where no vLLM that can run here is installed)
+in one line before any model loads, the server process is started, waited for and stopped (a real HTTP server
+stands in for vLLM here; tests/test_vllm.py runs vLLM's own), and `rlvr memory` counts a colocated engine's share of
+the GPU."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 OPTIONS = group_options("generation")
 #: Why vLLM cannot run here (None on a CUDA machine with vLLM): the refusal tests need it to be missing.
 MISSING = unavailable("generation=vllm_colocate", "generation=hf")
+#: Why `rlvr eval --backend vllm` cannot run here (None with vLLM's CPU build, or vLLM and a CUDA GPU).
+EVAL_MISSING = unavailable("--backend vllm", "--backend hf", training=False)
 
 
 def _gen(*overrides: str):
@@ -177,19 +180,23 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(MISSING is None, reason="vLLM and a CUDA GPU are here")
-def test_train_and_eval_refuse_vllm_with_the_same_line_before_any_model_loads(tmp_path):
-    runs, evals = tmp_path / "runs", tmp_path / "evals"
+def test_train_refuses_vllm_in_one_line_before_any_model_loads(tmp_path):
+    """Without CUDA, with or without vLLM's CPU build installed (TRL's weight sync needs CUDA either way)."""
+    runs = tmp_path / "runs"
     train = _cli("train", *TINY, "generation=vllm_colocate", f"output_dir={runs}")  # TINY: model=tiny-random
     assert train.returncode == 2, train.stderr
     assert train.stderr == f"error: {unavailable('generation=vllm_colocate', 'generation=hf')}\n"
     assert not runs.exists()  # refused before the run directory, hence before the model
 
+
+@pytest.mark.skipif(EVAL_MISSING is None, reason="a vLLM that can evaluate here is installed")
+def test_eval_refuses_vllm_in_one_line_where_it_cannot_run(tmp_path):
+    evals = tmp_path / "evals"
     evaluated = _cli("eval", "tiny-random", "--backend", "vllm", "--output-dir", str(evals))
     assert evaluated.returncode == 2, evaluated.stderr
-    assert evaluated.stderr == f"error: {unavailable('--backend vllm', '--backend hf')}\n"
+    assert evaluated.stderr == f"error: {EVAL_MISSING}\n"
+    assert evaluated.stderr.startswith("error: --backend vllm needs ") and "--backend hf" in evaluated.stderr
     assert not evals.exists()
-    same = train.stderr.replace("generation=vllm_colocate", "--backend vllm").replace("generation=hf", "--backend hf")
-    assert evaluated.stderr == same
 
 
 @pytest.mark.skipif(MISSING is None, reason="vLLM and a CUDA GPU are here")

@@ -35,23 +35,37 @@ def eval_(
     backend: str = typer.Option("hf", help="hf | vllm"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="benchmark JSONL files; default $RLVR_DATA_DIR, "
                                         "else the hub"),
-    dtype: str | None = typer.Option(None, help="float32 | bfloat16; default: the run's, else by device"),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16 | auto (the checkpoint's); default: the "
+                                     "run's, else by device (hf) or auto (vllm)"),
+    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vllm: prompt + completion tokens per "
+                                             "sequence; default: the model's context"),
+    enforce_eager: bool | None = typer.Option(None, "--enforce-eager/--no-enforce-eager", help="vllm: no CUDA graphs "
+                                              "or compilation; default: on a CPU (starts in seconds), off on a GPU"),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vllm: share of each GPU it "
+                                                 "reserves, in (0, 1]"),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="vllm: GPUs one engine spans"),
+    kv_cache_memory_bytes: int | None = typer.Option(None, "--kv-cache-memory-bytes", help="vllm: KV-cache bytes; "
+                                                     "default: from --gpu-memory-utilization on a GPU, 2 GiB on a "
+                                                     "CPU"),
     extract: str = typer.Option("boxed", help="boxed: only a closed \\boxed{} is an answer (no box: wrong) | any: "
                                 "else math-verify's extraction over the whole text"),
     wandb: bool = typer.Option(False, "--wandb", help="also log the results to W&B (offline without an API key)"),
     as_json: bool = JSON,
 ) -> None:
     """Score a model on math benchmarks: avg@k, pass@k (unbiased), maj@k, with standard errors."""
-    from rlvr_cli.evaluation.generation import Sampling
+    from rlvr_cli.evaluation.generation import Sampling, VllmEngine
 
     sampling = Sampling(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, seed=seed)
+    engine = VllmEngine(max_model_len=max_model_len, enforce_eager=enforce_eager,
+                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                        kv_cache_memory_bytes=kv_cache_memory_bytes)
     output_dir = output_dir or default_output_dir(model, "eval", "evals")
     with bad_input_exits(), stdout_to_stderr(as_json):
         from rlvr_cli.evaluation.evaluate import evaluate
 
         results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype,
-                           progress=not as_json, extract=extract)
+                           progress=not as_json, extract=extract, engine=engine)
         if wandb:
             from rlvr_cli.training.tracking import log_eval
 

@@ -14,6 +14,7 @@ One fixed protocol for base models, trained runs and checkpoints alike:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict
@@ -26,6 +27,7 @@ from rlvr_cli.data.problems import INSTRUCTION, user_message
 from rlvr_cli.evaluation.benchmarks import load_benchmark, parse_benchmarks
 from rlvr_cli.evaluation.generation import (
     Sampling,
+    VllmEngine,
     chat_prompts,
     check_backend,
     generate_hf,
@@ -80,8 +82,8 @@ def headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str, str]]], sampling: Sampling,
-                   output_dir: Path, identity: dict[str, Any], llm: Any = None,
-                   progress: bool = True, extract: str = "boxed") -> dict[str, Any]:
+                   output_dir: Path, identity: dict[str, Any], llm: Any = None, progress: bool = True,
+                   extract: str = "boxed", engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """Sample, grade and score every benchmark; write `results.json` and `samples.jsonl` into `output_dir`.
 
     Args:
@@ -92,16 +94,18 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
         identity: what was evaluated (written into results.json).
         llm: a vLLM engine (`generation.vllm_engine`) to generate with instead of `model` (the vllm backend).
         extract: the extraction rule, `"boxed"` or `"any"` (`grading.grade`).
+        engine: the vLLM engine arguments `llm` was built with (`VllmEngine.arguments`), written into results.json.
 
     Returns:
-        The content of results.json: `model`, `protocol`, `benchmarks` (name -> scores, `wall_time_s`,
+        The content of results.json: `model`, `backend`, `engine` (vLLM's arguments; null for hf), `protocol`,
+        `benchmarks` (name -> scores, `wall_time_s`,
         `completion_tokens`, `tokens_per_s`), `overall` (all problems pooled).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
-        "model": identity, "backend": "hf" if llm is None else "vllm",
+        "model": identity, "backend": "hf" if llm is None else "vllm", "engine": engine,
         "protocol": {"instruction": INSTRUCTION, "chat_template": True, **asdict(sampling),
                      "grader": "math-verify, gold first (rlvr_cli.evaluation.grading)", "extract": extract,
                      "majority_vote": "equivalence classes; no answer votes; ties: first seen"},
@@ -143,19 +147,25 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
 
 def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | None, output_dir: Path,
              backend: str = "hf", data_dir: str | None = None, dtype: str | None = None,
-             progress: bool = True, extract: str = "boxed") -> dict[str, Any]:
+             progress: bool = True, extract: str = "boxed", engine: VllmEngine | None = None) -> dict[str, Any]:
     """`rlvr eval`: check every input, then load MODEL and evaluate it (see `evaluate_model`).
+
+    Args:
+        engine: vLLM's engine arguments (`--backend vllm`); its `dtype` is replaced by `dtype` when that is given,
+            else by the run's weights dtype, else `auto`.
 
     Raises:
         BadInput: before any model is loaded, for an unknown benchmark, backend or extraction rule, bad sampling
-            values, an unknown dtype, a missing data file, a missing model path or a run directory without
-            weights.
+            values, an unknown dtype, bad engine arguments, a missing data file, a missing model path or a run
+            directory without weights.
     """
     check_sampling(sampling, limit)
     check_backend(backend)
+    engine = engine or VllmEngine()
+    engine.check()
     check_extract(extract)
-    if dtype is not None and dtype not in DTYPES:
-        raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype is not None and dtype not in (*DTYPES, "auto"):
+        raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, auto, got {dtype!r}")
     names = parse_benchmarks(benchmarks)
     source = resolve_model(spec)
     problems = {n: load_benchmark(n, data_dir, limit) for n in names}
@@ -179,7 +189,13 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
 
             model = None
             torch.cuda.empty_cache()  # the GPU memory goes to vLLM
+    arguments = None
     if backend == "vllm":
+        import torch
+
         identity["dtype"] = identity["dtype"] or "auto"
-        llm = vllm_engine(path, sampling.seed, identity["dtype"])
-    return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, llm, progress, extract)
+        engine = dataclasses.replace(engine, dtype=identity["dtype"])
+        arguments = engine.arguments(torch.cuda.is_available())
+        llm = vllm_engine(path, sampling.seed, engine)
+    return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, llm, progress, extract,
+                          arguments)

