@@ -107,6 +107,15 @@ def test_temperature_zero_is_greedy_whatever_the_seed(sampled):
     assert all(len(set(texts)) == 1 for texts in sampled["greedy0"].values())  # all k the same
 
 
+def test_many_long_prompts_with_a_seed_complete_and_repeat(tmp_path):
+    """More prompt tokens than one engine step takes (64 MATH-500 prompts, about 12k tokens): vLLM prefills some
+    prompts in parts, and a request seeded on its own then crashed the CPU engine ("CPU Generator does not use
+    offset"); the engine's seed samples them instead, and two runs agree."""
+    args = ["--benchmarks", "math500", "--limit", "64", "--k", "2", "--max-new-tokens", "4", "--backend", "vllm"]
+    first = _texts(_eval(tmp_path / "a", *args)[1])
+    assert len(first) == 64 and first == _texts(_eval(tmp_path / "b", *args)[1])
+
+
 def test_bad_engine_arguments_are_refused_before_any_model_loads(tmp_path):
     for args, message in [(["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization must be in (0, 1]"),
                           (["--tensor-parallel-size", "0"], "--tensor-parallel-size and --max-model-len must be >= 1"),

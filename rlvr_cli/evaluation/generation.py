@@ -180,13 +180,21 @@ def vllm_engine(model_path: str, seed: int, engine: VllmEngine | None = None) ->
 
 def generate_vllm(llm: Any, prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
     """`k` completions per rendered prompt with a vLLM engine (`vllm_engine`): `LLM.generate` with
-    `SamplingParams(n=k, seed=sampling.seed)`. At temperature 0 (greedy) vLLM takes `n=1` only, and the k
-    completions are that one, k times (as `generate_hf` gives k identical greedy completions)."""
+    `SamplingParams(n=k)`. At temperature 0 (greedy) vLLM takes `n=1` only, and the k completions are that one, k
+    times (as `generate_hf` gives k identical greedy completions).
+
+    The seed: on a GPU each request carries `sampling.seed` (`SamplingParams.seed`, its own generator). On a CPU it
+    does not: vLLM 0.31 rewinds a seeded request's generator after a partial prefill (`gpu_model_runner.py`,
+    `_bookkeeping_sync`: `gen.set_offset`), which a CPU generator cannot do ("CPU Generator does not use offset":
+    the engine dies on long prompts), so the CPU engine samples from its own seed (`vllm_engine(seed=...)`, the same
+    `sampling.seed` in `rlvr eval`), which makes a run on the same machine and build repeatable too."""
+    import torch
     from vllm import SamplingParams
 
     greedy = sampling.temperature == 0
+    seed = sampling.seed if torch.cuda.is_available() else None
     params = SamplingParams(n=1 if greedy else sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
-                            max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+                            max_tokens=sampling.max_new_tokens, seed=seed)
     results = llm.generate(prompts, params)
     return [[Completion(o.text, len(o.token_ids)) for o in r.outputs] * (sampling.k if greedy else 1)
             for r in results]
