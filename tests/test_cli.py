@@ -107,3 +107,21 @@ def test_signal_stops_after_the_step_and_keeps_everything(sig, tmp_path):
     assert 1 <= summary["global_step"] < 500
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == list(range(1, summary["global_step"] + 1))
     assert (run / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["eval", "tiny-random", "--k", "abc"], "error: Invalid value for '--k': Input should be a valid integer, unable "
+                                            "to parse string as an integer. See 'rlvr eval --help'."),
+    (["memory", "70e9", "--num-gpus", "abc"], "error: Invalid value for '--num-gpus': Input should be a valid integer"),
+    (["eval", "tiny-random", "--no-such-option"], "error: No such option: --no-such-option"),
+])
+def test_a_usage_error_of_the_installed_command_is_one_line(args, message):
+    """Issue 19, item 8: `--k abc` printed Typer's six-line box; the `rlvr` entry point prints one line, exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_rlvr_alone_prints_the_help():
+    proc = subprocess.run([sys.executable, "-m", "rlvr_cli.cli"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "rlvr train" not in proc.stderr and "train" in proc.stdout, proc.stderr

@@ -122,6 +122,20 @@ def test_a_failed_run_prints_one_line_and_no_traceback(tmp_path):
     assert "Traceback" in (tmp_path / "runs" / "run" / "traceback.txt").read_text()
 
 
+def test_a_reason_that_looks_like_rich_markup_prints_as_it_is(tmp_path):
+    """Issue 19, item 4: a reason holding `[/...]` (every gloo error names its source file so; here a model path)
+    is printed as the one line it is, not parsed as Rich markup (which raised MarkupError and printed a traceback)."""
+    from rlvr_cli.models.embedded import tiny_random_dir
+
+    no_weights = tmp_path / "models[" / "tiny]"  # the path holds "[/tiny]": a closing tag to Rich
+    shutil.copytree(tiny_random_dir(), no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    proc = _cli(f"output_dir={tmp_path / 'runs'}", "run_name=run", f"model.name_or_path='{no_weights}'")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(no_weights) in errors[0] and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_a_real_divergence_of_the_embedded_model_ends_diverged(tmp_path):
     """SmolLM2-135M at lr 1e10: the weights break in a step whose loss and gradient norm are finite."""

@@ -243,8 +243,8 @@ def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: b
     print_table(sparsity_table(result), console)
     if identities[0]["dtype"] != identities[1]["dtype"]:
         console.print(f"note: BASE is {identities[0]['dtype']} and TARGET {identities[1]['dtype']}: the as-stored "
-                      f"columns count the cast as a change; compare the bf16 columns")
-    console.print(f"sparsity.json and heat map: {output_dir}")
+                      f"columns count the cast as a change; compare the bf16 columns", markup=False)
+    console.print(f"sparsity.json and heat map: {output_dir}", markup=False)
     return result
 
 
@@ -252,11 +252,12 @@ def sparsity_table(result: dict[str, Any]) -> Any:
     """A Rich table: one row per module type and one for all parameters, % changed four ways
     (and the median effective rank of 2-D updates as a share of full rank, when ranks were computed).
     Figure columns never wrap; long headers are on two lines."""
+    from rich.markup import escape
     from rich.table import Table
 
     base, target = result["base"], result["target"]
-    table = Table(title=f"update {base['spec']} ({base['dtype']}) -> {target['spec']} ({target['dtype']}), "
-                        f"tolerance {result['tolerance']:g}",
+    table = Table(title=escape(f"update {base['spec']} ({base['dtype']}) -> {target['spec']} ({target['dtype']}), "
+                               f"tolerance {result['tolerance']:g}"),
                   caption="% of entries changed; update sparsity = 100% - changed (arXiv 2505.11711)")
     with_rank = any("rank" in t for t in result["tensors"])
     tol = f"> {result['tolerance']:g}"

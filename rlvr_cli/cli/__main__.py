@@ -4,7 +4,7 @@ The guard matters: vLLM starts its engine processes with multiprocessing's `spaw
 again in each child (as `__mp_main__`); without it every child would run the command anew.
 """
 
-from rlvr_cli.cli.main import app
+from rlvr_cli.cli.main import run
 
 if __name__ == "__main__":
-    app()
+    run()

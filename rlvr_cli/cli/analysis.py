@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rlvr_cli.cli.options import JSON
@@ -124,7 +125,7 @@ def memory_table(est: MemoryEstimate) -> Table:
     if est.adapter != "full":
         what += (f", adapter {est.adapter} r={est.r}: {est.n_trainable:,} trainable "
                  f"({est.n_trainable / est.n_params:.2%})")
-    table = Table(title=f"training memory of {est.model}: {what}, {est.precision}", caption_justify="left")
+    table = Table(title=escape(f"training memory of {est.model}: {what}, {est.precision}"), caption_justify="left")
     table.add_column("optimizer", no_wrap=True)
     for col in ("weights", "gradients", "states", "master", "total", "B/param"):
         table.add_column(col, justify="right", no_wrap=True)

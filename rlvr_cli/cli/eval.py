@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rlvr_cli.cli.options import JSON
@@ -74,7 +75,8 @@ def eval_(
         print_json(results)
         return
     print_table(eval_table(results))
-    console.print(f"results: {output_dir / 'results.json'}  samples: {output_dir / 'samples.jsonl'}", highlight=False)
+    console.print(f"results: {output_dir / 'results.json'}  samples: {output_dir / 'samples.jsonl'}", highlight=False,
+                  markup=False)
 
 
 def eval_table(results: dict[str, Any]) -> Table:
@@ -83,7 +85,7 @@ def eval_table(results: dict[str, Any]) -> Table:
     generated tokens per second. Figures never wrap."""
     k = results["overall"]["k"]
     protocol = results["protocol"]
-    table = Table(title=f"{results['model']['spec']}  (k={k}, temperature {protocol['temperature']}, "
+    table = Table(title=f"{escape(results['model']['spec'])}  (k={k}, temperature {protocol['temperature']}, "
                         f"top-p {protocol['top_p']}, {protocol['max_new_tokens']} tokens, "
                         f"extract {protocol.get('extract', 'any')})",
                   caption=f"n: problems; avg@{k}, pass@1, pass@{k}, maj@{k}: % ± standard error; tok/s: generated "

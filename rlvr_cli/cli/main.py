@@ -45,5 +45,36 @@ app.command()(analysis.sparsity)
 app.command(context_settings=analysis.MEMORY_CONTEXT)(analysis.memory)
 config_app.command("show")(config.config_show)
 
+
+
+def run(args: list[str] | None = None) -> None:
+    """The `rlvr` console script: the Typer app, with click's usage errors (a value of the wrong type for an option,
+    `--k abc`; an unknown option; a missing argument) as one `error:` line and exit 2, as rlvr's own refusals are,
+    instead of Typer's boxed message. `rlvr` alone prints the help.
+
+    Args:
+        args: the command line without the program name; default `sys.argv[1:]`.
+    """
+    import sys
+
+    try:
+        code = app(args=args, standalone_mode=False, prog_name="rlvr")
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        code = 130
+    except typer.TyperException as e:  # click's errors (Typer vendors click): a usage error has a message and a ctx
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            code = 0
+        elif hasattr(e, "format_message"):
+            where = f" See '{ctx.command_path} --help'." if ctx is not None else ""
+            print(f"error: {e.format_message().rstrip('.')}.{where}", file=sys.stderr)
+            code = getattr(e, "exit_code", 2)
+        else:
+            raise
+    sys.exit(code or 0)
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -35,13 +35,15 @@ err_console = Console(stderr=True)
 
 
 @contextmanager
-def bad_input_exits(then: Callable[[], None] | None = None) -> Iterator[None]:
+def bad_input_exits(then: Callable[[], None] | None = None, quiet: bool = False) -> Iterator[None]:
     """Turn a `BadInput` raised inside into a one-line red `error: ...` on stderr and exit code 2; `then` runs
-    between the two (e.g. `rlvr train`'s ranks of a launch lingering so that every rank exits 2)."""
+    between the two (e.g. `rlvr train`'s ranks of a launch lingering so that every rank exits 2). `quiet`: exit 2
+    without the line (the ranks of a launch other than rank 0, which all refuse the same input: one line in all)."""
     try:
         yield
     except BadInput as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        if not quiet:
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         if then is not None:
             then()
         raise typer.Exit(code=2) from None

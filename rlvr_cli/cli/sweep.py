@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rlvr_cli.cli.options import JSON
-from rlvr_cli.cli.output import bad_input_exits, print_json, print_table, stdout_to_stderr
+from rlvr_cli.cli.output import bad_input_exits, err_console, print_json, print_table, stdout_to_stderr
 
 
 def sweep(
@@ -35,8 +35,14 @@ def sweep(
     with bad_input_exits(), stdout_to_stderr(as_json):
         name = sweeps.load_sweep(sweep_file).get("name") or sweep_file.stem
         sweep_dir = output_dir or Path("sweeps_out") / str(name)
-        cells, todo, code, jobs = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel,
-                                             resume, dry_run)
+        try:
+            cells, todo, code, jobs = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel,
+                                                 resume, dry_run)
+        except KeyboardInterrupt:  # the running cells have ended interrupted (sweeps.launch.wait_for)
+            err_console.print(escape(f"error: sweep interrupted: its running cells ended interrupted; finish it with "
+                                     f"rlvr sweep {sweep_file} --resume --output-dir {sweep_dir}"), highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(code=130) from None
         rows = [{"index": i, **cell, "ran": not dry_run and i in todo,
                  "status": None if dry_run else sweeps.status(sweep_dir, cell),
                  "job": asdict(jobs[i]) if jobs[i] else None} for i, cell in enumerate(cells)]

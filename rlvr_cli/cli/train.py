@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -41,10 +42,13 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
         path = launcher.prepare(cfg) if start else None
     if start:  # distributed.num_processes > 1: start the processes through torchrun; rank 0 prints the summary
         raise typer.Exit(code=launcher.launch(cfg, overrides, path, as_json))
-    from rlvr_cli.training.distributed import launch_env, linger
+    from rlvr_cli.training.distributed import end_with_launcher, launch_env, linger
+
+    end_with_launcher()  # a rank of rlvr's own launch ends when the launcher dies, even by SIGKILL
 
     # Bad input under torchrun: every rank refuses it; each lingers so that none is killed before it exits 2.
-    with bad_input_exits(then=lambda: linger(2, all_ranks=True)), stdout_to_stderr(as_json):
+    with bad_input_exits(then=lambda: linger(2, all_ranks=True), quiet=not launch_env().is_main), \
+            stdout_to_stderr(as_json):
         from rlvr_cli.training.recipe import EXIT_CODES
         from rlvr_cli.training.recipe import train as run_train
 
@@ -56,7 +60,8 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
         print_table(summary_table(summary))
     if main and summary["status"] == FAILED:  # one line; the traceback is in the run directory
         where = f" (traceback: {summary['traceback']})" if summary.get("traceback") else ""
-        err_console.print(f"[bold red]error:[/] run failed: {summary['reason']}{where}", highlight=False,
+        err_console.print(f"[bold red]error:[/] run failed: {escape(str(summary['reason']))}{escape(where)}",
+                          highlight=False,
                           soft_wrap=True)
     linger(EXIT_CODES[summary["status"]])  # the other ranks exit after rank 0, with the same code
     raise typer.Exit(code=EXIT_CODES[summary["status"]])
@@ -67,7 +72,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     (`human_bytes`, 1 GB = 1e9 bytes), fractions as percentages, wall time in seconds. Figures never wrap;
     only the status reason and paths may."""
     status = summary["status"]
-    table = Table(title=f"run {summary['run_dir']}", show_header=False)
+    table = Table(title=escape(f"run {summary['run_dir']}"), show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
 
@@ -97,11 +102,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
     figure("optimizer state", human_bytes(summary.get("optimizer_state_bytes")))
     figure("peak memory", human_bytes(summary.get("peak_memory_bytes")))
     figure("wall time", f"{summary['wall_time_s']:.1f} s")
-    table.add_row("weights", summary.get("weights_dir") or "not saved")
+    table.add_row("weights", Text(summary.get("weights_dir") or "not saved"))
     if summary.get("weights_bytes"):
         figure("weights size", f"{human_bytes(summary['weights_bytes'])} "
                                f"({summary.get('weights_format', 'full')}; full model "
                                f"{human_bytes(summary['full_weights_bytes'])})")
     if summary.get("wandb_run_id"):
-        table.add_row("W&B run", summary["wandb_run_id"])
+        table.add_row("W&B run", Text(summary["wandb_run_id"]))
     return table

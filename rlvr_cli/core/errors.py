@@ -10,10 +10,13 @@ class BadInput(ValueError):
 
 
 def one_line(e: BaseException | str, limit: int | None = None) -> str:
-    """The first non-empty line of an exception's message (its type name when the message is empty), for the
-    one-line errors `BadInput` carries; a string gives its first line. `limit`: cut at that many characters
-    (with "...")."""
-    text = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    """The first paragraph of an exception's message on one line (its lines up to the first blank one, joined by
+    spaces; its type name when the message is empty), for the one-line errors `BadInput` carries: a message that a
+    library wraps over several lines (Hydra's `_target_` blocklist) stays whole. A string gives the same. `limit`:
+    cut at that many characters (with "...")."""
+    lines = [line.strip() for line in str(e).strip().splitlines()]
+    paragraph = lines[:lines.index("")] if "" in lines else lines
+    text = " ".join(paragraph) or type(e).__name__
     return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
 
 

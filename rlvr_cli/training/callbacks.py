@@ -104,9 +104,11 @@ class MetricsLog(TrainerCallback):
 
 
 class RichProgress(TrainerCallback):
-    """A Rich progress bar over optimizer steps showing the latest reward, loss and step time."""
+    """A Rich progress bar over optimizer steps showing the latest reward, loss and step time. `description` (e.g.
+    `GRPO <run name>`) is shown as written: Rich markup in it (a run name with brackets) is escaped."""
 
     def __init__(self, description: str = "GRPO"):
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -121,7 +123,7 @@ class RichProgress(TrainerCallback):
             TextColumn("reward {task.fields[reward]}  loss {task.fields[loss]}  {task.fields[step_time]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         )
-        self.task = self.progress.add_task(description, total=None, reward="-", loss="-", step_time="")
+        self.task = self.progress.add_task(escape(description), total=None, reward="-", loss="-", step_time="")
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.progress.update(self.task, total=state.max_steps)
@@ -150,18 +152,20 @@ class GracefulStop(TrainerCallback):
     Use as a context manager around `trainer.train()`: it installs the signal handlers and puts
     the previous ones back. A second SIGINT raises `KeyboardInterrupt` at once.
 
-    Under a launcher, the ranks agree at the end of each optimizer step (one all-reduce of one number) on whether
-    any of them got a signal, so that all stop after the same step (a rank that stops alone would leave the others
-    waiting in the next step's gradient all-reduce).
+    Under a launcher, the ranks agree at the end of each optimizer step on the signals any of them got (one
+    all-reduce of world-size numbers, `distributed.every_rank`), so that all stop after the same step, whichever
+    rank was signalled (a rank that stops alone would leave the others waiting in the next step's gradient
+    all-reduce), and every rank knows which one it was.
 
     Attributes:
-        signal_name: None, or the name of the signal that asked for the stop.
-        peer_stopped: whether another rank's signal stopped this one.
+        signal_name: None, or the name of the signal that asked for the stop: this rank's, else the first
+            signalled rank's.
+        signalled_rank: None in a single process or before any stop; else the rank whose signal stopped the run.
     """
 
     def __init__(self):
         self.signal_name: str | None = None
-        self.peer_stopped = False
+        self.signalled_rank: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
@@ -178,14 +182,25 @@ class GracefulStop(TrainerCallback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def on_step_end(self, args, state, control, **kwargs):
-        stop = self.signal_name is not None
-        if getattr(args, "world_size", 1) > 1:
-            from rlvr_cli.training.distributed import any_rank
+    @property
+    def reason(self) -> str | None:
+        """`stopped by SIGTERM`, with `(rank N)` under a launcher; None when no signal came."""
+        if self.signal_name is None:
+            return None
+        return f"stopped by {self.signal_name}" + ("" if self.signalled_rank is None else
+                                                   f" (rank {self.signalled_rank})")
 
-            self.peer_stopped = not stop and any_rank(stop, args.device)
-            stop = stop or self.peer_stopped
-        if stop:
+    def on_step_end(self, args, state, control, **kwargs):
+        if getattr(args, "world_size", 1) > 1:
+            from rlvr_cli.training.distributed import every_rank
+
+            mine = signal.Signals[self.signal_name].value if self.signal_name else 0
+            signals = every_rank(mine, args.device)
+            first = next((r for r, s in enumerate(signals) if s), None)
+            if first is not None:
+                self.signalled_rank = first
+                self.signal_name = signal.Signals(signals[first]).name
+        if self.signal_name is not None:
             control.should_training_stop = True
 
 
