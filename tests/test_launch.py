@@ -186,6 +186,24 @@ def test_sigterm_to_the_launching_process_stops_every_rank_after_its_step_and_sa
     assert not [p for p in workers if Path(f"/proc/{p}").exists()]  # no process left behind
 
 
+def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step_naming_it(tmp_path):
+    """Issue 19, item 1: a signal to rank 1 alone (kill -TERM of its pid) stopped rank 1 while rank 0 went on into
+    the next step's collective and hung there for the collective timeout. The ranks agree on it at the step's end."""
+    proc, run = _start(tmp_path)
+    rank1 = [p for p in _children(proc.pid) if _rank_of(p) == 1]
+    assert rank1
+    started = time.monotonic()
+    os.kill(rank1[0], signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    summary = json.loads((run / "summary.json").read_text())
+    assert proc.returncode == 130 and summary["status"] == "interrupted", err[-3000:]
+    assert summary["reason"] == "stopped by SIGTERM (rank 1)"
+    assert summary["weights_dir"] and list(Path(summary["weights_dir"]).glob("*.safetensors"))
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert summary["global_step"] == json.loads(lines[-1])["step"] == len(lines)  # one last step, the same for all
+    assert time.monotonic() - started < 120  # seconds, not the collective timeout
+
+
 def test_a_rank_that_dies_fails_the_run_naming_it_and_leaves_no_process(tmp_path):
     proc, run = _start(tmp_path)
     workers = _children(proc.pid)
@@ -198,3 +216,38 @@ def test_a_rank_that_dies_fails_the_run_naming_it_and_leaves_no_process(tmp_path
     assert "rank 1 died (SIGKILL)" in summary["reason"]
     assert "rank 1 died" in err
     assert not [p for p in workers if Path(f"/proc/{p}").exists()]
+
+
+def test_sigkill_of_the_launcher_ends_every_rank(tmp_path):
+    """Issue 19, item 9: the ranks were orphans after a SIGKILL of the launcher (parent 1, each in its own session);
+    a parent-death signal now stops each after its step."""
+    proc, run = _start(tmp_path)
+    workers = _children(proc.pid)
+    assert len([p for p in workers if _rank_of(p) is not None]) == 2, workers
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 120
+    while [p for p in workers if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()]  # no rank left running
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["reason"].startswith("stopped by SIGTERM"), summary
+
+
+def test_a_launch_whose_ranks_all_refused_bad_input_exits_2_and_leaves_anothers_summary(tmp_path):
+    """Issue 19, item 7: two `rlvr train ... run_name=same distributed=ddp` at once. The loser's launcher checked
+    before the winner's rank 0 created the directory; its own rank 0 then finds it taken and every rank exits 2.
+    The launcher read the winner's summary (`running`), wrote it `failed` and exited 1; it now exits 2 and leaves it."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from rlvr_cli.core import run_dir
+    from rlvr_cli.training.launcher import finish
+
+    run = tmp_path / "same"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"status": "running", "run_dir": str(run)}))
+    before = (run / "summary.json").read_text()
+    failures = {r: ProcessFailure(local_rank=r, pid=1000 + r, exitcode=2, error_file="") for r in (0, 1)}
+    assert finish(run, failures, None) == 2
+    assert (run / "summary.json").read_text() == before and run_dir.read_summary(run)["status"] == "running"
+

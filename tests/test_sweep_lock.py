@@ -97,3 +97,36 @@ def test_resume_refuses_a_cell_still_running_outside_any_sweep(tmp_path):
     assert f"cell {CELL} of {sweep_dir} is still running (pid {os.getpid()}" in error
     assert run.summary.is_file() and not (sweep_dir / "runs" / ".attempts").exists()
     assert time.time() > 0
+
+
+def test_ctrl_c_of_a_submitit_local_sweep_ends_its_running_cells_and_waits_for_them(tmp_path):
+    """Issue 19, item 2: SIGINT to the sweep's process group exited 130 at once, released the lock and left the
+    cells running as orphans, with three KeyboardInterrupt tracebacks. Now the running cells end `interrupted`, no
+    further cell starts, the sweep waits for them, and says so in one line."""
+    from conftest import CHARS, REPO, TINY
+
+    from rlvr_cli.sweeps.launch import cell_processes
+
+    sweep_file = tmp_path / "long.yaml"
+    base = [o.replace("grpo.max_steps=2", "grpo.max_steps=500") for o in TINY] + [*CHARS, "sparsity=null"]
+    sweep_file.write_text("name: long\nbase: [" + ", ".join(f"'{o}'" for o in base) + "]\naxes:\n  optimizer:\n"
+                          "    sgd: {lr: [0.01, 0.02, 0.03]}\n  seed: [0]\n")
+    out = tmp_path / "long"
+    proc = subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "sweep", str(sweep_file), "--output-dir", str(out),
+                             "--launcher", "submitit_local", "--max-parallel", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "tests")})  # the cells import conftest
+    runs = out / "runs"
+
+    def both_train() -> bool:
+        found = [m for m in runs.glob("*/metrics.jsonl") if m.read_text().strip()] if runs.is_dir() else []
+        return len(found) == 2
+    wait_for(both_train, proc, timeout=300)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: sweep interrupted"), err[-3000:]
+    assert cell_processes(out) == []  # no cell left running
+    statuses = sorted(status(out, c) for c in read_manifest(out)["cells"])
+    assert statuses == ["interrupted", "interrupted", "pending"], statuses  # the third never started
+    assert not (out / LOCK_OWNER_FILE).exists()

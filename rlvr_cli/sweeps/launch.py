@@ -35,14 +35,17 @@ overrides, axes), `runs/<cell>/` (one `rlvr train` run directory each), `.hydra/
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -285,8 +288,9 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
         dry_run: expand and check the cells, write nothing, run nothing.
 
     The sweep directory is locked (`sweep_lock`) from before it is read until the multirun has ended, also on
-    Ctrl-C (which the jobs get too: they end their cells `interrupted`, and the sweep waits for them unless a
-    second Ctrl-C comes). A dry run takes no lock.
+    Ctrl-C: the running cells end `interrupted` (`stop_cells`; under SLURM the Ctrl-C reaches the jobs through
+    the multirun), no further cell starts, and the sweep waits for them unless a second Ctrl-C comes. A dry run
+    takes no lock.
 
     Returns:
         `(cells, indices run, exit code, jobs)`: the exit code is 0 for a dry run, else the first non-zero exit
@@ -332,20 +336,73 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
         for job, group in job_groups(todo, jobs):
             cmd = multirun_command(sweep_dir, group, launcher, max_parallel,
                                    [*launcher_overrides, *(job.overrides() if job else [])])
-            exit_code = wait_for(subprocess.Popen(cmd))
+            local = launcher != "submitit_slurm"  # cells on this machine: rlvr stops them itself on Ctrl-C
+            proc = subprocess.Popen(cmd, start_new_session=local)
+            exit_code = wait_for(proc, functools.partial(stop_cells, sweep_dir, proc) if local else None)
             code = code or exit_code
         return cells, todo, code, jobs
 
 
-def wait_for(proc: subprocess.Popen) -> int:
-    """Wait for the multirun process and return its exit code. On a first Ctrl-C (which reached the jobs too),
-    keep waiting for it to end its cells; on a second, kill it and raise KeyboardInterrupt."""
+def cell_processes(sweep_dir: Path) -> list[int]:
+    """The pids of the `rlvr train` processes of this sweep's cells running on this machine: their command line
+    carries `output_dir=<sweep_dir>/runs` (`rlvr_cli.sweeps.job`), also before they write a summary.json."""
+    import psutil
+
+    mark = f"output_dir={(sweep_dir / 'runs').resolve()}"
+    pids = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info.get("cmdline") or []
+        if mark in cmdline and "train" in cmdline and p.pid != os.getpid():
+            pids.append(p.pid)
+    return pids
+
+
+def stop_cells(sweep_dir: Path, multirun: subprocess.Popen) -> Callable[[], list[int]]:
+    """Stop a sweep that runs on this machine (basic, submitit_local), on Ctrl-C: SIGTERM to the multirun process
+    (started in its own session, so the terminal's Ctrl-C did not reach it: it starts no further cell and prints no
+    traceback). Returns the function that `wait_for` calls until it returns no pid: SIGTERM to every cell process
+    not signalled yet (`cell_processes`; each stops after its optimizer step, saves, and ends `interrupted`), and
+    the pids of those still running."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(multirun.pid, signal.SIGTERM)
+    signalled: set[int] = set()
+
+    def running() -> list[int]:
+        pids = cell_processes(sweep_dir)
+        for pid in set(pids) - signalled:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            signalled.add(pid)
+        return pids
+
+    return running
+
+
+def wait_for(proc: subprocess.Popen, stop: Callable[[], Callable[[], list[int]]] | None = None,
+             poll_s: float = 0.5) -> int:
+    """Wait for the multirun process and return its exit code.
+
+    On a first Ctrl-C, with `stop` (the sweep runs here: `stop_cells`, which ends the multirun and signals the
+    cells): wait for the multirun and until no cell process is left (two polls in a row find none, so that a cell
+    whose process was just starting is stopped too); without `stop` (SLURM: the Ctrl-C reached the multirun, which
+    ends its jobs), wait for the multirun. On a second Ctrl-C, kill the multirun and SIGINT the cells (which makes
+    them end at once, `interrupted`). Either way raise KeyboardInterrupt after.
+    """
     try:
         return proc.wait()
     except KeyboardInterrupt:
+        running: Callable[[], list[int]] = list
         try:
+            running = stop() if stop else list
             proc.wait()
+            quiet = 0
+            while quiet < 2:
+                quiet = 0 if running() else quiet + 1
+                time.sleep(poll_s)
         except KeyboardInterrupt:
             proc.kill()
             proc.wait()
+            for pid in running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGINT)
         raise

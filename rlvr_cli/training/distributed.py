@@ -181,17 +181,19 @@ def gather(value: Any) -> list[Any]:
     return out
 
 
-def any_rank(flag: bool, device: Any = "cpu") -> bool:
-    """Whether `flag` is true on any rank (an all-reduce of one number on `device`, the trainer's device: NCCL
-    reduces CUDA tensors only); `flag` in a single process."""
+def every_rank(value: int, device: Any = "cpu") -> list[int]:
+    """One small integer from every rank, in rank order (an all-reduce of one vector of world-size numbers on
+    `device`, the trainer's device: NCCL reduces CUDA tensors only); `[value]` in a single process. Cheap enough
+    for every optimizer step (GracefulStop agrees on stop signals with it)."""
     if not initialised():
-        return flag
+        return [value]
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    t = torch.zeros(dist.get_world_size(), device=device)
+    t[dist.get_rank()] = float(value)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return [int(v) for v in t.tolist()]
 
 
 def agree(status: str, reason: str | None, figures: dict[str, Any]) -> tuple[str, str | None, list[dict[str, Any]]]:
@@ -255,4 +257,37 @@ def linger(code: int, launch: Launch | None = None, all_ranks: bool = False) -> 
     # The main process (all_ranks) waits a third as long: it exits first, while the others sleep with the handler
     # installed (a SIGTERM during interpreter shutdown, once Python restored the default handler, would read -15).
     time.sleep(LINGER_S / 3 if launch.is_main else LINGER_S)
+
+
+#: Set by `rlvr train`'s own launcher (`rlvr_cli.training.launcher.launch`) to its pid, for the ranks it starts.
+LAUNCHER_ENV = "RLVR_LAUNCHER_PID"
+#: `prctl` option: the signal the kernel sends this process when its parent dies (Linux, <linux/prctl.h>).
+PR_SET_PDEATHSIG = 1
+
+
+def end_with_launcher(environ: Mapping[str, str] | None = None) -> bool:
+    """In a rank that rlvr's launcher started (`LAUNCHER_ENV` set), ask the kernel for SIGTERM when the launcher
+    dies (`prctl(PR_SET_PDEATHSIG, SIGTERM)`, Linux; https://man7.org/linux/man-pages/man2/prctl.2.html), so that
+    a SIGKILLed launcher leaves no rank running: each then stops after its step as on Ctrl-C. A launcher already
+    gone (the parent is no longer its pid) sends the signal at once. Nothing elsewhere (torchrun, srun, one process,
+    or a system without prctl).
+
+    Returns:
+        whether the parent-death signal is armed.
+    """
+    import ctypes
+    import signal
+
+    launcher = (os.environ if environ is None else environ).get(LAUNCHER_ENV)
+    if not launcher:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):  # not Linux
+        return False
+    if os.getppid() != int(launcher):  # it died before prctl: the kernel will not tell
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
 

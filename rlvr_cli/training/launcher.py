@@ -11,6 +11,8 @@ the terminal reaches the agent only) with `RANK`, `WORLD_SIZE`, `MASTER_ADDR`...
 - SIGTERM or Ctrl-C to this process: the agent passes the signal on to every worker, which stops after its current
   optimizer step, saves and ends `interrupted` (exit 130); a worker still running `distributed.shutdown_timeout`
   seconds later is killed (torchrun's `--shutdown-timeout`).
+- SIGKILL of this process (nothing can be passed on): each worker gets SIGTERM from the kernel as its parent dies
+  (`distributed.end_with_launcher`, a parent-death signal) and stops after its step, as on Ctrl-C.
 - A worker that dies (killed, out of memory): the agent stops the others and reports which rank died and how; if the
   run's summary.json is not final then, this process writes it `failed`, naming that rank.
 
@@ -23,6 +25,7 @@ own arguments (`rlvr_cli.training.parallelism`), so no accelerate environment is
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -112,6 +115,7 @@ def launch(cfg: DictConfig, overrides: Sequence[str], path: Path, as_json: bool 
     from torch.distributed.run import get_args_parser, run
 
     argv = torchrun_args(cfg, overrides, path.name, as_json)
+    os.environ[distributed.LAUNCHER_ENV] = str(os.getpid())  # the ranks end with this process (end_with_launcher)
     print(f"launching {parallelism.world_size(cfg.distributed)} processes: torchrun {' '.join(argv)}",
           file=sys.stderr)
     failures: dict[int, Any] = {}
@@ -139,14 +143,16 @@ def died(failures: dict[int, Any]) -> str | None:
 def finish(path: Path, failures: dict[int, Any], signalled: str | None) -> int:
     """The exit code of a launched run, from its summary.json; a summary left `running` (a rank died, or the workers
     were killed before they wrote it) becomes `failed` (or `interrupted` after a stop signal), naming the dead rank.
-    A run that never wrote a summary exits 2 when every failed rank refused bad input (exit 2), else 1 when torchrun
-    reported failures or a signal came (multi-machine runs: on the machines other than the first, whose run directory
-    is rank 0's, this process reads no summary and reports torchrun's result)."""
+    A run whose every failed rank refused bad input (exit 2) exits 2 and touches no summary.json: the one there may
+    be another run's (two runs racing for one `run_name`: the loser's rank 0 finds the directory taken). A run that
+    never wrote a summary exits 1 when torchrun reported failures or a signal came (multi-machine runs: on the
+    machines other than the first, whose run directory is rank 0's, this process reads no summary and reports
+    torchrun's result)."""
+    if failures and {f.exitcode for f in failures.values()} == {2}:
+        return 2  # every rank refused bad input, e.g. a run directory another run created first: not this run's
     summary = run_dir.read_summary(path)
     dead = died(failures)
     if summary is None:
-        if failures and {f.exitcode for f in failures.values()} == {2}:
-            return 2
         return 1 if failures or signalled else 0
     if summary.get("status") in run_dir.FINAL:
         if dead and summary["status"] == run_dir.FAILED and dead not in (summary.get("reason") or ""):

@@ -100,6 +100,7 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     adalora.check(cfg)  # an AdaLoRA schedule that cannot prune within grpo.max_steps
     peft_config = adapters.peft_config(cfg.adapter)
     adapters.check_run(cfg)  # residual-base adapters (PiSSA, MiLoRA): no sharding, no KL
+    adapters.check_on_meta(cfg)  # on the model's shapes (meta device): targets exist, PiSSA/MiLoRA ranks fit
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
     launch, dist = distributed.use_slurm_env(), cfg.get("distributed") or {}
     parallelism.check(cfg, launch.world_size)
@@ -367,7 +368,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
             diverged = metrics.diverged or (weights.diverged if weights else None)
             status = run_dir.DIVERGED if diverged else \
                 run_dir.INTERRUPTED if stop.signal_name else run_dir.COMPLETED
-            reason = diverged or (f"stopped by {stop.signal_name}" if stop.signal_name else None)
+            reason = diverged or stop.reason
             # 4. Save what there is (never a diverged model); evaluate a completed run.
             stage = "saving"
             if trainer is not None and status in (run_dir.COMPLETED, run_dir.INTERRUPTED):
