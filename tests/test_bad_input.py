@@ -131,6 +131,35 @@ CASES = {
                   "optimizer=muon cannot run under DeepSpeed ZeRO"),
     "muon_adjust_lr": (["optimizer=muon", "optimizer.adjust_lr_fn=sqrt"],
                        "optimizer.adjust_lr_fn must be one of original, match_rms_adamw or null, got 'sqrt'"),
+    # the adapter on the model's shapes, before weights load (issue 19, item 3); tiny-random's k_proj is 32 x 64
+    "pissa_rank_above_a_weight": (["adapter=pissa", "adapter.r=33"],
+                                  "adapter=pissa adapter.r=33 asks for 33 singular components of "),
+    "milora_rank_above_a_weight": (["adapter=milora", "adapter.r=33"],
+                                   "whose weight is 32 x 64 (at most 32); use adapter.r <= 32"),
+    "no_target_module": (["adapter=lora", "adapter.target_modules=[no_such_proj]"],
+                         "adapter=lora cannot be built on tiny-random: "),
+    # a library message wrapped over lines stays whole (issue 19, item 8: it stopped at "because it allows")
+    "target_blocklisted": (["optimizer._target_=os.system"], "Target 'os.system' is blocklisted because it allows "
+                                                             "config data to control executable behavior"),
+    # a reward by import path is a Python function that takes the completions (issue 19, item 6)
+    "reward_builtin": (["+rewards.os.system=1.0"], "reward 'os.system' is a builtin, not a Python function; a "
+                                                   "reward is def f(completions, **kwargs) -> list[float]"),
+    "reward_print": (["+rewards.builtins.print=1.0"], "reward 'builtins.print' is a builtin, not a Python function"),
+    "reward_other_contract": (["+rewards.subprocess.getoutput=1.0"], "reward 'subprocess.getoutput' does not take "
+                                                                     "the completions (its parameters: cmd, "),
+    "reward_class": (["+rewards.collections.OrderedDict=1.0"], "reward 'collections.OrderedDict' is a class, not"),
+    "reward_not_callable": (["+rewards.math.pi=1.0"], "reward 'math.pi': cannot import it: Located non-callable of "
+                                                      "type 'float'"),
+    # a TRL field that another setting owns, set under grpo (issue 19, item 7)
+    "grpo_use_vllm": (["+grpo.use_vllm=true"], "grpo.use_vllm is set through generation=vllm_colocate or "
+                                               "generation=vllm_server, whose checks a grpo field would skip"),
+    "grpo_vllm_field": (["+grpo.vllm_mode=server"], "grpo.vllm_mode is set through generation=vllm_*"),
+    "grpo_bf16": (["+grpo.bf16=true"], "grpo.bf16 is set through precision=bf16-mixed or precision=bf16-true"),
+    # a run name is one directory inside output_dir (issue 19, item 5)
+    "run_name_up": (["run_name=../escaped"], "run_name must be one directory name (no '/', not '.' or '..'), got "
+                                             "'../escaped'; e.g. run_name=sgd-lr0.1"),
+    "run_name_absolute": (["run_name={binary}.d"], "run_name must be one directory name (no '/', not '.' or '..')"),
+    "run_name_dots": (["run_name=.."], "run_name must be one directory name (no '/', not '.' or '..'), got '..'"),
     "memory_lorafa_sgd": (["memory", "tiny-random", "--adapter", "lorafa", "--optimizer", "sgd"],
                           "--adapter lorafa trains with PEFT's LoRA-FA optimizer, an AdamW: use --optimizer adamw"),
 }
@@ -145,9 +174,11 @@ def test_bad_value_is_one_line_exit_2_naming_the_key(case, tmp_path):
     argv = args if args[0] == "memory" else ["train", *TINY, f"output_dir={tmp_path / 'runs'}", *args]
     result = runner.invoke(app, argv)
     assert result.exit_code == 2, result.output
+    assert result.stdout == ""
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr, result.stderr
     assert not (tmp_path / "runs").exists()  # checked before the run directory, hence before any model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.jsonl"]  # nor anywhere else
 
 
 def test_sweep_dry_run_refuses_a_bad_seed_in_every_cell(tmp_path):
@@ -156,6 +187,25 @@ def test_sweep_dry_run_refuses_a_bad_seed_in_every_cell(tmp_path):
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: cell ") and result.stderr.count("\n") == 1, result.stderr
     assert "seed must be an integer >= 0" in result.stderr and "got -1; e.g. seed=0" in result.stderr
+
+
+def test_a_reward_module_that_prints_on_import_keeps_stdout_clean(tmp_path):
+    """`this` prints the Zen of Python when imported: under --json that went into the JSON document's stdout."""
+    result = runner.invoke(app, ["train", *TINY, f"output_dir={tmp_path / 'runs'}", "+rewards.this.s=1.0", "--json"])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert "Beautiful is better than ugly." in result.stderr
+    assert result.stderr.splitlines()[-1] == ("error: reward 'this.s': cannot import it: Located non-callable of "
+                                              "type 'str' while loading 'this.s'")
+
+
+def test_a_sweep_cell_whose_name_would_leave_the_sweep_is_refused(tmp_path):
+    sweep = tmp_path / "escape.yaml"
+    sweep.write_text("name: escape\nbase: [model=tiny-random, logger=none]\naxes:\n  overrides: {data.path: "
+                     "[../up.jsonl]}\n")
+    result = runner.invoke(app, ["sweep", str(sweep), "--dry-run", "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "a cell's name must be one directory name" in result.stderr
+    assert "got 'path../up.jsonl'" in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_config_show_refuses_a_value_of_the_wrong_type():

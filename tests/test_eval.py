@@ -167,6 +167,30 @@ def test_eval_a_local_model_directory(tmp_path):
     assert results["model"]["kind"] == "dir" and results["protocol"]["temperature"] == 0
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_weights_file_is_one_line_naming_it(damage, tmp_path):
+    """Issue 19, item 8: a truncated or garbage model.safetensors is one line and exit 2 in rlvr eval and rlvr
+    sparsity (safetensors raised its SafetensorError, a 52-line traceback)."""
+    import shutil
+
+    from rlvr_cli.models.embedded import tiny_random_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_random_dir(), model)
+    weights = model / "model.safetensors"
+    if damage == "truncated":
+        with open(weights, "r+b") as f:
+            f.truncate(weights.stat().st_size // 2)
+    else:
+        weights.write_bytes(b"not a safetensors file at all" * 100)
+    for args in (["eval", str(model), "--benchmarks", "amc23", "--limit", "1", "--output-dir", str(tmp_path / "o")],
+                 ["sparsity", "tiny-random", str(model)]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert r.stderr.startswith(f"error: cannot read the weights of '{model}': a .safetensors file there is "
+                                   "damaged") and r.stderr.count("\n") == 1, r.stderr
+
+
 def test_batched_greedy_generation_equals_one_at_a_time():
     """Left padding and the end-token cut do not change what a prompt gets: batch 8 == batch 1, greedy."""
     from rlvr_cli.data.problems import user_message

@@ -50,7 +50,6 @@ cannot be computed (shown as ~0, a lower bound: give a model for the exact figur
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -60,7 +59,7 @@ from typing import Any
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.config import compose, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.models.adapters import build_on_meta, peft_config
+from rlvr_cli.models.adapters import adapter_meta_model
 from rlvr_cli.models.state import full_numel, full_shape, meta_model
 
 Shape = tuple[int, ...]
@@ -235,29 +234,6 @@ def _adapter_model(model_name_or_path: str, adapter: str, r: int | None) -> Any:
         return meta_model(model_name_or_path)
     overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
     return adapter_meta_model(model_name_or_path, compose(overrides).adapter)
-
-
-def adapter_meta_model(model_name_or_path: str, adapter_cfg: Any) -> Any:
-    """The model on the meta device (`rlvr_cli.models.state.meta_model`: its config only, no weights) with the
-    adapter of a composed `adapter` block applied (`build_on_meta`: PiSSA's SVD off, AdaLoRA's ranknum frozen as on
-    a real device) and, for LoRA-FA, its A matrices frozen (as `peft.optimizers.create_lorafa_optimizer` does);
-    the bare model for full fine-tuning.
-
-    Raises:
-        BadInput: a knob the adapter refuses (checked before any model is built), or an unreadable model config.
-    """
-    config = peft_config(adapter_cfg)
-    model = meta_model(model_name_or_path)
-    if config is None:
-        return model
-    with warnings.catch_warnings():  # transformers' deprecation notices, raised inside PEFT
-        warnings.simplefilter("ignore", FutureWarning)
-        model = build_on_meta(model, config)
-    if adapter_cfg.get("optimizer_factory") == "lorafa":
-        for name, p in model.named_parameters():
-            if "lora_A" in name:
-                p.requires_grad_(False)
-    return model
 
 
 def optimizer_options(optimizer_name: str) -> dict[str, Any]:

@@ -62,3 +62,17 @@ def check_tolerance(value: Any, where: str = "--tolerance") -> float:
         raise BadInput(f"{where} must be a finite number >= 0 (absolute difference; arXiv 2505.11711 uses 1e-5), "
                        f"got {value!r}")
     return float(value)
+
+
+def check_path_component(value: str, where: str = "run_name",
+                         fix: str = "e.g. run_name=sgd-lr0.1, and output_dir=DIR for where it goes") -> str:
+    """A name that becomes one directory inside another (a run name inside `output_dir`, a sweep cell's run
+    directory inside its sweep): not empty, not `.` or `..`, no `/` (so neither absolute nor nested), no NUL.
+
+    Raises:
+        BadInput: naming the value and `fix` (`run_name=../../etc/x` would create the run two levels up).
+    """
+    name = str(value)
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise BadInput(f"{where} must be one directory name (no '/', not '.' or '..'), got {name!r}; {fix}")
+    return name

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_cli.core import schema
-from rlvr_cli.core.checks import check_rank
+from rlvr_cli.core.checks import check_path_component, check_rank
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.schema import DTYPES, SAVE_FORMATS
 
@@ -28,6 +28,10 @@ GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "distributed", "gener
 #: Old override names -> their GRPOConfig names (the trainer settings moved out of conf/optimizer/ into grpo).
 MOVED_KEYS = {f"optimizer.{k}": f"grpo.{k}" for k in ("weight_decay", "lr_scheduler_type", "warmup_steps",
                                                        "max_grad_norm")}
+#: TRL `GRPOConfig` fields that a setting outside the `grpo` group owns: set under `grpo` they would bypass its checks
+#: (`+grpo.use_vllm=true` skipped generation='s and failed in TRL after the model loaded). `vllm_*` fields too.
+GROUP_OWNED = {"use_vllm": "generation=vllm_colocate or generation=vllm_server",
+               "bf16": "precision=bf16-mixed or precision=bf16-true", "fp16": "precision=fp16-mixed"}
 #: Old dtype keys, now the one `precision` key (`rlvr_cli.core.precision`): the message of their refusal.
 PRECISION_KEYS = {
     "model.dtype": "model.dtype is now the top-level precision: precision=fp32, precision=bf16-mixed (fp32 weights, "
@@ -129,7 +133,8 @@ def validate(cfg: DictConfig) -> None:
     tuning; which methods have one is checked against the PEFT class by `rlvr_cli.models.adapters.peft_config`);
     `grpo.per_device_train_batch_size * gradient_accumulation_steps` must be divisible by `num_generations`
     (TRL's generation batch holds whole prompt groups, single process);
-    `save_format=sparse_delta` only for full fine-tuning.
+    `save_format=sparse_delta` only for full fine-tuning; `run_name` one directory name inside `output_dir`; no
+    `grpo` field that another setting owns (`GROUP_OWNED`: `use_vllm`, `vllm_*`, `bf16`, `fp16`).
 
     Args:
         cfg: a composed run config (`compose`).
@@ -139,6 +144,14 @@ def validate(cfg: DictConfig) -> None:
     """
     cfg = schema.conform(cfg)
     schema.check(cfg)
+    if cfg.get("run_name") is not None:
+        check_path_component(cfg.run_name)
+    for key in cfg.grpo:
+        owner = GROUP_OWNED.get(key) or ("generation=vllm_* and its generation.vllm_* fields"
+                                         if key.startswith("vllm_") else None)
+        if owner:
+            raise BadInput(f"grpo.{key} is set through {owner}, whose checks a grpo field would skip; drop "
+                           f"grpo.{key}")
     if cfg.adapter.name != "full" and "r" not in cfg.adapter:  # removed (`~adapter.r`); a rankless method has null
         check_rank(None)
     g = cfg.grpo

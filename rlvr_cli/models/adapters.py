@@ -260,3 +260,64 @@ def build_on_meta(model: Any, config: Any) -> Any:
                 for p in value.parameters() if isinstance(value, torch.nn.Module) else ():
                     p.requires_grad_(False)
     return model
+
+
+def adapter_meta_model(model_name_or_path: str, adapter_cfg: Any) -> Any:
+    """The model on the meta device (`rlvr_cli.models.state.meta_model`: its config only, no weights) with the
+    adapter of a composed `adapter` block applied (`build_on_meta`: PiSSA's SVD off, AdaLoRA's ranknum frozen as on
+    a real device) and, for LoRA-FA, its A matrices frozen (as `peft.optimizers.create_lorafa_optimizer` does);
+    the bare model for full fine-tuning. `rlvr memory` counts on it, and `check_on_meta` checks a run's adapter.
+
+    Raises:
+        BadInput: a knob the adapter refuses (checked before any model is built), an unreadable model config, or
+            an adapter PEFT cannot build on this model (`adapter.target_modules` naming none of its modules).
+    """
+    import warnings
+
+    from rlvr_cli.models.state import meta_model
+
+    config = peft_config(adapter_cfg)
+    model = meta_model(model_name_or_path)
+    if config is None:
+        return model
+    try:
+        with warnings.catch_warnings():  # transformers' deprecation notices, raised inside PEFT
+            warnings.simplefilter("ignore", FutureWarning)
+            model = build_on_meta(model, config)
+    except ValueError as e:  # PEFT: no target module matched (NoMatchingPeftModuleError), a bad layer pattern
+        raise BadInput(f"adapter={adapter_cfg.name} cannot be built on {model_name_or_path}: {root_cause(e)}; "
+                       f"set adapter.target_modules to modules of the model (e.g. [q_proj,v_proj])") from None
+    if adapter_cfg.get("optimizer_factory") == "lorafa":
+        for name, p in model.named_parameters():
+            if "lora_A" in name:
+                p.requires_grad_(False)
+    return model
+
+
+def check_on_meta(cfg: DictConfig) -> None:
+    """Check a run's adapter on its model built on the meta device (`adapter_meta_model`), before any weight loads:
+    PEFT can build it (its targets exist), and a residual-base adapter (PiSSA, MiLoRA: the r principal or minor
+    singular components of each targeted weight) asks for no more components than a targeted weight has, r <=
+    min(out, in); PiSSA's SVD would otherwise fail only when the trained adapter is saved (arXiv 2404.02948).
+    Nothing for full fine-tuning.
+
+    Raises:
+        BadInput: as `adapter_meta_model`; `adapter.r` above the smaller side of a targeted weight, naming it.
+    """
+    a = cfg.adapter
+    if a.name == "full":
+        return
+    model = adapter_meta_model(cfg.model.name_or_path, a)
+    if not residual_base(a):
+        return
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            base = module.get_base_layer().weight
+            if a.r > min(base.shape):
+                raise BadInput(f"adapter={a.name} adapter.r={a.r} asks for {a.r} singular components of {name}, "
+                               f"whose weight is {base.shape[0]} x {base.shape[1]} (at most {min(base.shape)}); "
+                               f"use adapter.r <= {min(base.shape)}, or leave that module out of "
+                               f"adapter.target_modules")
+

@@ -28,6 +28,7 @@ The cache, safe under concurrency (torchrun ranks, parallel sweep cells, several
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -146,7 +147,8 @@ def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None
             `LOCK_TIMEOUT_S`.
 
     Raises:
-        BadInput: the lock was not acquired within `timeout_s` (the message names the lock file), or as `build`.
+        BadInput: the cache directory cannot be created or written (the message names `RLVR_CACHE`); the lock was
+            not acquired within `timeout_s` (the message names the lock file); or as `build`.
     """
     deepspeed_logs_to_stderr()  # the builders import transformers, which imports DeepSpeed when installed
     from filelock import FileLock, Timeout
@@ -155,7 +157,13 @@ def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None
     if is_complete(target):
         return target
     timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:  # a cache that is a file, or on a read-only file system: name RLVR_CACHE, not the model
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as e:
+        raise BadInput(f"the model cache {target.parent} (RLVR_CACHE) cannot hold '{dirname}': "
+                       f"{e.strerror or e}; set RLVR_CACHE to a writable directory (default ~/.cache/rlvr)") from None
     lock = lock_path(dirname)
     try:
         with FileLock(lock, timeout=timeout_s):

@@ -63,7 +63,8 @@ def load_model(name_or_path: str, dtype: str = "float32",
         `(model, tokenizer)`; the tokenizer has a pad token.
 
     Raises:
-        BadInput: the model cannot be found locally and the hub is unreachable.
+        BadInput: the model cannot be found locally and the hub is unreachable; a weights file is damaged
+            (safetensors' `SafetensorError`: truncated, or not a safetensors file).
     """
     deepspeed_logs_to_stderr()
     import torch
@@ -77,6 +78,11 @@ def load_model(name_or_path: str, dtype: str = "float32",
     except (OSError, ValueError) as e:  # transformers raises either for a directory without a model
         raise BadInput(f"cannot load model '{name_or_path}': not a local model directory, and the hub did not "
                        f"serve it ({one_line(e)})") from None
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":  # safetensors' own, for a truncated or garbage weights file
+            raise
+        raise BadInput(f"cannot read the weights of '{name_or_path}': a .safetensors file there is damaged "
+                       f"(truncated or not safetensors: {one_line(e)}); save or train it again") from None
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

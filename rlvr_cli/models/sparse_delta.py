@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.models.state import check_compatible, state_dict
 
@@ -144,7 +144,13 @@ def apply(base: dict[str, torch.Tensor], path: str | Path) -> None:
     if digest != meta["base_sha256"]:
         raise BadInput(f"{path} was made against {meta['base']} ({meta['dtype']}, sha256 {meta['base_sha256'][:12]}); "
                        f"the base given has sha256 {digest[:12]}: refusing to rebuild on a different base")
-    stored = load_file(str(Path(path) / TENSORS))
+    try:
+        stored = load_file(str(Path(path) / TENSORS))
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise BadInput(f"cannot read {Path(path) / TENSORS}: damaged (truncated or not safetensors: {one_line(e)}); "
+                       "save or train it again") from None
     with torch.no_grad():
         for key, value in stored.items():
             name, part = key.rsplit("/", 1)

@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rlvr_cli.core.checks import check_lr, check_rank
+from rlvr_cli.core.checks import check_lr, check_path_component, check_rank
 from rlvr_cli.core.config import group_options
 from rlvr_cli.core.errors import BadInput
 
@@ -224,7 +224,8 @@ def expand(sweep: dict[str, Any], source: str = "sweep") -> list[Cell]:
         if seed is not None:
             overrides.append(f"seed={seed}")
             parts.append(f"s{seed}")
-        name = "_".join(parts) or "base"
+        name = check_path_component("_".join(parts) or "base", f"{source}: a cell's name",
+                                    "an axis value with '/' cannot name a run directory: list it without one")
         tags = ",".join(p.replace("=", "") for p in parts)
         overrides += [f"++logger.group={sweep['name']}", f"++logger.tags=[{tags}]"]
         cells.append(Cell(name, overrides, axes_values))

@@ -40,8 +40,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.analysis.memory import adapter_meta_model, is_matrix, muon_matrices
+from rlvr_cli.analysis.memory import is_matrix, muon_matrices
 from rlvr_cli.core.errors import BadInput, root_cause
+from rlvr_cli.models.adapters import adapter_meta_model
 
 #: Keys of an optimizer config that describe it and are not constructor arguments (stripped before instantiate).
 META_KEYS = ("name", "state", "requires_cuda")
@@ -320,7 +321,7 @@ def trainer_optimizer(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
 def check_muon_matrices(cfg: DictConfig) -> None:
     """Refuse `optimizer=muon` when the adapter trains no 2-D hidden matrix (`is_matrix`): its parameters would all
     go to AdamW (IA3, LN tuning and VeRA train vectors only; LoRA at r = 1 has rank-1 factors). Checked on the
-    model built on the meta device (`rlvr_cli.analysis.memory.adapter_meta_model`: its config only, no weights).
+    model built on the meta device (`rlvr_cli.models.adapters.adapter_meta_model`: its config only, no weights).
 
     Raises:
         BadInput: no such matrix, naming the adapter and the fix; or the model's config cannot be read.

@@ -10,11 +10,15 @@ into the dotted path. Adding a reward is one YAML file (plus its function when i
 Each function follows TRL's reward-function contract (TRL docs, GRPOTrainer, "Using a custom reward function"):
 called with the batch's `prompts`, `completions` and every dataset column as keyword lists (here `answer`), it
 returns one float per completion. Completions come in TRL's conversational form
-(`[{"role": "assistant", "content": ...}]`) or as text.
+(`[{"role": "assistant", "content": ...}]`) or as text. A reward named by import path runs the user's own code,
+as TRL's `--reward_funcs` does; it must be a Python function that takes the completions (`check_reward_function`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -88,15 +92,38 @@ def reward_function(name: str) -> RewardFunc:
             raise BadInput(f"reward '{name}' (conf/reward/{name}.yaml): {root_cause(e)}") from None
     elif "." in name:
         try:
-            func = get_method(name)
+            with contextlib.redirect_stdout(sys.stderr):  # a module that prints on import keeps --json's stdout clean
+                func = get_method(name)
         except Exception as e:
             raise BadInput(f"reward '{name}': cannot import it: {root_cause(e)}") from None
+        check_reward_function(name, func)
     else:
         raise BadInput(f"unknown reward '{name}'; valid rewards: {', '.join(names)}, or a function's dotted import "
                        f"path (+rewards.my_module.my_reward=1.0)")
     if not callable(func):
         raise BadInput(f"reward '{name}' is not a function: {func!r}")
     return func
+
+
+def check_reward_function(name: str, func: Any) -> None:
+    """A reward given by import path must be a Python function that takes the completions: TRL calls it with the
+    keyword arguments `prompts`, `completions`, `completion_ids` and every dataset column (TRL docs, GRPOTrainer,
+    "Using a custom reward function"), so its signature names `completions` or takes `**kwargs`. That refuses,
+    before any model loads, what an import path can name by mistake: builtins (`os.system`, `builtins.print`),
+    classes, module attributes that are not functions, and functions of another contract (`subprocess.getoutput`).
+
+    Raises:
+        BadInput: naming the path, what it is, and the contract.
+    """
+    contract = "a reward is def f(completions, **kwargs) -> list[float] (TRL's reward-function contract)"
+    if not inspect.isfunction(func):
+        kind = ("a builtin" if inspect.isbuiltin(func) else "a class" if inspect.isclass(func)
+                else f"a {type(func).__name__}")
+        raise BadInput(f"reward '{name}' is {kind}, not a Python function; {contract}")
+    params = inspect.signature(func).parameters.values()
+    if not any(p.name == "completions" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise BadInput(f"reward '{name}' does not take the completions (its parameters: "
+                       f"{', '.join(p.name for p in params) or 'none'}); {contract}")
 
 
 def build_rewards(weights: Mapping[str, Any]) -> tuple[list[RewardFunc], list[float]]:
