@@ -167,3 +167,12 @@ def test_a_lock_held_too_long_is_one_line_naming_the_lock_file_and_a_complete_di
     target = tiny_random_dir()
     with FileLock(lock):  # the fast path takes no lock
         assert tiny_random_dir() == target
+
+
+def test_a_cache_that_is_a_file_is_refused_naming_rlvr_cache(tmp_path, monkeypatch):
+    """Issue 19, item 8: it was reported as 'not a local model directory ... hub did not serve it'."""
+    cache = tmp_path / "cache-file"
+    cache.write_text("not a directory")
+    monkeypatch.setenv("RLVR_CACHE", str(cache))
+    with pytest.raises(BadInput, match=r"the model cache .*cache-file \(RLVR_CACHE\) cannot hold 'tiny-random-"):
+        tiny_random_dir()
