@@ -28,6 +28,7 @@ def gpu_check():
     sys.modules.pop(spec.name, None)
 
 
+@pytest.mark.slow  # ~40 s: three rlvr train processes
 def test_tiny_check_writes_every_figure(tmp_path):
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--shape", "tiny", "--steps", "2", "--fsdp-steps", "2",

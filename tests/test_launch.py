@@ -215,9 +215,12 @@ def test_a_rank_that_dies_fails_the_run_naming_it_and_leaves_no_process(tmp_path
     assert proc.returncode == 1 and summary["status"] == "failed", err[-3000:]
     assert "rank 1 died (SIGKILL)" in summary["reason"]
     assert "rank 1 died" in err
+    records = read_metrics(run / "metrics.jsonl")
+    assert summary["global_step"] == (records[-1]["step"] if records else 0)  # what metrics.jsonl says
     assert not [p for p in workers if Path(f"/proc/{p}").exists()]
 
 
+@pytest.mark.slow  # ~25 s; the SIGTERM-to-one-rank test stays in make test
 def test_sigkill_of_the_launcher_ends_every_rank(tmp_path):
     """Issue 19, item 9: the ranks were orphans after a SIGKILL of the launcher (parent 1, each in its own session);
     a parent-death signal now stops each after its step."""

@@ -99,6 +99,7 @@ def test_resume_refuses_a_cell_still_running_outside_any_sweep(tmp_path):
     assert time.time() > 0
 
 
+@pytest.mark.slow  # ~40 s: a real submitit_local sweep
 def test_ctrl_c_of_a_submitit_local_sweep_ends_its_running_cells_and_waits_for_them(tmp_path):
     """Issue 19, item 2: SIGINT to the sweep's process group exited 130 at once, released the lock and left the
     cells running as orphans, with three KeyboardInterrupt tracebacks. Now the running cells end `interrupted`, no

@@ -55,6 +55,7 @@ from omegaconf import DictConfig
 
 from rlvr_cli.core.config import compose, validate
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.parent_death import on_parent_death
 from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, RUNNING, run_state
 from rlvr_cli.sweeps import slurm
 from rlvr_cli.sweeps.grid import Cell, expand, load_sweep
@@ -288,9 +289,9 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
         dry_run: expand and check the cells, write nothing, run nothing.
 
     The sweep directory is locked (`sweep_lock`) from before it is read until the multirun has ended, also on
-    Ctrl-C: the running cells end `interrupted` (`stop_cells`; under SLURM the Ctrl-C reaches the jobs through
-    the multirun), no further cell starts, and the sweep waits for them unless a second Ctrl-C comes. A dry run
-    takes no lock.
+    Ctrl-C: the running cells end `interrupted` (`stop_cells` under submitit_local; under basic and SLURM the
+    Ctrl-C reaches the cells through the multirun), no further cell starts, and the sweep waits for them unless a
+    second Ctrl-C comes. A dry run takes no lock.
 
     Returns:
         `(cells, indices run, exit code, jobs)`: the exit code is 0 for a dry run, else the first non-zero exit
@@ -336,8 +337,11 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
         for job, group in job_groups(todo, jobs):
             cmd = multirun_command(sweep_dir, group, launcher, max_parallel,
                                    [*launcher_overrides, *(job.overrides() if job else [])])
-            local = launcher != "submitit_slurm"  # cells on this machine: rlvr stops them itself on Ctrl-C
-            proc = subprocess.Popen(cmd, start_new_session=local)
+            # submitit_local: its jobs run in sessions of their own, which a Ctrl-C in the terminal never reaches, so
+            # rlvr stops them itself; the multirun, in a session of its own too, ends with this process (SIGTERM on
+            # its death, even by SIGKILL). basic: the Ctrl-C reaches the multirun and its cell, as before.
+            local = launcher == "submitit_local"
+            proc = subprocess.Popen(cmd, start_new_session=local, preexec_fn=on_parent_death if local else None)
             exit_code = wait_for(proc, functools.partial(stop_cells, sweep_dir, proc) if local else None)
             code = code or exit_code
         return cells, todo, code, jobs
@@ -358,7 +362,7 @@ def cell_processes(sweep_dir: Path) -> list[int]:
 
 
 def stop_cells(sweep_dir: Path, multirun: subprocess.Popen) -> Callable[[], list[int]]:
-    """Stop a sweep that runs on this machine (basic, submitit_local), on Ctrl-C: SIGTERM to the multirun process
+    """Stop a `submitit_local` sweep on Ctrl-C: SIGTERM to the multirun process
     (started in its own session, so the terminal's Ctrl-C did not reach it: it starts no further cell and prints no
     traceback). Returns the function that `wait_for` calls until it returns no pid: SIGTERM to every cell process
     not signalled yet (`cell_processes`; each stops after its optimizer step, saves, and ends `interrupted`), and
@@ -382,10 +386,10 @@ def wait_for(proc: subprocess.Popen, stop: Callable[[], Callable[[], list[int]]]
              poll_s: float = 0.5) -> int:
     """Wait for the multirun process and return its exit code.
 
-    On a first Ctrl-C, with `stop` (the sweep runs here: `stop_cells`, which ends the multirun and signals the
-    cells): wait for the multirun and until no cell process is left (two polls in a row find none, so that a cell
-    whose process was just starting is stopped too); without `stop` (SLURM: the Ctrl-C reached the multirun, which
-    ends its jobs), wait for the multirun. On a second Ctrl-C, kill the multirun and SIGINT the cells (which makes
+    On a first Ctrl-C, with `stop` (submitit_local: `stop_cells`, which ends the multirun and signals the cells):
+    wait for the multirun and until no cell process is left (two polls in a row find none, so that a cell whose
+    process was just starting is stopped too); without `stop` (basic, SLURM: the Ctrl-C reached the multirun, which
+    ends its cells), wait for the multirun. On a second Ctrl-C, kill the multirun and SIGINT the cells (which makes
     them end at once, `interrupted`). Either way raise KeyboardInterrupt after.
     """
     try:

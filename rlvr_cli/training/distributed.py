@@ -261,33 +261,17 @@ def linger(code: int, launch: Launch | None = None, all_ranks: bool = False) -> 
 
 #: Set by `rlvr train`'s own launcher (`rlvr_cli.training.launcher.launch`) to its pid, for the ranks it starts.
 LAUNCHER_ENV = "RLVR_LAUNCHER_PID"
-#: `prctl` option: the signal the kernel sends this process when its parent dies (Linux, <linux/prctl.h>).
-PR_SET_PDEATHSIG = 1
-
-
 def end_with_launcher(environ: Mapping[str, str] | None = None) -> bool:
     """In a rank that rlvr's launcher started (`LAUNCHER_ENV` set), ask the kernel for SIGTERM when the launcher
-    dies (`prctl(PR_SET_PDEATHSIG, SIGTERM)`, Linux; https://man7.org/linux/man-pages/man2/prctl.2.html), so that
-    a SIGKILLed launcher leaves no rank running: each then stops after its step as on Ctrl-C. A launcher already
-    gone (the parent is no longer its pid) sends the signal at once. Nothing elsewhere (torchrun, srun, one process,
-    or a system without prctl).
+    dies (`rlvr_cli.core.parent_death.on_parent_death`), so that a SIGKILLed launcher leaves no rank running: each
+    then stops after its step as on Ctrl-C. Nothing elsewhere (torchrun, srun, one process).
 
     Returns:
         whether the parent-death signal is armed.
     """
-    import ctypes
     import signal
 
-    launcher = (os.environ if environ is None else environ).get(LAUNCHER_ENV)
-    if not launcher:
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-            return False
-    except (OSError, AttributeError):  # not Linux
-        return False
-    if os.getppid() != int(launcher):  # it died before prctl: the kernel will not tell
-        os.kill(os.getpid(), signal.SIGTERM)
-    return True
+    from rlvr_cli.core.parent_death import on_parent_death
 
+    launcher = (os.environ if environ is None else environ).get(LAUNCHER_ENV)
+    return bool(launcher) and on_parent_death(signal.SIGTERM, parent=int(launcher))

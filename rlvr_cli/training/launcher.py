@@ -142,7 +142,8 @@ def died(failures: dict[int, Any]) -> str | None:
 
 def finish(path: Path, failures: dict[int, Any], signalled: str | None) -> int:
     """The exit code of a launched run, from its summary.json; a summary left `running` (a rank died, or the workers
-    were killed before they wrote it) becomes `failed` (or `interrupted` after a stop signal), naming the dead rank.
+    were killed before they wrote it) becomes `failed` (or `interrupted` after a stop signal), naming the dead rank,
+    with `global_step` the last step metrics.jsonl logged (issue 19: it was null beside logged steps).
     A run whose every failed rank refused bad input (exit 2) exits 2 and touches no summary.json: the one there may
     be another run's (two runs racing for one `run_name`: the loser's rank 0 finds the directory taken). A run that
     never wrote a summary exits 1 when torchrun reported failures or a signal came (multi-machine runs: on the
@@ -163,7 +164,8 @@ def finish(path: Path, failures: dict[int, Any], signalled: str | None) -> int:
     status = run_dir.INTERRUPTED if signalled and not dead else run_dir.FAILED
     reason = dead or (f"stopped by {signalled}; the workers did not finish within the shutdown timeout"
                       if signalled else "the workers ended without a final status")
-    summary.update(status=status, reason=reason)
+    records = run_dir.read_metrics(run_dir.RunDir(path).metrics)  # the steps the run logged: what it got to
+    summary.update(status=status, reason=reason, global_step=records[-1].get("step") if records else 0)
     try:
         run_dir.write_summary(run_dir.RunDir(path), summary)
     except OSError as e:

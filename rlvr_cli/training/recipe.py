@@ -417,6 +417,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
                     except Exception as e:  # noqa: BLE001 - the status is what matters now
                         summary["figures_error"] = f"{type(e).__name__}: {one_line(e)}"
                 status, reason = agree_ranks(summary, status, reason, gather=in_step)
+                if status == run_dir.FAILED and metrics.records:  # a step that failed half-way was counted, not logged
+                    summary["global_step"] = metrics.records[-1].get("step", summary.get("global_step"))
                 summary.update(status=status, reason=reason, wall_time_s=round(time.perf_counter() - t_start, 3))
                 if main:
                     try:
