@@ -9,10 +9,11 @@
 
 The names are PyTorch Lightning's (https://lightning.ai/docs/pytorch/stable/common/precision_basic.html).
 `bf16-mixed` is what TRL and verl train with by default (TRL's `GRPOConfig(bf16=True)` over fp32 weights; verl's
-FSDP mixed precision keeps fp32 parameters and computes in bf16): about 1.4x faster per GRPO step than fp32 on a CPU
-with AMX, and the update sparsity of fp32 weights. `bf16-true` stores the weights themselves in bfloat16 (half the
-weight memory; the regime of the bf16 update-sparsity figures of arXiv 2505.11711, where bf16 rounding absorbs small
-updates), and on a CPU it is slow (about 130 s against 7 s per step for SmolLM2-135M).
+FSDP mixed precision keeps fp32 parameters and computes in bf16), with the update sparsity of fp32 weights; on GPUs
+its matrix products run on bf16 tensor cores. `bf16-true` stores the weights themselves in bfloat16 (half the weight
+memory; the regime of the bf16 update-sparsity figures of arXiv 2505.11711, where bf16 rounding absorbs small
+updates). Measured on a 2-core CPU with AMX (SmolLM2-135M, the demo's settings; docs/benchmarks.md): fp32 5.7 s,
+bf16-mixed 5.5 s and bf16-true 3.9 s per optimizer step.
 """
 
 from __future__ import annotations
