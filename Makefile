@@ -45,7 +45,7 @@ demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, plain SGD, 30 step
 test: setup ## the default test suite, import contracts included (under 10 minutes on 2 cores)
 	$(PYTHON) -m pytest -q
 
-test-vllm: setup-vllm ## vLLM's engine on CPU and the extras' co-installation (pip's resolver, needs PyPI); about N minutes
+test-vllm: setup-vllm ## vLLM's engine on CPU and the extras' co-installation (pip's resolver, needs PyPI); about 8 minutes on 2 cores
 	$(PYTHON) -m pytest -q -m 'vllm or resolver'
 
 test-slow: setup ## the slow tests only (real-model runs, minutes each)

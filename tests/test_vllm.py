@@ -76,7 +76,7 @@ def test_vllm_writes_what_hf_writes(tmp_path):
     # the engine's arguments, under vLLM's names, with the CPU defaults
     assert vl["engine"] == {"dtype": "auto", "max_model_len": 512, "enforce_eager": True,
                             "gpu_memory_utilization": 0.9, "tensor_parallel_size": 1,
-                            "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES}
+                            "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES, "enable_chunked_prefill": False}
     assert hf["engine"] is None
     # k completions per problem, max_new_tokens honoured (a random model rarely stops before it)
     assert len(vl_samples) == len(hf_samples) == 18 and set(vl_samples[0]) == set(hf_samples[0])
@@ -108,9 +108,9 @@ def test_temperature_zero_is_greedy_whatever_the_seed(sampled):
 
 
 def test_many_long_prompts_with_a_seed_complete_and_repeat(tmp_path):
-    """More prompt tokens than one engine step takes (64 MATH-500 prompts, about 12k tokens): vLLM prefills some
-    prompts in parts, and a request seeded on its own then crashed the CPU engine ("CPU Generator does not use
-    offset"); the engine's seed samples them instead, and two runs agree."""
+    """More prompt tokens than one engine step takes (64 MATH-500 prompts, about 12k tokens): with chunked prefill
+    vLLM prefilled some prompts in parts, and a request seeded on its own then crashed the CPU engine ("CPU
+    Generator does not use offset"); unchunked on a CPU, the run completes and two runs agree."""
     args = ["--benchmarks", "math500", "--limit", "64", "--k", "2", "--max-new-tokens", "4", "--backend", "vllm"]
     first = _texts(_eval(tmp_path / "a", *args)[1])
     assert len(first) == 64 and first == _texts(_eval(tmp_path / "b", *args)[1])

@@ -120,13 +120,20 @@ class VllmEngine:
     kv_cache_memory_bytes: int | None = None
 
     def arguments(self, cuda: bool) -> dict[str, Any]:
-        """The keyword arguments of `vllm.LLM` on a CUDA GPU (`cuda`) or a CPU, the defaults made concrete."""
+        """The keyword arguments of `vllm.LLM` on a CUDA GPU (`cuda`) or a CPU, the defaults made concrete.
+
+        On a CPU also `enable_chunked_prefill=False`: vLLM 0.31 rewinds a seeded request's generator after a
+        partial (chunked) prefill (`gpu_model_runner.py`, `_bookkeeping_sync`: `gen.set_offset`), which a CPU
+        generator cannot do ("CPU Generator does not use offset": the engine died on 32 GSM8K prompts of SmolLM2);
+        unchunked, a prompt is prefilled whole, and per-request seeds stay (the engine's own seed alone did not
+        repeat a run's samples)."""
         kv = self.kv_cache_memory_bytes
         kv = (None if cuda else CPU_KV_CACHE_BYTES) if kv is None else (kv or None)
         args = {"dtype": self.dtype, "max_model_len": self.max_model_len,
                 "enforce_eager": (not cuda) if self.enforce_eager is None else self.enforce_eager,
                 "gpu_memory_utilization": self.gpu_memory_utilization,
-                "tensor_parallel_size": self.tensor_parallel_size, "kv_cache_memory_bytes": kv}
+                "tensor_parallel_size": self.tensor_parallel_size, "kv_cache_memory_bytes": kv,
+                "enable_chunked_prefill": None if cuda else False}
         return {k: v for k, v in args.items() if v is not None}
 
     def check(self) -> None:
@@ -183,18 +190,13 @@ def generate_vllm(llm: Any, prompts: list[str], sampling: Sampling) -> list[list
     `SamplingParams(n=k)`. At temperature 0 (greedy) vLLM takes `n=1` only, and the k completions are that one, k
     times (as `generate_hf` gives k identical greedy completions).
 
-    The seed: on a GPU each request carries `sampling.seed` (`SamplingParams.seed`, its own generator). On a CPU it
-    does not: vLLM 0.31 rewinds a seeded request's generator after a partial prefill (`gpu_model_runner.py`,
-    `_bookkeeping_sync`: `gen.set_offset`), which a CPU generator cannot do ("CPU Generator does not use offset":
-    the engine dies on long prompts), so the CPU engine samples from its own seed (`vllm_engine(seed=...)`, the same
-    `sampling.seed` in `rlvr eval`), which makes a run on the same machine and build repeatable too."""
-    import torch
+    Each request carries `sampling.seed` (`SamplingParams.seed`: its own generator), so the same seed gives the
+    same completions on the same machine and build, whatever else the engine schedules beside them."""
     from vllm import SamplingParams
 
     greedy = sampling.temperature == 0
-    seed = sampling.seed if torch.cuda.is_available() else None
     params = SamplingParams(n=1 if greedy else sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
-                            max_tokens=sampling.max_new_tokens, seed=seed)
+                            max_tokens=sampling.max_new_tokens, seed=sampling.seed)
     results = llm.generate(prompts, params)
     return [[Completion(o.text, len(o.token_ids)) for o in r.outputs] * (sampling.k if greedy else 1)
             for r in results]
