@@ -199,7 +199,7 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
     trained = state_dict(trainer.model) if gathered is None else gathered
     if cfg.get("save_format", "full") == "sparse_delta":
         with parallelism.whole_loading(trainer.args):
-            base = state_dict(load_model(cfg.model.name_or_path, precision.weights_dtype(cfg.precision))[0])
+            base = state_dict(load_model(cfg.model.name_or_path, trained_dtype(trained))[0])
         trained = {k: trained[k] for k in base} if gathered is not None else trained  # tied weights once
         sparse_delta.save(trained, base, cfg.model.name_or_path, out)
         tokenizer.save_pretrained(out)
@@ -233,8 +233,15 @@ def sharded_sparsity(cfg: DictConfig, sparsity: UpdateSparsity, gathered: dict[s
         sparsity.skipped = f"{SHARDED}; not for adapter runs"
         return
     with parallelism.whole_loading(args):
-        base = state_dict(load_model(cfg.model.name_or_path, precision.weights_dtype(cfg.precision))[0])
+        base = state_dict(load_model(cfg.model.name_or_path, trained_dtype(gathered))[0])
     sparsity.measure_states(base, {k: gathered[k] for k in base}, step)
+
+
+def trained_dtype(state: dict[str, Any]) -> str:
+    """The dtype the trained weights are in (`float32`, `bfloat16`): the precision's weights dtype, except under
+    DeepSpeed, whose bf16 mode (`bf16-mixed` there) keeps 16-bit working weights and the fp32 master copy in its
+    optimizer; the base model a sparse delta or update sparsity compares against is loaded in it."""
+    return str(next(iter(state.values())).dtype).removeprefix("torch.")
 
 
 def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, callbacks: list[Any],
