@@ -29,7 +29,7 @@ def main() -> None:
     prompts = chat_prompts(tokenizer, [user_message(r["problem"]) for r in rows])
     speed = {}
     for bs in a.batch_sizes:
-        sampling = Sampling(k=1, max_new_tokens=a.max_new_tokens, batch_size=bs)
+        sampling = Sampling.protocol(k=1, max_new_tokens=a.max_new_tokens, batch_size=bs)
         t0 = time.perf_counter()
         out = generate_hf(model, tokenizer, prompts, sampling)
         wall = time.perf_counter() - t0

@@ -56,7 +56,7 @@ def main() -> None:
     from rlvr_cli.evaluation.generation import Sampling, chat_prompts
 
     rows = load_benchmark("gsm8k", None, a.problems)
-    sampling = Sampling(k=a.k, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
+    sampling = Sampling.protocol(k=a.k, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
 
     def prompts_of(tokenizer):
         return chat_prompts(tokenizer, [user_message(r["problem"]) for r in rows])

@@ -26,6 +26,24 @@ def completion_chars(completions, **_):
     return [len(completion_text(c)) / 100 for c in completions]
 
 
+def damaged_model(tmp_path: Path, damage: str) -> tuple[Path, Path]:
+    """A copy of tiny-random in `tmp_path/model` whose model.safetensors is `truncated` (half its bytes) or
+    `garbage` (not safetensors at all); returns (the model directory, the weights file)."""
+    import shutil
+
+    from rlvr_cli.models.embedded import tiny_random_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_random_dir(), model)
+    weights = model / "model.safetensors"
+    if damage == "truncated":
+        with open(weights, "r+b") as f:
+            f.truncate(weights.stat().st_size // 2)
+    else:
+        weights.write_bytes(b"not a safetensors file at all" * 100)
+    return model, weights
+
+
 #: Overrides that reward with `completion_chars` alone (a reward named by its dotted import path).
 CHARS = ["~rewards.correctness", "~rewards.format", "+rewards.conftest.completion_chars=1.0"]
 

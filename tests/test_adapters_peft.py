@@ -187,6 +187,9 @@ def test_save_converted_keeps_the_trained_model_and_applies_to_the_original_base
 
 @pytest.mark.parametrize("overrides,message", [
     (["distributed=zero3", "distributed.num_processes=2"], "distributed=zero3 shards them: use distributed=ddp"),
+    # issue 20: "under DeepSpeed" is the ZeRO stage of the config, not the mode's name
+    (["distributed=zero2", "distributed.num_processes=2", "distributed.deepspeed.zero_optimization.stage=3"],
+     "distributed=zero2 shards them: use distributed=ddp"),
     (["grpo.beta=0.04"], "with grpo.beta=0.04: TRL's KL reference"),
     (["adapter.use_dora=true"], "which DoRA's magnitude vector does not follow"),
 ])

@@ -148,8 +148,9 @@ CASES = {
     "reward_other_contract": (["+rewards.subprocess.getoutput=1.0"], "reward 'subprocess.getoutput' does not take "
                                                                      "the completions (its parameters: cmd, "),
     "reward_class": (["+rewards.collections.OrderedDict=1.0"], "reward 'collections.OrderedDict' is a class, not"),
-    "reward_not_callable": (["+rewards.math.pi=1.0"], "reward 'math.pi': cannot import it: Located non-callable of "
-                                                      "type 'float'"),
+    # a module attribute: what it is and TRL's contract (it was Hydra's "Located non-callable of type 'float'")
+    "reward_not_callable": (["+rewards.math.pi=1.0"], "reward 'math.pi' is a float, not a Python function; a reward "
+                                                      "is def f(completions, **kwargs)"),
     # a TRL field that another setting owns, set under grpo (issue 19, item 7)
     "grpo_use_vllm": (["+grpo.use_vllm=true"], "grpo.use_vllm is set through generation=vllm_colocate or "
                                                "generation=vllm_server, whose checks a grpo field would skip"),
@@ -194,8 +195,9 @@ def test_a_reward_module_that_prints_on_import_keeps_stdout_clean(tmp_path):
     result = runner.invoke(app, ["train", *TINY, f"output_dir={tmp_path / 'runs'}", "+rewards.this.s=1.0", "--json"])
     assert result.exit_code == 2 and result.stdout == "", result.output
     assert "Beautiful is better than ugly." in result.stderr
-    assert result.stderr.splitlines()[-1] == ("error: reward 'this.s': cannot import it: Located non-callable of "
-                                              "type 'str' while loading 'this.s'")
+    assert result.stderr.splitlines()[-1] == ("error: reward 'this.s' is a str, not a Python function; a reward is "
+                                              "def f(completions, **kwargs) -> list[float] (TRL's reward-function "
+                                              "contract)")
 
 
 def test_a_sweep_cell_whose_name_would_leave_the_sweep_is_refused(tmp_path):
@@ -218,3 +220,75 @@ def test_memory_still_takes_options_after_the_model(tmp_path: Path):
     result = runner.invoke(app, ["memory", "1e6", "--optimizer", "sgd", "--json"])
     assert result.exit_code == 0, result.output
     assert '"n_params": 1000000' in result.stdout
+
+
+def test_a_hub_id_with_the_hub_unreachable_is_refused_at_once(monkeypatch):
+    """Issue 19, item 8: `rlvr memory abc` spent about 25 s in huggingface_hub's retries before refusing. With the
+    hub unreachable (this machine, CI) the id is looked up in the local cache only: one line, no retry."""
+    from rlvr_cli.models import loading
+
+    if loading.hub_unreachable() is None:
+        pytest.skip("the hub is reachable from here: a hub id is then asked of the hub as usual")
+    result = runner.invoke(app, ["memory", "no-such-org/no-such-model"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[-1]] and lines[0].startswith("error: cannot read model 'no-such-org/no-such-model'")
+    assert "not in the hub cache, and the hub https://huggingface.co cannot be reached" in lines[0]
+    assert "Retrying in" not in result.output
+
+
+@pytest.mark.parametrize("bad", ["optimizer.lr=-1", "grpo.max_steps=0", "run_name=../x", "seed=abc"])
+def test_a_bad_value_is_refused_before_torch_is_imported(bad):
+    """Issue 20, item 5: a refusal of `rlvr train` takes a fraction of a second, not torch's 2 s import."""
+    import subprocess
+    import sys
+
+    code = (f"import sys\nfrom rlvr_cli.cli.main import run\ntry:\n    run(['train', {bad!r}])\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.stdout.split() == ["2", "False"], proc.stdout + proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_training_on_damaged_weights_is_refused_before_the_run_directory(damage, tmp_path):
+    """Issue 19 (README Faults, walked): a model directory to train with a truncated or garbage model.safetensors
+    was a `failed` run (exit 1) after the run directory existed; its header is read before anything is created."""
+    from conftest import damaged_model
+
+    model, weights = damaged_model(tmp_path, damage)
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["train", *TINY, f"model.name_or_path={model}", f"output_dir={out}"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: cannot read the weights of '{model}': a .safetensors file there is "
+                                    f"damaged ({weights}: truncated") and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_cache_that_is_a_file_is_named_by_every_command(tmp_path):
+    """Issue 19, item 8, through the commands: `rlvr memory tiny-random` with RLVR_CACHE a file names RLVR_CACHE
+    (a message about the hub once hid it)."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache-file"
+    cache.write_text("not a directory")
+    proc = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "memory", "tiny-random"], capture_output=True,
+                          text=True, timeout=120, cwd=REPO, env={**os.environ, "RLVR_CACHE": str(cache)})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: the model cache {cache} (RLVR_CACHE) cannot hold 'tiny-random-")
+
+
+@pytest.mark.parametrize("path,what", [("math.pi", " is a float, not a Python function"),
+                                       ("nosuchmodule.f", ": cannot import it: No module named 'nosuchmodule'")])
+def test_a_reward_path_that_is_no_function_is_one_line_on_the_real_stderr(path, what, tmp_path):
+    """Issue 19 (README Faults, walked): Hydra's lookup logged its own error line before rlvr's refusal; the test
+    runs the real process, whose stderr holds the log line that CliRunner does not capture."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, f"+rewards.{path}=1.0",
+                           f"output_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: reward '{path}'{what}"), proc.stderr

@@ -185,7 +185,7 @@ def test_eval_json_is_results_json(trained, tmp_path):
 
 
 def test_sparsity_json_is_sparsity_json(trained, tmp_path):
-    from rlvr_cli.analysis.sparsity import sparsity_table
+    from rlvr_cli.cli.analysis import sparsity_table
 
     out = tmp_path / "sp"
     result = _json(runner.invoke(app, ["sparsity", "tiny-random", trained["run_dir"], "--output-dir", str(out),
@@ -203,7 +203,7 @@ def test_sparsity_json_is_sparsity_json(trained, tmp_path):
 
 
 def test_report_json_and_tables_keep_figures_whole(trained, tmp_path):
-    from rlvr_cli.sweeps.report import best_lr_table, cells_table
+    from rlvr_cli.cli.report import best_lr_table, cells_table
 
     sweep_dir = tmp_path / "sw"
     shutil.copytree(trained["run_dir"], sweep_dir / "runs" / "a")

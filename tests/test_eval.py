@@ -171,18 +171,9 @@ def test_eval_a_local_model_directory(tmp_path):
 def test_a_damaged_weights_file_is_one_line_naming_it(damage, tmp_path):
     """Issue 19, item 8: a truncated or garbage model.safetensors is one line and exit 2 in rlvr eval and rlvr
     sparsity (safetensors raised its SafetensorError, a 52-line traceback)."""
-    import shutil
+    from conftest import damaged_model
 
-    from rlvr_cli.models.embedded import tiny_random_dir
-
-    model = tmp_path / "model"
-    shutil.copytree(tiny_random_dir(), model)
-    weights = model / "model.safetensors"
-    if damage == "truncated":
-        with open(weights, "r+b") as f:
-            f.truncate(weights.stat().st_size // 2)
-    else:
-        weights.write_bytes(b"not a safetensors file at all" * 100)
+    model, weights = damaged_model(tmp_path, damage)
     for args in (["eval", str(model), "--benchmarks", "amc23", "--limit", "1", "--output-dir", str(tmp_path / "o")],
                  ["sparsity", "tiny-random", str(model)]):
         r = runner.invoke(app, args)
@@ -199,7 +190,25 @@ def test_batched_greedy_generation_equals_one_at_a_time():
 
     model, tokenizer = load_model("tiny-random")
     prompts = chat_prompts(tokenizer, [user_message(p) for p in ("1+1?", "What is 12 times 13, plus 7?", "2?")])
-    one, batched = (generate_hf(model, tokenizer, prompts, Sampling(k=2, temperature=0, max_new_tokens=12,
-                                                                    batch_size=b)) for b in (1, 8))
+    one, batched = (generate_hf(model, tokenizer, prompts, Sampling.protocol(k=2, temperature=0, max_new_tokens=12,
+                                                                             batch_size=b)) for b in (1, 8))
     assert [[c.text for c in cs] for cs in one] == [[c.text for c in cs] for cs in batched]
     assert all(c.tokens == 12 for cs in one for c in cs)  # a random model never says EOS: the full budget
+
+
+def test_rlvr_eval_and_rlvr_train_share_one_protocol():
+    """Issue 20: the eval protocol is stated once (train.yaml's `eval`); `rlvr eval`'s options and `Sampling`'s
+    defaults are read from it (they once disagreed on k)."""
+    import inspect
+
+    from rlvr_cli.cli.eval import eval_
+    from rlvr_cli.core.config import compose
+    from rlvr_cli.evaluation.generation import PROTOCOL_FIELDS, Sampling
+
+    train = compose([]).eval
+    options = {name: p.default.default for name, p in inspect.signature(eval_).parameters.items()}
+    for key in (*PROTOCOL_FIELDS, "limit", "extract"):
+        assert options[key] == train[key], key
+    sampling = Sampling.protocol()
+    assert [getattr(sampling, f) for f in PROTOCOL_FIELDS] == [train[f] for f in PROTOCOL_FIELDS]
+    assert Sampling.protocol(k=1).k == 1 and Sampling.protocol(k=1).top_p == train.top_p

@@ -19,10 +19,12 @@ from conftest import TINY
 from omegaconf import OmegaConf
 from trl import GRPOConfig
 
-from rlvr_cli.analysis.memory import GB, Plan, estimate
+from rlvr_cli.analysis.memory import GB, estimate
+from rlvr_cli.analysis.planner import Plan
 from rlvr_cli.core.config import compose, group_options, validate
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.evaluation.vllm import (
+from rlvr_cli.evaluation.vllm import unavailable
+from rlvr_cli.training.generation import (
     RLVR_KEYS,
     SERVER_KEYS,
     ServerError,
@@ -33,7 +35,6 @@ from rlvr_cli.evaluation.vllm import (
     server_args,
     server_command,
     server_gpus,
-    unavailable,
     visible_gpus,
     vllm_server,
 )
@@ -153,7 +154,7 @@ def test_bad_settings_are_refused_in_one_line_before_vllm_is_looked_for(case):
 
 
 def test_good_settings_pass_the_checks_that_need_no_gpu():
-    from rlvr_cli.evaluation.vllm import check_settings
+    from rlvr_cli.training.generation import check_settings
 
     check_generation(_gen(), num_processes=3)  # hf: nothing to check
     check_settings(_gen("generation=vllm_colocate", "generation.vllm_tensor_parallel_size=2"), num_processes=4)

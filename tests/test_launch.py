@@ -76,7 +76,7 @@ def test_zero_configs_pass_deepspeeds_own_config_class_after_transformers_fills_
     pytest.importorskip("deepspeed")
     from trl import GRPOConfig
 
-    for name in ("zero2", "zero3"):
+    for name in ("zero1", "zero2", "zero3"):
         cfg = compose([*TINY, f"distributed={name}", "distributed.offload_optimizer=true"])
         fields = parallelism.trainer_fields(cfg.distributed, cuda=False)
         assert fields["ddp_timeout"] == 1800 and "bf16" not in fields  # no mixed precision on CPU
@@ -130,15 +130,16 @@ def test_ddp_sgd_starts_its_two_processes_and_ends_as_one_run(tmp_path):
     assert (run / "accelerate_config.yaml").is_file() and "--nproc-per-node 2" in proc.stderr
 
 
-@pytest.mark.slow  # ~45 s: two DeepSpeed ranks; make test keeps the two-rank DDP runs
-def test_zero2_adamw_holds_half_the_optimizer_state_on_each_rank(tmp_path):
+@pytest.mark.slow  # ~45 s each: two DeepSpeed ranks; make test keeps the two-rank DDP runs
+@pytest.mark.parametrize("mode", ["zero1", "zero2"])
+def test_zero_adamw_holds_half_the_optimizer_state_on_each_rank(tmp_path, mode):
     pytest.importorskip("deepspeed")
-    proc = _train(tmp_path, "distributed=zero2", *TWO, "optimizer=adamw", "optimizer.lr=1e-3", "--json")
+    proc = _train(tmp_path, f"distributed={mode}", *TWO, "optimizer=adamw", "optimizer.lr=1e-3", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
-    assert summary["distributed"] == "zero2" and summary["world_size"] == 2
-    # rlvr's AdamW, partitioned by ZeRO-2: each rank holds exp_avg and exp_avg_sq of half the fp32 parameters
-    # (plus one step counter per parameter group); a DeepSpeed optimizer would have been refused.
+    assert summary["distributed"] == mode and summary["world_size"] == 2
+    # rlvr's AdamW, partitioned by ZeRO-1 and ZeRO-2 alike: each rank holds exp_avg and exp_avg_sq of half the fp32
+    # parameters (plus one step counter per parameter group); a DeepSpeed optimizer would have been refused.
     per_rank, analytic = summary["optimizer_state_bytes_per_rank"], summary["optimizer_state_bytes_analytic"]
     assert len(per_rank) == 2 and all(abs(b - analytic / 2) <= 64 for b in per_rank), (per_rank, analytic)
     assert summary["update_sparsity"]["changed_frac_exact"] > 0

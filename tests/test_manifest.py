@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.sweeps.grid import expand, load_sweep
+from rlvr_cli.sweeps.grid import expand, load_sweep, read_sweep
 from rlvr_cli.sweeps.job import read_cell
 from rlvr_cli.sweeps.launch import manifest_cells, prepare
 from rlvr_cli.sweeps.manifest import Manifest, read_manifest, write_manifest
@@ -58,7 +58,7 @@ def test_rewriting_replaces_the_whole_file(tmp_path):
 
 
 def test_prepare_writes_what_read_manifest_reads(tmp_path):
-    cells, todo = prepare(SMOKE, tmp_path / "sweep", [], resume=False)
+    cells, todo = prepare(read_sweep(SMOKE), tmp_path / "sweep", resume=False)
     assert read_manifest(tmp_path / "sweep") == {"name": "smoke", "cells": cells} and todo == [0, 1, 2, 3]
     assert read_cell(tmp_path / "sweep", 3) == cells[3]
     with pytest.raises(BadInput, match=r"manifest.json has no cell 4 \(it lists 4\)"):

@@ -11,22 +11,13 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from rlvr_cli.analysis.memory import (
-    GB,
-    Plan,
-    activation_bytes,
-    breakdown,
-    estimate,
-    model_activations,
-    nf4_bytes,
-    param_shapes,
-    parse_size,
-    per_gpu,
-)
+from rlvr_cli.analysis.memory import GB, breakdown, estimate, nf4_bytes, param_shapes
+from rlvr_cli.analysis.planner import Plan, activation_bytes, model_activations, parse_size, per_gpu
 from rlvr_cli.cli.analysis import per_gpu_table
 from rlvr_cli.cli.main import app
+from rlvr_cli.cli.output import print_table
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.units import human_bytes, print_table
+from rlvr_cli.core.units import human_bytes
 
 runner = CliRunner()
 P70 = 70 * 10**9

@@ -12,11 +12,12 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from rlvr_cli.analysis.memory import estimate, is_matrix, muon_matrices, state_bytes_analytic
+from rlvr_cli.analysis.memory import estimate, state_bytes_analytic
 from rlvr_cli.core.config import compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
+from rlvr_cli.models.state import is_matrix, muon_matrices
 from rlvr_cli.training.optimizers import (
     LoraFA,
     LoraPlus,

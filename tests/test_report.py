@@ -12,10 +12,11 @@ import pytest
 from conftest import CHARS, TINY
 from rich.console import Console
 
+from rlvr_cli.cli.report import report_command
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.units import human_bytes, percent
 from rlvr_cli.models.embedded import tiny_random_dir
-from rlvr_cli.sweeps.report import CHANGED, build_report, eval_avg, report_command
+from rlvr_cli.sweeps.report import CHANGED, build_report, eval_avg
 
 HUGE = ["~rewards.correctness", "~rewards.format", "+rewards.test_report.huge_reward=1.0", "grpo.scale_rewards=none"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -152,3 +152,76 @@ def test_local_settings_come_from_the_launcher_config_group(tmp_path):
     launcher = shown.split("\n  launcher:\n", 1)[1]
     for line in ("timeout_min: 60", "gpus_per_node: 0", "LocalLauncher"):
         assert line in launcher, line
+
+
+def test_a_dry_run_reads_the_file_once_and_composes_once_per_group_choice(monkeypatch, tmp_path):
+    """One parse and one expansion of the sweep file, from the command line to the manifest's cells; Hydra's
+    defaults list once per distinct set of config-group choices (smoke: sgd, adamw), never `compose` per cell."""
+    import hydra
+    import hydra._internal.defaults_list as defaults_list
+
+    from rlvr_cli.core import config
+    from rlvr_cli.sweeps import grid, launch
+
+    calls: dict[str, int] = {}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(launch, "load_sweep", counted("load_sweep", launch.load_sweep))
+    monkeypatch.setattr(grid, "expand", counted("expand", grid.expand))
+    monkeypatch.setattr(hydra, "compose", counted("hydra compose", hydra.compose))
+    monkeypatch.setattr(defaults_list, "create_defaults_list", counted("defaults list",
+                                                                       defaults_list.create_defaults_list))
+    monkeypatch.setattr(config, "compose", counted("compose", config.compose))
+    monkeypatch.setattr(launch, "compose", counted("compose", launch.compose))
+    r = runner.invoke(app, ["sweep", str(SMOKE), "--dry-run", "--output-dir", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert calls == {"load_sweep": 1, "expand": 1, "defaults list": 2}
+
+
+def _nodes(node, path=""):
+    """Every node of a config: its path, class, metadata (type, optional, flags) and, for a leaf, its value."""
+    from omegaconf import DictConfig, ListConfig
+
+    md = node._metadata
+    out = [(path, type(node).__name__, md.ref_type, md.object_type, md.optional, md.flags,
+            node._get_flag("struct"), node._get_flag("readonly"))]
+    if isinstance(node, DictConfig) and isinstance(node._content, dict):
+        for k in node._content:
+            out += _nodes(node._get_node(k), f"{path}.{k}")
+    elif isinstance(node, ListConfig) and isinstance(node._content, list):
+        for i in range(len(node._content)):
+            out += _nodes(node._get_node(i), f"{path}[{i}]")
+    elif not isinstance(node, (DictConfig, ListConfig)):
+        out.append((path, type(node._value()), repr(node._value())))
+    return out
+
+
+def test_check_cells_composes_what_compose_composes():
+    """`rlvr_cli.core.config.Composer` (Hydra's defaults list once per group choice, without Hydra's own tree)
+    against `compose`: node for node (values, node types, flags) on shipped sweeps' cells, error for error."""
+    from rlvr_cli.core.config import Composer, compose
+    from rlvr_cli.core.errors import BadInput
+    from rlvr_cli.sweeps.grid import read_sweep
+
+    lists = [c.overrides for name in ("smoke", "peft_methods", "sgd_vs_adamw")
+             for c in read_sweep(REPO / "sweeps" / f"{name}.yaml").cells] + [
+        ["optimizer=adamw", "adapter=lora", "adapter.r=4", "+grpo.beta=0.04", "~sparsity", "grpo.max_steps=4"],
+        ["adapter=lora", "+adapter.base={a: 1}", "optimizer={lr: 0.5}", "++seed=3", "distributed=zero3"],
+        ["optimizer.lrr=1"], ["optimizer=nope"], ["grpo=null"], ["seed=1,2"], ["+seed=3"], ["seed=abc"],
+        ["optimizer.weight_decay=0.1"], ["hydra.job.name=x"], ["adapter=lora", "~adapter.alpha"],
+    ]
+
+    def result(fn, overrides):
+        try:
+            return _nodes(fn(overrides))
+        except BadInput as e:
+            return str(e)
+
+    composer = Composer()
+    for overrides in lists:
+        assert result(composer, overrides) == result(compose, overrides), overrides

@@ -20,7 +20,8 @@ from conftest import CHARS, TINY
 from rlvr_cli.core.config import compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.evaluation.generation import CPU_KV_CACHE_BYTES
-from rlvr_cli.evaluation.vllm import ServerError, check_server_address, unavailable, vllm_build, vllm_server
+from rlvr_cli.evaluation.vllm import unavailable, vllm_build
+from rlvr_cli.training.generation import ServerError, check_server_address, vllm_server
 
 REPO = Path(__file__).resolve().parents[1]
 #: Small enough for seconds of generation per run: 2 benchmarks x 3 problems x k=3, 12 tokens each.

@@ -1,7 +1,9 @@
 """`rlvr memory MODEL`: the memory that training needs for weights, gradients, optimizer states and master
-weights, per optimizer; and per GPU under a plan (`Plan`: DDP, ZeRO-1/2/3 or FSDP sharding, CPU offload, a 4-bit
-QLoRA base), with activations from the model's config (`activation_bytes`, arXiv 2205.05198) and whether it
-fits in `--gpu-memory`. Computed from parameter shapes and the config, not measured.
+weights, per optimizer, for the whole run on one device: the optimizer state models (`STATE_MODELS`,
+`state_bytes_analytic`), the precision breakdown (`PRECISIONS`, `breakdown`; a 4-bit QLoRA base, `nf4_bytes`), and
+the figures of a live training run (`run_memory_analytic`). `estimate`, what `rlvr memory` prints, adds one GPU's
+share under a plan (sharding, offload, activations, `--gpu-memory`: `rlvr_cli.analysis.planner`). Computed from
+parameter shapes and the config, not measured.
 
 Per parameter, by precision (the names of `rlvr train precision=`, `rlvr_cli.core.precision`; bytes from the
 Hugging Face transformers docs, "Model training anatomy", section "Anatomy of Model's Memory";
@@ -32,8 +34,8 @@ Optimizer state per trainable parameter, from each optimizer's source (its state
                                  exp_avg (n) only when beta1 is set; always fp32; + an `RMS` 0-d fp32 tensor
     8-bit AdamW (bitsandbytes)   two uint8 states (1 B each) + an fp32 absmax per 256-element block per state
                                  (+ 2 x 256 fp32 quantization maps); tensors under 4096 elements keep fp32 states
-    Muon + AdamW (rlvr)          2-D hidden matrix (`muon_matrices`): momentum_buffer, 1 element, no step;
-                                 every other tensor: AdamW's 2 elements + a step tensor
+    Muon + AdamW (rlvr)          2-D hidden matrix (`rlvr_cli.models.state.muon_matrices`): momentum_buffer,
+                                 1 element, no step; every other tensor: AdamW's 2 elements + a step tensor
     LoRA-FA (PEFT)               exp_avg, exp_avg_sq of each trainable tensor (B; A is frozen); its step is a
                                  Python int (0 B)
 
@@ -56,11 +58,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from rlvr_cli.analysis.planner import Activations, GpuMemory, Plan, check_plan, model_activations, per_gpu
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.config import compose, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import adapter_meta_model
-from rlvr_cli.models.state import full_numel, full_shape, meta_model
+from rlvr_cli.models.state import full_numel, full_shape, is_matrix, meta_model, muon_matrices
 
 Shape = tuple[int, ...]
 
@@ -253,27 +256,6 @@ def optimizer_options(optimizer_name: str) -> dict[str, Any]:
 #: The analytic optimizer-state models, each implemented by `_tensor_state`: the values of an optimizer file's
 #: `state` key (conf/optimizer/*.yaml).
 STATE_MODELS = ("sgd", "adam", "rmsprop", "adagrad", "lion", "adafactor", "adam8bit", "muon", "lorafa")
-
-
-def is_matrix(shape: Sequence[int]) -> bool:
-    """Whether Muon orthogonalises a tensor of this shape: 2-D with both dimensions > 1. A 2-D tensor with a
-    dimension of 1 is a vector (IA3's scaling vectors `[out, 1]`, AdaLoRA's `lora_E` `[r, 1]`, LoRA factors at
-    r = 1), for which Newton-Schulz would only normalise the update: AdamW takes it, with the 1-D tensors."""
-    return len(shape) == 2 and min(shape) > 1
-
-
-def muon_matrices(model: Any) -> list[Any]:
-    """The trainable parameters that `optimizer=muon` gives to Muon (Jordan et al. 2024,
-    https://kellerjordan.github.io/posts/muon/): the 2-D hidden weight matrices (`is_matrix`), not the input
-    embedding or the output head (tied or not), which AdamW takes with the rest. Each tensor once, in
-    `model.parameters()` order.
-
-    Args:
-        model: a torch model (a PEFT model too; on the meta device too).
-    """
-    skip = {id(e.weight) for e in (model.get_input_embeddings(), model.get_output_embeddings())
-            if e is not None and getattr(e, "weight", None) is not None}
-    return [p for p in model.parameters() if p.requires_grad and is_matrix(full_shape(p)) and id(p) not in skip]
 
 
 def _adamw_matrices(params: Sequence[Any], model: Any) -> list[Shape]:
@@ -528,157 +510,11 @@ def _check_adapter(adapter: str, r: int | None) -> None:
         raise BadInput("--r is an adapter's rank; --adapter full (every weight trains) has none: add --adapter lora")
 
 
-#: `--shard` modes, and the model-state parts each one splits over the GPUs (the rest is replicated on every
-#: GPU). ZeRO stages (Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models",
-#: arXiv 1910.02054, section 5): stage 1 partitions the optimizer states (which hold the fp32 master weights),
-#: stage 2 also the gradients, stage 3 also the parameters. `fsdp` is PyTorch FSDP's FULL_SHARD (FSDP2
-#: `fully_shard`): states, gradients and parameters, as ZeRO-3. `ddp` replicates everything; `none` is one GPU.
-SHARDS: dict[str, frozenset[str]] = {
-    "none": frozenset(),
-    "ddp": frozenset(),
-    "zero1": frozenset({"optimizer_states", "master_weights"}),
-    "zero2": frozenset({"optimizer_states", "master_weights", "gradients"}),
-    "zero3": frozenset({"optimizer_states", "master_weights", "gradients", "weights"}),
-    "fsdp": frozenset({"optimizer_states", "master_weights", "gradients", "weights"}),
-}
-#: `--offload` modes: the model-state parts moved to CPU memory, and the `--shard` modes that support each.
-#: `optimizer` (DeepSpeed `offload_optimizer`, ZeRO stages 1-3): optimizer states, master weights and the
-#: gradient partition the CPU optimizer reads move to CPU (ZeRO-Offload, Ren et al., arXiv 2101.06840: only the
-#: 16-bit parameters stay on the GPU). `params` (DeepSpeed `offload_param`, ZeRO-3 only; FSDP `CPUOffload(
-#: offload_params=True)`, which has no optimizer-only mode): the parameters too.
-OFFLOADS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
-    "none": (frozenset(), tuple(SHARDS)),
-    "optimizer": (frozenset({"optimizer_states", "master_weights", "gradients"}), ("zero1", "zero2", "zero3")),
-    "params": (frozenset({"optimizer_states", "master_weights", "gradients", "weights"}), ("zero3", "fsdp")),
-}
-PARTS = ("weights", "gradients", "optimizer_states", "master_weights")
 #: QLoRA's 4-bit NormalFloat storage (Dettmers et al., "QLoRA", arXiv 2305.14314, section 3; bitsandbytes
 #: `quantize_4bit`): two values per byte plus one fp32 absmax per block of 64 values, no double quantization
 #: (bitsandbytes' and transformers' default, `bnb_4bit_use_double_quant=False`): 0.5 + 4/64 = 0.5625 B/param.
 NF4_BLOCK = 64
 NF4_ABSMAX_BYTES = 4
-BASE_BITS = (4,)
-ACTIVATION_SOURCE = ("Activations: Korthikanti et al., \"Reducing Activation Recomputation in Large Transformer "
-                     "Models\", arXiv 2205.05198, section 4: per layer s*b*(18h + 4f) + 5*a*s^2*b bytes in 16-bit "
-                     "(= s*b*h*(34 + 5*a*s/h) for f = 4h), 2*s*b*h with full checkpointing, + s*b*V*4 fp32 "
-                     "logits; attention scores materialised (no FlashAttention), dropout masks counted.")
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "K": 10**3, "M": 10**6,
-               "G": 10**9, "T": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How a run is laid out over GPUs: `num_gpus` (>= 1), `shard` (`SHARDS`), `offload` (`OFFLOADS`),
-    `gpu_memory` (bytes per GPU to check against, or None), `base_bits` (4: a QLoRA base; None: the working
-    precision), and the activation settings: `seq_len` (tokens per sequence), `micro_batch` (sequences per GPU
-    per forward), `activation_checkpointing` (full recomputation of each decoder layer), and
-    `vllm_gpu_memory_utilization` (rlvr train generation=vllm_colocate: the share of each GPU a colocated vLLM
-    engine reserves for its weights, activations and KV cache, in (0, 1); needs `gpu_memory`; None: no vLLM)."""
-
-    num_gpus: int = 1
-    shard: str = "none"
-    offload: str = "none"
-    gpu_memory: int | None = None
-    base_bits: int | None = None
-    seq_len: int = 1024
-    micro_batch: int = 1
-    activation_checkpointing: bool = False
-    vllm_gpu_memory_utilization: float | None = None
-
-
-@dataclass(frozen=True)
-class Activations:
-    """Activation memory of one GPU's micro-batch, in bytes, and the config figures it came from.
-
-    `layers` (L), `hidden` (h), `heads` (a), `intermediate` (f), `vocab` (V); `per_layer`: bytes kept by one
-    decoder layer; `logits`: the fp32 logits; `total` = L * per_layer + logits (`activation_bytes`)."""
-
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-    vocab: int
-    seq_len: int
-    micro_batch: int
-    checkpointing: bool
-    per_layer: int
-    logits: int
-    total: int
-
-
-@dataclass(frozen=True)
-class GpuMemory:
-    """Memory of one GPU (and the CPU memory its offloaded share takes), in bytes, for one optimizer.
-
-    `weights`, `gradients`, `optimizer_states`, `master_weights`: what stays on the GPU, each sharded as the
-    plan's stage shards it (rounded up to whole bytes). `activations`: None when unknown (a bare count).
-    `total`: the GPU's sum (activations counted when known). `cpu`: bytes this GPU's rank offloads to CPU;
-    `cpu_total`: over all GPUs. `fits`: `total <= gpu_memory`, None without `--gpu-memory`. `vllm`: the bytes a
-    colocated vLLM engine reserves on the GPU (`ceil(vllm_gpu_memory_utilization * gpu_memory)`, in `total`), None
-    without it."""
-
-    weights: int
-    gradients: int
-    optimizer_states: int
-    master_weights: int
-    activations: int | None
-    total: int
-    cpu: int
-    cpu_total: int
-    fits: bool | None = None
-    vllm: int | None = None
-
-
-def parse_size(s: str) -> int:
-    """A memory size in bytes: `80GB`, `80G`, `80e9` (decimal, 1 GB = 1e9 bytes), `80GiB` (binary, 2**30),
-    `141 GB`; a bare number is bytes.
-
-    Raises:
-        BadInput: not a size, or not > 0.
-    """
-    text = s.strip().replace("_", "").replace(",", "").replace(" ", "").upper()
-    number = text.rstrip("KMGTIB")
-    unit = text[len(number):]
-    try:
-        value = Decimal(number) * _SIZE_UNITS[unit]
-    except (InvalidOperation, KeyError):
-        value = None
-    if value is None or not value.is_finite() or value <= 0:
-        raise BadInput(f"--gpu-memory must be a size such as 80GB, 80GiB or 80e9 (bytes), got '{s}'")
-    return int(value)
-
-
-def check_plan(plan: Plan, adapter: str = "full") -> None:
-    """Raises `BadInput` (one line) unless the plan is consistent: num_gpus >= 1, a known `--shard` and
-    `--offload`, an offload that the shard mode supports (`OFFLOADS`), more than one GPU only with a
-    data-parallel mode, `--base-bits 4` only with an adapter, seq_len and micro_batch >= 1, a vLLM share
-    (`--vllm-gpu-memory-utilization`) in (0, 1) and only with `--gpu-memory`."""
-    if plan.num_gpus < 1:
-        raise BadInput(f"--num-gpus must be an integer >= 1, got {plan.num_gpus}")
-    if plan.shard not in SHARDS:
-        raise BadInput(f"unknown --shard '{plan.shard}'; valid: {', '.join(SHARDS)}")
-    if plan.offload not in OFFLOADS:
-        raise BadInput(f"unknown --offload '{plan.offload}'; valid: {', '.join(OFFLOADS)}")
-    supported = OFFLOADS[plan.offload][1]
-    if plan.shard not in supported:
-        raise BadInput(f"--offload {plan.offload} needs --shard {' or '.join(supported)}, got --shard {plan.shard}"
-                       + ("; FSDP offloads parameters only: use --offload params" if plan.shard == "fsdp" else ""))
-    if plan.num_gpus > 1 and plan.shard == "none":
-        raise BadInput(f"--num-gpus {plan.num_gpus} needs a data-parallel mode: --shard ddp, zero1, zero2, zero3 or "
-                       "fsdp")
-    if plan.base_bits is not None and plan.base_bits not in BASE_BITS:
-        raise BadInput(f"--base-bits must be 4 (a QLoRA base), got {plan.base_bits}")
-    if plan.base_bits is not None and adapter == "full":
-        raise BadInput("--base-bits 4 quantizes the frozen base under an adapter: add --adapter lora (and a model)")
-    for name, value in (("--seq-len", plan.seq_len), ("--micro-batch", plan.micro_batch)):
-        if value < 1:
-            raise BadInput(f"{name} must be an integer >= 1, got {value}")
-    u = plan.vllm_gpu_memory_utilization
-    if u is not None and not 0 < u < 1:
-        raise BadInput(f"--vllm-gpu-memory-utilization must be in (0, 1) (the share of each GPU vLLM reserves; "
-                       f"training needs the rest), got {u}; e.g. --vllm-gpu-memory-utilization 0.3")
-    if u is not None and plan.gpu_memory is None:
-        raise BadInput("--vllm-gpu-memory-utilization is a share of --gpu-memory: add --gpu-memory, e.g. 80GB")
 
 
 def nf4_bytes(n: int) -> int:
@@ -699,86 +535,6 @@ def quantized_shapes(model: Any) -> list[Shape]:
         if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad and id(module.weight) not in skip:
             seen[id(module.weight)] = tuple(module.weight.shape)
     return list(seen.values())
-
-
-def activation_bytes(layers: int, hidden: int, heads: int, intermediate: int, vocab: int, seq_len: int,
-                     micro_batch: int, checkpointing: bool = False) -> tuple[int, int]:
-    """`(per decoder layer, logits)` activation bytes of one micro-batch, from Korthikanti et al., "Reducing
-    Activation Recomputation in Large Transformer Models" (arXiv 2205.05198), section 4 (activation memory).
-
-    Without recomputation a layer keeps s*b*h*(34 + 5*a*s/h) bytes: attention 11sbh + 5as^2b, MLP 19sbh,
-    two layer norms 4sbh. The MLP's 19sbh is 3sbh + 4*s*b*(4h); here 4h is the config's intermediate size f,
-    so a layer keeps s*b*(18h + 4f) + 5*a*s^2*b (the paper's figure when f = 4h). With full activation
-    checkpointing a layer keeps its 16-bit input, 2*s*b*h (the paper's full-recomputation figure). The logits
-    are s*b*V*4 bytes (fp32).
-
-    Assumptions (the paper's): 16-bit activations, no tensor or sequence parallelism, attention scores and
-    softmax materialised (an upper bound under FlashAttention / SDPA, which keep no a*s^2 tensors), a 1-byte
-    dropout mask per dropout, a two-matrix MLP (a gated MLP such as SwiGLU keeps two more 16-bit s*b*f
-    tensors, 4*s*b*f bytes, not counted), all heads for keys and values (grouped-query attention keeps less).
-    Not counted: the one layer recomputed at a time under checkpointing, the loss's temporaries, GRPO's
-    reference-model forward.
-
-    Args:
-        layers (L), hidden (h), heads (a), intermediate (f), vocab (V): from the model's config.
-        seq_len (s): tokens per sequence. micro_batch (b): sequences per GPU per forward.
-        checkpointing: full activation checkpointing of each decoder layer.
-
-    Returns:
-        Bytes per decoder layer and bytes of the logits (ints).
-    """
-    s, b, h, a, f = seq_len, micro_batch, hidden, heads, intermediate
-    per_layer = 2 * s * b * h if checkpointing else s * b * (18 * h + 4 * f) + 5 * a * s * s * b
-    return per_layer, s * b * vocab * 4
-
-
-def model_activations(model_name_or_path: str, seq_len: int = 1024, micro_batch: int = 1,
-                      checkpointing: bool = False) -> Activations | None:
-    """`activation_bytes` for a model, from its config (`num_hidden_layers`, `hidden_size`,
-    `num_attention_heads`, `intermediate_size` (4 * hidden when unset), `vocab_size`; the text config of a
-    multimodal model). None when the config lacks one of them.
-
-    Raises:
-        BadInput: the model's config cannot be read.
-    """
-    from rlvr_cli.models.loading import load_config
-
-    config = load_config(model_name_or_path)
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    keys = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
-    values = [getattr(config, k, None) for k in keys]
-    if not all(isinstance(v, int) for v in values):
-        return None
-    layers, hidden, heads, vocab = values
-    intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
-    per_layer, logits = activation_bytes(layers, hidden, heads, intermediate, vocab, seq_len, micro_batch,
-                                         checkpointing)
-    return Activations(layers, hidden, heads, intermediate, vocab, seq_len, micro_batch, checkpointing, per_layer,
-                       logits, layers * per_layer + logits)
-
-
-def per_gpu(b: MemoryBreakdown, plan: Plan, activations: int | None = None) -> GpuMemory:
-    """One GPU's share of a run's model states (`b`, the whole run on one device) under `plan`, in bytes.
-
-    Each part in `SHARDS[plan.shard]` is divided over `plan.num_gpus` GPUs (rounded up; DeepSpeed's alignment
-    padding is not counted), the others are replicated. Parts in `OFFLOADS[plan.offload][0]` move to CPU,
-    partitioned (ZeRO-1 with offload moves its rank's gradient partition only): this GPU's share is `cpu`.
-    The GPU's `total` adds `activations` (bytes of one GPU's micro-batch, not sharded: data parallelism splits
-    the batch, not the sequences). Under ZeRO-3 / FSDP the layer gathered whole on the GPU while it runs is not
-    counted (DeepSpeed's estimator adds 4 B per parameter of the largest layer), nor are communication buckets.
-    """
-    n, sharded, moved = plan.num_gpus, SHARDS[plan.shard], OFFLOADS[plan.offload][0]
-    share = {part: -(-getattr(b, part) // n) if part in sharded | moved else getattr(b, part) for part in PARTS}
-    gpu = {part: 0 if part in moved else share[part] for part in PARTS}
-    cpu = sum(share[part] for part in moved)
-    # A colocated vLLM engine (TRL vllm_mode="colocate") takes its share of every GPU for itself (vLLM's
-    # gpu_memory_utilization: https://docs.vllm.ai/en/latest/configuration/engine_args.html); training gets the rest.
-    u = plan.vllm_gpu_memory_utilization
-    vllm = None if u is None or plan.gpu_memory is None else math.ceil(Decimal(repr(u)) * plan.gpu_memory)
-    total = sum(gpu.values()) + (activations or 0) + (vllm or 0)
-    fits = None if plan.gpu_memory is None else total <= plan.gpu_memory
-    return GpuMemory(gpu["weights"], gpu["gradients"], gpu["optimizer_states"], gpu["master_weights"], activations,
-                     total, cpu, cpu * n, fits, vllm)
 
 
 def estimate(model: str, optimizers: Sequence[str] | None = None, precision: str = "bf16-mixed", adapter: str = "full",

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlvr_cli.analysis.plots import write_heatmap
 from rlvr_cli.core.checks import check_tolerance
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.groups import default_node
 from rlvr_cli.models.sources import load_eval_model, resolve_model
 from rlvr_cli.models.state import architecture, check_compatible, state_dict
 
@@ -38,7 +41,9 @@ if TYPE_CHECKING:
 
 #: The four ways of counting a changed entry (see the module docstring).
 KINDS = ("exact", "tol", "bf16_exact", "bf16_tol")
-DEFAULT_TOLERANCE = 1e-5
+#: The default tolerance, stated once: train.yaml's `sparsity.tolerance` (1e-5, as arXiv 2505.11711), which
+#: `rlvr sparsity --tolerance` defaults to as well.
+DEFAULT_TOLERANCE: float = float(default_node("sparsity")["tolerance"])
 #: Elements compared at a time: bounds the scratch memory to a few hundred MiB however big a tensor is.
 CHUNK = 1 << 24
 #: Parameter-name part -> module type (Llama/Qwen/Mistral names; norms matched by substring).
@@ -195,123 +200,62 @@ def compare(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor], tole
     return report
 
 
-def sparsity_command(base_spec: str, target_spec: str, tolerance: float, rank: bool, output_dir: Path,
-                     console: Any) -> dict[str, Any]:
-    """`rlvr sparsity BASE TARGET`: load both, compare, write `sparsity.json` and `sparsity_heatmap.png`,
-    print a Rich table. Adapter runs are merged into their base first; sparse-delta checkpoints are rebuilt.
+def measure_sparsity(base_spec: str, target_spec: str, tolerance: float, rank: bool, output_dir: Path,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """What `rlvr sparsity BASE TARGET` measures: load both models, `compare` them, write `sparsity.json` and
+    `sparsity_heatmap.png` (`rlvr_cli.analysis.plots.write_heatmap`) into `output_dir` (created). Adapter runs are
+    merged into their base first; sparse-delta checkpoints are rebuilt. Prints nothing (`rlvr_cli.cli.analysis`
+    renders the result).
 
     Args:
-        console: the Rich console for the table and notes (printed with `rlvr_cli.core.units.print_table`),
-            or None to print nothing (`rlvr sparsity --json`). The progress bar goes to stderr.
+        base_spec, target_spec: what `rlvr_cli.models.sources.resolve_model` takes (hub id, model directory, run
+            directory, sparse-delta checkpoint, an embedded preset).
+        tolerance: absolute difference at or below which two values are equal; >= 0.
+        rank: also the matrix rank and 99%-energy rank of every 2-D update (`update_ranks`).
+        output_dir: where sparsity.json and the heat map go.
+        progress: optional callable, called as `progress(done, total)` with the number of tensors compared so far
+            and in all: once with done = 0 when the comparison starts (after both models loaded), then after each
+            tensor.
 
     Returns:
-        The content of sparsity.json (`base`, `target` identities plus `SparsityReport.to_json()`).
+        The content of sparsity.json (`base`, `target` identities: spec, kind, path, base, dtype; `definition`;
+        then `SparsityReport.to_json()`), plus `heatmap`: the PNG's path, or None when no parameter is in a layer.
 
     Raises:
         BadInput: before loading any weights, for a negative tolerance, a missing model, different
             architectures or shapes.
     """
-    from rich.progress import Progress
     from transformers.utils import logging
-
 
     check_tolerance(tolerance)
     sources = [resolve_model(base_spec), resolve_model(target_spec)]
     check_compatible(*(architecture(s) for s in sources))  # before any weight loads
-    logging.disable_progress_bar()  # transformers' per-model loading bars; Rich shows the comparison
+    logging.disable_progress_bar()  # transformers' per-model loading bars; the caller shows the comparison
     states, identities = [], []
     for source in sources:
         model, _ = load_eval_model(source, dtype=source.dtype or "auto", with_tokenizer=False)
         states.append(state_dict(model))
         identities.append({"spec": source.spec, "kind": source.kind, "path": source.path, "base": source.base,
                            "dtype": str(model.dtype).removeprefix("torch.")})
-    from rich.console import Console
+    total = len(states[0])
+    done = 0
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("comparing", total=len(states[0]))
-        report = compare(states[0], states[1], tolerance, rank, progress=lambda _: bar.advance(task))
+    def advance(_: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    if progress:
+        progress(0, total)
+    report = compare(states[0], states[1], tolerance, rank, progress=advance)
     result = {"base": identities[0], "target": identities[1],
               "definition": "changed = |target - base| > tolerance (arXiv 2505.11711); sparsity = 1 - changed",
               **report.to_json()}
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "sparsity.json").write_text(json.dumps(result, indent=2) + "\n")
-    result["heatmap"] = write_heatmap(result, output_dir / "sparsity_heatmap.png")
-    if console is None:
-        return result
-    from rlvr_cli.core.units import print_table
-
-    print_table(sparsity_table(result), console)
-    if identities[0]["dtype"] != identities[1]["dtype"]:
-        console.print(f"note: BASE is {identities[0]['dtype']} and TARGET {identities[1]['dtype']}: the as-stored "
-                      f"columns count the cast as a change; compare the bf16 columns", markup=False)
-    console.print(f"sparsity.json and heat map: {output_dir}", markup=False)
+    result["heatmap"] = write_heatmap(result, output_dir / "sparsity_heatmap.png", MODULE_ORDER)
     return result
-
-
-def sparsity_table(result: dict[str, Any]) -> Any:
-    """A Rich table: one row per module type and one for all parameters, % changed four ways
-    (and the median effective rank of 2-D updates as a share of full rank, when ranks were computed).
-    Figure columns never wrap; long headers are on two lines."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    base, target = result["base"], result["target"]
-    table = Table(title=escape(f"update {base['spec']} ({base['dtype']}) -> {target['spec']} ({target['dtype']}), "
-                               f"tolerance {result['tolerance']:g}"),
-                  caption="% of entries changed; update sparsity = 100% - changed (arXiv 2505.11711)")
-    with_rank = any("rank" in t for t in result["tensors"])
-    tol = f"> {result['tolerance']:g}"
-    cols = ["module", "params", "exact", tol, "bf16\nexact", f"bf16\n{tol}"]
-    for col in cols + (["eff. rank\n99%/full"] if with_rank else []):
-        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
-
-    def row(name: str, block: dict[str, Any]) -> list[str]:
-        cells = [name, f"{block['n']:,}"] + [f"{100 * block[f'changed_frac_{k}']:.4f}%" for k in KINDS]
-        if with_rank:
-            ranks = sorted(t["effective_rank_99"] / t["full_rank"] for t in result["tensors"]
-                           if "rank" in t and (t["module"] == name or name == "all"))
-            cells.append(f"{100 * ranks[len(ranks) // 2]:.0f}%" if ranks else "-")
-        return cells
-
-    for name, block in result["by_module"].items():
-        table.add_row(*row(name, block))
-    table.add_row(*row("all", result["overall"]), style="bold")
-    return table
-
-
-def write_heatmap(result: dict[str, Any], path: Path) -> str | None:
-    """A PNG heat map, layer (rows) x module type (columns), of the % of entries changed beyond the tolerance:
-    as stored (left) and after a bf16 cast (right). Returns the path, or None when no parameter is in a layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    layered = [t for t in result["tensors"] if t["layer"] is not None]
-    if not layered:
-        return None
-    layers = sorted({t["layer"] for t in layered})
-    modules = [m for m in MODULE_ORDER if any(t["module"] == m for t in layered)]
-    fig, axes = plt.subplots(1, 2, figsize=(2 + 1.1 * len(modules) * 2, 1.5 + 0.3 * len(layers)), squeeze=False)
-    for ax, kind, label in zip(axes[0], ("tol", "bf16_tol"), ("as stored", "bf16 cast"), strict=True):
-        grid = np.full((len(layers), len(modules)), np.nan)
-        for i, layer in enumerate(layers):
-            for j, mod in enumerate(modules):
-                ts = [t for t in layered if t["layer"] == layer and t["module"] == mod]
-                if ts:
-                    grid[i, j] = 100 * sum(t[kind] for t in ts) / sum(t["n"] for t in ts)
-        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(np.nanmax(grid), 1e-9))
-        ax.set_xticks(range(len(modules)), modules)
-        ax.set_yticks(range(len(layers)), [str(x) for x in layers])
-        ax.set_xlabel("module type")
-        ax.set_ylabel("layer")
-        ax.set_title(f"% changed > {result['tolerance']:g}, {label}")
-        fig.colorbar(im, ax=ax, label="% of entries changed")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
 
 
 def initial_weights(model: Any) -> dict[str, torch.Tensor]:

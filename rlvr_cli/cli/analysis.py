@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from rlvr_cli.analysis.sparsity import DEFAULT_TOLERANCE
+from rlvr_cli.cli import options
 from rlvr_cli.cli.options import JSON
 from rlvr_cli.cli.output import (
     bad_input_exits,
@@ -17,6 +19,7 @@ from rlvr_cli.cli.output import (
     default_output_dir,
     print_json,
     print_table,
+    progress_bar,
     stdout_to_stderr,
 )
 from rlvr_cli.core.units import human_bytes
@@ -37,21 +40,59 @@ def sparsity(
                                          "checkpoint, or smollm2-135m / tiny-random"),
     target: str = typer.Argument(..., help="the trained weights (same kinds; adapter runs are merged into their "
                                            "base)"),
-    tolerance: float = typer.Option(1e-5, help="absolute difference at or below which a weight is unchanged"),
+    tolerance: float = typer.Option(DEFAULT_TOLERANCE, help="absolute difference at or below which a weight is "
+                                                          "unchanged (rlvr train's sparsity.tolerance)"),
     rank: bool = typer.Option(False, "--rank", help="also the matrix rank and 99%-energy rank of each 2-D update"),
-    output_dir: Path | None = typer.Option(None, "--output-dir", help="default: TARGET/sparsity for a run "
-                                           "directory, else sparsity/<target>-<time>"),
+    output_dir: Path | None = options.output_dir("TARGET/sparsity for a run directory, else sparsity/<target>-<time>"),
     as_json: bool = JSON,
 ) -> None:
     """Update sparsity between two sets of weights (arXiv 2505.11711): % of entries changed, exactly and beyond
     the tolerance, as stored and after a bf16 cast; per module type, layer (heat map) and tensor."""
-    from rlvr_cli.analysis.sparsity import sparsity_command
+    from rlvr_cli.analysis.sparsity import measure_sparsity
 
     output_dir = output_dir or default_output_dir(target, "sparsity", "sparsity")
-    with bad_input_exits(), stdout_to_stderr(as_json):
-        result = sparsity_command(base, target, tolerance, rank, output_dir, None if as_json else console)
+    with bad_input_exits(), stdout_to_stderr(as_json), progress_bar("comparing") as progress:
+        result = measure_sparsity(base, target, tolerance, rank, output_dir, progress)
     if as_json:
         print_json(result)
+        return
+    print_table(sparsity_table(result))
+    base_dtype, target_dtype = result["base"]["dtype"], result["target"]["dtype"]
+    if base_dtype != target_dtype:
+        console.print(f"note: BASE is {base_dtype} and TARGET {target_dtype}: the as-stored columns count the cast "
+                      f"as a change; compare the bf16 columns", markup=False)
+    console.print(f"sparsity.json and heat map: {output_dir}", markup=False)
+
+
+def sparsity_table(result: dict[str, Any]) -> Table:
+    """A Rich table of `rlvr_cli.analysis.sparsity.measure_sparsity`'s result: one row per module type and one for
+    all parameters, % of entries changed four ways (`KINDS`: exactly and beyond the tolerance, as stored and after
+    a bf16 cast), and the median effective rank of 2-D updates as a share of full rank when ranks were computed.
+    Figure columns never wrap; long headers are on two lines."""
+    from rlvr_cli.analysis.sparsity import KINDS
+
+    base, target = result["base"], result["target"]
+    table = Table(title=escape(f"update {base['spec']} ({base['dtype']}) -> {target['spec']} ({target['dtype']}), "
+                               f"tolerance {result['tolerance']:g}"),
+                  caption="% of entries changed; update sparsity = 100% - changed (arXiv 2505.11711)")
+    with_rank = any("rank" in t for t in result["tensors"])
+    tol = f"> {result['tolerance']:g}"
+    cols = ["module", "params", "exact", tol, "bf16\nexact", f"bf16\n{tol}"]
+    for col in cols + (["eff. rank\n99%/full"] if with_rank else []):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
+
+    def row(name: str, block: dict[str, Any]) -> list[str]:
+        cells = [name, f"{block['n']:,}"] + [f"{100 * block[f'changed_frac_{k}']:.4f}%" for k in KINDS]
+        if with_rank:
+            ranks = sorted(t["effective_rank_99"] / t["full_rank"] for t in result["tensors"]
+                           if "rank" in t and (t["module"] == name or name == "all"))
+            cells.append(f"{100 * ranks[len(ranks) // 2]:.0f}%" if ranks else "-")
+        return cells
+
+    for name, block in result["by_module"].items():
+        table.add_row(*row(name, block))
+    table.add_row(*row("all", result["overall"]), style="bold")
+    return table
 
 
 def memory(
@@ -64,7 +105,8 @@ def memory(
     precision: str = typer.Option("bf16-mixed", "--precision", help="fp32 | bf16-mixed (fp32 weights, bf16 autocast: "
                                   "rlvr train's precision=auto on bf16 GPUs) | fp16-mixed | bf16-true (bf16 weights)"),
     num_gpus: int = typer.Option(1, "--num-gpus", help="GPUs the run is spread over (data parallel)"),
-    shard: str = typer.Option("none", "--shard", help="none | ddp | zero1 | zero2 | zero3 | fsdp (full shard)"),
+    shard: str = typer.Option("none", "--shard", help="a distributed mode (conf/distributed/): none | ddp | zero1 | "
+                                                    "zero2 | zero3 | fsdp"),
     offload: str = typer.Option("none", "--offload", help="none | optimizer (ZeRO 1-3) | params (ZeRO-3, fsdp): "
                                                           "CPU offload"),
     gpu_memory: str | None = typer.Option(None, "--gpu-memory", help="memory of one GPU (80GB, 80GiB, 80e9): "
@@ -86,7 +128,8 @@ def memory(
     """Training memory per optimizer: weights, gradients, optimizer states, master weights, and per GPU (sharded,
     offloaded, with activations from a model's config) whether the run fits. Bytes in decimal units: 1 GB =
     1e9 bytes. Exit code 0 whether it fits or not."""
-    from rlvr_cli.analysis.memory import Plan, estimate, parse_size
+    from rlvr_cli.analysis.memory import estimate
+    from rlvr_cli.analysis.planner import Plan, parse_size
     from rlvr_cli.core.errors import BadInput
 
     with bad_input_exits(), stdout_to_stderr(as_json):
@@ -150,7 +193,7 @@ def per_gpu_table(est: MemoryEstimate) -> Table:
     master weights (each sharded as the plan's stage shards it), activations (a model only), the GPU's total,
     the CPU bytes this GPU offloads (with `--offload`), and whether it fits (with `--gpu-memory`). Decimal units
     (`human_bytes`); figures never wrap; the caption states the plan, the activation formula and its source."""
-    from rlvr_cli.analysis.memory import ACTIVATION_SOURCE, SHARDS
+    from rlvr_cli.analysis.planner import ACTIVATION_SOURCE, shard_parts
 
     plan, act = est.plan, est.activations
     assert plan is not None
@@ -172,7 +215,7 @@ def per_gpu_table(est: MemoryEstimate) -> Table:
                  *([human_bytes(g.cpu)] if plan.offload != "none" else []),
                  *([("yes" if g.fits else "[red]no[/]")] if plan.gpu_memory is not None else [])]
         table.add_row(name, *cells)
-    sharded = ", ".join(sorted(SHARDS[plan.shard])) or "nothing"
+    sharded = ", ".join(sorted(shard_parts(plan.shard))) or "nothing"
     lines = [f"{plan.shard}: shards {sharded} over {plan.num_gpus} GPU(s), the rest replicated"
              + (f"; CPU: this GPU's offloaded share (x {plan.num_gpus} in all)." if plan.offload != "none" else ".")]
     if act:

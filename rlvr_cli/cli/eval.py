@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from rlvr_cli.cli import options
 from rlvr_cli.cli.options import JSON
 from rlvr_cli.cli.output import (
     bad_input_exits,
@@ -18,21 +19,25 @@ from rlvr_cli.cli.output import (
     print_table,
     stdout_to_stderr,
 )
+from rlvr_cli.core.groups import default_node
+
+#: The evaluation protocol, train.yaml's `eval` node: `rlvr eval`'s defaults are `rlvr train eval.*`'s.
+PROTOCOL = default_node("eval")
 
 
 def eval_(
     model: str = typer.Argument(..., help="hub id, model directory, rlvr train run directory, or smollm2-135m / "
                                           "tiny-random"),
     benchmarks: str | None = typer.Option(None, help="comma list; default: every benchmark of conf/benchmark/"),
-    k: int = typer.Option(4, "--k", help="samples per problem"),
-    temperature: float = typer.Option(0.6, help="0 = greedy"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="tokens per completion"),
-    limit: int | None = typer.Option(None, help="the first N problems of each benchmark (smoke runs)"),
-    batch_size: int = typer.Option(16, "--batch-size", help="sequences per generate call (hf backend)"),
+    k: int = typer.Option(PROTOCOL["k"], "--k", help="samples per problem"),
+    temperature: float = typer.Option(PROTOCOL["temperature"], help="0 = greedy"),
+    top_p: float = typer.Option(PROTOCOL["top_p"], "--top-p"),
+    max_new_tokens: int = typer.Option(PROTOCOL["max_new_tokens"], "--max-new-tokens", help="tokens per completion"),
+    limit: int | None = typer.Option(PROTOCOL["limit"], help="the first N problems of each benchmark (smoke runs)"),
+    batch_size: int = typer.Option(PROTOCOL["batch_size"], "--batch-size", help="sequences per generate call (hf "
+                                   "backend)"),
     seed: int = typer.Option(0),
-    output_dir: Path | None = typer.Option(None, "--output-dir", help="default: RUN_DIR/eval for a run "
-                                           "directory, else evals/<model>-<time>"),
+    output_dir: Path | None = options.output_dir("RUN_DIR/eval for a run directory, else evals/<model>-<time>"),
     backend: str = typer.Option("hf", help="hf | vllm"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="benchmark JSONL files; default $RLVR_DATA_DIR, "
                                         "else the hub"),
@@ -48,7 +53,8 @@ def eval_(
     kv_cache_memory_bytes: int | None = typer.Option(None, "--kv-cache-memory-bytes", help="vllm: KV-cache bytes; "
                                                      "default: from --gpu-memory-utilization on a GPU, 2 GiB on a "
                                                      "CPU"),
-    extract: str = typer.Option("boxed", help="boxed: only a closed \\boxed{} is an answer (no box: wrong) | any: "
+    extract: str = typer.Option(PROTOCOL["extract"], help="boxed: only a closed \\boxed{} is an answer (no box: "
+                                "wrong) | any: "
                                 "else math-verify's extraction over the whole text"),
     wandb: bool = typer.Option(False, "--wandb", help="also log the results to W&B (offline without an API key)"),
     as_json: bool = JSON,

@@ -1,7 +1,8 @@
 """The `rlvr` command line (Typer). Imports nothing heavy: torch loads only inside commands that train.
 
     rlvr train  [OVERRIDES...]        one GRPO run; Hydra override syntax
-    rlvr eval   MODEL [options]       avg@k / pass@k / maj@k on AIME24/25, MATH-500, AMC23, GSM8K
+    rlvr eval   MODEL [options]       avg@k / pass@k / maj@k on AIME24/25, MATH-500, AMC23, GSM8K,
+                                      OlympiadBench, Minerva Math
     rlvr sweep  SWEEP.yaml [OVERRIDES...]   a grid of runs through a Hydra launcher
     rlvr report SWEEP_DIR             table, best learning rates, CSV/JSON and plots of a sweep
     rlvr memory MODEL [options]       training memory per optimizer: weights, gradients, states, master

@@ -1,6 +1,7 @@
-"""What every command shares: the consoles, how `--json` documents are printed (tables: `print_table`, from
-`rlvr_cli.core.units`, which the library layers use too), the one handler that turns a `BadInput` into one
-line and exit code 2, and default output directories."""
+"""What every command shares, the one output sink of rlvr: the consoles, how tables are printed (`print_table`:
+no figure split), the status colours, a transient progress bar on stderr, how `--json` documents are printed, the
+one handler that turns a `BadInput` into one line and exit code 2, and default output directories. The library
+layers below `cli/` print nothing: they return data, which the commands render here."""
 
 from __future__ import annotations
 
@@ -18,20 +19,113 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.units import (  # noqa: F401  (re-exported: the commands print through these)
-    PIPE_WIDTH,
-    STATUS_COLOURS,
-    fit_table,
-    print_table,
-    status_colour,
-    stdout_console,
-)
+from rlvr_cli.core.run_dir import COMPLETED, DEAD, DIVERGED, FAILED, PRUNED, UNKNOWN
+
+#: The width of stdout when it is not a terminal (a pipe, a file): wide enough that every table keeps whole
+#: rows and long lines (paths) stay on one line, whatever COLUMNS says.
+PIPE_WIDTH = 1000
+#: Rich styles of run statuses (`rlvr train`'s summary, `rlvr report`'s cells); any other status is yellow.
+STATUS_COLOURS = {COMPLETED: "green", PRUNED: "cyan", DIVERGED: "red", FAILED: "red", DEAD: "red", UNKNOWN: "magenta"}
+
+
+def status_colour(status: str) -> str:
+    """The Rich colour of a run status (`STATUS_COLOURS`; yellow for running, interrupted, pending, ...)."""
+    return STATUS_COLOURS.get(status, "yellow")
+
+
+def stdout_console() -> Console:
+    """A Rich console on stdout: as wide as the terminal (or COLUMNS), `PIPE_WIDTH` wide when stdout is not a
+    terminal, so that piped tables keep whole rows."""
+    return Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
 
 #: The stdout console: as wide as the terminal, or `PIPE_WIDTH` when stdout is a pipe or a file.
 console = stdout_console()
 err_console = Console(stderr=True)
+
+
+def fit_table(table: Table, console: Console | None = None) -> int:
+    """Give every column of `table` the width it needs so that no figure is split or cut, and return the
+    width of the whole table (characters) at those column widths.
+
+    A column with `no_wrap=True` (the figures: a number and its unit stay together) needs its widest cell,
+    header included, on one line; so does a cell that is a `rich.text.Text` with `no_wrap=True`. Any other
+    column may wrap at spaces, so it needs its longest word (headers are never cut to `optimiz…`). The
+    needs become the columns' `min_width`, which Rich keeps when it narrows a table. `console`: the one it
+    will print on (default `stdout_console()`).
+    """
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    console = console or stdout_console()
+    options = console.options.update_width(PIPE_WIDTH * 10)
+    for column in table.columns:
+        cells = [*([column.header] if table.show_header else []), *column.cells]
+        need = 0
+        for cell in cells:
+            whole = column.no_wrap or (isinstance(cell, Text) and cell.no_wrap)
+            measured = Measurement.get(console, options, cell)
+            need = max(need, measured.maximum if whole else measured.minimum)
+        column.min_width = max(column.min_width or 0, need)
+    return Measurement.get(console, options, table).minimum
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """Print a Rich table with every figure whole: at the console's width when the table fits in it (text
+    columns wrap at spaces), else at the least width that keeps figures and words whole (`fit_table`), the
+    terminal wrapping those longer lines. Piped stdout is `PIPE_WIDTH` wide, so rows stay whole there.
+    `console`: default `stdout_console()`."""
+    console = console or stdout_console()
+    need = fit_table(table, console)
+    if need <= console.width:
+        console.print(table, crop=False)
+        return
+    width = console.width
+    console.width = need
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient Rich progress bar on stderr (`err_console`) for a library call that reports its progress.
+
+    Yields `report(done, total)`, the callback to hand to the library (e.g.
+    `rlvr_cli.analysis.sparsity.measure_sparsity`: tensors compared, tensors in all). The bar appears at the first
+    report, labelled `description`, and goes away once `done >= total` or when the block ends (an error); nothing
+    is shown when nothing is reported.
+    """
+    from rich.progress import Progress
+
+    bar = Progress(console=err_console, transient=True)
+    task: Any = None
+    running = False
+
+    def stop() -> None:
+        nonlocal running
+        if running:  # Progress.stop prints a newline on a console that is not a terminal: once only
+            running = False
+            bar.stop()
+
+    def report(done: int, total: int) -> None:
+        nonlocal task, running
+        if task is None:
+            bar.start()
+            running = True
+            task = bar.add_task(description, total=total)
+        bar.update(task, completed=done, total=total)
+        if done >= total:
+            stop()
+
+    try:
+        yield report
+    finally:
+        stop()
 
 
 @contextmanager

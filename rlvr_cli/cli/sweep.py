@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from rlvr_cli.cli import options
 from rlvr_cli.cli.options import JSON
-from rlvr_cli.cli.output import bad_input_exits, err_console, print_json, print_table, stdout_to_stderr
+from rlvr_cli.cli.output import bad_input_exits, console, err_console, print_json, print_table, stdout_to_stderr
 
 
 def sweep(
@@ -19,7 +21,7 @@ def sweep(
                                                      "launcher"),
     launcher: str = typer.Option("basic", help="basic | submitit_local | submitit_slurm"),
     max_parallel: int = typer.Option(1, "--max-parallel", help="jobs at a time (submitit launchers)"),
-    output_dir: Path | None = typer.Option(None, "--output-dir", help="default: sweeps_out/<sweep name>"),
+    output_dir: Path | None = options.output_dir("sweeps_out/<sweep name>"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the cells, their run names and (submitit_slurm) "
                                                           "their SLURM jobs, run nothing"),
     resume: bool = typer.Option(False, "--resume", help="finish an existing sweep directory: skip completed "
@@ -33,11 +35,14 @@ def sweep(
     from rlvr_cli.sweeps import launch as sweeps
 
     with bad_input_exits(), stdout_to_stderr(as_json):
-        name = sweeps.load_sweep(sweep_file).get("name") or sweep_file.stem
+        plan = sweeps.plan(sweep_file, overrides or [], launcher, max_parallel)  # the file, read once
+        name = plan.name
         sweep_dir = output_dir or Path("sweeps_out") / str(name)
+        if plan.search is not None:  # a learning-rate search: trials asked of Optuna studies
+            search_command(plan, sweep_file, sweep_dir, resume, dry_run, as_json)
+            return
         try:
-            cells, todo, code, jobs = sweeps.run(sweep_file, sweep_dir, overrides or [], launcher, max_parallel,
-                                                 resume, dry_run)
+            cells, todo, code, jobs = sweeps.run(plan, sweep_dir, resume, dry_run)
         except KeyboardInterrupt:  # the running cells have ended interrupted (sweeps.launch.wait_for)
             err_console.print(escape(f"error: sweep interrupted: its running cells ended interrupted; finish it with "
                                      f"rlvr sweep {sweep_file} --resume --output-dir {sweep_dir}"), highlight=False,
@@ -59,7 +64,7 @@ def sweep(
             print_table(table)
         report = None
         if not dry_run:
-            from rlvr_cli.sweeps.report import report_command
+            from rlvr_cli.cli.report import report_command
 
             report = report_command(sweep_dir, quiet=as_json)  # a damaged summary.json: that cell is `unknown`
     if as_json:
@@ -69,10 +74,58 @@ def sweep(
         raise typer.Exit(code=0 if code == 0 else 1)
 
 
+def search_command(plan: Any, sweep_file: Path, sweep_dir: Path, resume: bool, dry_run: bool, as_json: bool) -> None:
+    """`rlvr sweep SEARCH.yaml`: run a learning-rate search (`rlvr_cli.sweeps.search.run`) and report it; with
+    `--dry-run`, print its search space, pruning schedule and budget. With --json: one document `{"name",
+    "sweep_dir", "dry_run", "search": describe(...), "cells": [...], "report": {...} | null}`."""
+    from rlvr_cli.sweeps import launch as sweeps
+    from rlvr_cli.sweeps import search
+
+    try:
+        result = search.run(plan, sweep_dir, resume, dry_run)
+    except KeyboardInterrupt:
+        err_console.print(escape(f"error: search interrupted: its running trials ended interrupted and were closed; "
+                                 f"continue it with rlvr sweep {sweep_file} --resume --output-dir {sweep_dir}"),
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(code=130) from None
+    info, cells = result["describe"], result["cells"]
+    rows = [{"index": i, **cell, "ran": i in result["ran"], "status": sweeps.status(sweep_dir, cell)}
+            for i, cell in enumerate(cells)]
+    if not as_json:
+        print_table(search_table(plan.name, info, dry_run))
+        rungs = ", ".join(map(str, info["rungs"])) or "-"
+        console.print(escape(f"pruner {info['pruner']}: rungs at optimizer steps {rungs} of {info['max_steps']}; "
+                             f"at most {info['max_optimizer_steps']} optimizer steps, against "
+                             f"{info['grid_optimizer_steps']} for the grid over the same ranges"), highlight=False,
+                      soft_wrap=True)
+    report = None
+    if not dry_run:
+        from rlvr_cli.cli.report import report_command
+
+        report = report_command(sweep_dir, quiet=as_json)
+    if as_json:
+        print_json({"name": plan.name, "sweep_dir": str(sweep_dir), "dry_run": dry_run, "search": info,
+                    "cells": rows, "report": report})
+    if not dry_run:
+        raise typer.Exit(code=0 if result["code"] in (0, 4) else 1)
+
+
+def search_table(name: str, info: dict[str, Any], dry_run: bool) -> Table:
+    """The search space of a search (`rlvr_cli.sweeps.search.describe`): one row per study."""
+    table = Table(title=escape(f"search {name}: {len(info['studies'])} studies, sampler {info['sampler']}"
+                               + (" (dry run)" if dry_run else "")))
+    for col in ("study", "optimizer", "learning rate (log scale)", "trials", "grid points"):
+        table.add_column(col)
+    for s in info["studies"]:
+        table.add_row(escape(s["study"]), s["optimizer"], f"{s['lr_min']:g} .. {s['lr_max']:g}", str(s["trials"]),
+                      str(s["grid_points"]))
+    return table
+
+
 def report(sweep_dir: Path = typer.Argument(..., help="a directory made by rlvr sweep"), as_json: bool = JSON) -> None:
     """Table, best learning rate per optimizer and adapter, report.csv/json and plots of a sweep (no W&B needed).
     With --json: the report (what report.json holds) on stdout instead of the tables."""
-    from rlvr_cli.sweeps.report import report_command
+    from rlvr_cli.cli.report import report_command
 
     with bad_input_exits(), stdout_to_stderr(as_json):
         result = report_command(sweep_dir, quiet=as_json)

@@ -30,25 +30,24 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     run starts its N processes itself (`rlvr_cli.training.launcher`)."""
     import warnings
 
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.config import compose, validate
+    from rlvr_cli.training.distributed import end_with_launcher, launch_env, linger
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl)\.")  # upstream renames
     overrides = overrides or []
-    with bad_input_exits(), stdout_to_stderr(as_json):
+    # Bad input under torchrun: every rank refuses it; each lingers so that none is killed before it exits 2.
+    refuse = {"then": lambda: linger(2, all_ranks=True), "quiet": not launch_env().is_main}
+    with bad_input_exits(**refuse), stdout_to_stderr(as_json):
         cfg = compose(overrides)
+        validate(cfg)  # every bad value, refused before torch is imported (check_inputs checks the rest)
         from rlvr_cli.training import launcher
 
         start = launcher.needs_launch(cfg)
         path = launcher.prepare(cfg) if start else None
     if start:  # distributed.num_processes > 1: start the processes through torchrun; rank 0 prints the summary
         raise typer.Exit(code=launcher.launch(cfg, overrides, path, as_json))
-    from rlvr_cli.training.distributed import end_with_launcher, launch_env, linger
-
     end_with_launcher()  # a rank of rlvr's own launch ends when the launcher dies, even by SIGKILL
-
-    # Bad input under torchrun: every rank refuses it; each lingers so that none is killed before it exits 2.
-    with bad_input_exits(then=lambda: linger(2, all_ranks=True), quiet=not launch_env().is_main), \
-            stdout_to_stderr(as_json):
+    with bad_input_exits(**refuse), stdout_to_stderr(as_json):
         from rlvr_cli.training.recipe import EXIT_CODES
         from rlvr_cli.training.recipe import train as run_train
 

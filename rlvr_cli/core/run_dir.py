@@ -45,6 +45,8 @@ COMPLETED = "completed"
 DIVERGED = "diverged"
 INTERRUPTED = "interrupted"
 FAILED = "failed"
+#: A trial of a learning-rate search that its study's pruner stopped early (`rlvr_cli.training.pruning`).
+PRUNED = "pruned"
 #: A `running` run whose process is gone (killed, machine lost): it will never write a final status (`liveness`).
 DEAD = "dead"
 #: A run directory whose summary.json does not parse (e.g. truncated by a full disk): its status cannot be known.
@@ -52,7 +54,7 @@ UNKNOWN = "unknown"
 #: What `liveness` says of a `running` summary whose process is alive.
 LIVE = "live"
 #: Final status -> the exit code `rlvr train` ends with (2, bad input, never creates a run directory).
-EXIT_CODES = {COMPLETED: 0, FAILED: 1, DIVERGED: 3, INTERRUPTED: 130}
+EXIT_CODES = {COMPLETED: 0, FAILED: 1, DIVERGED: 3, PRUNED: 4, INTERRUPTED: 130}
 FINAL = tuple(EXIT_CODES)
 #: A running run refreshes its summary.json's `heartbeat` at the end of an optimizer step, at most this often (s).
 HEARTBEAT_INTERVAL_S = 60.0

@@ -23,6 +23,7 @@ A new optimizer, data set or adapter file needs no schema change; a new field wo
 line in its dataclass.
 """
 
+import copy
 import dataclasses
 import functools
 import math
@@ -30,7 +31,7 @@ import operator
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -39,6 +40,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rlvr_cli.core.checks import check_lr, check_rank, check_tolerance
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.groups import GroupOptions
+from rlvr_cli.core.modes import BACKENDS
 from rlvr_cli.core.precision import PRECISIONS
 
 #: A number kept as written: an int stays an int (PEFT's `lora_alpha`, transformers' `warmup_steps`).
@@ -57,7 +60,7 @@ class Rule:
 
     Attributes:
         ge, gt, le, lt: bounds (>=, >, <=, <); None: no bound.
-        choices: the allowed values of a string field.
+        choices: the allowed values of a string field (a `GroupOptions` for a group's file names).
         required: the key must be present and not null (else only a present value is checked).
         why: a short reason, printed in parentheses after the bounds.
         fix: the fix printed after the value; default `e.g. KEY=EXAMPLE`.
@@ -69,7 +72,7 @@ class Rule:
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: Sequence[str] | None = None
     required: bool = False
     why: str = ""
     fix: str = ""
@@ -227,16 +230,15 @@ class GrpoSchema:
     weight_decay: float = rule(ge=0, example=0.0)
 
 
-#: `distributed.name` values: the files of conf/distributed/.
-DISTRIBUTED = ("none", "ddp", "fsdp", "zero2", "zero3")
-
-
 @dataclass
 class DistributedSchema:
     """`distributed` group (`conf/distributed/*.yaml`): how many processes on how many machines, and how the model
     is spread over them (accelerate's launch names: https://huggingface.co/docs/accelerate/package_reference/cli)."""
 
-    name: str = rule(choices=DISTRIBUTED, required=True)
+    name: str = rule(choices=GroupOptions("distributed"), required=True)
+    backend: str = rule(choices=BACKENDS, required=True, why="what spreads the model")
+    accelerate_type: str = rule(choices=("NO", "MULTI_GPU", "FSDP", "DEEPSPEED"), required=True)
+    shards: list[str] | None = MISSING  # rlvr_cli.core.modes.sharded checks the names
     num_processes: int | None = rule(ge=1, why="processes per machine; null: every visible GPU", example=8)
     num_machines: int = rule(ge=1, example=1)
     machine_rank: int = rule(ge=0, example=0)
@@ -250,8 +252,6 @@ class DistributedSchema:
     deepspeed: Any = MISSING  # a mapping or a JSON file; DeepSpeed's own config class checks it
 
 
-#: `generation.name` values: the files of conf/generation/.
-GENERATIONS = ("hf", "vllm_colocate", "vllm_server")
 #: `generation.vllm_mode` values (TRL `GRPOConfig.vllm_mode`).
 VLLM_MODES = ("colocate", "server")
 
@@ -277,7 +277,7 @@ class GenerationSchema:
     TRL's `GRPOConfig` names for the vLLM fields. Any other GRPOConfig field (`+generation.FIELD=VALUE`) passes
     to TRL."""
 
-    name: str = rule(choices=GENERATIONS, required=True)
+    name: str = rule(choices=GroupOptions("generation"), required=True)
     use_vllm: bool = MISSING
     vllm_mode: str = rule(choices=VLLM_MODES)
     vllm_gpu_memory_utilization: float = rule(gt=0, le=1, why="share of each GPU vLLM reserves", example=0.3)
@@ -328,6 +328,16 @@ class SparsitySchema:
 
 
 @dataclass
+class TrialSchema:
+    """`trial` block of `train.yaml`: the Optuna trial a run is, set by `rlvr sweep` for the cells of a search
+    (`rlvr_cli.training.pruning`); null for every other run."""
+
+    storage: str = MISSING
+    study: str = MISSING
+    number: int = rule(ge=0, required=True, example=0)
+
+
+@dataclass
 class TrainSchema:
     """A whole `rlvr train` config (`conf/train.yaml`). Field order is the order of the checks."""
 
@@ -348,6 +358,7 @@ class TrainSchema:
     output_dir: str = MISSING
     run_name: str | None = MISSING
     stop_on_nonfinite: bool = MISSING
+    trial: TrialSchema | None = MISSING
 
 
 #: Config group (and `train.yaml` block) -> its schema: the groups of `rlvr_cli.core.config.GROUPS` plus `eval` and
@@ -355,7 +366,7 @@ class TrainSchema:
 GROUP_SCHEMAS: dict[str, type] = {"model": ModelSchema, "data": DataSchema, "optimizer": OptimizerSchema,
                                   "adapter": AdapterSchema, "grpo": GrpoSchema, "distributed": DistributedSchema,
                                   "generation": GenerationSchema, "logger": LoggerSchema,
-                                  "eval": EvalSchema, "sparsity": SparsitySchema}
+                                  "eval": EvalSchema, "sparsity": SparsitySchema, "trial": TrialSchema}
 
 
 def schema_fields(schema: type) -> tuple[str, ...]:
@@ -397,8 +408,9 @@ def _noun(tp: Any) -> str:
     return "a value"
 
 
+@functools.cache
 def _fields(schema: type) -> dict[str, tuple[Any, bool, Rule]]:
-    """Name -> (type without Optional, optional, rule) of a schema's fields."""
+    """Name -> (type without Optional, optional, rule) of a schema's fields; computed once per schema class."""
     hints = typing.get_type_hints(schema)
     return {f.name: (*_hint(hints[f.name]), f.metadata.get("rule", Rule())) for f in dataclasses.fields(schema)}
 
@@ -465,13 +477,50 @@ def conform_rewards(rewards: Any, where: str = "rewards") -> Any:
     return out
 
 
+#: `_typed`'s memo: (schema, `_frozen` values) -> the typed values; cleared when it reaches `_TYPED_MAX` entries.
+_TYPED: dict[tuple[type, Any], dict[str, Any]] = {}
+_TYPED_MAX = 4096
+#: `OmegaConf.structured(schema)` per schema (1.3 ms to build, 0.4 ms to copy).
+_STRUCTURED: dict[type, DictConfig] = {}
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable key that tells apart what OmegaConf may type differently: each scalar with its type (`1`, `1.0`
+    and `True` are equal in Python, not in a schema), mappings and lists in order; None for anything else."""
+    if type(value) in (str, int, float, bool, type(None)):
+        return type(value), repr(value)
+    if isinstance(value, Mapping):
+        items = tuple(((type(k), repr(k)), _frozen(v)) for k, v in value.items())
+        return None if any(v is None for _, v in items) else ("{}", items)
+    if isinstance(value, (list, tuple)):
+        items = tuple(_frozen(v) for v in value)
+        return None if any(v is None for v in items) else (type(value), items)
+    return None
+
+
+def _typed(schema: type, flat: dict[str, Any]) -> dict[str, Any]:
+    """`flat`'s values typed by `schema`: merged into `OmegaConf.structured(schema)` (which raises on a wrong type),
+    as plain values. Memoized per schema and values (a pure function of both): the nodes that many configs share, a
+    sweep's cells, are typed once (the merge is most of `conform`'s 20 ms). Failures are not kept."""
+    if schema not in _STRUCTURED:  # `merge` copies its first argument: the kept one is never changed
+        _STRUCTURED[schema] = OmegaConf.structured(schema)
+    key = _frozen(flat)
+    if key is None:
+        return OmegaConf.to_container(OmegaConf.merge(_STRUCTURED[schema], flat))
+    if (schema, key) not in _TYPED:
+        if len(_TYPED) >= _TYPED_MAX:
+            _TYPED.clear()
+        _TYPED[schema, key] = OmegaConf.to_container(OmegaConf.merge(_STRUCTURED[schema], flat))
+    return copy.deepcopy(_TYPED[schema, key])
+
+
 def _conform(node: Mapping[str, Any], schema: type, where: str) -> dict[str, Any]:
     fields = _fields(schema)
     nested = {k: tp for k, (tp, _, _) in fields.items() if dataclasses.is_dataclass(tp)}
     flat = {k: v for k, v in node.items() if k in fields and not (k in nested and isinstance(v, Mapping))
             and k != "rewards"}
     try:
-        typed = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), flat))
+        typed = _typed(schema, flat)
     except OmegaConfBaseException as e:
         key = re.split(r"[.\[]", e.full_key or str(e.key), maxsplit=1)[0]
         if key not in flat:
@@ -540,3 +589,14 @@ def check(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> No
     """
     node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     _check(node, schema, "")
+
+
+def typed(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> DictConfig:
+    """`conform` then `check`: a config typed against a schema and every field's rule applied.
+
+    Raises:
+        BadInput: as `conform` (a value of the wrong type) and `check` (a value out of range).
+    """
+    out = conform(cfg, schema)
+    check(out, schema)
+    return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.groups import default_node
 from rlvr_cli.evaluation.vllm import require_vllm
 
 BACKENDS = ("hf", "vllm")
@@ -21,14 +22,30 @@ BACKENDS = ("hf", "vllm")
 @dataclass(frozen=True)
 class Sampling:
     """How completions are sampled: `k` per prompt, `temperature` (0 = greedy), `top_p`,
-    `max_new_tokens` (tokens per completion), `batch_size` (sequences per `generate` call, hf only), `seed`."""
+    `max_new_tokens` (tokens per completion), `batch_size` (sequences per `generate` call, hf only), `seed`.
+    Its defaults are the evaluation protocol's (`Sampling.protocol`), stated once, in train.yaml's `eval` node."""
 
-    k: int = 1
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 1024
-    batch_size: int = 16
+    k: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    batch_size: int
     seed: int = 0
+
+    @classmethod
+    def protocol(cls, **changes: Any) -> Sampling:
+        """The evaluation protocol's sampling (train.yaml's `eval` node: what `rlvr train eval.benchmarks=[...]` and
+        `rlvr eval` sample by), with `changes` (field -> value) applied.
+
+        Raises:
+            TypeError: a change that is not a field.
+        """
+        node = default_node("eval")
+        return cls(**{**{f: node[f] for f in PROTOCOL_FIELDS}, **changes})
+
+
+#: The `Sampling` fields the evaluation protocol (train.yaml's `eval`) states.
+PROTOCOL_FIELDS = ("k", "temperature", "top_p", "max_new_tokens", "batch_size")
 
 
 @dataclass(frozen=True)

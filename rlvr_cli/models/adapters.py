@@ -32,6 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_cli.core import modes
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.errors import BadInput, root_cause
 
@@ -44,8 +45,6 @@ RESIDUAL_INITS = ("pissa", "corda", "olora", "lora_ga")
 INITIAL_DIR = "initial_adapter"
 #: rlvr knob -> (what it is, in words).
 KNOBS = {"r": "rank", "alpha": "scale", "dropout": "dropout"}
-#: `distributed` modes whose main process does not hold whole weights: no residual-base init or conversion there.
-SHARDED_MODES = ("zero3", "fsdp")
 
 
 def _target_fields(target: str) -> set[str]:
@@ -145,10 +144,11 @@ def check_run(cfg: DictConfig) -> None:
     a = cfg.adapter
     if not residual_base(a):
         return
-    mode = (cfg.get("distributed") or {}).get("name", "none")
-    if mode in SHARDED_MODES:
+    dist = cfg.get("distributed") or {}
+    if modes.shards_weights(dist):
         raise BadInput(f"adapter={a.name} trains against a residual base and is saved converted, which needs whole "
-                       f"weights on the main process; distributed={mode} shards them: use distributed=ddp or zero2")
+                       f"weights on the main process; distributed={dist.get('name')} shards them: use distributed=ddp "
+                       f"or zero2")
     beta = (cfg.get("grpo") or {}).get("beta") or 0.0
     if beta != 0:
         raise BadInput(f"adapter={a.name} with grpo.beta={beta}: TRL's KL reference for an adapter run is the model "

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.models.deepspeed_log import deepspeed_logs_to_stderr
@@ -30,6 +33,48 @@ def check_model_source(name_or_path: str) -> None:
         raise BadInput(f"model directory not found: {name_or_path}")
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from this machine, or None when a TCP connection to its endpoint
+    (`huggingface_hub.constants.ENDPOINT`, port 443 or the URL's port) opens within 3 seconds. Asked once per
+    process. Without it, huggingface_hub retries every request to an unreachable hub with backoff (about 25 s per
+    file) before transformers falls back to the local cache.
+
+    Returns:
+        None (reachable, or `HF_HUB_OFFLINE` is set: the libraries then skip the network themselves), or the error.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError as e:
+        return f"{url.scheme}://{url.netloc} cannot be reached: {one_line(e)}"
+    return None
+
+
+def hub_options(name_or_path: str) -> dict[str, Any]:
+    """Keyword arguments for `from_pretrained` of `name_or_path`: `{"local_files_only": True}` for a hub id while the
+    hub cannot be reached (`hub_unreachable`), so that a cached model loads at once and a missing one fails at once;
+    else `{}` (local directories and embedded models never ask the hub)."""
+    if name_or_path in EMBEDDED or Path(name_or_path).expanduser().is_dir():
+        return {}
+    return {"local_files_only": True} if hub_unreachable() else {}
+
+
+def not_found(name_or_path: str, e: BaseException, verb: str = "read") -> BadInput:
+    """The one-line refusal of a model that neither a local directory nor the hub (or its cache) provides."""
+    start = f"cannot {verb} model '{name_or_path}': not a local model directory with a valid config.json"
+    if Path(name_or_path).expanduser().is_dir():  # a local directory: the hub was never asked
+        return BadInput(f"{start} and weights ({one_line(e)})")
+    if why := hub_unreachable():  # transformers' own text then only repeats that it could not connect
+        return BadInput(f"{start}, not in the hub cache, and the hub {why}; give a local model directory, or "
+                        f"download it where the hub can be reached (hf download {name_or_path})")
+    return BadInput(f"{start}, and the hub did not serve it ({one_line(e)})")
+
+
 def load_config(name_or_path: str) -> Any:
     """The model's `transformers` config (`AutoConfig.from_pretrained`): a cheap check that a model exists and
     is readable, before a run directory is created or any weight loads.
@@ -43,10 +88,33 @@ def load_config(name_or_path: str) -> Any:
 
     check_model_source(name_or_path)
     try:
-        return AutoConfig.from_pretrained(model_path(name_or_path))
+        return AutoConfig.from_pretrained(model_path(name_or_path), **hub_options(name_or_path))
+    except BadInput:  # rlvr's own refusal (an embedded model whose cache, RLVR_CACHE, cannot hold it) as it is
+        raise
     except (OSError, ValueError, KeyError) as e:  # transformers raises these for a missing or unknown model
-        raise BadInput(f"cannot read model '{name_or_path}': not a local model directory with a valid config.json, "
-                       f"and the hub did not serve it ({one_line(e)})") from None
+        raise not_found(name_or_path, e) from None
+
+
+def check_weights(name_or_path: str) -> None:
+    """Refuse a local model (a directory, or an embedded one) whose `.safetensors` files are damaged, before a run
+    directory exists: each file's header is read (safetensors' `safe_open`, which checks that the header covers the
+    whole file), no tensor loads. Nothing for a hub id.
+
+    Raises:
+        BadInput: a truncated or garbage `.safetensors` file, naming it.
+    """
+    path = Path(model_path(name_or_path)).expanduser()
+    if not path.is_dir():
+        return
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "numpy"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise BadInput(f"cannot read the weights of '{name_or_path}': a .safetensors file there is damaged ({f}: "
+                           f"truncated or not safetensors: {one_line(e)}); save or train it again") from None
 
 
 def load_model(name_or_path: str, dtype: str = "float32",
@@ -72,15 +140,18 @@ def load_model(name_or_path: str, dtype: str = "float32",
 
     check_model_source(name_or_path)
     try:
-        path = model_path(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path) if with_tokenizer else None
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+        path, hub = model_path(name_or_path), hub_options(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub) if with_tokenizer else None
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                                                     **hub)
+    except BadInput:  # rlvr's own refusal (an embedded model whose cache, RLVR_CACHE, cannot hold it) as it is
+        raise
     except (OSError, ValueError) as e:  # transformers raises either for a directory without a model
-        raise BadInput(f"cannot load model '{name_or_path}': not a local model directory, and the hub did not "
-                       f"serve it ({one_line(e)})") from None
+        raise not_found(name_or_path, e, "load") from None
     except Exception as e:
         if type(e).__name__ != "SafetensorError":  # safetensors' own, for a truncated or garbage weights file
             raise
+        check_weights(name_or_path)  # names the file
         raise BadInput(f"cannot read the weights of '{name_or_path}': a .safetensors file there is damaged "
                        f"(truncated or not safetensors: {one_line(e)}); save or train it again") from None
     if tokenizer is not None and tokenizer.pad_token is None:

@@ -1,7 +1,10 @@
-"""Parameters of a model by name: state dicts (each storage once), shapes on the meta device, counts."""
+"""Parameters of a model by name: state dicts (each storage once), shapes on the meta device, counts, and which
+parameters are the hidden weight matrices that Muon updates (`is_matrix`, `muon_matrices`: used by
+`optimizer=muon` in `rlvr_cli.training.optimizers` and by its memory model in `rlvr_cli.analysis.memory`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rlvr_cli.core.errors import BadInput, one_line
@@ -87,3 +90,31 @@ def count_params(model: Any) -> tuple[int, int]:
     ZeRO-3, not this rank's slices)."""
     params = list(model.parameters())
     return sum(full_numel(p) for p in params if p.requires_grad), sum(full_numel(p) for p in params)
+
+
+def is_matrix(shape: Sequence[int]) -> bool:
+    """Whether Muon orthogonalises a tensor of this shape: 2-D with both dimensions > 1. A 2-D tensor with a
+    dimension of 1 is a vector (IA3's scaling vectors `[out, 1]`, AdaLoRA's `lora_E` `[r, 1]`, LoRA factors at
+    r = 1), for which Newton-Schulz would only normalise the update: AdamW takes it, with the 1-D tensors.
+
+    Args:
+        shape: a tensor's whole shape (ints; `full_shape` for a ZeRO-3 slice).
+    """
+    return len(shape) == 2 and min(shape) > 1
+
+
+def muon_matrices(model: Any) -> list[Any]:
+    """The trainable parameters that `optimizer=muon` gives to Muon (Jordan et al. 2024,
+    https://kellerjordan.github.io/posts/muon/): the 2-D hidden weight matrices (`is_matrix`), not the input
+    embedding or the output head (tied or not), which AdamW takes with the rest. Each tensor once, in
+    `model.parameters()` order.
+
+    Args:
+        model: a torch model (a PEFT model too; on the meta device too).
+
+    Returns:
+        the parameters (torch tensors, not copies).
+    """
+    skip = {id(e.weight) for e in (model.get_input_embeddings(), model.get_output_embeddings())
+            if e is not None and getattr(e, "weight", None) is not None}
+    return [p for p in model.parameters() if p.requires_grad and is_matrix(full_shape(p)) and id(p) not in skip]

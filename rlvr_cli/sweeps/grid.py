@@ -16,11 +16,16 @@ The axes (`rlvr_cli.sweeps.launch` shows a whole file):
 
 Cells are the product of the axes, except that an adapter with its own `lr` runs at those learning rates only:
 adapters and full fine-tuning want different ones (sweeps/peft_methods.yaml).
+
+A sweep is read once: `load_sweep` parses the file, `expand` makes its cells, and `make_sweep` (or `read_sweep`,
+both at once) holds them with the command line's overrides and launcher in one `Sweep`, which `rlvr sweep` hands
+to the launch (`rlvr_cli.sweeps.launch`) and the manifest (`rlvr_cli.sweeps.manifest.manifest_of`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -32,7 +37,7 @@ from rlvr_cli.core.checks import check_lr, check_path_component, check_rank
 from rlvr_cli.core.config import group_options
 from rlvr_cli.core.errors import BadInput
 
-TOP_KEYS = ("name", "base", "axes")
+TOP_KEYS = ("name", "base", "axes", "search")  # search: a learning-rate search (rlvr_cli.sweeps.search)
 
 
 AXES = ("optimizer", "adapter", "seed", "overrides")
@@ -249,3 +254,74 @@ def load_sweep(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInput(f"{path}: not a valid sweep file: expected a mapping at the top")
     return data
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep as `rlvr sweep` runs it: its file's grid, made once (`make_sweep`), with the command line's
+    overrides and launcher. What the launch (`rlvr_cli.sweeps.launch.run`) and the manifest
+    (`rlvr_cli.sweeps.manifest.manifest_of`) are made from.
+
+    Attributes:
+        name: the file's `name`: the W&B group of its cells, and the default sweep directory `sweeps_out/<name>`.
+        path: the sweep file (copied into the sweep directory as `sweep.yaml`).
+        base: the file's `base`: override strings of every cell, before the axes'.
+        axes: the file's `axes`, as parsed (plain values: `{"optimizer": {"sgd": {"lr": [0.01]}}, ...}`).
+        cells: the expanded cells (`expand`), in index order; their overrides without the command line's.
+        extra: the command line's overrides of every cell (not `hydra.*`), applied after each cell's own.
+        launcher: the `--launcher` value: basic | submitit_local | submitit_slurm.
+        max_parallel: `--max-parallel`, jobs at a time under the submitit launchers (>= 1).
+        launcher_overrides: the command line's `hydra.*` overrides, for the multirun.
+        launcher_settings: the multirun's `hydra.launcher` settings (`rlvr_cli.sweeps.slurm.launcher_settings`),
+            read for submitit_slurm or when there are launcher overrides; None otherwise.
+        search: the file's `search` section as parsed (a learning-rate search, `rlvr_cli.sweeps.search`), whose
+            trials run at each of `cells` (the fixed axes); None for a grid.
+    """
+
+    name: str
+    path: Path
+    base: tuple[str, ...]
+    axes: Mapping[str, Any]
+    cells: tuple[Cell, ...]
+    extra: tuple[str, ...] = ()
+    launcher: str = "basic"
+    max_parallel: int = 1
+    launcher_overrides: tuple[str, ...] = ()
+    launcher_settings: Mapping[str, Any] | None = None
+    search: Mapping[str, Any] | None = None
+
+    def overrides(self, i: int) -> list[str]:
+        """The overrides cell `i` (0-based index into `cells`) runs with: its own, then `extra`."""
+        return [*self.cells[i].overrides, *self.extra]
+
+
+def make_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (), launcher: str = "basic",
+               max_parallel: int = 1, launcher_settings: Mapping[str, Any] | None = None) -> Sweep:
+    """The `Sweep` of a parsed sweep file: its cells expanded once (`expand`), the command line's overrides split
+    into those of the cells and the launcher's (`hydra.*`).
+
+    Args:
+        data: the parsed file (`load_sweep`).
+        path: the file, named in messages (by its file name) and copied into the sweep directory.
+        overrides: the command line's overrides; those starting with `hydra.` go to the launcher.
+        launcher, max_parallel, launcher_settings: as `Sweep` holds them (checked by the caller:
+            `rlvr_cli.sweeps.launch.plan`).
+
+    Raises:
+        BadInput: `expand`'s errors, naming the place in the file.
+    """
+    cells = expand(data, path.name)
+    return Sweep(name=data["name"], path=Path(path), base=tuple(data.get("base") or ()), axes=data.get("axes") or {},
+                 cells=tuple(cells), extra=tuple(o for o in overrides if not o.startswith("hydra.")),
+                 launcher=launcher, max_parallel=max_parallel,
+                 launcher_overrides=tuple(o for o in overrides if o.startswith("hydra.")),
+                 launcher_settings=launcher_settings, search=data.get("search"))
+
+
+def read_sweep(path: Path, overrides: Sequence[str] = ()) -> Sweep:
+    """The `Sweep` of a sweep file under the basic launcher: `make_sweep(load_sweep(path), path, overrides)`.
+
+    Raises:
+        BadInput: the file is missing or not YAML (`load_sweep`), or its grid is bad (`expand`).
+    """
+    return make_sweep(load_sweep(Path(path)), Path(path), overrides)

@@ -28,6 +28,10 @@ bounds the jobs of the whole sweep (SLURM's array throttle only counts within on
 writes `.hydra/`, and a Ctrl-C has one multirun to stop. The price: a group starts when the previous one has
 ended. Most sweeps have one group (the same `distributed` settings in every cell).
 
+The sweep file is read once: `plan` parses it, checks the launcher, expands the cells and returns one
+`rlvr_cli.sweeps.grid.Sweep`, which `run` takes to the checks (`check_cells`: one Hydra composition per distinct
+set of config-group choices, `rlvr_cli.core.config.Composer`), the sweep directory and its manifest.
+
 Sweep directory: `sweep.yaml` (the file's copy), `manifest.json` (the cells: name, run_dir,
 overrides, axes), `runs/<cell>/` (one `rlvr train` run directory each), `.hydra/` (launcher files),
 `.lock` and `.lock.owner` (`sweep_lock`: one `rlvr sweep` at a time per directory).
@@ -45,21 +49,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from rlvr_cli.core.config import compose, validate
+from rlvr_cli.core.config import Composer, compose, validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.parent_death import on_parent_death
-from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, RUNNING, run_state
+from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, PRUNED, RUNNING, run_state
 from rlvr_cli.sweeps import slurm
-from rlvr_cli.sweeps.grid import Cell, expand, load_sweep
-from rlvr_cli.sweeps.manifest import Manifest, ManifestCell, manifest_path, read_manifest, write_manifest
+from rlvr_cli.sweeps.grid import Cell, Sweep, load_sweep, make_sweep
+from rlvr_cli.sweeps.manifest import ManifestCell, manifest_of, manifest_path, read_manifest, write_manifest
+from rlvr_cli.sweeps.manifest import manifest_cells as manifest_cells  # re-exported: it was defined here
 from rlvr_cli.sweeps.slurm import JobSettings
 
 
@@ -89,26 +93,42 @@ def launcher_configs() -> dict[str, str]:
 #: The valid `--launcher` values: basic, submitit_local, submitit_slurm (`launcher_configs`).
 LAUNCHERS = tuple(launcher_configs())
 #: Statuses that count as a result: --resume keeps them.
-DONE = (COMPLETED, DIVERGED)
+DONE = (COMPLETED, DIVERGED, PRUNED)
 #: The sweep directory's lock file (`filelock`, held by `rlvr sweep` while it runs) and the file naming its holder.
 LOCK_FILE = ".lock"
 LOCK_OWNER_FILE = ".lock.owner"
 
 
-def check_cells(cells: list[Cell], extra: list[str]) -> list[DictConfig]:
+def check_cells(cells: Sequence[Cell], extra: Sequence[str]) -> list[DictConfig]:
     """Compose and validate every cell's config (with the command line's `extra` overrides) before anything runs;
     return the composed configs, in the cells' order.
 
+    Each cell is composed once, through one `rlvr_cli.core.config.Composer` (Hydra's defaults list once per
+    distinct set of config-group choices, not once per cell) and validated once (`validate(conformed=True)`: its
+    types were checked by the composition). A cell that fails is composed and validated again the plain way
+    (`compose`, `validate`), so the error is exactly theirs; the first failing cell in order is reported.
+
+    Args:
+        cells: the sweep's cells (`rlvr_cli.sweeps.grid.expand`).
+        extra: override strings of every cell, after its own (the command line's, not `hydra.*`).
+
     Raises:
-        BadInput: prefixed with the cell's name.
+        BadInput: the first bad cell's error, prefixed with its name (`cell NAME: ...`).
     """
+    composer = Composer()
     configs = []
     for cell in cells:
+        overrides = [*cell.overrides, *extra]
         try:
-            configs.append(compose([*cell.overrides, *extra]))
-            validate(configs[-1])
+            cfg = composer(overrides)  # a composition that fails raises compose's own error
+            try:
+                validate(cfg, conformed=True)
+            except BadInput:  # the plain way, for exactly its message
+                cfg = compose(overrides)
+                validate(cfg)
         except BadInput as e:
             raise BadInput(f"cell {cell.name}: {e}") from None
+        configs.append(cfg)
     return configs
 
 
@@ -192,14 +212,7 @@ def sweep_lock(sweep_dir: Path) -> Iterator[None]:
         lock.release()
 
 
-def manifest_cells(cells: list[Cell], extra: list[str]) -> list[ManifestCell]:
-    """The cells as manifest.json lists them (`rlvr_cli.sweeps.manifest`): name, axes, run_dir, and the overrides
-    a cell runs with (its own, then the command line's `extra`)."""
-    return [{**asdict(c), "overrides": [*c.overrides, *extra], "run_dir": c.run_dir} for c in cells]
-
-
-def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool,
-            check: bool = True) -> tuple[list[ManifestCell], list[int]]:
+def prepare(sweep: Sweep, sweep_dir: Path, resume: bool, check: bool = True) -> tuple[list[ManifestCell], list[int]]:
     """Create or reopen a sweep directory; return the manifest's cells and the indices of those to run.
 
     Call it holding the directory's lock (`sweep_lock`). A new directory gets `sweep.yaml` and `manifest.json`
@@ -208,26 +221,30 @@ def prepare(sweep_file: Path, sweep_dir: Path, extra: list[str], resume: bool,
     old run directory of such a cell is moved to `runs/.attempts/<cell>-<time>` first, so nothing is lost.
     `check=False` skips composing a new sweep's cells (`check_cells`), for a caller that has just done it.
 
+    Args:
+        sweep: the sweep (`plan`, or `rlvr_cli.sweeps.grid.read_sweep`), with its command line's overrides.
+        sweep_dir: the sweep directory (created when missing).
+        resume: reopen a directory that holds this sweep.
+        check: compose and validate a new sweep's cells first.
+
     Raises:
         BadInput: the directory already holds a sweep and `resume` is off; or `resume` is on and the
             manifest does not parse (`read_manifest`), the sweep file's cells differ from the manifest's, or a
             cell's run is still alive (left running by a sweep that was killed: its process is named).
     """
-    sweep = load_sweep(sweep_file)
-    cells = expand(sweep, sweep_file.name)
-    fresh = manifest_cells(cells, extra)
+    fresh = manifest_of(sweep)
     if manifest_path(sweep_dir).is_file():
         if not resume:
             raise already_a_sweep(sweep_dir)
         manifest = read_manifest(sweep_dir)
-        if [c["overrides"] for c in manifest["cells"]] != [c["overrides"] for c in fresh]:
-            raise BadInput(f"{sweep_dir} holds a different sweep than {sweep_file}; pick another --output-dir")
+        if [c["overrides"] for c in manifest["cells"]] != [c["overrides"] for c in fresh["cells"]]:
+            raise BadInput(f"{sweep_dir} holds a different sweep than {sweep.path}; pick another --output-dir")
     else:
         if check:
-            check_cells(cells, extra)
+            check_cells(sweep.cells, sweep.extra)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(sweep_file, sweep_dir / "sweep.yaml")
-        manifest = Manifest(name=sweep["name"], cells=fresh)
+        shutil.copyfile(sweep.path, sweep_dir / "sweep.yaml")
+        manifest = fresh
         write_manifest(sweep_dir, manifest)
     states = [run_state(sweep_dir / cell["run_dir"]) for cell in manifest["cells"]]
     for cell, state in zip(manifest["cells"], states, strict=True):
@@ -272,39 +289,31 @@ def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parall
     return cmd + launcher_overrides
 
 
-def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str = "basic", max_parallel: int = 1,
-        resume: bool = False, dry_run: bool = False
-        ) -> tuple[list[ManifestCell], list[int], int, list[JobSettings | None]]:
-    """`rlvr sweep`: check every cell, write the sweep directory, run what is left through Hydra's multirun (one
-    multirun per group of cells with the same job settings, one after another: see the module docstring).
+def plan(sweep_file: Path, overrides: Sequence[str] = (), launcher: str = "basic", max_parallel: int = 1) -> Sweep:
+    """Read a sweep for `rlvr sweep`, once: parse its file, check the launcher, expand its cells.
+
+    In this order, so that the first error is the same as ever: the file is parsed (`load_sweep`); then
+    `--max-parallel`, `--launcher` and the `hydra.*` overrides are checked (the launcher settings are read by Hydra
+    itself, `rlvr_cli.sweeps.slurm.launcher_settings`, under submitit_slurm or when there are launcher overrides);
+    then the cells are expanded (`rlvr_cli.sweeps.grid.expand`). Composing the cells' configs is `run`'s job.
 
     Args:
         sweep_file: the sweep YAML.
-        sweep_dir: where the sweep lives.
-        overrides: extra overrides for every cell; those starting with `hydra.` go to the launcher
+        overrides: the command line's overrides of every cell; those starting with `hydra.` go to the launcher
             (e.g. `hydra.launcher.partition=gpu` for SLURM).
-        launcher: basic | submitit_local | submitit_slurm.
-        max_parallel: jobs at a time (submitit launchers).
-        resume: finish a sweep directory that exists: skip completed and diverged cells.
-        dry_run: expand and check the cells, write nothing, run nothing.
-
-    The sweep directory is locked (`sweep_lock`) from before it is read until the multirun has ended, also on
-    Ctrl-C: the running cells end `interrupted` (`stop_cells` under submitit_local; under basic and SLURM the
-    Ctrl-C reaches the cells through the multirun), no further cell starts, and the sweep waits for them unless a
-    second Ctrl-C comes. A dry run takes no lock.
+        launcher: basic | submitit_local | submitit_slurm (`LAUNCHERS`).
+        max_parallel: jobs at a time (submitit launchers), >= 1.
 
     Returns:
-        `(cells, indices run, exit code, jobs)`: the exit code is 0 for a dry run, else the first non-zero exit
-        code of the multiruns (a failed multirun does not stop the next group's); `jobs[i]` is cell i's SLURM job
-        (`rlvr_cli.sweeps.slurm.JobSettings`) under submitit_slurm when it runs now or in a dry run, else None.
+        The `rlvr_cli.sweeps.grid.Sweep`, with its launcher settings.
 
     Raises:
-        BadInput: before any run starts (a bad cell, a launcher override Hydra refuses, or one that rlvr sets per
-            cell under submitit_slurm such as `hydra.launcher.nodes`); also when another `rlvr sweep` holds the
-            directory (naming it).
+        BadInput: a missing or unparsable sweep file, `--max-parallel` < 1, an unknown launcher, a launcher
+            override Hydra refuses or one that rlvr sets per cell under submitit_slurm (`hydra.launcher.nodes`),
+            a bad grid (naming its place in the file).
     """
+    data = load_sweep(sweep_file)
     launcher_overrides = [o for o in overrides if o.startswith("hydra.")]
-    extra = [o for o in overrides if not o.startswith("hydra.")]
     if max_parallel < 1:
         raise BadInput(f"--max-parallel must be >= 1, got {max_parallel}")
     if launcher not in LAUNCHERS:
@@ -314,37 +323,89 @@ def run(sweep_file: Path, sweep_dir: Path, overrides: list[str], launcher: str =
         slurm.check_launcher_overrides(launcher_overrides)
     if launcher == "submitit_slurm" or launcher_overrides:  # Hydra's refusal of a launcher override: one line, now
         settings = slurm.launcher_settings(launcher_configs()[launcher], launcher_overrides)
+    return make_sweep(data, sweep_file, overrides, launcher, max_parallel, settings)
+
+
+def run(sweep: Sweep, sweep_dir: Path, resume: bool = False, dry_run: bool = False
+        ) -> tuple[list[ManifestCell], list[int], int, list[JobSettings | None]]:
+    """`rlvr sweep`: check every cell, write the sweep directory, run what is left through Hydra's multirun (one
+    multirun per group of cells with the same job settings, one after another: see the module docstring).
+
+    Args:
+        sweep: the sweep, read once (`plan`): its cells, the command line's overrides and its launcher.
+        sweep_dir: where the sweep lives.
+        resume: finish a sweep directory that exists: skip completed and diverged cells.
+        dry_run: compose and check the cells, write nothing, run nothing.
+
+    The sweep directory is locked (`sweep_lock`) from before it is read until the multirun has ended, also on
+    Ctrl-C: the running cells end `interrupted` (`stop_cells` under submitit_local; under basic and SLURM the
+    Ctrl-C reaches the cells through the multirun), no further cell starts, and the sweep waits for them unless a
+    second Ctrl-C comes. A dry run takes no lock.
+
+    Returns:
+        `(cells, indices run, exit code, jobs)`: the cells as the manifest lists them
+        (`rlvr_cli.sweeps.manifest.manifest_of`); the exit code is 0 for a dry run, else the first non-zero exit
+        code of the multiruns (a failed multirun does not stop the next group's); `jobs[i]` is cell i's SLURM job
+        (`rlvr_cli.sweeps.slurm.JobSettings`) under submitit_slurm when it runs now or in a dry run, else None.
+
+    Raises:
+        BadInput: before any run starts (a bad cell, naming it; a damaged manifest under `resume`; a directory
+            that holds another sweep); also when another `rlvr sweep` holds the directory (naming it).
+    """
+    launcher, settings = sweep.launcher, sweep.launcher_settings
     # Bad cells and a damaged manifest are refused before the lock, so that nothing (the lock file included) is
     # written; a sweep in the directory is refused under it (the lock's message names the running one).
     checked = dry_run or not manifest_path(sweep_dir).is_file()
     configs: dict[int, DictConfig] = {}
     if checked:  # a new sweep: bad cells fail before the directory exists
-        cells = expand(load_sweep(sweep_file), sweep_file.name)
-        configs = dict(enumerate(check_cells(cells, extra)))
+        configs = dict(enumerate(check_cells(sweep.cells, sweep.extra)))
         if dry_run:
-            return manifest_cells(cells, extra), [], 0, [cell_job(configs[i], launcher, settings)
-                                                         for i in range(len(cells))]
+            return manifest_of(sweep)["cells"], [], 0, [cell_job(configs[i], launcher, settings)
+                                                         for i in range(len(sweep.cells))]
     elif resume:
         read_manifest(sweep_dir)  # a damaged manifest: one line (prepare reads it again, under the lock)
     with sweep_lock(sweep_dir):
-        cells, todo = prepare(sweep_file, sweep_dir, extra, resume, check=not checked)
-        jobs: list[JobSettings | None] = [None] * len(cells)
-        if launcher == "submitit_slurm":
-            for i in todo:  # a resumed sweep's cells are composed now (their overrides from the manifest)
-                jobs[i] = cell_job(configs[i] if i in configs else compose(cells[i]["overrides"]), launcher,
-                                   settings)
-        code = 0
-        for job, group in job_groups(todo, jobs):
-            cmd = multirun_command(sweep_dir, group, launcher, max_parallel,
-                                   [*launcher_overrides, *(job.overrides() if job else [])])
-            # submitit_local: its jobs run in sessions of their own, which a Ctrl-C in the terminal never reaches, so
-            # rlvr stops them itself; the multirun, in a session of its own too, ends with this process (SIGTERM on
-            # its death, even by SIGKILL). basic: the Ctrl-C reaches the multirun and its cell, as before.
-            local = launcher == "submitit_local"
-            proc = subprocess.Popen(cmd, start_new_session=local, preexec_fn=on_parent_death if local else None)
-            exit_code = wait_for(proc, functools.partial(stop_cells, sweep_dir, proc) if local else None)
-            code = code or exit_code
+        cells, todo = prepare(sweep, sweep_dir, resume, check=not checked)
+        code, jobs = launch_cells(sweep, sweep_dir, cells, todo, configs)
         return cells, todo, code, jobs
+
+
+def launch_cells(sweep: Sweep, sweep_dir: Path, cells: Sequence[ManifestCell], todo: Sequence[int],
+                 configs: dict[int, DictConfig] | None = None) -> tuple[int, list[JobSettings | None]]:
+    """Run cells `todo` of the manifest's `cells` through Hydra's multirun with the sweep's launcher, one multirun per
+    group of cells with the same SLURM job settings, one after another; call it holding the directory's lock.
+
+    Args:
+        sweep: the sweep (its launcher, `--max-parallel`, launcher overrides and settings).
+        sweep_dir: the sweep directory, whose manifest.json lists `cells`.
+        cells: the manifest's cells; todo: the indices to run.
+        configs: cell index -> its composed config, where the caller has it (else composed here for SLURM jobs).
+
+    Returns:
+        `(exit code, jobs)`: the first non-zero exit code of the multiruns (0: all ended 0); `jobs[i]`, cell i's
+        SLURM job under submitit_slurm when it runs now, else None.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, once the running cells have ended `interrupted` (`wait_for`).
+    """
+    launcher, settings, configs = sweep.launcher, sweep.launcher_settings, configs or {}
+    jobs: list[JobSettings | None] = [None] * len(cells)
+    if launcher == "submitit_slurm":
+        composer = Composer()
+        for i in todo:  # a resumed sweep's cells are composed now (their overrides from the manifest)
+            jobs[i] = cell_job(configs[i] if i in configs else composer(cells[i]["overrides"]), launcher, settings)
+    code = 0
+    for job, group in job_groups(list(todo), jobs):
+        cmd = multirun_command(sweep_dir, group, launcher, sweep.max_parallel,
+                               [*sweep.launcher_overrides, *(job.overrides() if job else [])])
+        # submitit_local: its jobs run in sessions of their own, which a Ctrl-C in the terminal never reaches, so
+        # rlvr stops them itself; the multirun, in a session of its own too, ends with this process (SIGTERM on
+        # its death, even by SIGKILL). basic: the Ctrl-C reaches the multirun and its cell, as before.
+        local = launcher == "submitit_local"
+        proc = subprocess.Popen(cmd, start_new_session=local, preexec_fn=on_parent_death if local else None)
+        exit_code = wait_for(proc, functools.partial(stop_cells, sweep_dir, proc) if local else None)
+        code = code or exit_code
+    return code, jobs
 
 
 def cell_processes(sweep_dir: Path) -> list[int]:

@@ -12,8 +12,9 @@
       ]
     }
 
-`rlvr sweep` writes it once, atomically (`write_manifest`); `rlvr sweep --resume`, each sweep job and
-`rlvr report` read it through `read_manifest`, which checks it and fails in one line naming the file.
+`rlvr sweep` makes it from its `rlvr_cli.sweeps.grid.Sweep` (`manifest_of`) and writes it once, atomically
+(`write_manifest`); `rlvr sweep --resume`, each sweep job and `rlvr report` read it through `read_manifest`, which
+checks it and fails in one line naming the file.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from rlvr_cli.core.errors import BadInput, one_line
+
+if TYPE_CHECKING:
+    from rlvr_cli.sweeps.grid import Cell, Sweep
 
 FILENAME = "manifest.json"
 
@@ -44,6 +50,23 @@ class Manifest(TypedDict):
 
     name: str
     cells: list[ManifestCell]
+
+
+def manifest_cells(cells: Iterable[Cell], extra: Sequence[str]) -> list[ManifestCell]:
+    """The cells as manifest.json lists them: name, the overrides a cell runs with (its own, then the command
+    line's `extra`), axes and run_dir.
+
+    Args:
+        cells: `rlvr_cli.sweeps.grid.Cell`s, in index order.
+        extra: override strings of every cell (not `hydra.*`).
+    """
+    return [{**asdict(c), "overrides": [*c.overrides, *extra], "run_dir": c.run_dir} for c in cells]
+
+
+def manifest_of(sweep: Sweep) -> Manifest:
+    """The manifest of a sweep (`rlvr_cli.sweeps.grid.Sweep`): its name and its cells with the command line's
+    overrides (`manifest_cells`)."""
+    return Manifest(name=sweep.name, cells=manifest_cells(sweep.cells, sweep.extra))
 
 
 def manifest_path(sweep_dir: Path) -> Path:

@@ -32,7 +32,7 @@ from rlvr_cli.core.errors import BadInput, one_line
 T = TypeVar("T")
 
 #: Final statuses from the one that wins to the one that loses when ranks disagree (`agree`).
-SEVERITY = ("failed", "diverged", "interrupted", "completed")
+SEVERITY = ("failed", "diverged", "interrupted", "pruned", "completed")
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def every_rank(value: int, device: Any = "cpu") -> list[int]:
 
 def agree(status: str, reason: str | None, figures: dict[str, Any]) -> tuple[str, str | None, list[dict[str, Any]]]:
     """The final status of the run from every rank's own: the most severe one wins (failed, diverged,
-    interrupted, completed), with the reason of the first rank that has it (prefixed `rank N: ` for another
+    interrupted, pruned, completed), with the reason of the first rank that has it (prefixed `rank N: ` for another
     rank than 0), so that every rank ends with the same status and exit code.
 
     Args:

@@ -34,7 +34,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rlvr_cli.core import run_dir
+from rlvr_cli.core import modes, run_dir
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.training import distributed, parallelism
 
@@ -51,7 +51,7 @@ def needs_launch(cfg: DictConfig) -> bool:
         BadInput: `distributed.num_processes` is null and no GPU is visible (`parallelism.world_size`).
     """
     dist = cfg.get("distributed") or {}
-    if dist.get("name", "none") == "none" or distributed.launch_env().world_size > 1:
+    if not modes.multi_process(dist) or distributed.launch_env().world_size > 1:
         return False
     return parallelism.world_size(dist) > 1
 

@@ -40,9 +40,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.analysis.memory import is_matrix, muon_matrices
+from rlvr_cli.core import modes
 from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.models.adapters import adapter_meta_model
+from rlvr_cli.models.state import is_matrix, muon_matrices
 
 #: Keys of an optimizer config that describe it and are not constructor arguments (stripped before instantiate).
 META_KEYS = ("name", "state", "requires_cuda")
@@ -197,7 +198,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 def muon_param_groups(model: Any, weight_decay: float = 0.0) -> list[dict[str, Any]]:
     """The trainable parameters of `model` in up to four groups: Muon or AdamW (`use_muon`; Muon takes
-    `rlvr_cli.analysis.memory.muon_matrices`: the 2-D hidden matrices, not the input embedding or output head) by
+    `rlvr_cli.models.state.muon_matrices`: the 2-D hidden matrices, not the input embedding or output head) by
     decay or not (`weight_decay` on the parameters the Trainer decays, `Trainer.get_decay_parameter_names`:
     none on biases and norms). Empty groups are left out; tied weights come once."""
     from transformers import Trainer
@@ -289,9 +290,7 @@ def trainer_optimizer(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
         raise BadInput(f"adapter={adapter_name}: unknown optimizer_factory {factory!r}; valid: "
                        f"{', '.join(ADAPTER_FACTORIES)}, or null")
     if cls is MuonWithAdamW or factory == "lorafa":
-        from rlvr_cli.training.parallelism import deepspeed_config
-
-        if deepspeed_config(cfg.get("distributed") or {}) or grpo.get("deepspeed"):
+        if modes.backend(cfg.get("distributed")) == "deepspeed" or grpo.get("deepspeed"):
             what = "optimizer=muon" if cls is MuonWithAdamW else f"adapter={adapter_name} (LoRA-FA)"
             raise BadInput(f"{what} cannot run under DeepSpeed ZeRO, which steps flattened 1-D partitions: use "
                            f"distributed=ddp or distributed=fsdp")

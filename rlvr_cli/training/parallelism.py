@@ -32,11 +32,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.core import precision
+from rlvr_cli.core import modes
 from rlvr_cli.core.errors import BadInput, one_line
 
-#: `distributed.name` -> accelerate's `distributed_type` on GPUs.
-DISTRIBUTED_TYPES = {"none": "NO", "ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}
 #: DeepSpeed config sections that would replace what rlvr builds (the optimizer and its learning-rate schedule).
 DEEPSPEED_REFUSED = ("optimizer", "scheduler")
 
@@ -81,7 +79,7 @@ def world_size(dist: Mapping[str, Any]) -> int:
 def run_processes(dist: Mapping[str, Any], launched: int = 1) -> int:
     """The world size a run will have: the launch's (`launched` > 1: this process is one of a launch), else
     `world_size(dist)` for a `distributed` choice rlvr starts itself, else 1."""
-    if launched > 1 or dist.get("name", "none") == "none":
+    if launched > 1 or not modes.multi_process(dist):
         return launched
     return world_size(dist)
 
@@ -96,15 +94,9 @@ def deepspeed_config(dist: Mapping[str, Any]) -> dict[str, Any] | None:
         BadInput: the file is missing or not JSON; the config has an `optimizer` or `scheduler` section (it would
             replace rlvr's optimizer or schedule); `offload_params` without stage 3.
     """
-    ds = dist.get("deepspeed")
+    ds = modes.deepspeed_section(dist)
     if ds is None:
         return None
-    if isinstance(ds, str):
-        try:
-            ds = json.loads(Path(ds).expanduser().read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise BadInput(f"distributed.deepspeed={ds}: cannot read a DeepSpeed JSON config: {one_line(e)}") from None
-    ds = _plain(ds)
     refused = [s for s in DEEPSPEED_REFUSED if s in ds]
     if refused:
         raise BadInput(f"distributed.deepspeed has a DeepSpeed `{refused[0]}` section, which would silently replace "
@@ -133,15 +125,15 @@ def trainer_fields(dist: Mapping[str, Any], cuda: bool | None = None) -> dict[st
     Raises:
         BadInput: as `deepspeed_config`.
     """
-    name = dist.get("name", "none")
-    if name == "none":
+    backend = modes.backend(dist)
+    if backend == "none":
         return {}
     cuda = cuda_available() if cuda is None else cuda
     out: dict[str, Any] = {"ddp_timeout": int(dist.get("timeout_s", 1800))}
-    if name == "fsdp":
+    if backend == "fsdp":
         out["fsdp"] = "full_shard auto_wrap" + (" offload" if dist.get("offload_params") else "")
         out["fsdp_config"] = _plain(dist.get("fsdp_config") or {})
-    if name in ("zero2", "zero3"):
+    if backend == "deepspeed":
         out["deepspeed"] = deepspeed_config(dist)
     return out
 
@@ -160,17 +152,18 @@ def check(cfg: DictConfig, launched: int = 1) -> None:
             `distributed` and as a `grpo` field; a launch of another size than `num_processes * num_machines`.
     """
     dist = cfg.get("distributed") or {}
-    name = dist.get("name", "none")
-    if name == "none":
+    name, backend = dist.get("name", "none"), modes.backend(dist)
+    if backend == "none":
         return
     for key in ("fsdp", "fsdp_config", "deepspeed"):
         if key in cfg.grpo:
             raise BadInput(f"grpo.{key} and distributed={name} both set how the model is spread; drop grpo.{key} "
                            f"and use the distributed group's fields (distributed.{key if key != 'fsdp' else 'name'})")
-    if name == "fsdp" and not cuda_available():
-        raise BadInput("distributed=fsdp needs CUDA GPUs: accelerate applies FSDP to multi-GPU runs only, and on CPU "
+    if backend == "fsdp" and not cuda_available():
+        raise BadInput(f"distributed={name} needs CUDA GPUs: accelerate applies FSDP to multi-GPU runs only, and on "
+                       "CPU "
                        "the run would train unsharded while saying FSDP; on CPU use distributed=ddp, zero2 or zero3")
-    if name in ("zero2", "zero3"):
+    if backend == "deepspeed":
         import importlib.util
 
         if importlib.util.find_spec("deepspeed") is None:
@@ -179,7 +172,8 @@ def check(cfg: DictConfig, launched: int = 1) -> None:
         ds = deepspeed_config(dist)
         zero = ds.get("zero_optimization", {})
         if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
-            raise BadInput("distributed=zero3 needs zero_optimization.stage3_gather_16bit_weights_on_model_save=true, "
+            raise BadInput(f"distributed={name} needs "
+                           "zero_optimization.stage3_gather_16bit_weights_on_model_save=true, "
                            "so that the final weights are one checkpoint gathered on rank 0 "
                            "(conf/distributed/zero3.yaml)")
     machines = int(dist.get("num_machines", 1))
@@ -228,10 +222,11 @@ def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
         mixed_precision: accelerate's name of the run's compute dtype, `no`, `bf16` or `fp16`
             (`Precision.accelerate_name`).
     """
-    name = dist.get("name", "none")
+    backend = modes.backend(dist)
+    kind = str(dist.get("accelerate_type", "NO"))
     out: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
-        "distributed_type": "MULTI_CPU" if name == "ddp" and not cuda else DISTRIBUTED_TYPES[name],
+        "distributed_type": "MULTI_CPU" if kind == "MULTI_GPU" and not cuda else kind,
         "num_processes": processes,
         "num_machines": int(dist.get("num_machines", 1)),
         "machine_rank": int(dist.get("machine_rank", 0)),
@@ -242,11 +237,12 @@ def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
         "mixed_precision": mixed_precision,
         "use_cpu": not cuda,
     }
-    if name == "fsdp":
+    if backend == "fsdp":
         out["fsdp_config"] = {f"fsdp_{k}": v for k, v in (_plain(dist.get("fsdp_config")) or {}).items()}
         out["fsdp_config"]["fsdp_offload_params"] = bool(dist.get("offload_params"))
-    if name in ("zero2", "zero3"):
-        out["deepspeed_config"] = {"deepspeed_config_file": deepspeed_file, "zero3_init_flag": name == "zero3"}
+    if backend == "deepspeed":
+        out["deepspeed_config"] = {"deepspeed_config_file": deepspeed_file,
+                                   "zero3_init_flag": modes.shards_weights(dist)}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -254,7 +250,8 @@ def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
 ACCELERATE_FILE, DEEPSPEED_FILE = "accelerate_config.yaml", "deepspeed.json"
 
 
-def launch_files(run_path: Path, cfg: DictConfig, overrides: list[str], processes: int) -> dict[str, str]:
+def launch_files(run_path: Path, cfg: DictConfig, overrides: list[str], processes: int,
+                 mixed_precision: str = "no") -> dict[str, str]:
     """The launch of a run as files for its directory: `accelerate_config.yaml` (`accelerate_config`, headed by the
     commands that start the run again) and, for zero2/zero3, `deepspeed.json`. `{}` for `distributed=none`.
 
@@ -262,6 +259,7 @@ def launch_files(run_path: Path, cfg: DictConfig, overrides: list[str], processe
         run_path: the run directory (named inside the files).
         cfg: the composed run config; overrides: what it was composed from.
         processes: the run's world size.
+        mixed_precision: accelerate's name of the run's compute dtype (`Precision.accelerate_name`).
 
     Returns:
         file name -> text.
@@ -272,16 +270,14 @@ def launch_files(run_path: Path, cfg: DictConfig, overrides: list[str], processe
     import yaml
 
     dist = cfg.get("distributed") or {}
-    if dist.get("name", "none") == "none":
+    if not modes.multi_process(dist):
         return {}
     files = {}
     ds = deepspeed_config(dist)
     if ds is not None:
         files[DEEPSPEED_FILE] = json.dumps(ds, indent=2) + "\n"
-    cuda = cuda_available()
-    mixed = precision.resolve(cfg.precision, cuda=cuda).accelerate_name
-    config = accelerate_config(dist, processes, cuda, str(run_path / DEEPSPEED_FILE) if ds is not None else None,
-                               mixed)
+    config = accelerate_config(dist, processes, cuda_available(),
+                               str(run_path / DEEPSPEED_FILE) if ds is not None else None, mixed_precision)
     args = " ".join(["-m rlvr_cli.cli train", *(o for o in overrides if not o.startswith("run_name="))])
     per_machine = processes // int(dist.get("num_machines", 1))
     files[ACCELERATE_FILE] = (
@@ -305,6 +301,14 @@ def mode(trainer: Any) -> str:
     return "ddp" if trainer.args.world_size > 1 else "none"
 
 
+def shards_weights(trainer: Any) -> bool:
+    """Whether the built trainer holds no whole weights on any process: DeepSpeed at ZeRO stage 3, or FSDP (read
+    from the trainer's accelerator, as `mode`)."""
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        return trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    return bool(getattr(trainer, "is_fsdp_enabled", False))
+
+
 def gathered_state(trainer: Any) -> dict[str, Any] | None:
     """The whole final weights of a run whose weights are sharded (ZeRO-3, FSDP), gathered from every rank onto the
     main process's CPU by accelerate (`Accelerator.get_state_dict`: DeepSpeed's
@@ -312,7 +316,7 @@ def gathered_state(trainer: Any) -> dict[str, Any] | None:
     name only (as `model.named_parameters()` gives it). A collective: every rank must call it. None on the other
     ranks, and where weights are not sharded (the model itself then holds them whole).
     """
-    if mode(trainer) not in ("zero3", "fsdp"):
+    if not shards_weights(trainer):
         return None
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     if not trainer.args.should_save:

@@ -3,24 +3,19 @@
 GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300) samples `num_generations` completions per
 prompt, scores each with verifiable rewards, and uses the reward's deviation from its group's
 mean as the advantage of a clipped policy-gradient step; no value model. TRL's `GRPOTrainer`
-runs that loop; this module only wires the pieces together, in this order:
+runs that loop; this module only wires the pieces together, and `train` reads in their order:
 
 1. check every input (config values, data rows, optimizer import) - bad input fails here, in seconds;
-2. create the run directory and start tracking;
-3. load the model, build the trainer (PEFT adapter, rlvr's optimizer), train;
-4. whatever happened - completed, diverged, interrupted, failed - save what there is and
-   write `summary.json`.
+2. create the run directory and start tracking (`lifecycle.run_lifecycle` owns the run from here: its status,
+   signals, the ranks' agreement and `summary.json`, written whatever happens);
+3. set up: load the model, build the trainer (PEFT adapter, rlvr's optimizer);
+4. train; 5. save what there is (never a diverged model); 6. evaluate a completed run.
 """
 
 from __future__ import annotations
 
 import resource
 import shutil
-import signal
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,18 +27,25 @@ from rlvr_cli.core import precision, run_dir
 from rlvr_cli.core.config import validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.data.problems import load_problems, prompt_dataset
-from rlvr_cli.evaluation import vllm
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters, sparse_delta
-from rlvr_cli.models.loading import load_config, load_model
+from rlvr_cli.models.loading import check_weights, load_config, load_model
 from rlvr_cli.models.state import count_params, state_dict
-from rlvr_cli.training import adalora, distributed, optimizers, parallelism, rewards, tracking
+from rlvr_cli.training import (
+    adalora,
+    distributed,
+    generation,
+    lifecycle,
+    optimizers,
+    parallelism,
+    pruning,
+    rewards,
+    tracking,
+)
 from rlvr_cli.training.callbacks import (
     SHARDED,
-    GracefulStop,
     Heartbeat,
     MetricsLog,
-    NonFiniteWeights,
     RichProgress,
     UpdateSparsity,
 )
@@ -94,6 +96,7 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     """
     validate(cfg)
     load_config(cfg.model.name_or_path)  # the model exists and its config.json parses
+    check_weights(cfg.model.name_or_path)  # and its local weights files are whole (their headers)
     problems = load_problems(cfg.data, seed=cfg.seed)
     reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
     optimizer = optimizers.trainer_optimizer(cfg)  # a factory over the model for LoRA+, LoRA-FA, Muon
@@ -102,11 +105,13 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     adapters.check_run(cfg)  # residual-base adapters (PiSSA, MiLoRA): no sharding, no KL
     adapters.check_on_meta(cfg)  # on the model's shapes (meta device): targets exist, PiSSA/MiLoRA ranks fit
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
+    if cfg.get("trial"):
+        pruning.open_trial(cfg.trial)  # the study and the trial exist, and the trial is not finished
     launch, dist = distributed.use_slurm_env(), cfg.get("distributed") or {}
     parallelism.check(cfg, launch.world_size)
     processes = parallelism.run_processes(dist, launch.world_size)  # the run's world size, launched or to launch
-    vllm.check_generation(cfg.generation, num_processes=processes, main_process=launch.is_main,
-                          local_processes=processes // int(dist.get("num_machines", 1)))
+    generation.check_generation(cfg.generation, num_processes=processes, main_process=launch.is_main,
+                                local_processes=processes // int(dist.get("num_machines", 1)))
     prec = precision.resolve(cfg.precision, cuda=parallelism.cuda_available())
     distributed.start_cpu_group(launch, dist.get("timeout_s"))  # gloo with the collective timeout (CPU runs)
     # Under a launcher, building the GRPOConfig starts the process group (accelerate's PartialState).
@@ -122,7 +127,7 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
 
 
 def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], use_wandb: bool,
-                prec: precision.Precision | None = None) -> Any:
+                prec: precision.Precision) -> Any:
     """The TRL `GRPOConfig` of a run: the `grpo` group's fields, the optimizer's trainer fields, and rlvr's fixed ones.
 
     Fixed: one log record per optimizer step; NaN losses logged as they are (transformers would
@@ -132,7 +137,7 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
     fields (`parallelism.trainer_fields`: ddp_timeout, fsdp/fsdp_config, deepspeed).
 
     Args:
-        prec: the resolved precision; default `precision.resolve(cfg.precision)`.
+        prec: the resolved precision (`precision.resolve(cfg.precision)`).
 
     Raises:
         BadInput: an unknown GRPOConfig field in the `grpo` group, or values TRL rejects.
@@ -140,10 +145,9 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
     import torch
     from trl import GRPOConfig
 
-    prec = prec or precision.resolve(cfg.precision)
     fields: dict[str, Any] = prec.trainer_fields()
     fields.update(parallelism.trainer_fields(cfg.get("distributed") or {}, cuda=torch.cuda.is_available()))
-    fields.update(vllm.grpo_fields(cfg.get("generation") or {"name": "hf"}))
+    fields.update(generation.grpo_fields(cfg.get("generation") or {"name": "hf"}))
     fields.update(OmegaConf.to_container(cfg.grpo))
     fields.update(optimizers.trainer_kwargs(cfg))
     try:
@@ -215,7 +219,7 @@ def eval_model(trainer: Any, identity: dict[str, Any]) -> Any:
     """The model the final evaluation samples from: the trained model itself, or, where its weights are sharded
     over the processes (ZeRO-3, FSDP) and the main process evaluates alone, the saved final weights loaded whole
     (`identity`: `kind`, `path`, `base`, `dtype` of the run's weights, as `rlvr eval RUN` loads them)."""
-    if parallelism.mode(trainer) not in ("zero3", "fsdp"):
+    if not parallelism.shards_weights(trainer):
         return trainer.model
     from rlvr_cli.models.sources import ModelSource, load_eval_model
 
@@ -289,20 +293,6 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
     return out
 
 
-@contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while the final summary is written, so that a second Ctrl-C cannot leave
-    summary.json saying `running`; one that arrived meanwhile is dropped (the run is ending already)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        while signal.sigtimedwait(held, 0) is not None:
-            pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
           callbacks: list[Any] = ()) -> run_dir.Summary:
     """Run GRPO as `cfg` says; return the summary that is also written to `summary.json`.
@@ -318,165 +308,121 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         headline figures; memory from `rlvr_cli.analysis.memory.run_memory_analytic`, update sparsity from
         `UpdateSparsity`, scores from `rlvr_cli.evaluation`). A failure after the run directory exists is not
         raised: the summary says `failed` with the stage and the error in `reason`, and the traceback is in
-        `<run>/traceback.txt`; a second Ctrl-C ends the run `interrupted`.
+        `<run>/traceback.txt`; a second Ctrl-C ends the run `interrupted` (`lifecycle.run_lifecycle`).
 
     Raises:
         BadInput: before the run directory exists, for every bad value the config or data holds.
     """
-    t_start = time.perf_counter()
-    # 1. Check every input before anything heavy happens: nothing is written on bad input.
-    inputs = check_inputs(cfg)
-    launch_files = parallelism.launch_files(inputs.path, cfg, list(overrides), inputs.args.world_size)
-    stop = GracefulStop()
-    with stop:  # signals are handled from before the run directory appears until the final summary is written
-        # 2. The run directory (created by the main process; the other ranks of a launch wait for it). From here
-        # on, every way out ends with a final status in summary.json.
-        main = inputs.args.process_index == 0
-        run = distributed.on_main(lambda: run_dir.create(inputs.path, cfg, list(overrides), extra=launch_files))
-        summary: run_dir.Summary = {"status": run_dir.RUNNING, **run_dir.owner(), "run_dir": str(run.path),
-                                    "model": cfg.model.name_or_path, "optimizer": cfg.optimizer.name,
-                                    "lr": cfg.optimizer.lr, "adapter": cfg.adapter.name, "r": cfg.adapter.get("r"),
-                                    "seed": cfg.seed, **inputs.precision.summary(),
-                                    "world_size": inputs.args.world_size,
-                                    "distributed": cfg.get("distributed", {}).get("name", "none"), "weights_dir": None}
-        if main:
-            run_dir.write_summary(run, summary)
-        metrics = MetricsLog(run.metrics, stop_on_nonfinite=cfg.stop_on_nonfinite, write=main)
-        weights = NonFiniteWeights() if cfg.stop_on_nonfinite else None
+    inputs = check_inputs(cfg)  # 1. every input checked: nothing is written on bad input
+    files = parallelism.launch_files(inputs.path, cfg, list(overrides), inputs.args.world_size,
+                                     inputs.precision.accelerate_name)
+    main = inputs.args.process_index == 0
+    # 2. The run directory (created by the main process; the other ranks of a launch wait for it). From here on,
+    # every way out ends with a final status in summary.json.
+    with lifecycle.run_lifecycle(lambda: run_dir.create(inputs.path, cfg, list(overrides), extra=files),
+                                 identity(cfg, inputs), main=main, stop_on_nonfinite=cfg.stop_on_nonfinite) as life:
         sparsity = update_sparsity_callback(cfg.get("sparsity"))
-        bar = RichProgress(f"GRPO {run.path.name}") if progress and main else None
-        trainer, stage = None, "tracking"
-        status, reason = run_dir.FAILED, None
-        in_step = True  # False when an exception may have left this rank out of step with the others
-        servers = ExitStack()  # a vLLM server rlvr started (generation=vllm_server), stopped at the end
-        try:
-            summary["wandb_run_id"] = tracking.start(cfg, run.path, run.path.name)
-            # 3. Model, trainer, training (none of it once a signal has come).
-            stage = "vllm server"  # generation=vllm_server with server.start: rlvr's own server, until the end
-            if main:
-                local = inputs.args.world_size // int((cfg.get("distributed") or {}).get("num_machines", 1))
-                servers.enter_context(vllm.vllm_server(cfg.generation, cfg.model.name_or_path, local_processes=local,
-                                                       log_path=run.path / "vllm_server.log"))
-            stage = "model load"
-            if stop.signal_name is None:
-                model, tokenizer = load_model(cfg.model.name_or_path, inputs.precision.weights_dtype)
-                stage = "training"
-                trainer = build_trainer(cfg, inputs, model, tokenizer,
-                                        [metrics, stop, *([Heartbeat(run, summary)] if main else []),
-                                         *([weights] if weights else []), *callbacks] + ([bar] if bar else []),
-                                        sparsity)
-                # MiLoRA's init; PiSSA, MiLoRA: the initial adapter, which the final save converts against
-                adapters.initialize(trainer.model, cfg.adapter, run.path / adapters.INITIAL_DIR, save=main)
-                summary["distributed"] = parallelism.mode(trainer)  # what the accelerator does, not what was asked
-            if stop.signal_name is None:
-                trainer.train()
-            if bar:
-                bar.stop()
-            diverged = metrics.diverged or (weights.diverged if weights else None)
-            status = run_dir.DIVERGED if diverged else \
-                run_dir.INTERRUPTED if stop.signal_name else run_dir.COMPLETED
-            reason = diverged or stop.reason
-            # 4. Save what there is (never a diverged model); evaluate a completed run.
-            stage = "saving"
-            if trainer is not None and status in (run_dir.COMPLETED, run_dir.INTERRUPTED):
-                try:
-                    gathered = parallelism.gathered_state(trainer)  # every rank: ZeRO-3/FSDP shards, onto rank 0
-                    summary.update(save_weights(cfg, trainer, tokenizer, run.weights, gathered))
-                    if gathered is not None and sparsity and sparsity.skipped == SHARDED:
-                        sharded_sparsity(cfg, sparsity, gathered, trainer.state.global_step, inputs.peft_config,
-                                         trainer.args)
-                except BaseException:
-                    if main:
-                        shutil.rmtree(run.weights, ignore_errors=True)  # no partial weights; frees a full disk
-                    raise
-            stage = "evaluation"
-            if inputs.eval_problems and status == run_dir.COMPLETED and main:
-                kind = "adapter" if inputs.peft_config else \
-                    "sparse-delta" if cfg.get("save_format") == "sparse_delta" else "full"
-                identity = {"spec": str(run.path), "kind": f"run-{kind}", "path": str(run.weights),
-                            "base": cfg.model.name_or_path, "dtype": inputs.precision.weights_dtype}
-                with parallelism.whole_loading(trainer.args):  # the main process alone: no ZeRO-3 synced_gpus
-                    results = evaluate_model(eval_model(trainer, identity), tokenizer, inputs.eval_problems,
-                                             inputs.eval_sampling, run.path / "eval", identity, progress=progress,
-                                             extract=cfg.eval.get("extract", "boxed"))
-                summary["eval"] = headline(results)
-            stage = "memory accounting"
-            summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
-        except KeyboardInterrupt:  # a second Ctrl-C
-            status, reason = run_dir.INTERRUPTED, f"KeyboardInterrupt during {stage}"
-            in_step = stage != "training"
-        except Exception as e:
-            in_step = stage != "training"
-            found = weights.explain(e, trainer.model, trainer.state.global_step) if weights and trainer else None
-            if stage == "training" and found:  # e.g. sampling from NaN probabilities after a step broke the weights
-                status, reason = run_dir.DIVERGED, f"{found}; then {type(e).__name__}: {one_line(e)}"
-            else:
-                status, reason = run_dir.FAILED, f"{stage}: {type(e).__name__}: {one_line(e)}"
-                summary["traceback"] = write_traceback(run)
-        finally:
-            with signals_held():
-                servers.close()
-                if bar:
-                    bar.stop()
-                if "global_step" not in summary:  # the figures were not reached: record what there is
-                    try:
-                        summary.update(final_figures(cfg, inputs, trainer, metrics, sparsity))
-                    except Exception as e:  # noqa: BLE001 - the status is what matters now
-                        summary["figures_error"] = f"{type(e).__name__}: {one_line(e)}"
-                status, reason = agree_ranks(summary, status, reason, gather=in_step)
-                if status == run_dir.FAILED and metrics.records:  # a step that failed half-way was counted, not logged
-                    summary["global_step"] = metrics.records[-1].get("step", summary.get("global_step"))
-                summary.update(status=status, reason=reason, wall_time_s=round(time.perf_counter() - t_start, 3))
-                if main:
-                    try:
-                        run_dir.write_summary(run, summary)
-                    except OSError as e:  # a full disk, a lost output directory: stderr is all that is left
-                        print(f"error: cannot write {run.summary}: {one_line(e)}; the run ended {status}: {reason}",
-                              file=sys.stderr)
-                    tracking.finish(summary)
-                if in_step:  # the other ranks end once the summary is written: torchrun stops all at a non-zero exit
-                    distributed.barrier()
-    return summary
+        trial = pruning.TrialPruning(cfg.trial, main) if cfg.get("trial") else None  # a search's trial reports
+        bar = RichProgress(f"GRPO {life.run.path.name}") if progress and main else None
+        life.figures = lambda: final_figures(cfg, inputs, life.trainer, life.metrics, sparsity)
+        if bar:
+            life.closing.callback(bar.stop)
+        life.summary["wandb_run_id"] = tracking.start(cfg, life.run.path, life.run.path.name)
+        start_server(cfg, inputs, life)
+        tokenizer = setup(cfg, inputs, life, [*([trial] if trial else []), *callbacks, *([bar] if bar else [])],
+                          sparsity)  # 3. model, trainer
+        run_training(life, bar, trial)  # 4. train, unless a signal came first
+        save(cfg, inputs, life, tokenizer, sparsity)  # 5. what there is (never a diverged model)
+        evaluate(cfg, inputs, life, tokenizer, progress)  # 6. a completed run, when eval.benchmarks lists any
+        life.stage = "memory accounting"
+        life.summary.update(life.figures())
+    return life.summary
 
 
-def agree_ranks(summary: run_dir.Summary, status: str, reason: str | None,
-                gather: bool = True) -> tuple[str, str | None]:
-    """Gather every rank's final status and per-rank figures into `summary` (`distributed.agree`; a single
-    process is a world of one) and return the run's final status and reason, the same on every rank.
-
-    Sets `optimizer_state_bytes` (the main process's, bytes: what one device holds, comparable with
-    `optimizer_state_bytes_analytic`), `optimizer_state_bytes_per_rank` (list, bytes) and
-    `optimizer_state_bytes_total` (their sum, bytes; None when a rank has none), `peak_memory_bytes` (the maximum
-    over ranks, bytes) and `peak_memory_bytes_per_rank` (list, bytes). When the ranks cannot be reached (a
-    collective that fails or times out), or `gather` is False (an exception may have left this rank out of step
-    with the others: a collective now could hang), the figures are this rank's alone and the status its own.
-    """
-    mine = {k: summary.get(k) for k in ("optimizer_state_bytes", "peak_memory_bytes")}
-    try:
-        status, reason, ranks = distributed.agree(status, reason, mine) if gather else (status, reason, [mine])
-    except Exception as e:  # noqa: BLE001 - the status is what matters now
-        summary["figures_error"] = f"ranks not gathered: {type(e).__name__}: {one_line(e)}"
-        ranks = [mine]
-    states = [r["optimizer_state_bytes"] for r in ranks]
-    peaks = [r["peak_memory_bytes"] for r in ranks]
-    summary["optimizer_state_bytes_per_rank"] = states
-    summary["optimizer_state_bytes_total"] = None if None in states else sum(states)
-    summary["peak_memory_bytes_per_rank"] = peaks
-    if None not in peaks:
-        summary["peak_memory_bytes"] = max(peaks)
-    return status, reason
+def identity(cfg: DictConfig, inputs: Inputs) -> dict[str, Any]:
+    """summary.json's identity keys of a run: what was asked (model, optimizer, lr, adapter, rank, seed, precision,
+    world size, distributed mode)."""
+    return {"model": cfg.model.name_or_path, "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr,
+            "adapter": cfg.adapter.name, "r": cfg.adapter.get("r"), "seed": cfg.seed, **inputs.precision.summary(),
+            "world_size": inputs.args.world_size, "distributed": cfg.get("distributed", {}).get("name", "none")}
 
 
-def write_traceback(run: run_dir.RunDir) -> str | None:
-    """Write the exception being handled to `<run>/traceback.txt` (`traceback-rank<N>.txt` on rank N > 0 of a
-    launch; for whoever debugs a failed run; the summary and the terminal get one line); return its path, or None
-    when it cannot be written."""
-    import traceback
+def start_server(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life) -> None:
+    """Start the vLLM server a `generation` choice asks rlvr for (`vllm_mode: server` with `server.start`), on the
+    main process; it stops when the run ends (`life.closing`). Nothing for other choices."""
+    life.stage = "vllm server"
+    if life.main:
+        local = inputs.args.world_size // int((cfg.get("distributed") or {}).get("num_machines", 1))
+        life.closing.enter_context(generation.vllm_server(cfg.generation, cfg.model.name_or_path,
+                                                          local_processes=local,
+                                                          log_path=life.run.path / "vllm_server.log"))
 
-    rank = distributed.launch_env().rank
-    path = run.path / ("traceback.txt" if rank == 0 else f"traceback-rank{rank}.txt")
-    try:
-        path.write_text(traceback.format_exc())
-    except OSError:
+
+def setup(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life, callbacks: list[Any],
+          sparsity: UpdateSparsity | None) -> Any:
+    """Load the model and build the trainer into `life.trainer` (unless a stop signal came first); return the
+    tokenizer (None when nothing loaded). PiSSA and MiLoRA keep their initial adapter for the final conversion."""
+    life.stage = "model load"
+    if not life.go_on:
         return None
-    return str(path)
+    model, tokenizer = load_model(cfg.model.name_or_path, inputs.precision.weights_dtype)
+    life.stage = "training"
+    watchers = [life.metrics, life.stop, *([Heartbeat(life.run, life.summary)] if life.main else []),
+                *([life.weights] if life.weights else [])]
+    life.trainer = build_trainer(cfg, inputs, model, tokenizer, watchers + list(callbacks), sparsity)
+    # MiLoRA's init; PiSSA, MiLoRA: the initial adapter, which the final save converts against
+    adapters.initialize(life.trainer.model, cfg.adapter, life.run.path / adapters.INITIAL_DIR, save=life.main)
+    life.summary["distributed"] = parallelism.mode(life.trainer)  # what the accelerator does, not what was asked
+    return tokenizer
+
+
+def run_training(life: lifecycle.Life, bar: RichProgress | None, trial: pruning.TrialPruning | None = None) -> None:
+    """`trainer.train()` (unless a stop signal came first), then the status it ended with (`Life.training_ended`):
+    `pruned` when a search's pruner stopped it (`trial`), with the step, the objective and the rung's threshold in
+    summary.json's `pruned`."""
+    if life.go_on:
+        life.trainer.train()
+    if bar:
+        bar.stop()
+    life.training_ended()
+    if trial is not None:
+        life.summary["objective"] = trial.objective
+        if trial.pruned and life.status == run_dir.COMPLETED:
+            life.status, life.reason = run_dir.PRUNED, trial.reason()
+            life.summary["pruned"] = trial.pruned
+
+
+def save(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life, tokenizer: Any,
+         sparsity: UpdateSparsity | None) -> None:
+    """Save the final weights of a completed or interrupted run (`save_weights`), gathered first where they are
+    sharded (ZeRO-3, FSDP: a collective, on every rank), with the update sparsity measured on the gathered weights;
+    a failed save leaves no partial weights."""
+    life.stage = "saving"
+    trainer = life.trainer
+    if trainer is None or life.status not in (run_dir.COMPLETED, run_dir.INTERRUPTED):
+        return
+    try:
+        gathered = parallelism.gathered_state(trainer)  # every rank: ZeRO-3/FSDP shards, onto rank 0
+        life.summary.update(save_weights(cfg, trainer, tokenizer, life.run.weights, gathered))
+        if gathered is not None and sparsity and sparsity.skipped == SHARDED:
+            sharded_sparsity(cfg, sparsity, gathered, trainer.state.global_step, inputs.peft_config, trainer.args)
+    except BaseException:
+        if life.main:
+            shutil.rmtree(life.run.weights, ignore_errors=True)  # no partial weights; frees a full disk
+        raise
+
+
+def evaluate(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life, tokenizer: Any, progress: bool) -> None:
+    """Evaluate a completed run's final model on the main process with rlvr eval's protocol (`eval.benchmarks`),
+    into `<run>/eval/` and summary.json's `eval` headline."""
+    life.stage = "evaluation"
+    if not (inputs.eval_problems and life.status == run_dir.COMPLETED and life.main):
+        return
+    kind = "adapter" if inputs.peft_config else "sparse-delta" if cfg.get("save_format") == "sparse_delta" else "full"
+    identity = {"spec": str(life.run.path), "kind": f"run-{kind}", "path": str(life.run.weights),
+                "base": cfg.model.name_or_path, "dtype": inputs.precision.weights_dtype}
+    with parallelism.whole_loading(life.trainer.args):  # the main process alone: no ZeRO-3 synced_gpus
+        results = evaluate_model(eval_model(life.trainer, identity), tokenizer, inputs.eval_problems,
+                                 inputs.eval_sampling, life.run.path / "eval", identity, progress=progress,
+                                 extract=cfg.eval.get("extract", "boxed"))
+    life.summary["eval"] = headline(results)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -56,6 +57,13 @@ def format_reward(completions: list, **_: Any) -> list[float]:
     return [float(bool(boxed_answers(completion_text(c)))) for c in completions]
 
 
+def completion_length_reward(completions: list, **_: Any) -> list[float]:
+    """The completion's length in characters / 100, at most 1.0: a dense reward for smoke runs of the machinery on
+    random models (tiny-random never answers a math problem, so correctness and format give every completion 0 and
+    GRPO no advantage). Not a math reward: `sweeps/search_smoke.yaml` uses it."""
+    return [min(len(completion_text(c)) / 100, 1.0) for c in completions]
+
+
 def reward_names() -> list[str]:
     """The rewards known by name: the options of the `reward` config group (conf/reward/*.yaml)."""
     return group_options("reward")
@@ -75,13 +83,13 @@ def reward_weights(rewards: Mapping[str, Any]) -> dict[str, Any]:
 
 def reward_function(name: str) -> RewardFunc:
     """The reward function called `name`: `conf/reward/<name>.yaml` instantiated, else the function at the dotted
-    import path `name` (`hydra.utils.get_method`).
+    import path `name` (`hydra.utils.get_object`, checked by `check_reward_function`).
 
     Raises:
         BadInput: an unknown name (the message lists the valid names), a path that cannot be imported, or a
             target that is not callable. One line.
     """
-    from hydra.utils import get_method, instantiate
+    from hydra.utils import get_object, instantiate
     from omegaconf import OmegaConf
 
     names = reward_names()
@@ -91,11 +99,15 @@ def reward_function(name: str) -> RewardFunc:
         except Exception as e:
             raise BadInput(f"reward '{name}' (conf/reward/{name}.yaml): {root_cause(e)}") from None
     elif "." in name:
+        hydra_log = logging.getLogger("hydra.utils")  # it logs every lookup that fails: the refusal is one line
+        previous, hydra_log.disabled = hydra_log.disabled, True
         try:
             with contextlib.redirect_stdout(sys.stderr):  # a module that prints on import keeps --json's stdout clean
-                func = get_method(name)
+                func = get_object(name)
         except Exception as e:
             raise BadInput(f"reward '{name}': cannot import it: {root_cause(e)}") from None
+        finally:
+            hydra_log.disabled = previous
         check_reward_function(name, func)
     else:
         raise BadInput(f"unknown reward '{name}'; valid rewards: {', '.join(names)}, or a function's dotted import "

@@ -1,0 +1,106 @@
+"""A run that is a trial of a learning-rate search (`rlvr sweep` with a `search:` section): after every optimizer
+step it reports its objective to the trial's Optuna study, and stops at the end of the step when the study's pruner
+says so; the run then ends `pruned` (`rlvr_cli.core.run_dir.PRUNED`), with the step and the rung's threshold in
+summary.json. The `trial` node of the run's config names the study (`trial.storage`, `trial.study`,
+`trial.number`); the pruner and the objective's smoothing are the study's own (its `search` user attribute, set by
+`rlvr_cli.sweeps.search`), so that every trial of a study is judged alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rlvr_cli.core import study as studies
+from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.training.distributed import every_rank
+
+
+def open_trial(trial_cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """The Optuna study, trial and search settings a `trial` node names.
+
+    Returns:
+        `(study, trial, search)`: `search` holds `pruner`, `min_resource`, `reduction_factor`, `max_steps`,
+        `smoothing` (the study's `search` user attribute).
+
+    Raises:
+        BadInput: the storage file is missing, the study or the trial is not in it, or the trial is finished.
+    """
+    import optuna
+
+    path = Path(str(trial_cfg["storage"]))
+    if not path.is_file():
+        raise BadInput(f"trial.storage={path}: no study file there (rlvr sweep writes it with a search: section)")
+    store = studies.storage(path)
+    try:
+        study_id = store.get_study_id_from_name(str(trial_cfg["study"]))
+        trial_id = store.get_trial_id_from_study_id_trial_number(study_id, int(trial_cfg["number"]))
+    except KeyError as e:
+        raise BadInput(f"trial.study={trial_cfg['study']} trial.number={trial_cfg['number']}: not in {path} "
+                       f"({one_line(e)})") from None
+    search = dict(store.get_study_user_attrs(study_id).get("search") or {})
+    study = optuna.load_study(study_name=str(trial_cfg["study"]), storage=store,
+                              pruner=studies.pruner(search.get("pruner", "none"), int(search.get("min_resource", 1)),
+                                                    int(search.get("reduction_factor", 3)),
+                                                    int(search.get("max_steps", 1))))
+    if store.get_trial(trial_id).state.is_finished():
+        raise BadInput(f"trial {trial_cfg['number']} of study {trial_cfg['study']} is finished already; a trial "
+                       "runs once (rlvr sweep asks new ones)")
+    return study, optuna.trial.Trial(study, trial_id), search
+
+
+class TrialPruning(TrainerCallback):
+    """Report the smoothed training reward (the running mean of the last `smoothing` steps' `reward`, TRL's logged
+    mean reward of a step; `rlvr_cli.core.study.smoothed`) to the trial after every optimizer step, and stop at the
+    end of the step when the pruner prunes. The main process reports and asks; every rank learns its answer
+    (`distributed.every_rank`), so that all stop after the same step.
+
+    Attributes:
+        pruned: None, or `{"step", "objective", "rung", "threshold", "pruner"}` once the trial was pruned (the rung's
+            threshold by `rlvr_cli.core.study.rung_threshold`, asha only; else None).
+        objective: the last smoothed value reported.
+    """
+
+    def __init__(self, trial_cfg: Mapping[str, Any], main: bool = True):
+        self.study, self.trial, self.search = open_trial(trial_cfg) if main else (None, None, {})
+        self.main = main
+        self.rewards: list[float] = []
+        self.objective: float | None = None
+        self.pruned: dict[str, Any] | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "reward" not in logs or self.pruned:
+            return
+        self.rewards.append(logs["reward"])
+        prune = 0
+        if self.main:
+            self.objective = studies.smoothed(self.rewards, int(self.search.get("smoothing", 3)))
+            if self.objective is not None:
+                self.trial.report(self.objective, step=state.global_step)
+                prune = int(self.trial.should_prune())
+        if any(every_rank(prune, args.device)):
+            self.pruned = self._explain(state.global_step) if self.main else {"step": state.global_step}
+            control.should_training_stop = True
+
+    def _explain(self, step: int) -> dict[str, Any]:
+        name = self.search.get("pruner", "none")
+        rung = threshold = None
+        if name == "asha":
+            reached = studies.rungs(int(self.search["min_resource"]), int(self.search["reduction_factor"]), step + 1)
+            rung = len(reached) - 1 if reached else None
+            if rung is not None:
+                threshold = studies.rung_threshold(self.study.get_trials(deepcopy=False), rung,
+                                                   int(self.search["reduction_factor"]))
+        return {"step": step, "objective": self.objective, "rung": rung, "threshold": threshold, "pruner": name}
+
+    def reason(self) -> str:
+        """The summary's `reason` of a pruned run, e.g. `pruned by asha at step 6 (rung 1): objective 0.12 below
+        the rung's threshold 0.31`."""
+        p = self.pruned or {}
+        at = f"at step {p.get('step')}" + (f" (rung {p['rung']})" if p.get("rung") is not None else "")
+        value = "" if p.get("objective") is None else f": objective {p['objective']:.4g}"
+        bar = "" if p.get("threshold") is None else f" below the rung's threshold {p['threshold']:.4g}"
+        return f"pruned by {p.get('pruner', 'the pruner')} {at}{value}{bar}"
