@@ -38,9 +38,10 @@ def sweep(
         plan = sweeps.plan(sweep_file, overrides or [], launcher, max_parallel)  # the file, read once
         name = plan.name
         sweep_dir = output_dir or Path("sweeps_out") / str(name)
-        if plan.search is not None:  # a learning-rate search: trials asked of Optuna studies
-            search_command(plan, sweep_file, sweep_dir, resume, dry_run, as_json)
-            return
+    if plan.search is not None:  # a learning-rate search: trials asked of Optuna studies
+        search_command(plan, sweep_file, sweep_dir, resume, dry_run, as_json)
+        return
+    with bad_input_exits(), stdout_to_stderr(as_json):
         try:
             cells, todo, code, jobs = sweeps.run(plan, sweep_dir, resume, dry_run)
         except KeyboardInterrupt:  # the running cells have ended interrupted (sweeps.launch.wait_for)
@@ -81,28 +82,29 @@ def search_command(plan: Any, sweep_file: Path, sweep_dir: Path, resume: bool, d
     from rlvr_cli.sweeps import launch as sweeps
     from rlvr_cli.sweeps import search
 
-    try:
-        result = search.run(plan, sweep_dir, resume, dry_run)
-    except KeyboardInterrupt:
-        err_console.print(escape(f"error: search interrupted: its running trials ended interrupted and were closed; "
-                                 f"continue it with rlvr sweep {sweep_file} --resume --output-dir {sweep_dir}"),
+    with bad_input_exits(), stdout_to_stderr(as_json):
+        try:
+            result = search.run(plan, sweep_dir, resume, dry_run)
+        except KeyboardInterrupt:
+            err_console.print(escape(f"error: search interrupted: its running trials ended interrupted and were "
+                                     f"closed; continue it with rlvr sweep {sweep_file} --resume --output-dir "
+                                     f"{sweep_dir}"), highlight=False, soft_wrap=True)
+            raise typer.Exit(code=130) from None
+        info, cells = result["describe"], result["cells"]
+        rows = [{"index": i, **cell, "ran": i in result["ran"], "status": sweeps.status(sweep_dir, cell)}
+                for i, cell in enumerate(cells)]
+        if not as_json:
+            print_table(search_table(plan.name, info, dry_run))
+            rungs = ", ".join(map(str, info["rungs"])) or "-"
+            console.print(escape(f"pruner {info['pruner']}: rungs at optimizer steps {rungs} of "
+                                 f"{info['max_steps']}; at most {info['max_optimizer_steps']} optimizer steps, "
+                                 f"against {info['grid_optimizer_steps']} for the grid over the same ranges"),
                           highlight=False, soft_wrap=True)
-        raise typer.Exit(code=130) from None
-    info, cells = result["describe"], result["cells"]
-    rows = [{"index": i, **cell, "ran": i in result["ran"], "status": sweeps.status(sweep_dir, cell)}
-            for i, cell in enumerate(cells)]
-    if not as_json:
-        print_table(search_table(plan.name, info, dry_run))
-        rungs = ", ".join(map(str, info["rungs"])) or "-"
-        console.print(escape(f"pruner {info['pruner']}: rungs at optimizer steps {rungs} of {info['max_steps']}; "
-                             f"at most {info['max_optimizer_steps']} optimizer steps, against "
-                             f"{info['grid_optimizer_steps']} for the grid over the same ranges"), highlight=False,
-                      soft_wrap=True)
-    report = None
-    if not dry_run:
-        from rlvr_cli.cli.report import report_command
+        report = None
+        if not dry_run:
+            from rlvr_cli.cli.report import report_command
 
-        report = report_command(sweep_dir, quiet=as_json)
+            report = report_command(sweep_dir, quiet=as_json)
     if as_json:
         print_json({"name": plan.name, "sweep_dir": str(sweep_dir), "dry_run": dry_run, "search": info,
                     "cells": rows, "report": report})

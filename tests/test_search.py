@@ -1,0 +1,251 @@
+"""`rlvr sweep` with a `search:` section: a learning-rate search through Optuna studies, on real processes.
+
+Trials are real `rlvr train` runs on tiny-random with a dense reward (completion length), so that runs differ and the
+pruner (asynchronous successive halving) has something to compare; the study is Optuna's journal file in the sweep
+directory, which the runs and the sweep open at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, TINY
+from typer.testing import CliRunner
+
+from rlvr_cli.cli.main import app
+from rlvr_cli.core import study as studies
+from rlvr_cli.core.run_dir import EXIT_CODES, PRUNED, read_metrics
+
+runner = CliRunner()
+SMOKE = REPO / "sweeps" / "search_smoke.yaml"
+
+
+def _search_file(tmp_path: Path, name: str = "s", **search) -> Path:
+    """A search file like search_smoke.yaml with `search` keys replaced (a key given None is removed)."""
+    data = yaml.safe_load(SMOKE.read_text())
+    data["name"] = name
+    for key, value in search.items():
+        if value is None:
+            data["search"].pop(key, None)
+        elif key == "axes":
+            data["axes"] = value
+        else:
+            data["search"][key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --- bad input: one line, before anything runs --------------------------------------------------------------------
+
+BAD = {
+    "sampler": ({"sampler": "bayes"}, "search.sampler: unknown sampler 'bayes'; valid: tpe, grid, random"),
+    "pruner": ({"pruner": "hyper"}, "search.pruner: unknown pruner 'hyper'; valid: asha, hyperband, median, none"),
+    "range_order": ({"optimizer": {"sgd": {"lr": {"min": 0.1, "max": 0.01}}}},
+                    "search.optimizer.sgd.lr: a range needs 0 < min < max <= 1, got min=0.1, max=0.01"),
+    "range_above_one": ({"optimizer": {"sgd": {"lr": {"min": 0.1, "max": 2.0}}}}, "0 < min < max <= 1"),
+    "range_zero": ({"optimizer": {"sgd": {"lr": {"min": 0, "max": 0.1}}}}, "0 < min < max <= 1"),
+    "min_resource": ({"min_resource": 7}, "search.min_resource=7 is beyond grpo.max_steps=6"),
+    "trials": ({"trials": 0}, "search.trials must be an integer >= 1, got 0"),
+    "grid_axis_too": ({"axes": {"optimizer": {"sgd": {"lr": [0.1]}}, "seed": [0]}},
+                      "axes.optimizer and search.optimizer both set the optimizers"),
+    "lr_override_axis": ({"axes": {"overrides": {"optimizer.lr": [0.1]}}}, "axes.overrides sets the optimizer"),
+    "unknown_key": ({"trails": 3}, "search.trails: unknown key"),
+    "unknown_optimizer": ({"optimizer": {"sgdd": {"lr": {"min": 0.01, "max": 0.1}}}}, "unknown optimizer"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_bad_search_is_one_line_before_anything_runs(case, tmp_path):
+    changes, message = BAD[case]
+    path = _search_file(tmp_path, **changes)
+    out = tmp_path / "out"
+    for dry in ([], ["--dry-run"]):
+        result = runner.invoke(app, ["sweep", str(path), "--output-dir", str(out), *dry])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+        assert not out.exists()
+
+
+def test_the_dry_run_prints_the_space_the_rungs_and_the_budget(tmp_path):
+    result = runner.invoke(app, ["sweep", str(SMOKE), "--dry-run", "--output-dir", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)["search"]
+    assert [s["study"] for s in info["studies"]] == ["search_smoke/sgd/s0", "search_smoke/adamw/s0"]
+    assert info["rungs"] == studies.rungs(2, 2, 6) == [2, 4] and info["max_steps"] == 6
+    assert info["max_optimizer_steps"] == 2 * 4 * 6  # 2 studies x 4 trials x 6 steps
+    assert info["grid_optimizer_steps"] == (7 + 9) * 6  # the log grids at 2 points per decade over the ranges
+    assert not (tmp_path / "o").exists()
+    text = runner.invoke(app, ["sweep", str(SMOKE), "--dry-run", "--output-dir", str(tmp_path / "o")]).stdout
+    assert "rungs at optimizer steps 2, 4 of 6" in text and "at most 48 optimizer steps, against 96" in text
+
+
+def test_the_sampler_seed_repeats_the_learning_rates(tmp_path):
+    """The same file asks the same learning rates; another seed asks others (TPE's startup trials are random)."""
+    from rlvr_cli.sweeps import launch, search
+
+    def asked(path: Path, where: Path) -> list[float]:
+        sweep = launch.plan(path)
+        spec, max_steps = search.check(sweep)
+        plan = search.plan_studies(sweep, spec)
+        where.mkdir()
+        store = studies.storage(where / studies.STORAGE_FILE)
+        opened = {st.name: search.open_study(store, where, st, spec, max_steps) for st in plan}
+        manifest = {"name": sweep.name, "cells": []}
+        search.ask(where, plan, opened, spec, 6, manifest, [])
+        return [c["axes"]["lr"] for c in manifest["cells"]]
+
+    first, again = asked(SMOKE, tmp_path / "a"), asked(SMOKE, tmp_path / "b")
+    assert first == again and len(first) == 6 and len(set(first)) == 6
+    other = asked(_search_file(tmp_path, seed=1), tmp_path / "c")
+    assert other != first
+
+
+# --- a trial that its pruner stops -----------------------------------------------------------------------------
+
+
+def _trial_study(tmp_path: Path, best: float = 10.0) -> tuple[Path, str, int]:
+    """A study whose three finished trials reached `best` at rung 0 (step 1) of asha(min_resource=1, eta=2), and one
+    new trial asked of it: (storage file, study name, the new trial's number)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    path = tmp_path / studies.STORAGE_FILE
+    study = optuna.create_study(study_name="t/sgd/s0", storage=studies.storage(path), direction="maximize")
+    study.set_user_attr("search", {"pruner": "asha", "min_resource": 1, "reduction_factor": 2, "max_steps": 3,
+                                   "smoothing": 1})
+    lr = FloatDistribution(1e-3, 1.0, log=True)
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(value=best, params={"lr": 0.01}, distributions={"lr": lr},
+                                                  intermediate_values={1: best, 3: best},
+                                                  system_attrs={studies.RUNG_KEY.format(0): best}))
+    return path, study.study_name, study.ask({"lr": lr}).number
+
+
+def test_a_trial_below_its_rung_ends_pruned_with_exit_code_4(tmp_path):
+    path, name, number = _trial_study(tmp_path)
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "grpo.max_steps=3", f"output_dir={out}",
+           "run_name=t", "~rewards.correctness", "~rewards.format", "+rewards.completion_length=1.0",
+           f"trial={{storage: '{path}', study: '{name}', number: {number}}}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == EXIT_CODES[PRUNED] == 4, proc.stderr[-3000:]
+    summary = json.loads((out / "t" / "summary.json").read_text())
+    assert summary["status"] == PRUNED and summary["weights_dir"] is None
+    assert summary["pruned"]["step"] == 1 and summary["pruned"]["rung"] == 0
+    assert summary["pruned"]["threshold"] == 10.0 and summary["pruned"]["objective"] < 10.0
+    assert summary["reason"].startswith("pruned by asha at step 1 (rung 0): objective ")
+    assert [r["step"] for r in read_metrics(out / "t" / "metrics.jsonl")] == [1]  # the metrics are kept
+    # the run reported to the study; the trial stays running until the sweep tells it (rlvr_cli.sweeps.search.tell)
+    import optuna
+
+    trial = optuna.load_study(study_name=name, storage=studies.storage(path)).trials[number]
+    assert list(trial.intermediate_values) == [1] and trial.state.name == "RUNNING"
+    # a trial runs once: its number again is refused before the run directory
+    again = subprocess.run([*cmd[:-1], "run_name=t2", f"trial={{storage: '{path}', study: '{name}', number: 0}}"],
+                           capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert again.returncode == 2 and "is finished already" in again.stderr and not (out / "t2").exists()
+
+
+# --- a whole search ---------------------------------------------------------------------------------------------
+
+
+def test_a_search_runs_prunes_tells_and_reports(tmp_path):
+    """One optimizer, 4 trials of 6 steps, asha with rungs at steps 2 and 4: at least one trial is pruned at a rung,
+    every trial is told (none left running in the study), the report names the best completed trial, and the
+    search spends fewer optimizer steps than the grid over the same range."""
+    path = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1.0}}})
+    out = tmp_path / "sw"
+    result = runner.invoke(app, ["sweep", str(path), "--output-dir", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    cells = doc["cells"]
+    assert len(cells) == 4 and {c["axes"]["trial"] for c in cells} == {0, 1, 2, 3}
+    statuses = [c["status"] for c in cells]
+    assert PRUNED in statuses and set(statuses) <= {"completed", PRUNED}, statuses
+    for cell in cells:
+        summary = json.loads((out / cell["run_dir"] / "summary.json").read_text())
+        steps = [r["step"] for r in read_metrics(out / cell["run_dir"] / "metrics.jsonl")]
+        if cell["status"] == PRUNED:
+            assert summary["pruned"]["step"] in (2, 4) and steps[-1] == summary["pruned"]["step"]
+            assert summary["pruned"]["threshold"] is not None
+        else:
+            assert steps[-1] == 6 and summary["objective"] is not None
+    [st] = doc["report"]["search"]
+    assert st["states"].get("running") is None and sum(st["states"].values()) == 4
+    completed = [t for t in st["trials"] if t["state"] == "complete"]
+    assert st["best_objective"] == max(t["objective"] for t in completed)
+    assert st["best_lr"] in [c["axes"]["lr"] for c in cells if c["status"] == "completed"]
+    assert st["optimizer_steps"] < st["grid_optimizer_steps"] == 7 * 6
+    completed_lrs = {c["axes"]["lr"] for c in cells if c["status"] == "completed"}
+    assert {s["lr"] for b in doc["report"]["best_lr"] for s in b["lrs"]} == completed_lrs  # pruned: not counted
+    for plot in ("search_objective_vs_lr.png", "search_trial_curves.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000
+    report = runner.invoke(app, ["report", str(out)])
+    assert "learning-rate search: best trial per study" in report.stdout and "pruned@" in report.stdout
+    # --resume of a finished search asks nothing more
+    again = runner.invoke(app, ["sweep", str(path), "--output-dir", str(out), "--resume", "--json"])
+    kept = json.loads(again.stdout)["cells"]
+    assert again.exit_code == 0
+    assert [(c["name"], c["status"]) for c in kept] == [(c["name"], c["status"]) for c in cells]
+    assert not any(c["ran"] for c in kept)
+    # a search into a directory that holds another search is refused, naming what differs
+    other = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-2, "max": 1.0}}})
+    refused = runner.invoke(app, ["sweep", str(other), "--output-dir", str(out), "--resume"])
+    assert refused.exit_code == 2 and "of another search (lr_min differ)" in refused.stderr
+
+
+@pytest.mark.slow  # ~2 min: a search killed with SIGKILL mid-trial, then resumed
+def test_a_killed_search_resumes_losing_no_finished_trial(tmp_path):
+    path = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1.0}}}, trials=3)
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-m", "rlvr_cli.cli", "sweep", str(path), "--output-dir", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    finished = None
+    while time.monotonic() < deadline and finished is None:  # wait for the first trial to end, the second to start
+        time.sleep(0.5)
+        runs = sorted((out / "runs").glob("*/summary.json")) if (out / "runs").is_dir() else []
+        done = [r for r in runs if json.loads(r.read_text() or "{}").get("status") in ("completed", PRUNED)]
+        if done and len(runs) >= 2:
+            finished = done[0].parent
+    assert finished is not None, "the first trial did not finish in time"
+    stamp = (finished / "summary.json").stat().st_mtime_ns
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running trial
+    proc.wait()
+    result = runner.invoke(app, ["sweep", str(path), "--output-dir", str(out), "--resume", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (finished / "summary.json").stat().st_mtime_ns == stamp  # the finished trial is untouched
+    [st] = doc["report"]["search"]
+    closed = [t for t in st["trials"] if t["closed"]]
+    assert len(closed) == 1 and closed[0]["closed"] == "dead" and closed[0]["state"] == "fail"
+    counted = [t for t in st["trials"] if not t["closed"]]
+    assert len(counted) == 3 and all(t["state"] in ("complete", "pruned") for t in counted)  # its budget asked again
+
+
+@pytest.mark.slow  # ~1 min: two trials at a time through submitit_local
+def test_concurrent_trials_share_the_study_without_losing_a_report(tmp_path):
+    path = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1.0}}})
+    out = tmp_path / "sw"
+    result = runner.invoke(app, ["sweep", str(path), "--output-dir", str(out), "--launcher", "submitit_local",
+                                 "--max-parallel", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    [st] = json.loads(result.stdout)["report"]["search"]
+    assert sum(st["states"].values()) == 4 and "running" not in st["states"]
+    import optuna
+
+    study = optuna.load_study(study_name=st["study"], storage=studies.storage(out / studies.STORAGE_FILE))
+    for trial in study.trials:  # every step every trial ran was reported, none lost to a concurrent write
+        run = Path(trial.user_attrs["run_dir"])
+        steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
+        assert sorted(trial.intermediate_values) == steps, (trial.number, steps)
