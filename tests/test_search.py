@@ -60,6 +60,8 @@ BAD = {
     "lr_override_axis": ({"axes": {"overrides": {"optimizer.lr": [0.1]}}}, "axes.overrides sets the optimizer"),
     "unknown_key": ({"trails": 3}, "search.trails: unknown key"),
     "unknown_optimizer": ({"optimizer": {"sgdd": {"lr": {"min": 0.01, "max": 0.1}}}}, "unknown optimizer"),
+    "objective": ({"objective": "loss"}, "search.objective: unknown objective 'loss'; valid: reward, eval"),
+    "eval_without_benchmarks": ({"objective": "eval"}, "search.objective=eval needs runs that evaluate"),
 }
 
 
@@ -189,6 +191,9 @@ def test_a_search_runs_prunes_tells_and_reports(tmp_path):
     assert {s["lr"] for b in doc["report"]["best_lr"] for s in b["lrs"]} == completed_lrs  # pruned: not counted
     for plot in ("search_objective_vs_lr.png", "search_trial_curves.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
+    pruned = next(c for c in cells if c["status"] == PRUNED)  # rlvr eval understands a pruned trial: no weights
+    evaluated = runner.invoke(app, ["eval", str(out / pruned["run_dir"]), "--benchmarks", "gsm8k", "--limit", "1"])
+    assert evaluated.exit_code == 2 and "no weights in final/ (status: pruned)" in evaluated.stderr
     report = runner.invoke(app, ["report", str(out)])
     assert "learning-rate search: best trial per study" in report.stdout and "pruned@" in report.stdout
     # --resume of a finished search asks nothing more

@@ -173,15 +173,19 @@ def plan_studies(sweep: Sweep, search: Search) -> list[Study]:
     return [Study(opt, cell, f"{sweep.name}/{opt}/{cell.name}") for opt in search.ranges for cell in sweep.cells]
 
 
-def max_steps_of(sweep: Sweep, studies_: Sequence[Study]) -> int:
+def max_steps_of(sweep: Sweep, studies_: Sequence[Study], objective: str = "reward") -> int:
     """`grpo.max_steps` of the search's runs (the same for all: each trial runs them unless pruned), composed from
-    the first study's cell.
+    every study's cell.
 
     Raises:
-        BadInput: the cell's config is bad (`launch.check_cells`), or the runs' max_steps differ.
+        BadInput: a cell's config is bad (`launch.check_cells`), the runs' max_steps differ, or the objective is
+            `eval` and the runs list no `eval.benchmarks`.
     """
     configs = launch.check_cells([Cell(s.cell.name, [*s.cell.overrides, f"optimizer={s.optimizer}"], {})
                                   for s in studies_], sweep.extra)
+    if objective == "eval" and not all(c.eval.benchmarks for c in configs):
+        raise BadInput(f"{sweep.path.name}: search.objective=eval needs runs that evaluate: add "
+                       "eval.benchmarks=[...] to base (the trials are pruned on their smoothed reward meanwhile)")
     steps = {int(c.grpo.max_steps) for c in configs}
     if len(steps) != 1:
         raise BadInput(f"{sweep.path.name}: the search's runs have different grpo.max_steps ({sorted(steps)}); "
@@ -224,7 +228,7 @@ def check(sweep: Sweep) -> tuple[Search, int]:
         BadInput: as `parse_search` and `max_steps_of`; a `min_resource` beyond `grpo.max_steps`.
     """
     search = parse_search(sweep.search, sweep.axes, sweep.path.name)
-    max_steps = max_steps_of(sweep, plan_studies(sweep, search))
+    max_steps = max_steps_of(sweep, plan_studies(sweep, search), search.objective)
     if search.min_resource > max_steps:
         raise BadInput(f"{sweep.path.name}: search.min_resource={search.min_resource} is beyond grpo.max_steps="
                        f"{max_steps}: no trial could be pruned; give min_resource <= max_steps")
@@ -321,12 +325,12 @@ def tell(store: Any, study: Any, number: int, run: Path, objective: str) -> str:
     return status
 
 
-def trial_cell(st: Study, number: int, lr: float, sweep_dir: Path, optimizer_base: Sequence[str] = ()) -> Cell:
+def trial_cell(st: Study, number: int, lr: float, sweep_dir: Path) -> Cell:
     """The cell of trial `number` of study `st` at learning rate `lr`: the fixed axes' cell with the optimizer, the
     learning rate and the trial (`trial.storage`, `trial.study`, `trial.number`) set."""
     name = f"{st.optimizer}-t{number:02d}-lr{lr:.3g}_{st.cell.name}"
     storage = (Path(sweep_dir) / studies.STORAGE_FILE).resolve()
-    overrides = [*st.cell.overrides, f"optimizer={st.optimizer}", f"optimizer.lr={lr!r}", *optimizer_base,
+    overrides = [*st.cell.overrides, f"optimizer={st.optimizer}", f"optimizer.lr={lr!r}",
                  f"trial={{storage: '{storage}', study: '{st.name}', number: {number}}}"]
     return Cell(name, overrides, {"optimizer": st.optimizer, "lr": lr, **st.cell.axes, "trial": number,
                                   "study": st.name})
