@@ -136,7 +136,8 @@ def test_a_trial_below_its_rung_ends_pruned_with_exit_code_4(tmp_path):
     path, name, number = _trial_study(tmp_path)
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "grpo.max_steps=3", f"output_dir={out}",
-           "run_name=t", "~rewards.correctness", "~rewards.format", "+rewards.completion_length=1.0",
+           "run_name=t", "~rewards.correctness", "~rewards.format",
+           "+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0",
            f"trial={{storage: '{path}', study: '{name}', number: {number}}}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == EXIT_CODES[PRUNED] == 4, proc.stderr[-3000:]

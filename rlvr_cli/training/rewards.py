@@ -60,7 +60,8 @@ def format_reward(completions: list, **_: Any) -> list[float]:
 def completion_length_reward(completions: list, **_: Any) -> list[float]:
     """The completion's length in characters / 100, at most 1.0: a dense reward for smoke runs of the machinery on
     random models (tiny-random never answers a math problem, so correctness and format give every completion 0 and
-    GRPO no advantage). Not a math reward: `sweeps/search_smoke.yaml` uses it."""
+    GRPO no advantage). Not a math reward, so not a file of conf/reward/: `sweeps/search_smoke.yaml` names it by its
+    import path (`+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0`)."""
     return [min(len(completion_text(c)) / 100, 1.0) for c in completions]
 
 
