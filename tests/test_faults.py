@@ -138,10 +138,13 @@ def test_a_reason_that_looks_like_rich_markup_prints_as_it_is(tmp_path):
 
 @pytest.mark.slow
 def test_a_real_divergence_of_the_embedded_model_ends_diverged(tmp_path):
-    """SmolLM2-135M at lr 1e10: the weights break in a step whose loss and gradient norm are finite."""
+    """SmolLM2-135M at lr 1e10: the weights break in a step whose loss and gradient norm are finite. A dense reward
+    (completion length) beside the demo's gives every step a gradient: with the demo's rewards alone, seed 0 in
+    bf16-mixed drew groups of equal rewards for all 5 steps (zero advantages, gradient norm 0), so nothing broke."""
     env = {**os.environ, "WANDB_MODE": "offline"}
     proc = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", "logger=none", "optimizer.lr=1e10",
-                           "grpo.max_steps=5", f"output_dir={tmp_path}", "run_name=run"],
+                           "grpo.max_steps=5", f"output_dir={tmp_path}", "run_name=run",
+                           "+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0"],
                           capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 3, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
