@@ -389,7 +389,7 @@ def search_summary(studies_: dict[str, Any], rows: list[dict[str, Any]]) -> list
     global_step, a pruned one's where it stopped) against the grid over the same range at `per_decade` points run
     to the end (`grid_optimizer_steps`), and every trial (`trials`: number, lr, status, objective, `stopped_at`: the
     optimizer step a pruned trial stopped at, `optimizer_steps`)."""
-    steps_of = {r["run_dir"]: r for r in rows}
+    cell_of = {(r.get("study"), r.get("trial")): r for r in rows}  # a trial's cell carries its study and number
     out = []
     for name, st in studies_.items():
         attrs, trials = st["attrs"], st["trials"]
@@ -398,8 +398,7 @@ def search_summary(studies_: dict[str, Any], rows: list[dict[str, Any]]) -> list
         max_steps = attrs.get("max_steps")
         table = []
         for t in trials:
-            run = (t.get("run_dir") or "")
-            row = next((r for d, r in steps_of.items() if run.endswith(d)), {})
+            row = cell_of.get((name, t["number"]), {})
             steps = [int(s) for s in t["intermediate"]]
             table.append({"number": t["number"], "lr": t["lr"], "state": t["state"], "status": t["status"],
                           "objective": t["value"] if t["value"] is not None else
