@@ -6,6 +6,7 @@ tokenizer from there), so building tiny-random costs about a second and no test 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from filelock import FileLock
 
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models import embedded
-from rlvr_cli.models.embedded import MARKER, is_complete, lock_path, tiny_random_dir, tiny_random_dirname
+from rlvr_cli.models.embedded import MARKER, RECIPE, is_complete, lock_path, tiny_random_dir, tiny_random_dirname
 from rlvr_cli.models.loading import load_model
 
 #: A child process: import everything heavy, say `ready`, wait for the file `go`, prepare and load tiny-random,
@@ -117,13 +118,30 @@ def test_a_half_written_directory_is_rebuilt_and_loads(cache, damage):
     assert (target / "model.safetensors").read_bytes() == reference  # fixed seed: the same model again
 
 
-def test_a_whole_directory_without_marker_is_adopted_not_rebuilt(cache):
-    """A cache written before the marker existed: all files there and intact, so it is kept as it is."""
+@pytest.mark.parametrize("marker", [
+    pytest.param(None, id="no-marker"),
+    pytest.param({"files": {}}, id="recipe-1-marker"),
+    pytest.param({"recipe": 1, "files": {}}, id="older-recipe"),
+])
+def test_a_directory_of_an_older_recipe_is_rebuilt_never_trusted(cache, marker):
+    """Issue 25: whole files can still be wrong (recipe 1's tokenizer stopped on <|im_start|>), so a directory
+    whose marker names no recipe or an older one, or that has no marker (an rlvr before the marker), is rebuilt."""
     target = tiny_random_dir()
-    (target / MARKER).unlink()
-    inode = (target / "model.safetensors").stat().st_ino
+    files = json.loads((target / MARKER).read_text())["files"]
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    (target / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": "<|im_start|>"}))
+    if marker is None:
+        (target / MARKER).unlink()
+    else:  # the old marker listing today's files and sizes: whole by every check but the recipe
+        files["tokenizer_config.json"] = (target / "tokenizer_config.json").stat().st_size
+        (target / MARKER).write_text(json.dumps({**marker, "files": files}))
+    assert not is_complete(target)
+    (target / "old-recipe").touch()  # gone once the directory is rebuilt (inodes are reused, so not those)
     assert tiny_random_dir() == target
-    assert is_complete(target) and (target / "model.safetensors").stat().st_ino == inode
+    assert is_complete(target) and not (target / "old-recipe").exists()
+    assert json.loads((target / MARKER).read_text())["recipe"] == RECIPE
+    _, tokenizer = load_model("tiny-random")
+    assert tokenizer.eos_token == "<|im_end|>" and _leftovers(cache) == []
 
 
 def test_a_held_lock_makes_the_next_preparation_wait_then_use_the_finished_directory(cache, tmp_path, smollm2,
@@ -176,3 +194,41 @@ def test_a_cache_that_is_a_file_is_refused_naming_rlvr_cache(tmp_path, monkeypat
     monkeypatch.setenv("RLVR_CACHE", str(cache))
     with pytest.raises(BadInput, match=r"the model cache .*cache-file \(RLVR_CACHE\) cannot hold 'tiny-random-"):
         tiny_random_dir()
+
+
+def test_the_embedded_smollm2_ends_a_completion_at_im_end_as_the_hub_model_does(smollm2):
+    """Issue 25, item 1: the GGUF converter made <|im_start|> the EOS and left no pad token. The tokenizer now
+    carries the hub model's tokens, the model's configs agree with it (so transformers' own alignment, which the
+    Trainer runs, changes nothing and warns nothing), and a greedy chat completion stops at <|im_end|>."""
+    import logging
+
+    import torch
+    from transformers.trainer_utils import align_special_tokens
+
+    model, tokenizer = load_model("smollm2-135m")
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>",
+                                                                             "<|im_end|>")
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (1, 2, 2)
+    assert tokenizer.clean_up_tokenization_spaces is False
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        align_special_tokens(model, tokenizer)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert [r.getMessage() for r in records if "PAD/BOS/EOS" in r.getMessage()] == []
+    assert (model.config.eos_token_id, model.config.pad_token_id, model.config.bos_token_id) == (2, 2, 1)
+
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
+                                           add_generation_prompt=True)
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=64, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+    completion = out[0, inputs["input_ids"].shape[1]:].tolist()
+    assert len(completion) < 64 and completion[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>"), \
+        tokenizer.decode(completion)
+    assert tokenizer.convert_tokens_to_ids("<|im_start|>") not in completion

@@ -12,15 +12,17 @@ The cache, safe under concurrency (torchrun ranks, parallel sweep cells, several
 - Layout: `$RLVR_CACHE` (default `~/.cache/rlvr`) holds one directory per embedded model
   (`smollm2-135m-instruct/`, `tiny-random/`: what `save_pretrained` writes for the model and the tokenizer,
   plus the marker `.rlvr-complete`), and one lock file per model beside it (`.smollm2-135m-instruct.lock`).
-- Completeness: a directory is complete when its marker `.rlvr-complete` exists and every file it lists
-  (name and size in bytes; config.json, tokenizer.json, tokenizer_config.json and the *.safetensors among
-  them) is there with that size: one small read and a few `stat` calls, so the fast path takes no lock.
-- Preparation: anything else (no directory, a half-written one, one whose weights were deleted) is
-  prepared under an exclusive `filelock.FileLock` on the model's lock file (waiting at most `LOCK_TIMEOUT_S`,
-  then a one-line BadInput naming the lock file). Under the lock, the check is repeated (another process
-  may just have finished); a directory without the marker whose files are all there and intact (written by
-  an rlvr before the marker existed) is adopted by writing the marker; any other incomplete directory is
-  moved aside and deleted, as are temporary directories left by a killed preparation. The model is then
+- Completeness: a directory is complete when its marker `.rlvr-complete` exists, names the recipe that
+  builds the directory today (`RECIPE`), and every file it lists (name and size in bytes; config.json,
+  tokenizer.json, tokenizer_config.json and the *.safetensors among them) is there with that size: one small
+  read and a few `stat` calls, so the fast path takes no lock. A directory built by an older recipe (another
+  recipe in its marker, or no marker at all) is rebuilt, never trusted: its files may be whole and still wrong
+  (before recipe 2, SmolLM2's tokenizer stopped on `<|im_start|>`).
+- Preparation: anything else (no directory, a half-written one, one whose weights were deleted, an older
+  recipe's) is prepared under an exclusive `filelock.FileLock` on the model's lock file (waiting at most
+  `LOCK_TIMEOUT_S`, then a one-line BadInput naming the lock file). Under the lock, the check is repeated
+  (another process may just have finished); the old directory is moved aside and deleted, as are temporary
+  directories left by a killed preparation. The model is then
   built in a temporary directory beside the target, the marker is written last, and the directory is
   renamed into place: readers see either no directory or a complete one. The lock is an OS lock (flock),
   released when its holder exits, even when killed; the lock file itself stays.
@@ -34,7 +36,6 @@ import importlib.util
 import json
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -54,8 +55,19 @@ TINY_RANDOM = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
     num_key_value_heads=1, max_position_embeddings=1024, tie_word_embeddings=True,
 )
-#: The file, written last, that marks a cache directory as complete: JSON `{"files": {name: size in bytes}}`.
+#: The file, written last, that marks a cache directory as complete: JSON
+#: `{"recipe": RECIPE, "files": {name: size in bytes}}`.
 MARKER = ".rlvr-complete"
+#: The version of the recipe that builds the embedded directories, recorded in their markers. Raise it whenever a
+#: builder's output changes, so that every cache made by the older recipe is rebuilt. 2: SmolLM2's tokenizer
+#: ends on `<|im_end|>` and pads with it (recipe 1 had the GGUF converter's `<|im_start|>`), and tiny-random,
+#: which takes that tokenizer, with it.
+RECIPE = 2
+#: SmolLM2-135M-Instruct's special tokens and decoding flag as the hub model's own tokenizer_config.json and
+#: generation_config.json give them (huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct): the end of a chat turn,
+#: `<|im_end|>` (id 2), is the EOS and the padding token; `<|im_start|>` (id 1) the BOS.
+SMOLLM2_TOKENS = dict(bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>",
+                      unk_token="<|endoftext|>")
 #: Files a model directory needs besides at least one `*.safetensors` (what `save_pretrained` of a model and
 #: a fast tokenizer write; generation_config.json and chat_template.jinja are optional).
 REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
@@ -73,12 +85,15 @@ def lock_path(dirname: str) -> Path:
     return cache_dir() / f".{dirname}.lock"
 
 
-def is_complete(path: Path) -> bool:
-    """Whether `path` is a complete cache directory: its marker (`MARKER`) parses and lists the required files,
-    a `*.safetensors` file, and only files that exist with the sizes it records. Cheap (no file is read but the
-    marker); takes no lock. False for a missing directory."""
+def is_complete(path: Path, recipe: int = RECIPE) -> bool:
+    """Whether `path` is a complete cache directory of `recipe`: its marker (`MARKER`) parses, names that recipe
+    and lists the required files, a `*.safetensors` file, and only files that exist with the sizes it records.
+    Cheap (no file is read but the marker); takes no lock. False for a missing directory."""
     try:
-        files = json.loads((path / MARKER).read_text())["files"]
+        marker = json.loads((path / MARKER).read_text())
+        if marker.get("recipe") != recipe:
+            return False
+        files = marker["files"]
         listed = set(files)
         if not set(REQUIRED_FILES) <= listed or not any(n.endswith(".safetensors") for n in listed):
             return False
@@ -87,39 +102,13 @@ def is_complete(path: Path) -> bool:
         return False
 
 
-def _safetensors_intact(path: Path) -> bool:
-    """Whether a safetensors file is whole: its header parses and its tensors end exactly at the end of the file."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > size - 8:
-                return False
-            header = json.loads(f.read(n))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-        return 8 + n + end == size
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error):
-        return False
-
-
-def _write_marker(path: Path) -> None:
-    """Record the files of the (finished) directory `path` and their sizes in its marker; written last."""
+def _write_marker(path: Path, recipe: int) -> None:
+    """Record `recipe` and the files of the (finished) directory `path` with their sizes in its marker; written
+    last."""
     files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file() and p.name != MARKER}
     tmp = path / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps({"files": files}, indent=1) + "\n")
+    tmp.write_text(json.dumps({"recipe": recipe, "files": files}, indent=1) + "\n")
     os.replace(tmp, path / MARKER)
-
-
-def _adoptable(path: Path) -> bool:
-    """Whether a directory without marker holds a whole model (written before the marker existed): the required
-    files parse as JSON and every `*.safetensors` file is intact."""
-    try:
-        for name in REQUIRED_FILES:
-            json.loads((path / name).read_text())
-    except (OSError, ValueError):
-        return False
-    weights = list(path.glob("*.safetensors"))
-    return bool(weights) and all(_safetensors_intact(w) for w in weights)
 
 
 def _discard(path: Path) -> None:
@@ -132,17 +121,19 @@ def _discard(path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None = None) -> Path:
+def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None = None,
+            recipe: int = RECIPE) -> Path:
     """The complete cache directory `cache_dir()/dirname`, built by `build` if needed, safely under concurrency.
 
-    Fast path: a complete directory (`is_complete`) is returned without taking the lock. Otherwise, under the
-    lock file `lock_path(dirname)`: check again; adopt a whole directory that lacks only the marker; move aside
-    and delete an incomplete one and stale temporary directories; call `build(tmp)` on a new temporary
-    directory beside the target, write the marker, and rename it into place (atomic).
+    Fast path: a complete directory of `recipe` (`is_complete`) is returned without taking the lock. Otherwise,
+    under the lock file `lock_path(dirname)`: check again; move aside and delete an incomplete or older-recipe
+    directory and stale temporary directories; call `build(tmp)` on a new temporary directory beside the target,
+    write the marker, and rename it into place (atomic).
 
     Args:
         dirname: the directory's name inside the cache, e.g. `tiny-random`.
         build: writes the model and tokenizer files into the directory it is given (`save_pretrained`).
+        recipe: the version of `build`, recorded in the marker; a directory with another is rebuilt.
         timeout_s: seconds to wait for the lock while another process prepares the same model; None:
             `LOCK_TIMEOUT_S`.
 
@@ -154,7 +145,7 @@ def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None
     from filelock import FileLock, Timeout
 
     target = cache_dir() / dirname
-    if is_complete(target):
+    if is_complete(target, recipe):
         return target
     timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
     try:  # a cache that is a file, or on a read-only file system: name RLVR_CACHE, not the model
@@ -167,20 +158,17 @@ def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None
     lock = lock_path(dirname)
     try:
         with FileLock(lock, timeout=timeout_s):
-            if is_complete(target):  # another process finished while we waited
+            if is_complete(target, recipe):  # another process finished while we waited
                 return target
             for stale in target.parent.glob(f".{dirname}-*"):  # left by a killed preparation (we hold the lock)
                 if stale.is_dir() and not stale.is_symlink():
                     shutil.rmtree(stale, ignore_errors=True)
-            if target.is_dir() and _adoptable(target):
-                _write_marker(target)
-                return target
             if target.exists() or target.is_symlink():
                 _discard(target)
             tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{dirname}-"))
             try:
                 build(tmp)
-                _write_marker(tmp)
+                _write_marker(tmp, recipe)
                 tmp.rename(target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -206,6 +194,12 @@ def _build_smollm2(path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    # transformers' GGUF converter reads the EOS token from the BOS id (`GGUFLlamaConverter.tokenizer` in
+    # transformers/integrations/ggml.py, 5.17: `eos_token = proto.tokens[proto.bos_token_id]`), so the converted
+    # tokenizer ends on <|im_start|> and has no pad token, while the file's config says eos 2. Restore the hub
+    # model's own tokens (SMOLLM2_TOKENS); its tokenizer_config.json also keeps spaces around punctuation.
+    tokenizer.add_special_tokens(SMOLLM2_TOKENS)
+    tokenizer.clean_up_tokenization_spaces = False
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     del model.config.quantization_config  # else Trainer refuses: "purely quantized models"
     model.hf_quantizer = None
