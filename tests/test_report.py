@@ -135,7 +135,8 @@ def test_csv_and_json_files(sweep):
         rows = list(csv.DictReader(f))
     assert [r["name"] for r in rows] == [c["name"] for c in report["cells"]]
     expected = ["name", "optimizer", "lr", "adapter", "r", "seed", "grpo.scale_rewards", "status", "final_reward",
-                "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes", "optimizer_state_bytes_analytic",
+                "first_reward", "frac_reward_zero_std", "zero_grad_steps", "global_step", "eval_avg", "eval_k",
+                "optimizer_state_bytes", "optimizer_state_bytes_analytic",
                 "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "memory_analytic_bytes",
                 "sparsity_tolerance", "changed_frac_exact", "changed_frac_tol", "changed_frac_bf16_exact",
                 "changed_frac_bf16_tol", "reason", "run_dir"]

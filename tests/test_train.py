@@ -178,3 +178,24 @@ def test_the_embedded_smollm2_trains(run_tiny):
 def test_kl_is_logged_when_beta_is_positive(run_tiny, chars_reward):
     records = _check_run(run_tiny(*chars_reward, "grpo.beta=0.04"))
     assert all(isinstance(r["kl"], float) and r["kl"] >= 0 for r in records)
+
+
+def test_the_learning_signal_is_logged_summarised_and_reported(run_tiny, chars_reward, tmp_path):
+    """Issue 25, item 2: tiny-random never answers, so under the math rewards every group's rewards are equal (all
+    0): every step has frac_reward_zero_std 1 and a zero gradient. A dense reward gives the groups a spread."""
+    from rlvr_cli.sweeps.report import read_cell
+
+    flat = run_tiny(name="flat")
+    records = _check_run(flat)
+    assert [r["frac_reward_zero_std"] for r in records] == [1.0, 1.0]
+    assert [r["grad_norm"] for r in records] == [0.0, 0.0]
+    assert (flat["frac_reward_zero_std_mean"], flat["zero_grad_steps"], flat["first_nonzero_grad_step"]) == (1.0, 2,
+                                                                                                             None)
+    dense = run_tiny(*chars_reward, name="dense")
+    records = _check_run(dense)
+    assert all(r["frac_reward_zero_std"] < 1 and r["grad_norm"] > 0 for r in records), records
+    assert dense["zero_grad_steps"] == 0 and dense["first_nonzero_grad_step"] == 1
+    assert dense["frac_reward_zero_std_mean"] == sum(r["frac_reward_zero_std"] for r in records) / 2
+
+    cell = read_cell(tmp_path, {"name": "flat", "run_dir": "flat"})  # what rlvr report shows per cell
+    assert (cell.frac_reward_zero_std, cell.zero_grad_steps, cell.global_step) == (1.0, 2, 2)

@@ -116,7 +116,8 @@ def print_files(files: list[Path], plots_dir: Path, plots: dict[str, str | None]
 
 
 def cells_table(report: dict[str, Any]) -> Table:
-    """A Rich table with one row per cell: name, axes, status (coloured), final reward, eval avg@k (only
+    """A Rich table with one row per cell: name, axes, status (coloured), final reward, the learning signal (the
+    mean share of groups with all-equal rewards, and the steps with a zero gradient of all steps), eval avg@k (only
     when some cell has one), optimizer state and peak memory each as measured / analytic (decimal units,
     `human_bytes`: 1 GB = 1e9 bytes), the percentage of weights changed (beyond the tolerance, as stored /
     after a bf16 cast), trainable parameters and wall time (s). A figure a cell's summary lacks is `-`.
@@ -136,6 +137,8 @@ def cells_table(report: dict[str, Any]) -> Table:
                          no_wrap=axis in ("lr", "r", "seed"))
     table.add_column("status")
     table.add_column("final reward", justify="right", no_wrap=True)
+    table.add_column("equal groups", justify="right", no_wrap=True)
+    table.add_column("zero-grad steps", justify="right", no_wrap=True)
     if eval_header:
         table.add_column(eval_header, justify="right", no_wrap=True)
     tolerances = {row["sparsity_tolerance"] for row in rows if row["sparsity_tolerance"] is not None}
@@ -145,12 +148,16 @@ def cells_table(report: dict[str, Any]) -> Table:
     table.caption = ("optimizer state, peak memory: measured / analytic (rlvr memory; analytic peak = weights + "
                      "gradients + optimizer states + master weights, no activations). changed: % of weights that "
                      f"differ from the initial ones by more than {tolerance}, as stored / after a bf16 cast "
-                     "(update sparsity = 100% - changed).")
+                     "(update sparsity = 100% - changed). equal groups: mean share of GRPO groups whose rewards "
+                     "were all equal (no advantage); zero-grad steps: steps with gradient norm 0, of all steps.")
     for row in rows:
         status = row["status"]
         cells: list[Any] = [Text(row["name"]), *(Text(_fmt(row[a])) for a in (*STANDARD_AXES, *other)),
                             Text(status, style=status_colour(status)),
-                            _reward(row["final_reward"])]
+                            _reward(row["final_reward"]),
+                            _fmt(row["frac_reward_zero_std"], ".0%"),
+                            "-" if row["zero_grad_steps"] is None else f"{row['zero_grad_steps']} / "
+                                                                       f"{_fmt(row['global_step'])}"]
         if eval_header:
             value = _reward(row["eval_avg"])
             cells.append(value if len(ks) <= 1 or row["eval_avg"] is None else f"{value} (k={row['eval_k']})")

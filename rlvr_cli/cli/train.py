@@ -90,6 +90,12 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for key in ("reward_mean_first_quarter", "reward_mean_last_quarter"):
         v = summary.get(key)
         figure(key.replace("_", " "), "-" if v is None else f"{v:.3f}")
+    if summary.get("frac_reward_zero_std_mean") is not None:
+        figure("groups with equal rewards", f"{summary['frac_reward_zero_std_mean']:.0%} (mean over steps)")
+    if summary.get("zero_grad_steps") is not None:
+        first = summary.get("first_nonzero_grad_step")
+        figure("zero-gradient steps", f"{summary['zero_grad_steps']} of {summary['global_step']} (first gradient: "
+                                      + (f"step {first})" if first else "none)"))
     if summary.get("trainable_params") is not None:
         share = summary["trainable_params"] / summary["total_params"]
         figure("trainable params", f"{summary['trainable_params']:,} of {summary['total_params']:,} ({share:.2%})")

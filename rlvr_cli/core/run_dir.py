@@ -199,6 +199,9 @@ class Summary(TypedDict, total=False):
     global_step: int                 # optimizer steps taken
     reward_mean_first_quarter: float | None
     reward_mean_last_quarter: float | None
+    frac_reward_zero_std_mean: float | None  # mean over steps of the share of groups with all-equal rewards
+    zero_grad_steps: int | None      # optimizer steps whose gradient norm was exactly 0 (no learning signal)
+    first_nonzero_grad_step: int | None      # the first step with a gradient (None: none had one)
     trainable_params: int
     total_params: int                # tied weights counted once
     optimizer_state_bytes: int       # measured from the optimizer's state tensors (the main process's)
@@ -409,3 +412,24 @@ def quarter_means(values: list[float | None]) -> tuple[float | None, float | Non
         return None, None
     q = max(1, len(vals) // 4)
     return sum(vals[:q]) / q, sum(vals[-q:]) / q
+
+
+def learning_signal(records: list[dict]) -> dict[str, float | int | None]:
+    """summary.json's learning-signal figures from metrics.jsonl's records (one per optimizer step).
+
+    A GRPO group whose completions all get the same reward has zero advantages, so a step where every group does
+    has a zero gradient for any optimizer and learning rate (DAPO, arXiv 2503.14476, section 3.2, filters such
+    groups out for that reason; TRL logs their share as `frac_reward_zero_std`).
+
+    Returns:
+        `frac_reward_zero_std_mean`: the mean over steps of that share (None when no step logged it);
+        `zero_grad_steps`: how many steps had a gradient norm of exactly 0 (None when no step logged one);
+        `first_nonzero_grad_step`: the first step (optimizer steps, from 1) whose gradient norm was not 0.
+    """
+    shares = [r["frac_reward_zero_std"] for r in records if isinstance(r.get("frac_reward_zero_std"), (int, float))]
+    norms = [(r["step"], r["grad_norm"]) for r in records if isinstance(r.get("grad_norm"), (int, float))]
+    return {
+        "frac_reward_zero_std_mean": sum(shares) / len(shares) if shares else None,
+        "zero_grad_steps": sum(1 for _, g in norms if g == 0) if norms else None,
+        "first_nonzero_grad_step": next((step for step, g in norms if g != 0), None),
+    }

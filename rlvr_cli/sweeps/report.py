@@ -44,7 +44,8 @@ STANDARD_AXES = ("optimizer", "lr", "adapter", "r", "seed")
 #: The fractions of weights changed since the start that summary.json's `update_sparsity` holds.
 CHANGED = tuple(f"changed_frac_{kind}" for kind in KINDS)
 #: The per-cell figures after the axes, in CSV / JSON order.
-FIGURES = ("status", "final_reward", "first_reward", "eval_avg", "eval_k", "optimizer_state_bytes",
+FIGURES = ("status", "final_reward", "first_reward", "frac_reward_zero_std", "zero_grad_steps", "global_step",
+           "eval_avg", "eval_k", "optimizer_state_bytes",
            "optimizer_state_bytes_analytic", "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes",
            "memory_analytic_bytes", "sparsity_tolerance", *CHANGED, "reason", "run_dir")
 #: Statuses whose final reward never counts (a failed or dead run's numbers are not a result; a pending or unknown
@@ -63,6 +64,10 @@ class CellReport:
     `other_axes` holds the manifest's remaining axes (e.g. `{"grpo.beta": 0.04}`). Rewards are mean
     rewards per completion; bytes are bytes; `wall_time_s` is seconds. Absent values are None (summaries
     written before a field existed too).
+
+    Learning signal (`rlvr_cli.core.run_dir.learning_signal`): `frac_reward_zero_std` is the mean over steps of
+    the share of GRPO groups whose rewards were all equal (zero advantage), `zero_grad_steps` how many of the
+    `global_step` optimizer steps had a gradient norm of exactly 0.
 
     Memory, measured beside computed (`rlvr_cli.analysis.memory`): `optimizer_state_bytes` (the optimizer's state
     tensors) and `optimizer_state_bytes_analytic`; `peak_memory_bytes` (peak GPU memory allocated, or peak RSS
@@ -84,6 +89,9 @@ class CellReport:
     status: str = PENDING
     final_reward: float | None = None
     first_reward: float | None = None
+    frac_reward_zero_std: float | None = None
+    zero_grad_steps: int | None = None
+    global_step: int | None = None
     eval_avg: float | None = None
     eval_k: int | None = None
     optimizer_state_bytes: int | None = None
@@ -210,6 +218,9 @@ def read_cell(sweep_dir: Path, cell: dict[str, Any]) -> CellReport:
         report.r = None  # full fine-tuning has no rank, whatever the config carries
     report.final_reward = _number(summary.get("reward_mean_last_quarter"))
     report.first_reward = _number(summary.get("reward_mean_first_quarter"))
+    report.frac_reward_zero_std = _number(summary.get("frac_reward_zero_std_mean"))
+    report.zero_grad_steps = _int(summary.get("zero_grad_steps"))
+    report.global_step = _int(summary.get("global_step"))
     report.eval_k, report.eval_avg = eval_avg(summary)
     for key in ("optimizer_state_bytes", "optimizer_state_bytes_analytic", "trainable_params", "total_params",
                 "peak_memory_bytes", "memory_analytic_bytes"):

@@ -34,6 +34,9 @@ FIELDS = {
     "grad_norm": "grad_norm",
     "lr": "learning_rate",
     "num_tokens": "num_tokens",
+    # the share of groups whose completions all got the same reward: their GRPO advantages, hence their gradient,
+    # are zero for any optimizer and learning rate (1.0: the step changes no weight)
+    "frac_reward_zero_std": "frac_reward_zero_std",
 }
 #: Values checked by the divergence guard.
 GUARDED = ("loss", "grad_norm")
@@ -49,7 +52,8 @@ class MetricsLog(TrainerCallback):
 
     Each record holds `step` (optimizer steps), the `FIELDS` (reward in reward units, loss,
     kl when beta > 0, entropy in nats, completion_length in tokens, grad_norm before clipping,
-    lr), every per-function reward `rewards/<name>/mean`, `step_time_s` (seconds, generation
+    lr, frac_reward_zero_std: the share of the step's groups with all-equal rewards), every per-function reward
+    `rewards/<name>/mean`, `step_time_s` (seconds, generation
     included) and `tokens_per_s` (prompt + completion tokens processed per second).
 
     Under a launcher, every rank sees the same logs (TRL gathers the rewards over ranks, the Trainer the loss) and
@@ -104,8 +108,10 @@ class MetricsLog(TrainerCallback):
 
 
 class RichProgress(TrainerCallback):
-    """A Rich progress bar over optimizer steps showing the latest reward, loss and step time. `description` (e.g.
-    `GRPO <run name>`) is shown as written: Rich markup in it (a run name with brackets) is escaped."""
+    """A Rich progress bar over optimizer steps showing the latest reward and loss, the latest step's share of
+    groups with all-equal rewards (`equal groups`, TRL's `frac_reward_zero_std`) and the count of steps so far whose
+    gradient norm was exactly 0 (`zero-grad steps`: no learning signal). `description` (e.g. `GRPO <run name>`) is
+    shown as written: Rich markup in it (a run name with brackets) is escaped."""
 
     def __init__(self, description: str = "GRPO"):
         from rich.markup import escape
@@ -120,10 +126,13 @@ class RichProgress(TrainerCallback):
 
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("reward {task.fields[reward]}  loss {task.fields[loss]}  {task.fields[step_time]}"),
+            TextColumn("reward {task.fields[reward]}  loss {task.fields[loss]}  equal groups {task.fields[equal]}  "
+                       "zero-grad steps {task.fields[zero_grad]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         )
-        self.task = self.progress.add_task(escape(description), total=None, reward="-", loss="-", step_time="")
+        self.zero_grad = 0
+        self.task = self.progress.add_task(escape(description), total=None, reward="-", loss="-", equal="-",
+                                           zero_grad=0)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.progress.update(self.task, total=state.max_steps)
@@ -131,8 +140,11 @@ class RichProgress(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "reward" in logs:
+            self.zero_grad += logs.get("grad_norm") == 0
+            equal = logs.get("frac_reward_zero_std")
             self.progress.update(self.task, completed=state.global_step, reward=_fmt(logs.get("reward")),
-                                 loss=_fmt(logs.get("loss")))
+                                 loss=_fmt(logs.get("loss")), zero_grad=self.zero_grad,
+                                 equal=f"{equal:.0%}" if isinstance(equal, (int, float)) else "-")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.task, completed=state.global_step)

@@ -279,6 +279,7 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
     out: dict[str, Any] = {
         "global_step": trainer.state.global_step if trainer is not None else 0,
         "reward_mean_first_quarter": first, "reward_mean_last_quarter": last,
+        **run_dir.learning_signal(metrics.records),
         "update_sparsity": sparsity.latest if sparsity else None,
         "update_sparsity_skipped": sparsity.skipped if sparsity else "sparsity=null",
         "peak_memory_bytes": peak_memory_bytes(),
