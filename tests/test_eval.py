@@ -212,3 +212,29 @@ def test_rlvr_eval_and_rlvr_train_share_one_protocol():
     sampling = Sampling.protocol()
     assert [getattr(sampling, f) for f in PROTOCOL_FIELDS] == [train[f] for f in PROTOCOL_FIELDS]
     assert Sampling.protocol(k=1).k == 1 and Sampling.protocol(k=1).top_p == train.top_p
+
+
+def test_a_training_task_is_scored_on_its_own_problems_and_instruction(tmp_path):
+    """Issue 25, item 3: `--data arithmetic` scores the demo's task as `rlvr train` draws it (seed 0), prompted with
+    its instruction; beside --benchmarks it adds a row."""
+    from rlvr_cli.core.config import compose
+    from rlvr_cli.data.problems import load_problems
+
+    out = tmp_path / "task"
+    r = _eval("tiny-random", "--data", "arithmetic", "--limit", "3", "--k", "2", *FAST, "--extract", "any",
+              "--output-dir", str(out))
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    cfg = compose()
+    assert list(results["benchmarks"]) == ["arithmetic"]
+    assert results["benchmarks"]["arithmetic"]["instruction"] == cfg.data.instruction
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["gold"] for s in samples[::2]] == [p["answer"] for p in load_problems(cfg.data, cfg.seed)[:3]]
+    r = _eval("tiny-random", "--data", "arithmetic", "--benchmarks", "gsm8k", "--limit", "1", "--k", "1", *FAST,
+              "--output-dir", str(tmp_path / "both"))
+    assert r.exit_code == 0, r.output
+    results = json.loads((tmp_path / "both" / "results.json").read_text())
+    assert list(results["benchmarks"]) == ["gsm8k", "arithmetic"]
+    assert "instruction" not in results["benchmarks"]["gsm8k"]
+    r = _eval("tiny-random", "--data", "nosuch", "--output-dir", str(tmp_path / "bad"))
+    assert r.exit_code == 2 and "nosuch" in r.output and not (tmp_path / "bad").exists()

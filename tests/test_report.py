@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import statistics
+import warnings
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,49 @@ def test_a_sweep_with_nothing_run_yet_skips_every_plot(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["best_lr"] == [] and report["cells"][0]["status"] == "pending"
     assert report["cells"][0]["lr"] is None and report["cells"][0]["optimizer"] == "sgd"
+
+
+def test_seed_noise_confidence_intervals_and_welch_tests(sweep, tmp_path):
+    """Issue 25, item 6: a mean over seeds gets its 95% confidence interval (Student's t), and two settings at their
+    best learning rates are compared by Welch's t-test. The sweep's own runs are regrouped by a second manifest into
+    two settings of two seeds each, so that both sides have a spread; the figures are checked against scipy."""
+    from scipy import stats
+
+    from rlvr_cli.sweeps.significance import ci95, welch
+
+    # independent checks: a t table (t(0.975, 2) = 4.303) and Wikipedia's Welch's t-test example 1 (p = 0.021)
+    assert ci95([1.0, 2.0, 3.0]) == pytest.approx(4.303 / 3 ** 0.5, rel=1e-3) and ci95([1.0]) is None
+    a1 = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
+    a2 = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
+    assert welch(a1, a2) == pytest.approx(0.021, abs=5e-4) and welch([1.0], a2) is None
+
+    sweep_dir, text = sweep
+    report = build_report(sweep_dir)
+    sgd = next(b for b in report["best_lr"] if (b["optimizer"], b["adapter"]) == ("sgd", "full"))
+    finals = [_summary(sweep_dir, f"sgd-lr0.01-full-s{s}")["reward_mean_last_quarter"] for s in (0, 1)]
+    if sgd["lr"] == 0.01:
+        assert sgd["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * statistics.stdev(finals) / 2 ** 0.5)
+    assert "95% CI" in text
+
+    runs = {"sgd": ["sgd-lr0.01-full-s0", "sgd-lr0.01-full-s1"],
+            "adamw": ["sgd-lr0.1-full-s0", "adamw-lr1e-05-full-s0"]}
+    cells = [{"name": f"{opt}-{i}", "run_dir": str(sweep_dir / "runs" / run), "overrides": [],
+              "axes": {"optimizer": opt, "lr": 0.01, "adapter": "full", "r": None, "seed": i}}
+             for opt, names in runs.items() for i, run in enumerate(names)]
+    regrouped = tmp_path / "regrouped"
+    regrouped.mkdir()
+    (regrouped / "manifest.json").write_text(json.dumps({"name": "regrouped", "cells": cells}))
+    console = Console(record=True, width=250, color_system=None)
+    report = report_command(regrouped, console=console)
+    [pair] = report["comparisons"]["final_reward"]
+    values = {opt: [_summary(sweep_dir, run)["reward_mean_last_quarter"] for run in names]
+              for opt, names in runs.items()}
+    with warnings.catch_warnings():  # scipy's precision-loss warning for nearly equal values
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = stats.ttest_ind(values["sgd"], values["adamw"], equal_var=False).pvalue
+    assert (pair["a"], pair["b"]) == ("sgd full lr 0.01", "adamw full lr 0.01")
+    assert pair["p_value"] == pytest.approx(expected) and pair["significant"] == (expected < 0.05)
+    assert pair["difference"] == pytest.approx(statistics.fmean(values["sgd"]) - statistics.fmean(values["adamw"]))
+    assert "beyond seed noise? (Welch's t-test" in console.export_text()
+    rows = {row["optimizer"]: row for row in report["by_adapter"]}
+    assert rows["sgd"]["ci95"] == pytest.approx(ci95(values["sgd"])) and rows["sgd"]["finals"] == values["sgd"]

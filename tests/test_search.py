@@ -53,7 +53,9 @@ BAD = {
                     "search.optimizer.sgd.lr: a range needs 0 < min < max <= 1, got min=0.1, max=0.01"),
     "range_above_one": ({"optimizer": {"sgd": {"lr": {"min": 0.1, "max": 2.0}}}}, "0 < min < max <= 1"),
     "range_zero": ({"optimizer": {"sgd": {"lr": {"min": 0, "max": 0.1}}}}, "0 < min < max <= 1"),
-    "min_resource": ({"min_resource": 7}, "search.min_resource=7 is beyond grpo.max_steps=6"),
+    "min_resource": ({"min_resource": 7}, "search.min_resource=7 is not below grpo.max_steps=6"),
+    # issue 25: a first rung at the last step could only prune trials that had paid for every step
+    "min_resource_at_max_steps": ({"min_resource": 6}, "search.min_resource=6 is not below grpo.max_steps=6"),
     "trials": ({"trials": 0}, "search.trials must be an integer >= 1, got 0"),
     "grid_axis_too": ({"axes": {"optimizer": {"sgd": {"lr": [0.1]}}, "seed": [0]}},
                       "axes.optimizer and search.optimizer both set the optimizers"),
@@ -114,21 +116,25 @@ def test_the_sampler_seed_repeats_the_learning_rates(tmp_path):
 # --- a trial that its pruner stops -----------------------------------------------------------------------------
 
 
-def _trial_study(tmp_path: Path, best: float = 10.0) -> tuple[Path, str, int]:
-    """A study whose three finished trials reached `best` at rung 0 (step 1) of asha(min_resource=1, eta=2), and one
-    new trial asked of it: (storage file, study name, the new trial's number)."""
+def _trial_study(tmp_path: Path, best: float = 10.0, reduction_factor: int = 2,
+                 rung_values: tuple[float, ...] | None = None) -> tuple[Path, str, int]:
+    """A study whose three finished trials reached `best` at rung 0 (step 1) of asha(min_resource=1, eta=2) (or
+    `rung_values[k]` at rung k, eta=`reduction_factor`), and one new trial asked of it: (storage file, study name,
+    the new trial's number)."""
     import optuna
     from optuna.distributions import FloatDistribution
 
+    rung_values = rung_values or (best,)
     path = tmp_path / studies.STORAGE_FILE
     study = optuna.create_study(study_name="t/sgd/s0", storage=studies.storage(path), direction="maximize")
-    study.set_user_attr("search", {"pruner": "asha", "min_resource": 1, "reduction_factor": 2, "max_steps": 3,
-                                   "smoothing": 1})
+    study.set_user_attr("search", {"pruner": "asha", "min_resource": 1, "reduction_factor": reduction_factor,
+                                   "max_steps": 3, "smoothing": 1})
     lr = FloatDistribution(1e-3, 1.0, log=True)
     for _ in range(3):
-        study.add_trial(optuna.trial.create_trial(value=best, params={"lr": 0.01}, distributions={"lr": lr},
-                                                  intermediate_values={1: best, 3: best},
-                                                  system_attrs={studies.RUNG_KEY.format(0): best}))
+        study.add_trial(optuna.trial.create_trial(
+            value=best, params={"lr": 0.01}, distributions={"lr": lr},
+            intermediate_values={reduction_factor ** k: v for k, v in enumerate(rung_values)} | {3: best},
+            system_attrs={studies.RUNG_KEY.format(k): v for k, v in enumerate(rung_values)}))
     return path, study.study_name, study.ask({"lr": lr}).number
 
 
@@ -158,6 +164,71 @@ def test_a_trial_below_its_rung_ends_pruned_with_exit_code_4(tmp_path):
     assert again.returncode == 2 and "is finished already" in again.stderr and not (out / "t2").exists()
 
 
+def test_a_rung_at_the_last_step_does_not_prune_a_trial_that_ran_every_step(tmp_path):
+    """Issue 25: asha(min_resource=1, eta=3) over 3 steps places rung 1 at step 3, the last. The others' values
+    there (10) are far above this trial's, so Optuna's pruner says prune; but the trial has paid for every step: it
+    completes, keeps its weights and is told as complete."""
+    path, name, number = _trial_study(tmp_path, reduction_factor=3, rung_values=(-1.0, 10.0))
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "grpo.max_steps=3", f"output_dir={out}",
+           "run_name=t", "~rewards.correctness", "~rewards.format",
+           "+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0",
+           f"trial={{storage: '{path}', study: '{name}', number: {number}}}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "t" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["weights_dir"] is not None
+    import optuna
+
+    trial = optuna.load_study(study_name=name, storage=studies.storage(path)).trials[number]
+    assert sorted(trial.intermediate_values) == [1, 2, 3]  # it reported at the rung, and was not pruned there
+    assert trial.system_attrs.get(studies.RUNG_KEY.format(0)) is not None
+
+
+def test_the_median_pruner_prunes_from_step_min_resource_on():
+    """Issue 25: the median pruner's warm-up was min_resource - 1. Judged by Optuna itself on a real study."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(direction="maximize", pruner=studies.pruner("median", 5, 3, 20))
+    lr = FloatDistribution(1e-3, 1.0, log=True)
+    study.add_trial(optuna.trial.create_trial(value=1.0, params={"lr": 0.1}, distributions={"lr": lr},
+                                              intermediate_values={s: 1.0 for s in range(1, 21)}))
+    trial = study.ask({"lr": lr})
+    verdicts = {}
+    for step in range(1, 7):
+        trial.report(0.0, step)
+        verdicts[step] = trial.should_prune()
+    assert verdicts == {1: False, 2: False, 3: False, 4: False, 5: True, 6: True}
+
+
+def test_a_completed_trial_is_ranked_as_a_grid_cell_and_each_study_has_its_own_sampler_seed(tmp_path):
+    """Issue 25: a completed trial's objective is its mean reward over the last quarter of the steps (the grid's
+    ranking), not the smoothed last steps; and two studies of one search start from different learning rates."""
+    from rlvr_cli.sweeps import launch, search
+
+    summary = {"objective": 0.9, "reward_mean_last_quarter": 0.4}
+    assert search.objective_of(summary, "reward") == 0.4
+    sweep = launch.plan(SMOKE)
+    spec, max_steps = search.check(sweep)
+    plan = search.plan_studies(sweep, spec)
+    store = studies.storage(tmp_path / studies.STORAGE_FILE)
+    opened = {st.name: search.open_study(store, tmp_path, st, spec, max_steps, i) for i, st in enumerate(plan)}
+    manifest = {"name": sweep.name, "cells": []}
+    search.ask(tmp_path, plan, opened, spec, 8, manifest, [])
+    by_study: dict[str, list[float]] = {}
+    for c in manifest["cells"]:
+        by_study.setdefault(c["axes"]["study"], []).append(c["axes"]["lr"])
+    sgd, adamw = by_study.values()
+    # the same uniform draws on a log scale would give the same position in each range: compare positions
+    import math
+
+    def positions(lrs: list[float], lo: float, hi: float) -> list[float]:
+        return [round((math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo)), 6) for x in lrs]
+
+    assert positions(sgd, *spec.ranges["sgd"]) != positions(adamw, *spec.ranges["adamw"])
+
+
 # --- a whole search ---------------------------------------------------------------------------------------------
 
 
@@ -183,6 +254,11 @@ def test_a_search_runs_prunes_tells_and_reports(tmp_path):
         else:
             assert steps[-1] == 6 and summary["objective"] is not None
     [st] = doc["report"]["search"]
+    values = {t["run"]: t["objective"] for t in st["trials"] if t["state"] == "complete"}
+    for cell in cells:  # a completed trial is ranked as a grid cell is: its last quarter's mean reward
+        if cell["status"] == "completed":
+            summary = json.loads((out / cell["run_dir"] / "summary.json").read_text())
+            assert values[cell["name"]] == summary["reward_mean_last_quarter"]
     assert st["states"].get("running") is None and sum(st["states"].values()) == 4
     completed = [t for t in st["trials"] if t["state"] == "complete"]
     assert st["best_objective"] == max(t["objective"] for t in completed)

@@ -28,7 +28,10 @@ PROTOCOL = default_node("eval")
 def eval_(
     model: str = typer.Argument(..., help="hub id, model directory, rlvr train run directory, or smollm2-135m / "
                                           "tiny-random"),
-    benchmarks: str | None = typer.Option(None, help="comma list; default: every benchmark of conf/benchmark/"),
+    benchmarks: str | None = typer.Option(None, help="comma list; default: every benchmark of conf/benchmark/ (none "
+                                          "with --data)"),
+    data: str | None = typer.Option(None, "--data", help="also (or, without --benchmarks, only) a training task: an "
+                                    "option of conf/data/, e.g. arithmetic, with its own instruction"),
     k: int = typer.Option(PROTOCOL["k"], "--k", help="samples per problem"),
     temperature: float = typer.Option(PROTOCOL["temperature"], help="0 = greedy"),
     top_p: float = typer.Option(PROTOCOL["top_p"], "--top-p"),
@@ -72,7 +75,7 @@ def eval_(
         from rlvr_cli.evaluation.evaluate import evaluate
 
         results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype,
-                           progress=not as_json, extract=extract, engine=engine)
+                           progress=not as_json, extract=extract, engine=engine, data=data)
         if wandb:
             from rlvr_cli.training.tracking import log_eval
 

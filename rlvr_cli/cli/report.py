@@ -76,6 +76,8 @@ def print_tables(report: dict[str, Any], console: Console) -> None:
         console.print("best learning rate: no cell has a final reward yet", style="yellow")
     if several_adapters(report):
         print_table(adapter_table(report), console)
+    if any(report.get("comparisons", {}).values()):
+        print_table(comparison_table(report), console)
     if report.get("search"):
         print_table(search_table(report), console)
 
@@ -84,7 +86,8 @@ def search_table(report: dict[str, Any]) -> Table:
     """A Rich table with one row per study of a learning-rate search (`report["search"]`): the best learning rate
     and its trial and objective, the trials by state (`pruned@STEP` for each pruned one), and the optimizer steps
     the trials spent against the grid over the same range run to the end. Figures never wrap."""
-    table = Table(title="learning-rate search: best trial per study (objective: smoothed reward)")
+    table = Table(title="learning-rate search: best trial per study (objective: mean reward over the last quarter of "
+                        "the steps)")
     for col in ("study", "best lr", "trial", "objective", "trials", "optimizer steps: search / grid"):
         table.add_column(col, justify="left" if col in ("study", "trials") else "right",
                          no_wrap=col not in ("study", "trials"))
@@ -171,16 +174,38 @@ def cells_table(report: dict[str, Any]) -> Table:
 
 def best_lr_table(report: dict[str, Any]) -> Table:
     """A Rich table with one row per (optimizer, adapter, r): the best lr, its mean ± std final reward over
-    n seeds, how many of those diverged, and every lr tried with its mean (one `lr: mean` per line). Figure
-    columns never wrap."""
+    n seeds and the 95% confidence interval of that mean (`[lo, hi]`, Student's t; `-` for one seed), how many of
+    those diverged, and every lr tried with its mean (one `lr: mean` per line). Figure columns never wrap."""
     table = Table(title="best learning rate per optimizer and adapter (mean final reward over seeds)")
-    for col in ("optimizer", "adapter", "r", "best lr", "final reward", "n", "diverged", "lr: mean"):
-        table.add_column(col, justify="right" if col in ("r", "best lr", "final reward", "n", "diverged") else "left",
+    for col in ("optimizer", "adapter", "r", "best lr", "final reward", "95% CI", "n", "diverged", "lr: mean"):
+        table.add_column(col, justify="left" if col in ("optimizer", "adapter", "lr: mean") else "right",
                          no_wrap=col not in ("optimizer", "adapter"))
     for b in report["best_lr"]:
         tried = "\n".join(f"{s['lr']:g}: {_reward(s['mean'])}" for s in b["lrs"])
         table.add_row(Text(_fmt(b["optimizer"])), Text(_fmt(b["adapter"])), _fmt(b["r"]), f"{b['lr']:g}",
-                      f"{_reward(b['mean'])} ± {_reward(b['std'])}", str(b["n"]), str(b["n_diverged"]), Text(tried))
+                      f"{_reward(b['mean'])} ± {_reward(b['std'])}", _interval(b["mean"], b.get("ci95")), str(b["n"]),
+                      str(b["n_diverged"]), Text(tried))
+    return table
+
+
+def comparison_table(report: dict[str, Any]) -> Table:
+    """A Rich table with one row per pair of settings at their best learning rates (`report["comparisons"]`): the
+    figure compared (final reward; eval avg@k where both were evaluated), the two settings with their means and
+    seed counts, the difference, and Welch's t-test p-value, with whether it is below 0.05 (the difference exceeds
+    the seed noise) or not. Figure columns never wrap."""
+    table = Table(title="differences at the best learning rates: beyond seed noise? (Welch's t-test, scipy)")
+    for col in ("figure", "setting a", "setting b", "a - b", "p-value", "beyond noise (p < 0.05)"):
+        table.add_column(col, justify="left" if col.startswith(("figure", "setting", "beyond")) else "right",
+                         no_wrap=not col.startswith("setting"))
+    for figure, pairs in report.get("comparisons", {}).items():
+        for c in pairs:
+            p = c["p_value"]
+            verdict = "-" if p is None else ("yes" if c["significant"] else "no")
+            table.add_row(figure.replace("_", " "), Text(f"{c['a']}: {_reward(c['mean_a'])} (n={c['n_a']})"),
+                          Text(f"{c['b']}: {_reward(c['mean_b'])} (n={c['n_b']})"), f"{c['difference']:+.3f}",
+                          "-" if p is None else f"{p:.3g}", verdict)
+    table.caption = ("p-value: how often seed noise alone gives a difference at least this large (two-sided); '-': "
+                     "fewer than 2 seeds on a side, or no spread at all")
     return table
 
 
@@ -194,8 +219,8 @@ def adapter_table(report: dict[str, Any]) -> Table:
     eval_header = f"eval avg@{ks.pop()}" if len(ks) == 1 else "eval avg@k" if ks else None
     table = Table(title=escape(f"sweep {report['name']}: by adapter, each at its best learning rate "
                                "(mean final reward over seeds)"))
-    columns = ["method", "r", "optimizer", "lr", "final reward", "n", "diverged", *([eval_header] if eval_header
-               else []), "trainable params", "optimizer state", "cells"]
+    columns = ["method", "r", "optimizer", "lr", "final reward", "95% CI", "n", "diverged",
+               *([eval_header] if eval_header else []), "trainable params", "optimizer state", "cells"]
     for col in columns:
         table.add_column(col, justify="left" if col in ("method", "optimizer", "cells") else "right",
                          no_wrap=col not in ("method", "cells"))
@@ -214,10 +239,12 @@ def adapter_table(report: dict[str, Any]) -> Table:
         statuses = Text(", ".join(f"{n} {s}" for s, n in row["statuses"].items()),
                         style="" if set(row["statuses"]) <= {"completed"} else status_colour(
                             next(s for s in row["statuses"] if s != "completed")))
-        cells: list[Any] = [method, _fmt(row["r"]), Text(_fmt(row["optimizer"])), lr, reward, str(row["n"]),
-                            str(row["n_diverged"])]
+        cells: list[Any] = [method, _fmt(row["r"]), Text(_fmt(row["optimizer"])), lr, reward,
+                            _interval(row["mean"], row.get("ci95")), str(row["n"]), str(row["n_diverged"])]
         if eval_header:
             value = _reward(row["eval_avg"])
+            if row.get("eval_ci95") is not None:
+                value += f" ± {_reward(row['eval_ci95'])}"
             cells.append(value if len(ks) <= 1 or row["eval_avg"] is None else f"{value} (k={row['eval_k']})")
         cells += [trainable, human_bytes(row["optimizer_state_bytes"]), statuses]
         table.add_row(*cells)
@@ -235,6 +262,11 @@ def _fmt(value: Any, spec: str = "") -> str:
 def _pair(measured: Any, analytic: Any, fmt: Any) -> str:
     """`measured / analytic`, each formatted by `fmt`; `-` when both are None."""
     return "-" if measured is None and analytic is None else f"{fmt(measured)} / {fmt(analytic)}"
+
+
+def _interval(mean: float | None, half: float | None) -> str:
+    """`[lo, hi]` of a mean and the half-width of its confidence interval, 3 decimals; `-` without one."""
+    return "-" if mean is None or half is None else f"[{mean - half:.3f}, {mean + half:.3f}]"
 
 
 def _reward(value: float | None) -> str:

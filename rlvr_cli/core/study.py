@@ -56,7 +56,9 @@ def pruner(name: str, min_resource: int, reduction_factor: int, max_steps: int) 
         return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_steps,
                                               reduction_factor=reduction_factor)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=min_resource - 1)
+        # Optuna prunes from the step equal to n_warmup_steps on (`step < n_warmup_steps` is skipped), and steps here
+        # are optimizer steps from 1: the first chance to prune is step `min_resource`
+        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=min_resource)
     return optuna.pruners.NopPruner()
 
 
@@ -79,7 +81,8 @@ def sampler(name: str, seed: int, grid: Sequence[float] = ()) -> Any:
 
 def rungs(min_resource: int, reduction_factor: int, max_steps: int) -> list[int]:
     """The optimizer steps at which successive halving compares trials: `min_resource * reduction_factor**k` below
-    `max_steps` (a trial that reaches `max_steps` completes), e.g. `rungs(2, 3, 30)` -> `[2, 6, 18]`."""
+    `max_steps`, e.g. `rungs(2, 3, 30)` -> `[2, 6, 18]`. A rung at `max_steps` itself is not one: a trial that
+    reaches its last step completes, it is never pruned there (`rlvr_cli.training.pruning.TrialPruning`)."""
     out, step = [], min_resource
     while step < max_steps:
         out.append(step)

@@ -74,6 +74,26 @@ def eval_inputs(cfg: Any) -> tuple[dict[str, list[dict[str, str]]], Sampling | N
     return {n: load_benchmark(n, cfg.get("data_dir"), cfg.get("limit")) for n in names}, sampling
 
 
+def task_problems(data: str, limit: int | None) -> tuple[list[dict[str, str]], str | None]:
+    """The problems and instruction of a training task, the `data` option `data` (`conf/data/<data>.yaml`), as
+    `rlvr train data=<data>` draws them with its default seed: `rlvr eval --data` measures a model on the task it is
+    trained on (e.g. the pass rate at step 0 of the CPU demo's arithmetic).
+
+    Returns:
+        `(rows, instruction)`: the first `limit` problems (`id`, `problem`, `answer`) and the option's
+        `instruction` (None: `INSTRUCTION`).
+
+    Raises:
+        BadInput: an unknown data option (the message lists them), or as `rlvr_cli.data.problems.load_problems`.
+    """
+    from rlvr_cli.core.config import compose
+    from rlvr_cli.data.problems import load_problems
+
+    cfg = compose([f"data={data}"])
+    rows = load_problems(cfg.data, seed=cfg.seed)
+    return (rows[:limit] if limit else rows), cfg.data.get("instruction")
+
+
 def headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per benchmark and overall, the scores without their standard errors (for summary.json)."""
     blocks = {**results["benchmarks"], "overall": results["overall"]}
@@ -83,7 +103,8 @@ def headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str, str]]], sampling: Sampling,
                    output_dir: Path, identity: dict[str, Any], llm: Any = None, progress: bool = True,
-                   extract: str = "boxed", engine: dict[str, Any] | None = None) -> dict[str, Any]:
+                   extract: str = "boxed", engine: dict[str, Any] | None = None,
+                   instructions: dict[str, str | None] | None = None) -> dict[str, Any]:
     """Sample, grade and score every benchmark; write `results.json` and `samples.jsonl` into `output_dir`.
 
     Args:
@@ -95,10 +116,12 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
         llm: a vLLM engine (`generation.vllm_engine`) to generate with instead of `model` (the vllm backend).
         extract: the extraction rule, `"boxed"` or `"any"` (`grading.grade`).
         engine: the vLLM engine arguments `llm` was built with (`VllmEngine.arguments`), written into results.json.
+        instructions: benchmark name -> the instruction its prompts end with, where it is not the protocol's
+            `INSTRUCTION` (a training task's, `task_problems`); written into its results.
 
     Returns:
         The content of results.json: `model`, `backend`, `engine` (vLLM's arguments; null for hf), `protocol`,
-        `benchmarks` (name -> scores, `wall_time_s`,
+        `benchmarks` (name -> scores, `instruction` where it is not the protocol's, `wall_time_s`,
         `completion_tokens`, `tokens_per_s`), `overall` (all problems pooled).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -117,7 +140,8 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
     with bar, open(output_dir / "samples.jsonl", "w") as samples_file:
         for name, rows in problems.items():
             task = bar.add_task(f"{name} (k={sampling.k})", total=len(rows) * sampling.k)
-            prompts = chat_prompts(tokenizer, [user_message(r["problem"]) for r in rows])
+            instruction = (instructions or {}).get(name)
+            prompts = chat_prompts(tokenizer, [user_message(r["problem"], instruction) for r in rows])
             t0 = time.perf_counter()
             if llm is not None:
                 completions = generate_vllm(llm, prompts, sampling)
@@ -137,7 +161,8 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
                         "extracted": v.extracted, "answer_class": cls, "correct": v.correct,
                         "gold": row["answer"]}) + "\n")
             tokens = sum(c.tokens for comps in completions for c in comps)
-            results["benchmarks"][name] = {**score(per_problem), "wall_time_s": round(wall, 3),
+            own = {"instruction": instruction} if instruction else {}
+            results["benchmarks"][name] = {**score(per_problem), **own, "wall_time_s": round(wall, 3),
                                            "completion_tokens": tokens, "tokens_per_s": tokens / wall}
             pooled += per_problem
     results["overall"] = score(pooled)
@@ -147,10 +172,14 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
 
 def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | None, output_dir: Path,
              backend: str = "hf", data_dir: str | None = None, dtype: str | None = None,
-             progress: bool = True, extract: str = "boxed", engine: VllmEngine | None = None) -> dict[str, Any]:
+             progress: bool = True, extract: str = "boxed", engine: VllmEngine | None = None,
+             data: str | None = None) -> dict[str, Any]:
     """`rlvr eval`: check every input, then load MODEL and evaluate it (see `evaluate_model`).
 
     Args:
+        benchmarks: names of conf/benchmark/ (None: all of them, or none when `data` is given).
+        data: a training task, an option of conf/data/, scored beside the benchmarks under its own name, with its
+            own instruction (`task_problems`).
         engine: vLLM's engine arguments (`--backend vllm`); its `dtype` is replaced by `dtype` when that is given,
             else by the run's weights dtype, else `auto`.
 
@@ -166,9 +195,12 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     check_extract(extract)
     if dtype is not None and dtype not in (*DTYPES, "auto"):
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, auto, got {dtype!r}")
-    names = parse_benchmarks(benchmarks)
+    names = parse_benchmarks(benchmarks) if benchmarks or data is None else []
     source = resolve_model(spec)
     problems = {n: load_benchmark(n, data_dir, limit) for n in names}
+    instructions: dict[str, str | None] = {}
+    if data is not None:
+        problems[data], instructions[data] = task_problems(data, limit)
     identity = {"spec": spec, "kind": source.kind, "path": source.path, "base": source.base, "dtype": dtype,
                 "params": None}
     model = llm = None
@@ -198,4 +230,4 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
         arguments = engine.arguments(torch.cuda.is_available())
         llm = vllm_engine(path, sampling.seed, engine)
     return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, llm, progress, extract,
-                          arguments)
+                          arguments, instructions)

@@ -17,6 +17,7 @@ from typing import Any
 
 from rlvr_cli.core.run_dir import DIVERGED, FAILED, PENDING
 from rlvr_cli.sweeps.report import read_rewards, several_adapters
+from rlvr_cli.sweeps.significance import ci95
 
 
 def write_plots(sweep_dir: Path, report: dict[str, Any]) -> dict[str, str | None]:
@@ -90,8 +91,9 @@ def _plot_reward_vs_lr(report: dict[str, Any], path: Path) -> str | None:
     for label, by_lr in lines.items():
         lrs = sorted(by_lr)
         means = [statistics.fmean(by_lr[lr]) for lr in lrs]
-        stds = [statistics.stdev(by_lr[lr]) if len(by_lr[lr]) > 1 else 0.0 for lr in lrs]
-        bars = ax.errorbar(lrs, means, yerr=stds, marker="o", capsize=3, label=f"{label} (mean ± std over seeds)")
+        cis = [ci95(by_lr[lr]) or 0.0 for lr in lrs]
+        bars = ax.errorbar(lrs, means, yerr=cis, marker="o", capsize=3,
+                           label=f"{label} (mean ± 95% CI over seeds)")
         colours[label] = bars.lines[0].get_color()
         singles = [(lr, v) for lr in lrs for v in by_lr[lr]]
         ax.scatter([x for x, _ in singles], [y for _, y in singles], s=12, alpha=0.35, color=colours[label])
@@ -148,8 +150,8 @@ def _plot_reward_vs_rank(report: dict[str, Any], path: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, points in lines.items():
         points.sort(key=lambda b: b["r"])
-        ax.errorbar([b["r"] for b in points], [b["mean"] for b in points], yerr=[b["std"] for b in points],
-                    marker="o", capsize=3, label=f"{label} (mean ± std over seeds at the best lr)")
+        ax.errorbar([b["r"] for b in points], [b["mean"] for b in points], yerr=[b.get("ci95") or 0.0 for b in points],
+                    marker="o", capsize=3, label=f"{label} (mean ± 95% CI over seeds at the best lr)")
     for i, b in enumerate(full):
         which = f" ({b['optimizer']})" if several else ""
         ax.axhline(b["mean"], linestyle="--", alpha=0.7, color=f"C{len(lines) + i}" if several else "black",
@@ -192,7 +194,7 @@ def _plot_reward_by_adapter(report: dict[str, Any], path: Path) -> str | None:
             which = f" ({row['optimizer']})" if several_opt else ""
             ax.axhline(row["mean"], linestyle="--", color="black", alpha=0.6,
                        label=f"full fine-tuning{which} (hatched bar, dashed line): {row['mean']:.3f}")
-    ax.bar([], [], color="C0", label="adapter: mean final reward at its best lr (error bar: std over seeds)")
+    ax.bar([], [], color="C0", label="adapter: mean final reward at its best lr (error bar: 95% CI over seeds)")
     if any(row["mean"] is None for row in rows):
         ax.scatter([], [], marker="x", color="red", label="no result (why: under the axis), drawn at y = 0")
     values = [v for row in rows if row["mean"] is not None for v in (row["mean"] - _err(row), row["mean"] + _err(row))]
@@ -207,8 +209,9 @@ def _plot_reward_by_adapter(report: dict[str, Any], path: Path) -> str | None:
 
 
 def _err(row: dict[str, Any]) -> float:
-    """The error bar of a `by_adapter` row: the std over its seeds, 0 for one seed."""
-    return row["std"] if row["n"] > 1 and row["std"] is not None else 0.0
+    """The error bar of a `by_adapter` row: the half-width of the 95% confidence interval of its mean over seeds
+    (Student's t, `rlvr_cli.sweeps.significance.ci95`), 0 for one seed."""
+    return row.get("ci95") or 0.0
 
 
 def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str, legend_below: bool = False) -> None:
@@ -247,7 +250,7 @@ def _plot_search_objective(report: dict[str, Any], path: Path) -> str | None:
         if st["best_lr"] is not None:
             ax.scatter([st["best_lr"]], [st["best_objective"]], s=160, facecolors="none", edgecolors=colour)
     ax.set_xscale("log")
-    _finish(fig, ax, path, "learning rate", "objective (smoothed reward)",
+    _finish(fig, ax, path, "learning rate", "objective (last-quarter reward; x: smoothed reward where pruned)",
             "search: objective per trial (x: pruned, ring: best)")
     return None
 

@@ -38,6 +38,7 @@ from rlvr_cli.core.run_dir import DEAD, DIVERGED, FAILED, PENDING, PRUNED, UNKNO
 from rlvr_cli.sweeps.grid import log_grid
 from rlvr_cli.sweeps.manifest import read_manifest
 from rlvr_cli.sweeps.search import read_search
+from rlvr_cli.sweeps.significance import ci95, compare
 
 #: The axes every cell has a value for (from the manifest, else from its summary.json), in table order.
 STANDARD_AXES = ("optimizer", "lr", "adapter", "r", "seed")
@@ -124,13 +125,15 @@ class CellReport:
 @dataclass
 class LrStats:
     """The final reward at one learning rate of a group: mean and sample standard deviation over its
-    `n` counted cells (seeds; std 0 for one), and how many of them diverged."""
+    `n` counted cells (seeds; std 0 for one), the half-width of the 95% confidence interval of the mean (`ci95`,
+    Student's t, `rlvr_cli.sweeps.significance.ci95`; None for one cell), and how many of them diverged."""
 
     lr: float
     mean: float
     std: float
     n: int
     n_diverged: int = 0
+    ci95: float | None = None
 
 
 @dataclass
@@ -147,6 +150,7 @@ class BestLr:
     n: int
     n_diverged: int
     lrs: list[LrStats]
+    ci95: float | None = None
 
 
 @dataclass
@@ -156,7 +160,9 @@ class AdapterRow:
     `lr` is the best lr (highest mean final reward over the counted cells at that lr, ties: the smaller; None when
     no cell counts) and `n_lrs` how many learning rates had a counted cell; `mean`, `std` (sample standard
     deviation, 0 for one cell), `n` and `n_diverged` are over the counted cells (seeds) at that lr (`LrStats`);
-    `eval_avg` is the mean pooled avg@`eval_k` (a fraction) of those that were evaluated. `trainable_params`,
+    `eval_avg` is the mean pooled avg@`eval_k` (a fraction) of those that were evaluated. `ci95` and `eval_ci95` are
+    the half-widths of the 95% confidence intervals of those two means (Student's t over the seeds; None for fewer
+    than 2), `finals` and `evals` the per-seed values they come from (what `comparisons` tests). `trainable_params`,
     `total_params` (counts) and `optimizer_state_bytes` (bytes, measured) come from the first cell of the group
     that has them and ran (not failed, pending, dead or unknown), preferring the best lr's. `statuses` counts
     every cell of the group by status (pending and failed included), `full` marks full fine-tuning.
@@ -174,6 +180,10 @@ class AdapterRow:
     n_diverged: int = 0
     eval_avg: float | None = None
     eval_k: int | None = None
+    ci95: float | None = None
+    eval_ci95: float | None = None
+    finals: list[float] = field(default_factory=list)
+    evals: list[float] = field(default_factory=list)
     trainable_params: int | None = None
     total_params: int | None = None
     optimizer_state_bytes: int | None = None
@@ -286,7 +296,7 @@ def best_lrs(cells: Iterable[CellReport]) -> list[BestLr]:
     best = []
     for (optimizer, adapter, r), by_lr in groups.items():
         stats, top = best_of(by_lr)
-        best.append(BestLr(optimizer, adapter, r, top.lr, top.mean, top.std, top.n, top.n_diverged, stats))
+        best.append(BestLr(optimizer, adapter, r, top.lr, top.mean, top.std, top.n, top.n_diverged, stats, top.ci95))
     return best
 
 
@@ -311,7 +321,8 @@ def lr_stats(lr: float, cells: list[CellReport]) -> LrStats:
     if not values or any(v is None for v in values):
         raise ValueError("lr_stats needs cells that all have a final reward")
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return LrStats(lr, statistics.fmean(values), std, len(values), sum(c.status == DIVERGED for c in cells))
+    return LrStats(lr, statistics.fmean(values), std, len(values), sum(c.status == DIVERGED for c in cells),
+                   ci95(values))
 
 
 def by_adapter(cells: Iterable[CellReport]) -> list[AdapterRow]:
@@ -343,11 +354,13 @@ def by_adapter(cells: Iterable[CellReport]) -> list[AdapterRow]:
         if by_lr:
             stats, top = best_of(by_lr)
             best = by_lr[top.lr]
-            row.lr, row.n_lrs, row.mean, row.std, row.n, row.n_diverged = (
-                top.lr, len(stats), top.mean, top.std, top.n, top.n_diverged)
+            row.lr, row.n_lrs, row.mean, row.std, row.n, row.n_diverged, row.ci95 = (
+                top.lr, len(stats), top.mean, top.std, top.n, top.n_diverged, top.ci95)
+            row.finals = [c.final_reward for c in best]
             evaluated = [c for c in best if c.eval_avg is not None]
             if evaluated:
-                row.eval_avg = statistics.fmean(c.eval_avg for c in evaluated)
+                row.evals = [c.eval_avg for c in evaluated]
+                row.eval_avg, row.eval_ci95 = statistics.fmean(row.evals), ci95(row.evals)
                 ks = {c.eval_k for c in evaluated}
                 row.eval_k = ks.pop() if len(ks) == 1 else None
         ran = [c for c in (*best, *members) if c.status not in NOT_COUNTED]  # a failed run's figures are none
@@ -372,14 +385,17 @@ def build_report(sweep_dir: Path) -> dict[str, Any]:
         sweep_dir: a sweep directory written by `rlvr sweep` (cells may still be pending or running).
 
     Returns:
-        `{"name": str, "cells": [row, ...], "best_lr": [group, ...], "by_adapter": [group, ...]}`: one row per
+        `{"name": str, "cells": [row, ...], "best_lr": [group, ...], "by_adapter": [group, ...], "comparisons":
+        {"final_reward": [pair, ...], "eval": [pair, ...]}}`: one row per
         cell in manifest order (`CellReport.row`: name, optimizer, lr, adapter, r, seed, the other axes, status,
-        final_reward, first_reward, eval_avg, eval_k, optimizer_state_bytes and optimizer_state_bytes_analytic (bytes),
+        final_reward, first_reward, frac_reward_zero_std, zero_grad_steps, global_step, eval_avg, eval_k,
+        optimizer_state_bytes and optimizer_state_bytes_analytic (bytes),
         trainable_params, total_params, wall_time_s (seconds), peak_memory_bytes and memory_analytic_bytes
         (bytes), sparsity_tolerance, changed_frac_exact, changed_frac_tol, changed_frac_bf16_exact,
         changed_frac_bf16_tol (fractions in [0, 1]), reason, run_dir), one `BestLr` as a dict per
         (optimizer, adapter, r) group with data (`best_lr`), and one `AdapterRow` as a dict per (optimizer,
-        adapter, r) group, with data or not (`by_adapter`).
+        adapter, r) group, with data or not (`by_adapter`), and Welch's t-test of every pair of those groups at
+        their best learning rates (`comparisons`).
 
     Raises:
         BadInput: not a sweep directory (no manifest.json), or a manifest that does not parse (a cell's summary.json
@@ -528,8 +544,23 @@ def _report(name: str, cells: list[CellReport]) -> dict[str, Any]:
     best = [{k: _finite(v) for k, v in asdict(b).items()} for b in best_lrs(cells)]
     for b in best:
         b["lrs"] = [{k: _finite(v) for k, v in s.items()} for s in b["lrs"]]
-    adapters = [{k: _finite(v) for k, v in asdict(row).items()} for row in by_adapter(cells)]
-    return {"name": name, "cells": [c.row(other) for c in cells], "best_lr": best, "by_adapter": adapters}
+    rows = by_adapter(cells)
+    adapters = [{k: _finite(v) for k, v in asdict(row).items()} for row in rows]
+    return {"name": name, "cells": [c.row(other) for c in cells], "best_lr": best, "by_adapter": adapters,
+            "comparisons": comparisons(rows)}
+
+
+def comparisons(rows: list[AdapterRow]) -> dict[str, list[dict[str, Any]]]:
+    """Whether the settings of a sweep differ beyond seed noise, each at its best learning rate: Welch's t-test
+    (`rlvr_cli.sweeps.significance.compare`) for every pair of `by_adapter` rows with final rewards, on the final
+    reward (`final_reward`) and, where both were evaluated, on eval avg@k (`eval`). Rows are labelled
+    `optimizer adapter[ r=R] lr LR`. Empty lists when fewer than two rows have values."""
+    def label(row: AdapterRow) -> str:
+        return f"{row.optimizer} {row.adapter}" + (f" r={row.r}" if row.r else "") + f" lr {row.lr:g}"
+
+    ranked = [row for row in rows if row.finals and row.lr is not None]
+    return {"final_reward": compare([(label(row), row.finals) for row in ranked]),
+            "eval": compare([(label(row), row.evals) for row in ranked if row.evals])}
 
 
 def _number(value: Any) -> float | None:

@@ -14,9 +14,9 @@ every point to the end. A search file (see sweeps/search_smoke.yaml, sweeps/lr_s
       pruner: asha            # asha | hyperband | median | none
       min_resource: 5         # optimizer steps of the first rung
       reduction_factor: 3     # each rung keeps the best 1/3
-      objective: reward       # reward: the smoothed training reward at the last step; eval: avg@k of eval.benchmarks
-      smoothing: 3            # the running mean over the last 3 steps is what a trial reports
-      seed: 0                 # the sampler's seed: the same file asks the same learning rates
+      objective: reward       # reward: mean reward over the last quarter of the steps; eval: avg@k of eval.benchmarks
+      smoothing: 3            # the running mean over the last 3 steps is what a trial reports to the pruner
+      seed: 0                 # the sampler's seed (study i: seed + i): the same file asks the same learning rates
     axes:                     # fixed axes, as in a grid (no optimizer axis: the search owns it)
       seed: [0]
 
@@ -225,13 +225,14 @@ def check(sweep: Sweep) -> tuple[Search, int]:
         `(search, max_steps)`.
 
     Raises:
-        BadInput: as `parse_search` and `max_steps_of`; a `min_resource` beyond `grpo.max_steps`.
+        BadInput: as `parse_search` and `max_steps_of`; a `min_resource` at or beyond `grpo.max_steps`.
     """
     search = parse_search(sweep.search, sweep.axes, sweep.path.name)
     max_steps = max_steps_of(sweep, plan_studies(sweep, search), search.objective)
-    if search.min_resource > max_steps:
-        raise BadInput(f"{sweep.path.name}: search.min_resource={search.min_resource} is beyond grpo.max_steps="
-                       f"{max_steps}: no trial could be pruned; give min_resource <= max_steps")
+    if search.min_resource >= max_steps:
+        raise BadInput(f"{sweep.path.name}: search.min_resource={search.min_resource} is not below grpo.max_steps="
+                       f"{max_steps}: a trial at its last step completes, so no trial could be pruned; give "
+                       f"min_resource < max_steps")
     return search, max_steps
 
 
@@ -248,9 +249,11 @@ def study_attrs(search: Search, max_steps: int, optimizer: str) -> dict[str, Any
             "lr_max": hi, "per_decade": search.per_decade, "trials": search.trials}
 
 
-def open_study(store: Any, sweep_dir: Path, st: Study, search: Search, max_steps: int) -> Any:
+def open_study(store: Any, sweep_dir: Path, st: Study, search: Search, max_steps: int, index: int = 0) -> Any:
     """Create or load the Optuna study `st` in the sweep's storage `store` (`SWEEP_DIR/study.journal`; direction:
-    maximize), with the search's sampler and pruner.
+    maximize), with the search's pruner and its sampler seeded `search.seed + index` (`index`: the study's place in
+    `plan_studies`), so that the studies of one search start from different learning rates and a resumed search
+    asks what it would have asked.
 
     Raises:
         BadInput: the study exists and holds another search (`study_attrs` differ): two searches never share a
@@ -261,7 +264,8 @@ def open_study(store: Any, sweep_dir: Path, st: Study, search: Search, max_steps
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     attrs = study_attrs(search, max_steps, st.optimizer)
     study = optuna.create_study(study_name=st.name, storage=store,
-                                sampler=studies.sampler(search.sampler, search.seed, search.grid(st.optimizer)),
+                                sampler=studies.sampler(search.sampler, search.seed + index,
+                                                        search.grid(st.optimizer)),
                                 pruner=studies.pruner(search.pruner, search.min_resource, search.reduction_factor,
                                                       max_steps),
                                 direction="maximize", load_if_exists=True)
@@ -282,13 +286,15 @@ def counts_against_budget(trial: Any) -> bool:
 
 
 def objective_of(summary: Mapping[str, Any], objective: str) -> float | None:
-    """A finished trial's objective from its summary.json: `objective` (the smoothed training reward at the last
-    step, written by the run) for `reward`; for `eval`, the overall avg@k of its final evaluation."""
+    """A completed trial's objective from its summary.json: for `reward`, `reward_mean_last_quarter`, the mean
+    reward over the last quarter of its steps, the figure a grid's cells are ranked by (`rlvr report`), so that the
+    search's best learning rate and the grid's answer the same question (the smoothed reward a run reports while
+    it trains is what the pruner compares at the rungs); for `eval`, the overall avg@k of its final evaluation."""
     if objective == "eval":
         overall = (summary.get("eval") or {}).get("overall") or {}
         value = next((v for k, v in overall.items() if k.startswith("avg@")), None)
     else:
-        value = summary.get("objective")
+        value = summary.get("reward_mean_last_quarter")
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
@@ -375,7 +381,7 @@ def run(sweep: Sweep, sweep_dir: Path, resume: bool = False, dry_run: bool = Fal
             manifest = Manifest(name=sweep.name, cells=[])
             write_manifest(sweep_dir, manifest)
         store = studies.storage(sweep_dir / studies.STORAGE_FILE)
-        opened = {st.name: open_study(store, sweep_dir, st, search, max_steps) for st in plan}
+        opened = {st.name: open_study(store, sweep_dir, st, search, max_steps, i) for i, st in enumerate(plan)}
         close_stale(store, sweep_dir, manifest, opened, search.objective)
         ran: list[int] = []
         code = 0

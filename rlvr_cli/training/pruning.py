@@ -80,7 +80,9 @@ class TrialPruning(TrainerCallback):
             self.objective = studies.smoothed(self.rewards, int(self.search.get("smoothing", 3)))
             if self.objective is not None:
                 self.trial.report(self.objective, step=state.global_step)
-                prune = int(self.trial.should_prune())
+                # a trial at its last step has paid for every step: it completes, whatever a rung placed there says
+                # (Optuna's SuccessiveHalvingPruner would prune at step min_resource * reduction_factor**k == max_steps)
+                prune = int(state.global_step < state.max_steps and self.trial.should_prune())
         if any(every_rank(prune, args.device)):
             self.pruned = self._explain(state.global_step) if self.main else {"step": state.global_step}
             control.should_training_stop = True
