@@ -86,10 +86,12 @@ def test_the_dry_run_prints_the_space_the_rungs_and_the_budget(tmp_path):
     assert [s["study"] for s in info["studies"]] == ["search_smoke/sgd/s0", "search_smoke/adamw/s0"]
     assert info["rungs"] == studies.rungs(2, 2, 6) == [2, 4] and info["max_steps"] == 6
     assert info["max_optimizer_steps"] == 2 * 4 * 6  # 2 studies x 4 trials x 6 steps
+    assert info["min_optimizer_steps"] == 2 * (6 + 3 * 2)  # per study: the first trial to the end, 3 stopped at step 2
     assert info["grid_optimizer_steps"] == (7 + 9) * 6  # the log grids at 2 points per decade over the ranges
     assert not (tmp_path / "o").exists()
     text = runner.invoke(app, ["sweep", str(SMOKE), "--dry-run", "--output-dir", str(tmp_path / "o")]).stdout
-    assert "rungs at optimizer steps 2, 4 of 6" in text and "at most 48 optimizer steps, against 96" in text
+    assert "rungs at optimizer steps 2, 4 of 6" in text and "at least 24 and at most 48 optimizer steps, against 96" \
+        in text
 
 
 def test_the_sampler_seed_repeats_the_learning_rates(tmp_path):

@@ -97,8 +97,9 @@ def search_command(plan: Any, sweep_file: Path, sweep_dir: Path, resume: bool, d
             print_table(search_table(plan.name, info, dry_run))
             rungs = ", ".join(map(str, info["rungs"])) or "-"
             console.print(escape(f"pruner {info['pruner']}: rungs at optimizer steps {rungs} of "
-                                 f"{info['max_steps']}; at most {info['max_optimizer_steps']} optimizer steps, "
-                                 f"against {info['grid_optimizer_steps']} for the grid over the same ranges"),
+                                 f"{info['max_steps']}; at least {info['min_optimizer_steps']} and at most "
+                                 f"{info['max_optimizer_steps']} optimizer steps, against "
+                                 f"{info['grid_optimizer_steps']} for the grid over the same ranges"),
                           highlight=False, soft_wrap=True)
         report = None
         if not dry_run:

@@ -199,8 +199,8 @@ def describe(sweep: Sweep, search: Search, max_steps: int) -> dict[str, Any]:
     Returns:
         `{"studies": [{"study", "optimizer", "cell", "lr_min", "lr_max", "trials"}], "sampler", "pruner",
         "rungs": [steps], "max_steps", "max_optimizer_steps": the most the search can spend (every trial to the
-        end), "grid_optimizer_steps": what the grid over the same ranges at per_decade points spends, "search":
-        the section}`; steps are optimizer steps.
+        end), "min_optimizer_steps": the least (`least_steps`), "grid_optimizer_steps": what the grid over the same
+        ranges at per_decade points spends, "search": the section}`; steps are optimizer steps.
     """
     plan = plan_studies(sweep, search)
     rows = [{"study": s.name, "optimizer": s.optimizer, "cell": s.cell.name, "lr_min": search.ranges[s.optimizer][0],
@@ -210,7 +210,19 @@ def describe(sweep: Sweep, search: Search, max_steps: int) -> dict[str, Any]:
         if search.pruner in ("asha", "hyperband") else []
     return {"studies": rows, "sampler": search.sampler, "pruner": search.pruner, "rungs": rungs,
             "max_steps": max_steps, "max_optimizer_steps": sum(r["trials"] for r in rows) * max_steps,
+            "min_optimizer_steps": sum(least_steps(search, r["trials"], max_steps) for r in rows),
             "grid_optimizer_steps": sum(r["grid_points"] for r in rows) * max_steps, "search": asdict(search)}
+
+
+def least_steps(search: Search, trials: int, max_steps: int) -> int:
+    """The fewest optimizer steps a study of `trials` trials can spend: its first trial runs to the end (Optuna's
+    pruners compare a trial with the others that reached the same step, and the first has none), every other one
+    could stop at the first step a pruner may stop it (`min_resource`); with no pruner, every trial runs to the end.
+    Exact for asha and median; a lower bound for hyperband, whose brackets each run a first trial to the end.
+    """
+    if search.pruner == "none":
+        return trials * max_steps
+    return max_steps + (trials - 1) * min(search.min_resource, max_steps)
 
 
 def trial_budget(search: Search, optimizer: str) -> int:
