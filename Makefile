@@ -39,7 +39,7 @@ $(VLLM_STAMP): $(STAMP)
 	$(PYTHON) -c "from vllm import LLM, SamplingParams"
 	@rm -f $(VENV)/.rlvr-vllm-* && touch $@
 
-demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, plain SGD, 30 steps, about 4 minutes on 2 cores
+demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, plain SGD, 30 steps, 4-5 minutes on 2 cores
 	$(VENV)/bin/rlvr train
 
 test: setup ## the default test suite, import contracts included (under 10 minutes on 2 cores)
