@@ -140,13 +140,19 @@ def _trial_study(tmp_path: Path, best: float = 10.0, reduction_factor: int = 2,
     return path, study.study_name, study.ask({"lr": lr}).number
 
 
+def _trial_command(path: Path, name: str, number: int, out: Path) -> list[str]:
+    """`rlvr train` of 3 steps on tiny-random with a dense reward, as trial `number` of study `name` in `path`,
+    into `out/t`; its last element is the `trial=` override."""
+    return [sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "grpo.max_steps=3", f"output_dir={out}",
+            "run_name=t", "~rewards.correctness", "~rewards.format",
+            "+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0",
+            f"trial={{storage: '{path}', study: '{name}', number: {number}}}"]
+
+
 def test_a_trial_below_its_rung_ends_pruned_with_exit_code_4(tmp_path):
     path, name, number = _trial_study(tmp_path)
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "grpo.max_steps=3", f"output_dir={out}",
-           "run_name=t", "~rewards.correctness", "~rewards.format",
-           "+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0",
-           f"trial={{storage: '{path}', study: '{name}', number: {number}}}"]
+    cmd = _trial_command(path, name, number, out)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == EXIT_CODES[PRUNED] == 4, proc.stderr[-3000:]
     summary = json.loads((out / "t" / "summary.json").read_text())
@@ -169,13 +175,10 @@ def test_a_trial_below_its_rung_ends_pruned_with_exit_code_4(tmp_path):
 def test_a_rung_at_the_last_step_does_not_prune_a_trial_that_ran_every_step(tmp_path):
     """Issue 25: asha(min_resource=1, eta=3) over 3 steps places rung 1 at step 3, the last. The others' values
     there (10) are far above this trial's, so Optuna's pruner says prune; but the trial has paid for every step: it
-    completes, keeps its weights and is told as complete."""
+    completes and keeps its weights."""
     path, name, number = _trial_study(tmp_path, reduction_factor=3, rung_values=(-1.0, 10.0))
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "grpo.max_steps=3", f"output_dir={out}",
-           "run_name=t", "~rewards.correctness", "~rewards.format",
-           "+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0",
-           f"trial={{storage: '{path}', study: '{name}', number: {number}}}"]
+    cmd = _trial_command(path, name, number, out)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "t" / "summary.json").read_text())
