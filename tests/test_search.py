@@ -48,7 +48,7 @@ def _search_file(tmp_path: Path, name: str = "s", **search) -> Path:
 
 BAD = {
     "sampler": ({"sampler": "bayes"}, "search.sampler: unknown sampler 'bayes'; valid: tpe, grid, random"),
-    "pruner": ({"pruner": "hyper"}, "search.pruner: unknown pruner 'hyper'; valid: asha, hyperband, median, none"),
+    "pruner": ({"pruner": "hyper"}, "search.pruner: unknown pruner 'hyper'; valid: asha, sha, hyperband, median, none"),
     "range_order": ({"optimizer": {"sgd": {"lr": {"min": 0.1, "max": 0.01}}}},
                     "search.optimizer.sgd.lr: a range needs 0 < min < max <= 1, got min=0.1, max=0.01"),
     "range_above_one": ({"optimizer": {"sgd": {"lr": {"min": 0.1, "max": 2.0}}}}, "0 < min < max <= 1"),
@@ -56,6 +56,8 @@ BAD = {
     "min_resource": ({"min_resource": 7}, "search.min_resource=7 is not below grpo.max_steps=6"),
     # issue 25: a first rung at the last step could only prune trials that had paid for every step
     "min_resource_at_max_steps": ({"min_resource": 6}, "search.min_resource=6 is not below grpo.max_steps=6"),
+    # issue 25: step 1's reward is sampled before any optimizer step, the same for every trial of a cell
+    "min_resource_one": ({"min_resource": 1}, "search.min_resource=1 places a rung at step 1, whose reward every"),
     "trials": ({"trials": 0}, "search.trials must be an integer >= 1, got 0"),
     "grid_axis_too": ({"axes": {"optimizer": {"sgd": {"lr": [0.1]}}, "seed": [0]}},
                       "axes.optimizer and search.optimizer both set the optimizers"),

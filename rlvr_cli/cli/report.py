@@ -85,10 +85,12 @@ def print_tables(report: dict[str, Any], console: Console) -> None:
 def search_table(report: dict[str, Any]) -> Table:
     """A Rich table with one row per study of a learning-rate search (`report["search"]`): the best learning rate
     and its trial and objective, the trials by state (`pruned@STEP` for each pruned one), and the optimizer steps
-    the trials spent against the grid over the same range run to the end. Figures never wrap."""
+    the trials spent against the grid over the same range run to the end, and the bytes of the paused checkpoints
+    deleted (sha). Figures never wrap."""
     table = Table(title="learning-rate search: best trial per study (objective: mean reward over the last quarter of "
                         "the steps)")
-    for col in ("study", "best lr", "trial", "objective", "trials", "optimizer steps: search / grid"):
+    for col in ("study", "best lr", "trial", "objective", "trials", "optimizer steps: search / grid",
+                "checkpoints deleted"):
         table.add_column(col, justify="left" if col in ("study", "trials") else "right",
                          no_wrap=col not in ("study", "trials"))
     for st in report["search"]:
@@ -98,7 +100,8 @@ def search_table(report: dict[str, Any]) -> Table:
         share = f" ({st['optimizer_steps'] / grid:.0%})" if grid else ""
         table.add_row(Text(st["study"]), _fmt(st["best_lr"], "g"), _fmt(st["best_trial"]),
                       _reward(st["best_objective"]), Text(states + (f"\n{stops}" if stops else "")),
-                      f"{st['optimizer_steps']} / {_fmt(grid)}{share}")
+                      f"{st['optimizer_steps']} / {_fmt(grid)}{share}",
+                      human_bytes(st.get("checkpoint_bytes")) if st.get("checkpoint_bytes") else "-")
     return table
 
 

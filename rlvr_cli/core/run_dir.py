@@ -47,6 +47,9 @@ INTERRUPTED = "interrupted"
 FAILED = "failed"
 #: A trial of a learning-rate search that its study's pruner stopped early (`rlvr_cli.training.pruning`).
 PRUNED = "pruned"
+#: A trial of the promotion variant of successive halving (`search.pruner: sha`) that stopped at a rung with a
+#: Trainer checkpoint (`<run>/checkpoint-<step>/`), waiting to be promoted (resumed from it: `reopen`) or cut.
+PAUSED = "paused"
 #: A `running` run whose process is gone (killed, machine lost): it will never write a final status (`liveness`).
 DEAD = "dead"
 #: A run directory whose summary.json does not parse (e.g. truncated by a full disk): its status cannot be known.
@@ -54,7 +57,7 @@ UNKNOWN = "unknown"
 #: What `liveness` says of a `running` summary whose process is alive.
 LIVE = "live"
 #: Final status -> the exit code `rlvr train` ends with (2, bad input, never creates a run directory).
-EXIT_CODES = {COMPLETED: 0, FAILED: 1, DIVERGED: 3, PRUNED: 4, INTERRUPTED: 130}
+EXIT_CODES = {COMPLETED: 0, FAILED: 1, DIVERGED: 3, PRUNED: 4, PAUSED: 5, INTERRUPTED: 130}
 FINAL = tuple(EXIT_CODES)
 #: A running run refreshes its summary.json's `heartbeat` at the end of an optimizer step, at most this often (s).
 HEARTBEAT_INTERVAL_S = 60.0
@@ -166,6 +169,32 @@ def create(path: Path, cfg: DictConfig, overrides: list[str], extra: Mapping[str
     return run
 
 
+def reopen(path: Path) -> RunDir:
+    """Reopen a `paused` run directory to resume it (a promoted trial, `trial.resume`): its config, overrides and
+    metrics.jsonl stay; the resumed run appends to metrics.jsonl and rewrites summary.json.
+
+    Raises:
+        BadInput: the directory does not exist, or its run is not `paused` (one line, naming its status).
+    """
+    status = run_state(Path(path)).status
+    if status != PAUSED:
+        raise BadInput(f"run directory {path} is {status}, not {PAUSED}: only a paused trial resumes "
+                       "(trial.resume=true is set by rlvr sweep's promotion, search.pruner: sha)")
+    return RunDir(Path(path))
+
+
+def checkpoints(path: Path) -> list[Path]:
+    """The Trainer checkpoints of a run directory (`checkpoint-<step>/`, transformers' `PREFIX_CHECKPOINT_DIR`),
+    oldest step first."""
+    found = [p for p in Path(path).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def tree_bytes(path: Path) -> int:
+    """The bytes of the files under `path` (0 when it is missing)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
 def owner() -> dict[str, Any]:
     """Who runs this run: `host` (`socket.gethostname()`), `pid` (this process) and `heartbeat` (now, unix
     seconds), the summary.json keys that `liveness` reads."""
@@ -219,6 +248,10 @@ class Summary(TypedDict, total=False):
     weights_bytes: int               # the .safetensors files written
     full_weights_bytes: int          # what a full checkpoint holds
     figures_error: str               # when the final figures themselves could not be computed
+    objective: float | None          # a search trial's last smoothed reward, reported to its study
+    pruned: dict[str, Any]           # a search trial stopped early: step, objective, rung, threshold, pruner
+    paused: dict[str, Any]           # a paused trial (sha): step, objective, checkpoint, checkpoint_bytes
+    checkpoint_bytes_deleted: int    # a final trial's paused checkpoints, deleted by rlvr sweep (bytes)
     wall_time_s: float
 
 

@@ -330,11 +330,16 @@ class SparsitySchema:
 @dataclass
 class TrialSchema:
     """`trial` block of `train.yaml`: the Optuna trial a run is, set by `rlvr sweep` for the cells of a search
-    (`rlvr_cli.training.pruning`); null for every other run."""
+    (`rlvr_cli.training.pruning`); null for every other run. `pause_at` (optimizer steps; null: run to the end) and
+    `resume` are set by the promotion variant of successive halving (`search.pruner: sha`,
+    `rlvr_cli.sweeps.promotion`): the run saves a Trainer checkpoint at step `pause_at` and ends `paused`, and a
+    run with `resume: true` reopens its paused run directory and goes on from that checkpoint."""
 
     storage: str = MISSING
     study: str = MISSING
     number: int = rule(ge=0, required=True, example=0)
+    pause_at: int | None = rule(ge=1, why="optimizer steps; absent or null: run to grpo.max_steps", example=5)
+    resume: bool | None = None
 
 
 @dataclass

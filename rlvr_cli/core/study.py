@@ -8,7 +8,10 @@ Massively Parallel Hyperparameter Tuning", arXiv 1810.05934): a trial reaching r
 reduction_factor**k`) goes on only if its value is in the top 1/`reduction_factor` of the values trials reached at that
 rung; `hyperband` is `HyperbandPruner` (Li et al., arXiv 1603.06560), several such brackets; `median` is
 `MedianPruner` (a trial below the median of the others at the same step, after `min_resource` steps); `none` never
-prunes. Samplers: `tpe` (`TPESampler`, Bergstra et al., NeurIPS 2011, with `constant_liar` for trials run in
+prunes. These are the *stopping* variant of successive halving: a stopped trial is lost. `sha` is the *promotion*
+variant (Li et al., arXiv 1810.05934, section 3; `rlvr_cli.sweeps.promotion`): every trial pauses at a rung with a
+checkpoint, and the sweep resumes the best of the rung; its trials' study has no pruner of its own (`NopPruner`).
+Samplers: `tpe` (`TPESampler`, Bergstra et al., NeurIPS 2011, with `constant_liar` for trials run in
 parallel), `grid` (`GridSampler` over a log grid), `random` (`RandomSampler`).
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 #: `search.sampler` values.
 SAMPLERS = ("tpe", "grid", "random")
 #: `search.pruner` values.
-PRUNERS = ("asha", "hyperband", "median", "none")
+PRUNERS = ("asha", "sha", "hyperband", "median", "none")
 #: The study storage file of a sweep directory: Optuna's journal storage, safe for processes of one host and, on a
 #: shared file system, for SLURM jobs (`JournalFileBackend`'s file lock).
 STORAGE_FILE = "study.journal"

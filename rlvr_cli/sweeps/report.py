@@ -414,8 +414,9 @@ def search_summary(studies_: dict[str, Any], rows: list[dict[str, Any]]) -> list
     optimizer and cell, the best trial (`best_trial`, `best_lr`, `best_objective`: the highest objective among the
     completed trials), the trials by state, the optimizer steps its trials spent (`optimizer_steps`: each run's
     global_step, a pruned one's where it stopped) against the grid over the same range at `per_decade` points run
-    to the end (`grid_optimizer_steps`), and every trial (`trials`: number, lr, status, objective, `stopped_at`: the
-    optimizer step a pruned trial stopped at, `optimizer_steps`)."""
+    to the end (`grid_optimizer_steps`), the bytes of the paused checkpoints deleted once their trials were final
+    (`checkpoint_bytes`; sha only, else 0), and every trial (`trials`: number, lr, status, objective, `stopped_at`:
+    the optimizer step a pruned trial stopped at, `optimizer_steps`, `checkpoint_bytes`)."""
     cell_of = {(r.get("study"), r.get("trial")): r for r in rows}  # a trial's cell carries its study and number
     out = []
     for name, st in studies_.items():
@@ -431,7 +432,8 @@ def search_summary(studies_: dict[str, Any], rows: list[dict[str, Any]]) -> list
                           "objective": t["value"] if t["value"] is not None else
                           (t["intermediate"].get(str(max(steps))) if steps else None),
                           "stopped_at": max(steps) if t["state"] == "pruned" and steps else None,
-                          "optimizer_steps": t.get("optimizer_steps"), "closed": t["closed"], "run": row.get("name")})
+                          "optimizer_steps": t.get("optimizer_steps"), "closed": t["closed"], "run": row.get("name"),
+                          "checkpoint_bytes": t.get("checkpoint_bytes")})
         done = [t for t in table if t["state"] == "complete" and t["objective"] is not None]
         best = max(done, key=lambda t: t["objective"]) if done else None
         out.append({"study": name, "optimizer": name.split("/")[1] if "/" in name else None,
@@ -440,6 +442,7 @@ def search_summary(studies_: dict[str, Any], rows: list[dict[str, Any]]) -> list
                     "best_objective": best["objective"] if best else None,
                     "states": {s: sum(t["state"] == s for t in table) for s in sorted({t["state"] for t in table})},
                     "optimizer_steps": sum(t["optimizer_steps"] or 0 for t in table),
+                    "checkpoint_bytes": sum(t["checkpoint_bytes"] or 0 for t in table),
                     "grid_optimizer_steps": grid_points * max_steps if grid_points and max_steps else None,
                     "max_steps": max_steps, "pruner": attrs.get("pruner"), "sampler": attrs.get("sampler"),
                     "trials": table})

@@ -11,7 +11,7 @@ every point to the end. A search file (see sweeps/search_smoke.yaml, sweeps/lr_s
       trials: 6               # trials per optimizer (and per cell of the fixed axes)
       sampler: tpe            # tpe | grid (per_decade points over the range) | random
       per_decade: 2           # the grid sampler's points per decade, and the grid the budget is compared with
-      pruner: asha            # asha | hyperband | median | none
+      pruner: asha            # asha | sha | hyperband | median | none (sha: trials pause and the best resume)
       min_resource: 5         # optimizer steps of the first rung
       reduction_factor: 3     # each rung keeps the best 1/3
       objective: reward       # reward: mean reward over the last quarter of the steps; eval: avg@k of eval.benchmarks
@@ -27,6 +27,10 @@ system). Trials are ordinary cells: each is one `rlvr train` run in `runs/`, lau
 runs them, tells the study how each ended, and asks again until every study has its trials. A running trial reports
 its smoothed reward after every optimizer step and stops when the pruner says so (`rlvr_cli.training.pruning`:
 status `pruned`, exit code 4).
+
+With `pruner: sha` (the promotion variant of successive halving, `rlvr_cli.sweeps.promotion`) every trial of a
+study is asked at once and runs to the first rung, where it pauses with a checkpoint; the best of each complete rung
+are resumed to the next, and the others are cut: each optimizer step is paid once.
 
 Nothing is lost: the manifest lists every trial asked; on `--resume` a trial whose run ended is told as it ended
 (the sweep may have died before telling it), one that was running when the sweep died is closed as failed in the
@@ -45,8 +49,8 @@ from typing import Any
 
 from rlvr_cli.core import study as studies
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_dir import COMPLETED, DEAD, INTERRUPTED, PENDING, PRUNED, UNKNOWN, run_state
-from rlvr_cli.sweeps import launch
+from rlvr_cli.core.run_dir import COMPLETED, DEAD, INTERRUPTED, PAUSED, PENDING, PRUNED, UNKNOWN, run_state
+from rlvr_cli.sweeps import launch, promotion
 from rlvr_cli.sweeps.grid import Cell, Sweep, log_grid
 from rlvr_cli.sweeps.manifest import Manifest, ManifestCell, manifest_path, read_manifest, write_manifest
 
@@ -207,7 +211,7 @@ def describe(sweep: Sweep, search: Search, max_steps: int) -> dict[str, Any]:
              "lr_max": search.ranges[s.optimizer][1], "trials": trial_budget(search, s.optimizer),
              "grid_points": len(search.grid(s.optimizer))} for s in plan]
     rungs = studies.rungs(search.min_resource, search.reduction_factor, max_steps) \
-        if search.pruner in ("asha", "hyperband") else []
+        if search.pruner in ("asha", "sha", "hyperband") else []
     return {"studies": rows, "sampler": search.sampler, "pruner": search.pruner, "rungs": rungs,
             "max_steps": max_steps, "max_optimizer_steps": sum(r["trials"] for r in rows) * max_steps,
             "min_optimizer_steps": sum(least_steps(search, r["trials"], max_steps) for r in rows),
@@ -218,10 +222,14 @@ def least_steps(search: Search, trials: int, max_steps: int) -> int:
     """The fewest optimizer steps a study of `trials` trials can spend: its first trial runs to the end (Optuna's
     pruners compare a trial with the others that reached the same step, and the first has none), every other one
     could stop at the first step a pruner may stop it (`min_resource`); with no pruner, every trial runs to the end.
-    Exact for asha and median; a lower bound for hyperband, whose brackets each run a first trial to the end.
+    Exact for asha and median; a lower bound for hyperband, whose brackets each run a first trial to the end. For
+    sha, what the promotion schedule spends when no rung has a tie (`promotion.planned_steps`).
     """
     if search.pruner == "none":
         return trials * max_steps
+    if search.pruner == "sha":
+        return promotion.planned_steps(trials, studies.rungs(search.min_resource, search.reduction_factor,
+                                                             max_steps), search.reduction_factor, max_steps)
     return max_steps + (trials - 1) * min(search.min_resource, max_steps)
 
 
@@ -237,10 +245,14 @@ def check(sweep: Sweep) -> tuple[Search, int]:
         `(search, max_steps)`.
 
     Raises:
-        BadInput: as `parse_search` and `max_steps_of`; a `min_resource` at or beyond `grpo.max_steps`.
+        BadInput: as `parse_search` and `max_steps_of`; a `min_resource` at or beyond `grpo.max_steps`, or of 1 (a
+            rung at step 1 cannot separate trials: no optimizer step has changed the weights).
     """
     search = parse_search(sweep.search, sweep.axes, sweep.path.name)
     max_steps = max_steps_of(sweep, plan_studies(sweep, search), search.objective)
+    if search.min_resource < 2 and search.pruner != "none":
+        raise BadInput(f"{sweep.path.name}: search.min_resource=1 places a rung at step 1, whose reward every trial "
+                       f"of a cell shares (it is sampled before the first optimizer step): give min_resource >= 2")
     if search.min_resource >= max_steps:
         raise BadInput(f"{sweep.path.name}: search.min_resource={search.min_resource} is not below grpo.max_steps="
                        f"{max_steps}: a trial at its last step completes, so no trial could be pruned; give "
@@ -322,7 +334,8 @@ def tell(store: Any, study: Any, number: int, run: Path, objective: str) -> str:
 
     completed -> its objective (a completed run without one, e.g. no eval, fails); pruned -> pruned; failed,
     diverged -> failed (they count against the budget); interrupted, dead, pending, unknown -> failed and marked
-    `CLOSED` (asked again).
+    `CLOSED` (asked again); paused (sha) -> nothing told yet. A final trial's checkpoints are deleted, their bytes
+    kept in its `checkpoint_bytes` attribute.
     """
     from optuna.trial import TrialState
 
@@ -332,6 +345,10 @@ def tell(store: Any, study: Any, number: int, run: Path, objective: str) -> str:
     set_trial_attr(store, study, number, "status", status)
     if summary.get("global_step") is not None:
         set_trial_attr(store, study, number, "optimizer_steps", int(summary["global_step"]))
+    if status == PAUSED:  # a promotion's trial at its rung: it stays running in the study until promoted or cut
+        return status
+    if freed := promotion.delete_checkpoints(run):  # a promoted trial that is final now: its paused checkpoints
+        set_trial_attr(store, study, number, "checkpoint_bytes", freed)
     if status == COMPLETED and (value := objective_of(summary, objective)) is not None:
         study.tell(number, value, skip_if_finished=True)
     elif status == PRUNED:
@@ -343,13 +360,14 @@ def tell(store: Any, study: Any, number: int, run: Path, objective: str) -> str:
     return status
 
 
-def trial_cell(st: Study, number: int, lr: float, sweep_dir: Path) -> Cell:
+def trial_cell(st: Study, number: int, lr: float, sweep_dir: Path, pause_at: int | None = None) -> Cell:
     """The cell of trial `number` of study `st` at learning rate `lr`: the fixed axes' cell with the optimizer, the
-    learning rate and the trial (`trial.storage`, `trial.study`, `trial.number`) set."""
+    learning rate and the trial (`trial.storage`, `trial.study`, `trial.number`, `trial.pause_at`: the first rung
+    under sha, else null) set."""
     name = f"{st.optimizer}-t{number:02d}-lr{lr:.3g}_{st.cell.name}"
     storage = (Path(sweep_dir) / studies.STORAGE_FILE).resolve()
     overrides = [*st.cell.overrides, f"optimizer={st.optimizer}", f"optimizer.lr={lr!r}",
-                 f"trial={{storage: '{storage}', study: '{st.name}', number: {number}}}"]
+                 promotion.trial_override(storage, st.name, number, pause_at, resume=False)]
     return Cell(name, overrides, {"optimizer": st.optimizer, "lr": lr, **st.cell.axes, "trial": number,
                                   "study": st.name})
 
@@ -395,20 +413,33 @@ def run(sweep: Sweep, sweep_dir: Path, resume: bool = False, dry_run: bool = Fal
         store = studies.storage(sweep_dir / studies.STORAGE_FILE)
         opened = {st.name: open_study(store, sweep_dir, st, search, max_steps, i) for i, st in enumerate(plan)}
         close_stale(store, sweep_dir, manifest, opened, search.objective)
+        if search.pruner == "sha":
+            ran, code = run_promotion(sweep, sweep_dir, plan, opened, search, max_steps, manifest, store)
+            return {"describe": info, "cells": manifest["cells"], "ran": ran, "code": code}
         ran: list[int] = []
         code = 0
         while batch := ask(sweep_dir, plan, opened, search, sweep.max_parallel, manifest, sweep.extra):
-            write_manifest(sweep_dir, manifest)
-            try:
-                exit_code, _ = launch.launch_cells(sweep, sweep_dir, manifest["cells"], batch)
-            finally:  # Ctrl-C too: every trial of the batch is told how its run ended
-                for i in batch:
-                    cell = manifest["cells"][i]
-                    tell(store, opened[cell["axes"]["study"]], cell["axes"]["trial"], sweep_dir / cell["run_dir"],
-                         search.objective)
+            code = code or run_batch(sweep, sweep_dir, manifest, batch, store, opened, search.objective)
             ran += batch
-            code = code or exit_code
     return {"describe": info, "cells": manifest["cells"], "ran": ran, "code": code}
+
+
+def run_batch(sweep: Sweep, sweep_dir: Path, manifest: Manifest, batch: Sequence[int], store: Any,
+              opened: Mapping[str, Any], objective: str) -> int:
+    """Write the manifest, run the trials `batch` (indices into its cells) through the sweep's launcher and tell
+    each study how its trials' runs ended, on Ctrl-C too; return the multiruns' first non-zero exit code.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, once the running trials have ended `interrupted` and been told.
+    """
+    write_manifest(sweep_dir, manifest)
+    try:
+        exit_code, _ = launch.launch_cells(sweep, sweep_dir, manifest["cells"], batch)
+    finally:  # Ctrl-C too: every trial of the batch is told how its run ended
+        for i in batch:
+            cell = manifest["cells"][i]
+            tell(store, opened[cell["axes"]["study"]], cell["axes"]["trial"], sweep_dir / cell["run_dir"], objective)
+    return exit_code
 
 
 def close_stale(store: Any, sweep_dir: Path, manifest: Manifest, opened: Mapping[str, Any], objective: str) -> None:
@@ -429,9 +460,10 @@ def close_stale(store: Any, sweep_dir: Path, manifest: Manifest, opened: Mapping
 
 
 def ask(sweep_dir: Path, plan: Sequence[Study], opened: Mapping[str, Any], search: Search, max_parallel: int,
-        manifest: Manifest, extra: Sequence[str]) -> list[int]:
+        manifest: Manifest, extra: Sequence[str], pause_at: int | None = None) -> list[int]:
     """Ask up to `max_parallel` new trials, round robin over the studies that have budget left, and append their
-    cells to `manifest` (in memory); return their indices. An empty list: every study has its trials."""
+    cells to `manifest` (in memory; `pause_at`: their `trial.pause_at`); return their indices. An empty list: every
+    study has its trials."""
     from optuna.distributions import FloatDistribution
 
     batch: list[int] = []
@@ -444,7 +476,7 @@ def ask(sweep_dir: Path, plan: Sequence[Study], opened: Mapping[str, Any], searc
             lo, hi = search.ranges[st.optimizer]
             trial = opened[st.name].ask({"lr": FloatDistribution(lo, hi, log=True)})
             lr = float(trial.params["lr"])
-            cell = trial_cell(st, trial.number, lr, sweep_dir)
+            cell = trial_cell(st, trial.number, lr, sweep_dir, pause_at)
             manifest["cells"].append(ManifestCell(name=cell.name, overrides=[*cell.overrides, *extra],
                                                   axes=cell.axes, run_dir=cell.run_dir))
             batch.append(len(manifest["cells"]) - 1)
@@ -454,7 +486,8 @@ def ask(sweep_dir: Path, plan: Sequence[Study], opened: Mapping[str, Any], searc
 
 def read_search(sweep_dir: Path) -> dict[str, Any] | None:
     """The studies of a search sweep directory, for `rlvr report`: study name -> `{"attrs": its search attribute,
-    "trials": [{"number", "state", "lr", "value", "status", "closed", "intermediate": {step: value}}]}`; None
+    "trials": [{"number", "state", "lr", "value", "status", "closed", "run_dir", "optimizer_steps",
+    "checkpoint_bytes": the paused checkpoints deleted once it was final (sha), "intermediate": {step: value}}]}`; None
     when the directory holds no study (a grid)."""
     path = Path(sweep_dir) / studies.STORAGE_FILE
     if not path.is_file():
@@ -468,6 +501,52 @@ def read_search(sweep_dir: Path) -> dict[str, Any] | None:
             "trials": [{"number": t.number, "state": t.state.name.lower(), "lr": t.params.get("lr"),
                         "value": t.value, "status": t.user_attrs.get("status"), "closed": t.user_attrs.get(CLOSED),
                         "run_dir": t.user_attrs.get("run_dir"), "optimizer_steps": t.user_attrs.get("optimizer_steps"),
+                        "checkpoint_bytes": t.user_attrs.get("checkpoint_bytes"),
                         "intermediate": dict(t.intermediate_values)} for t in trials]}
     return json.loads(json.dumps(out))  # plain values (int keys become strings, as in report.json)
 
+
+
+def run_promotion(sweep: Sweep, sweep_dir: Path, plan: Sequence[Study], opened: Mapping[str, Any], search: Search,
+                  max_steps: int, manifest: Manifest, store: Any) -> tuple[list[int], int]:
+    """The rounds of a `pruner: sha` search (`rlvr_cli.sweeps.promotion`): ask every study's trials at once (to
+    pause at the first rung), then, round after round, cut the trials a complete rung leaves behind and run the
+    rest to their next rung (resumed from their checkpoints), all studies' runs of a round in one launch
+    (`--max-parallel` at a time); every run is told how it ended. Returns `(indices run, first non-zero exit code
+    of the multiruns)`.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, once the running trials have ended `interrupted` and been told.
+    """
+    from optuna.trial import TrialState
+
+    rungs = studies.rungs(search.min_resource, search.reduction_factor, max_steps)
+    storage = (Path(sweep_dir) / studies.STORAGE_FILE).resolve()
+    ran: list[int] = []
+    code = 0
+    while True:
+        ask(sweep_dir, plan, opened, search, len(plan) * search.trials, manifest, sweep.extra,
+            pause_at=rungs[0] if rungs else None)  # synchronous: a study's trials all start at once
+        index = {(c["axes"].get("study"), c["axes"].get("trial")): i for i, c in enumerate(manifest["cells"])}
+        batch: list[int] = []
+        for st in plan:
+            study = opened[st.name]
+            runs = {t.number: sweep_dir / manifest["cells"][index[(st.name, t.number)]]["run_dir"]
+                    for t in study.get_trials(deepcopy=False) if (st.name, t.number) in index}
+            views = {t.number: promotion.view(t, runs.get(t.number))
+                     for t in study.get_trials(deepcopy=False) if counts_against_budget(t)}
+            step = promotion.plan_study(list(views.values()), rungs, search.reduction_factor)
+            for cut in step.cut:
+                freed = promotion.mark_cut(runs[cut.number], cut)
+                for key, value in (("status", PRUNED), ("cut", cut.reason()), ("checkpoint_bytes", freed)):
+                    set_trial_attr(store, study, cut.number, key, value)
+                study.tell(cut.number, state=TrialState.PRUNED, skip_if_finished=True)
+            for number, pause_at in step.run:
+                cell = manifest["cells"][index[(st.name, number)]]
+                cell["overrides"] = promotion.with_trial(cell["overrides"], promotion.trial_override(
+                    storage, st.name, number, pause_at, resume=views[number].step > 0))
+                batch.append(index[(st.name, number)])
+        if not batch:
+            return ran, code
+        code = code or run_batch(sweep, sweep_dir, manifest, batch, store, opened, search.objective)
+        ran += batch

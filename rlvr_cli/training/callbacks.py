@@ -21,6 +21,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from rlvr_cli.analysis.sparsity import compare, initial_weights, model_update
+from rlvr_cli.core.run_dir import read_metrics
 
 #: metrics.jsonl field -> key in TRL's GRPOTrainer logs (TRL 1.16).
 FIELDS = {
@@ -65,7 +66,7 @@ class MetricsLog(TrainerCallback):
         write: append to `path` (False on the other ranks of a launch: records and guard only).
 
     Attributes:
-        records: every record written, in order.
+        records: every record written, in order (a resumed run's earlier records first, read from `path`).
         diverged: None, or why the run was stopped (e.g. "loss=nan at step 4").
     """
 
@@ -73,7 +74,7 @@ class MetricsLog(TrainerCallback):
         self.path = path
         self.write = write
         self.stop_on_nonfinite = stop_on_nonfinite
-        self.records: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = read_metrics(path)  # a resumed trial's steps so far; [] for a new run
         self.diverged: str | None = None
         self._t0 = time.perf_counter()
         self._step_time: float | None = None

@@ -4,16 +4,24 @@ says so; the run then ends `pruned` (`rlvr_cli.core.run_dir.PRUNED`), with the s
 summary.json. The `trial` node of the run's config names the study (`trial.storage`, `trial.study`,
 `trial.number`); the pruner and the objective's smoothing are the study's own (its `search` user attribute, set by
 `rlvr_cli.sweeps.search`), so that every trial of a study is judged alike.
+
+Under the promotion variant of successive halving (`search.pruner: sha`, `rlvr_cli.sweeps.promotion`) the run
+does not ask a pruner: it stops at step `trial.pause_at` with a Trainer checkpoint (`<run>/checkpoint-<step>/`:
+weights or adapter, optimizer, scheduler and RNG states, transformers' `Trainer._save_checkpoint`) and ends
+`paused`; the sweep then cuts it or resumes it (`trial.resume`: the run reopens its directory and calls
+`trainer.train(resume_from_checkpoint=...)`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from rlvr_cli.core import run_dir
 from rlvr_cli.core import study as studies
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.training.distributed import every_rank
@@ -52,6 +60,50 @@ def open_trial(trial_cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     return study, optuna.trial.Trial(study, trial_id), search
 
 
+def check_pause(trial_cfg: Mapping[str, Any], max_steps: int, run_name: str | None) -> None:
+    """Check a trial's `pause_at` and `resume` against the run.
+
+    Raises:
+        BadInput: `pause_at` at or past `grpo.max_steps` (a run at its last step completes: nothing to resume), or
+            `resume` without a `run_name` (the paused run directory to reopen).
+    """
+    pause_at = trial_cfg.get("pause_at")
+    if pause_at is not None and int(pause_at) >= int(max_steps):
+        raise BadInput(f"trial.pause_at={pause_at} is not below grpo.max_steps={max_steps}: a run at its last step "
+                       "completes; give pause_at < max_steps, or null")
+    if trial_cfg.get("resume") and not run_name:
+        raise BadInput("trial.resume=true needs run_name=NAME: the paused run directory to resume")
+
+
+def resume_checkpoint(path: Path) -> Path:
+    """The checkpoint a paused trial resumes from: the newest `checkpoint-<step>/` of its run directory.
+
+    Raises:
+        BadInput: the run directory is not `paused` (`run_dir.reopen`), or holds no checkpoint.
+    """
+    run_dir.reopen(path)
+    found = run_dir.checkpoints(path)
+    if not found:
+        raise BadInput(f"run directory {path} is paused but holds no checkpoint-<step>/ to resume from; rerun the "
+                       "trial (rlvr sweep --resume asks a new one)")
+    return found[-1]
+
+
+def settle_pause(path: Path, paused: Mapping[str, Any], main: bool = True) -> dict[str, Any]:
+    """After a run paused: delete its older checkpoints (a resumed trial's previous rung), keep the newest.
+
+    Returns:
+        summary.json's `paused`: `step`, `objective`, `checkpoint` (its path) and `checkpoint_bytes` (its size).
+    """
+    found = run_dir.checkpoints(path)
+    if main:
+        for old in found[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+    last = found[-1] if found else None
+    return {**paused, "checkpoint": str(last) if last else None,
+            "checkpoint_bytes": run_dir.tree_bytes(last) if last else 0}
+
+
 class TrialPruning(TrainerCallback):
     """Report the smoothed training reward (the running mean of the last `smoothing` steps' `reward`, TRL's logged
     mean reward of a step; `rlvr_cli.core.study.smoothed`) to the trial after every optimizer step, and stop at the
@@ -62,17 +114,27 @@ class TrialPruning(TrainerCallback):
         pruned: None, or `{"step", "objective", "rung", "threshold", "pruner"}` once the trial was pruned (the rung's
             threshold by `rlvr_cli.core.study.rung_threshold`, asha only; else None).
         objective: the last smoothed value reported.
+        paused: None, or `{"step", "objective"}` once the run stopped at `trial.pause_at` (its checkpoint is saved
+            by the Trainer at the end of that step).
+
+    Args:
+        trial_cfg: the run's `trial` node.
+        main: whether this is the main process (it alone opens the study and reports).
+        rewards: the rewards of the steps a resumed trial has run already (metrics.jsonl), so that its smoothing
+            goes on where it paused.
     """
 
-    def __init__(self, trial_cfg: Mapping[str, Any], main: bool = True):
+    def __init__(self, trial_cfg: Mapping[str, Any], main: bool = True, rewards: Sequence[float] = ()):
         self.study, self.trial, self.search = open_trial(trial_cfg) if main else (None, None, {})
         self.main = main
-        self.rewards: list[float] = []
+        self.pause_at = trial_cfg.get("pause_at")
+        self.rewards: list[float] = list(rewards)  # a resumed trial's rewards so far: the smoothing goes on
         self.objective: float | None = None
         self.pruned: dict[str, Any] | None = None
+        self.paused: dict[str, Any] | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "reward" not in logs or self.pruned:
+        if not logs or "reward" not in logs or self.pruned or self.paused:
             return
         self.rewards.append(logs["reward"])
         prune = 0
@@ -80,6 +142,14 @@ class TrialPruning(TrainerCallback):
             self.objective = studies.smoothed(self.rewards, int(self.search.get("smoothing", 3)))
             if self.objective is not None:
                 self.trial.report(self.objective, step=state.global_step)
+        if self.pause_at is not None and int(self.pause_at) <= state.global_step < state.max_steps:
+            # every rank knows pause_at: no collective; the Trainer saves the checkpoint right after this log
+            self.paused = {"step": state.global_step, "objective": self.objective}
+            control.should_save = True
+            control.should_training_stop = True
+            return
+        if self.main:
+            if self.objective is not None:
                 # a trial at its last step has paid for every step: it completes, whatever a rung placed there says
                 # (Optuna's SuccessiveHalvingPruner would prune at step min_resource * reduction_factor**k == max_steps)
                 prune = int(state.global_step < state.max_steps and self.trial.should_prune())

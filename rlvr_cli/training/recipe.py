@@ -67,6 +67,7 @@ class Inputs:
         path: the run directory to create.
         args: the TRL `GRPOConfig`.
         precision: the resolved `precision` (`rlvr_cli.core.precision.resolve`: `auto` made concrete here).
+        resume_from: the checkpoint a paused trial resumes from (`trial.resume`), else None.
     """
 
     problems: list[dict[str, str]]
@@ -79,6 +80,7 @@ class Inputs:
     path: Path
     args: Any
     precision: precision.Precision
+    resume_from: Path | None = None
 
 
 def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
@@ -107,6 +109,7 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
     if cfg.get("trial"):
         pruning.open_trial(cfg.trial)  # the study and the trial exist, and the trial is not finished
+        pruning.check_pause(cfg.trial, cfg.grpo.max_steps, cfg.run_name)
     launch, dist = distributed.use_slurm_env(), cfg.get("distributed") or {}
     parallelism.check(cfg, launch.world_size)
     processes = parallelism.run_processes(dist, launch.world_size)  # the run's world size, launched or to launch
@@ -120,10 +123,16 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     distributed.check_started(launch)
     # One run directory whatever the world size: rank 0 picks the path (a default name has a random suffix and the
     # time of its own clock) and every rank gets it, or rank 0's refusal.
-    path = distributed.on_main(lambda: run_dir.run_path(cfg)) if claim else Path(str(cfg.output_dir), cfg.run_name)
+    if resuming(cfg):  # a promoted trial: its paused run directory, reopened (`run_dir.reopen`) in `train`
+        path = Path(str(cfg.output_dir), str(cfg.run_name))
+        resume_from = pruning.resume_checkpoint(path)
+    else:
+        resume_from = None
+        path = distributed.on_main(lambda: run_dir.run_path(cfg)) if claim \
+            else Path(str(cfg.output_dir), cfg.run_name)
     args.output_dir = str(path)
     return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
-                  path, args, prec)
+                  path, args, prec, resume_from)
 
 
 def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], use_wandb: bool,
@@ -320,10 +329,13 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     main = inputs.args.process_index == 0
     # 2. The run directory (created by the main process; the other ranks of a launch wait for it). From here on,
     # every way out ends with a final status in summary.json.
-    with lifecycle.run_lifecycle(lambda: run_dir.create(inputs.path, cfg, list(overrides), extra=files),
-                                 identity(cfg, inputs), main=main, stop_on_nonfinite=cfg.stop_on_nonfinite) as life:
+    create = (lambda: run_dir.reopen(inputs.path)) if resuming(cfg) else \
+        (lambda: run_dir.create(inputs.path, cfg, list(overrides), extra=files))
+    with lifecycle.run_lifecycle(create, identity(cfg, inputs), main=main,
+                                 stop_on_nonfinite=cfg.stop_on_nonfinite) as life:
         sparsity = update_sparsity_callback(cfg.get("sparsity"))
-        trial = pruning.TrialPruning(cfg.trial, main) if cfg.get("trial") else None  # a search's trial reports
+        trial = pruning.TrialPruning(cfg.trial, main, [r["reward"] for r in life.metrics.records]) \
+            if cfg.get("trial") else None  # a search's trial reports (a resumed one goes on from its rewards)
         bar = RichProgress(f"GRPO {life.run.path.name}") if progress and main else None
         life.figures = lambda: final_figures(cfg, inputs, life.trainer, life.metrics, sparsity)
         if bar:
@@ -332,7 +344,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
         start_server(cfg, inputs, life)
         tokenizer = setup(cfg, inputs, life, [*([trial] if trial else []), *callbacks, *([bar] if bar else [])],
                           sparsity)  # 3. model, trainer
-        run_training(life, bar, trial)  # 4. train, unless a signal came first
+        run_training(life, bar, trial, inputs.resume_from)  # 4. train, unless a signal came first
         save(cfg, inputs, life, tokenizer, sparsity)  # 5. what there is (never a diverged model)
         evaluate(cfg, inputs, life, tokenizer, progress)  # 6. a completed run, when eval.benchmarks lists any
         life.stage = "memory accounting"
@@ -377,12 +389,19 @@ def setup(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life, callbacks: list
     return tokenizer
 
 
-def run_training(life: lifecycle.Life, bar: RichProgress | None, trial: pruning.TrialPruning | None = None) -> None:
-    """`trainer.train()` (unless a stop signal came first), then the status it ended with (`Life.training_ended`):
-    `pruned` when a search's pruner stopped it (`trial`), with the step, the objective and the rung's threshold in
-    summary.json's `pruned`."""
+def resuming(cfg: DictConfig) -> bool:
+    """Whether the run resumes a paused trial (`trial.resume`, set by rlvr sweep's promotion)."""
+    return bool(cfg.get("trial") and cfg.trial.get("resume"))
+
+
+def run_training(life: lifecycle.Life, bar: RichProgress | None, trial: pruning.TrialPruning | None = None,
+                 checkpoint: Path | None = None) -> None:
+    """`trainer.train()` (unless a stop signal came first; from `checkpoint` when a paused trial resumes), then the
+    status it ended with (`Life.training_ended`): `pruned` when a search's pruner stopped it (`trial`), with the
+    step, the objective and the rung's threshold in summary.json's `pruned`; `paused` when it stopped at
+    `trial.pause_at`, with its checkpoint (the older ones of a resumed trial deleted) in summary.json's `paused`."""
     if life.go_on:
-        life.trainer.train()
+        life.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if bar:
         bar.stop()
     life.training_ended()
@@ -391,6 +410,10 @@ def run_training(life: lifecycle.Life, bar: RichProgress | None, trial: pruning.
         if trial.pruned and life.status == run_dir.COMPLETED:
             life.status, life.reason = run_dir.PRUNED, trial.reason()
             life.summary["pruned"] = trial.pruned
+        if trial.paused and life.status == run_dir.COMPLETED:
+            life.status = run_dir.PAUSED
+            life.summary["paused"] = pruning.settle_pause(life.run.path, trial.paused, main=life.main)
+            life.reason = f"paused at step {trial.paused['step']} with a checkpoint: rlvr sweep resumes or cuts it"
 
 
 def save(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life, tokenizer: Any,
