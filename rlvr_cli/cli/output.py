@@ -22,13 +22,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_dir import COMPLETED, DEAD, DIVERGED, FAILED, PRUNED, UNKNOWN
+from rlvr_cli.core.run_dir import COMPLETED, DEAD, DIVERGED, FAILED, PAUSED, PRUNED, UNKNOWN
 
 #: The width of stdout when it is not a terminal (a pipe, a file): wide enough that every table keeps whole
 #: rows and long lines (paths) stay on one line, whatever COLUMNS says.
 PIPE_WIDTH = 1000
 #: Rich styles of run statuses (`rlvr train`'s summary, `rlvr report`'s cells); any other status is yellow.
-STATUS_COLOURS = {COMPLETED: "green", PRUNED: "cyan", DIVERGED: "red", FAILED: "red", DEAD: "red", UNKNOWN: "magenta"}
+STATUS_COLOURS = {COMPLETED: "green", PRUNED: "cyan", PAUSED: "blue", DIVERGED: "red", FAILED: "red", DEAD: "red",
+                  UNKNOWN: "magenta"}
 
 
 def status_colour(status: str) -> str:

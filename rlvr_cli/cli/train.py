@@ -24,7 +24,7 @@ from rlvr_cli.core.units import human_bytes
 
 def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     """Run one GRPO training run. Exit codes: 0 completed, 1 failed, 2 bad input, 3 diverged, 4 pruned (a
-    search trial), 130 interrupted.
+    search trial), 5 paused (a trial of a `pruner: sha` search at its rung, with a checkpoint), 130 interrupted.
 
     Under `torchrun`, `accelerate launch` or `srun` every rank ends with the same exit code; rank 0 alone prints
     the summary. With `distributed=ddp|fsdp|zero2|zero3 distributed.num_processes=N` outside such a launcher, the

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr_cli.analysis.sparsity import KINDS
-from rlvr_cli.core.run_dir import DEAD, DIVERGED, FAILED, PENDING, PRUNED, UNKNOWN, read_metrics, run_state
+from rlvr_cli.core.run_dir import DEAD, DIVERGED, FAILED, PAUSED, PENDING, PRUNED, UNKNOWN, read_metrics, run_state
 from rlvr_cli.sweeps.grid import log_grid
 from rlvr_cli.sweeps.manifest import read_manifest
 from rlvr_cli.sweeps.search import read_search
@@ -50,8 +50,8 @@ FIGURES = ("status", "final_reward", "first_reward", "frac_reward_zero_std", "ze
            "optimizer_state_bytes_analytic", "trainable_params", "total_params", "wall_time_s", "peak_memory_bytes",
            "memory_analytic_bytes", "sparsity_tolerance", *CHANGED, "reason", "run_dir")
 #: Statuses whose final reward never counts (a failed or dead run's numbers are not a result; a pending or unknown
-#: one has none; a pruned trial's is its reward where its search stopped it, not at the last step).
-NOT_COUNTED = (FAILED, PENDING, DEAD, UNKNOWN, PRUNED)
+#: one has none; a pruned or paused trial's is its reward where its search stopped it, not at the last step).
+NOT_COUNTED = (FAILED, PENDING, DEAD, UNKNOWN, PRUNED, PAUSED)
 #: The files `write_report` writes into the sweep directory, in that order.
 REPORT_FILES = ("report.csv", "report_by_adapter.csv", "report.json")
 
