@@ -8,6 +8,7 @@ directory, which the runs and the sweep open at the same time.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -115,6 +116,12 @@ def test_the_sampler_seed_repeats_the_learning_rates(tmp_path):
     assert first == again and len(first) == 6 and len(set(first)) == 6
     other = asked(_search_file(tmp_path, seed=1), tmp_path / "c")
     assert other != first
+    # qmc (scipy's scrambled Sobol sequence through Optuna's QMCSampler): six trials asked at once, as sha asks
+    # them, spread over sgd's log range 1e-3..1: they fall in at least 4 of its 6 half-decades
+    one = _search_file(tmp_path, name="q", sampler="qmc", trials=6,
+                       optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1.0}}})
+    qmc = asked(one, tmp_path / "d")
+    assert len(qmc) == 6 and len({min(int((math.log10(lr) + 3) / 0.5), 5) for lr in qmc}) >= 4, qmc
 
 
 # --- a trial that its pruner stops -----------------------------------------------------------------------------

@@ -12,7 +12,9 @@ prunes. These are the *stopping* variant of successive halving: a stopped trial 
 variant (Li et al., arXiv 1810.05934, section 3; `rlvr_cli.sweeps.promotion`): every trial pauses at a rung with a
 checkpoint, and the sweep resumes the best of the rung; its trials' study has no pruner of its own (`NopPruner`).
 Samplers: `tpe` (`TPESampler`, Bergstra et al., NeurIPS 2011, with `constant_liar` for trials run in
-parallel), `grid` (`GridSampler` over a log grid), `random` (`RandomSampler`).
+parallel), `qmc` (`QMCSampler`, a scrambled Sobol sequence over the log range: trials asked at once, as `sha` asks
+them, spread over the range instead of clustering), `grid` (`GridSampler` over a log grid), `random`
+(`RandomSampler`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 #: `search.sampler` values.
-SAMPLERS = ("tpe", "grid", "random")
+SAMPLERS = ("tpe", "qmc", "grid", "random")
 #: `search.pruner` values.
 PRUNERS = ("asha", "sha", "hyperband", "median", "none")
 #: The study storage file of a sweep directory: Optuna's journal storage, safe for processes of one host and, on a
@@ -69,7 +71,7 @@ def sampler(name: str, seed: int, grid: Sequence[float] = ()) -> Any:
     """The Optuna sampler called `name` (`SAMPLERS`), seeded so that the asked learning rates repeat.
 
     Args:
-        name: tpe | grid | random.
+        name: tpe | qmc | grid | random.
         seed: the sampler's seed.
         grid: the learning rates of `grid` (`GridSampler`'s search space `{"lr": grid}`).
     """
@@ -79,6 +81,12 @@ def sampler(name: str, seed: int, grid: Sequence[float] = ()) -> Any:
         return optuna.samplers.GridSampler({"lr": list(grid)}, seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        import warnings
+
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.0; its API is what rlvr uses
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=3)
 
 
