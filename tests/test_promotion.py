@@ -76,6 +76,16 @@ def test_ties_at_the_cut_go_on_and_a_failed_trial_ranks_last():
     assert paid == 3 * 6 + 1  # trial 3 paid its one step
 
 
+def test_a_tie_in_float32_rounding_is_a_tie():
+    """Two trials with 13 of 36 right answers over the smoothing window, averaged in another order: equal values up
+    to float32 rounding (measured on SmolLM2, seed 0), so both go on."""
+    trials = [TrialView(0, RUNNING, 4, {4: 0.4444444378217061}), TrialView(1, RUNNING, 4, {4: 0.3611111094554265}),
+              TrialView(2, RUNNING, 4, {4: 0.3611111044883728}), TrialView(3, RUNNING, 4, {4: 0.25}),
+              TrialView(4, RUNNING, 4, {4: 0.2}), TrialView(5, RUNNING, 4, {4: 0.1})]
+    plan = plan_study(trials, [4, 12], 3)
+    assert sorted(n for n, _ in plan.run) == [0, 1, 2] and [c.number for c in plan.cut] == [3, 4, 5]
+
+
 def test_the_plan_is_recomputed_from_state_so_a_resumed_sweep_repeats_nothing():
     """A study where rung 0 was decided (trial 1 cut, trial 0 paused at rung 1) and a new trial (asked after a
     closed one) has not run: only the new trial runs, to rung 0; once it has, rung 0 is decided again with it."""
