@@ -48,7 +48,7 @@ def _search_file(tmp_path: Path, name: str = "s", **search) -> Path:
 # --- bad input: one line, before anything runs --------------------------------------------------------------------
 
 BAD = {
-    "sampler": ({"sampler": "bayes"}, "search.sampler: unknown sampler 'bayes'; valid: tpe, grid, random"),
+    "sampler": ({"sampler": "bayes"}, "search.sampler: unknown sampler 'bayes'; valid: tpe, qmc, grid, random"),
     "pruner": ({"pruner": "hyper"}, "search.pruner: unknown pruner 'hyper'; valid: asha, sha, hyperband, median, none"),
     "range_order": ({"optimizer": {"sgd": {"lr": {"min": 0.1, "max": 0.01}}}},
                     "search.optimizer.sgd.lr: a range needs 0 < min < max <= 1, got min=0.1, max=0.01"),
