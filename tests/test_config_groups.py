@@ -16,6 +16,7 @@ from rlvr_cli.analysis.memory import STATE_MODELS, _tensor_state, state_bytes_an
 from rlvr_cli.core import schema
 from rlvr_cli.core.config import GROUPS, compose, config_dir, group_options, validate
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.targets import check_option_file
 from rlvr_cli.evaluation.benchmarks import BENCHMARKS, Benchmark, parse_benchmarks
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.sweeps.launch import LAUNCHERS, launcher_configs
@@ -28,7 +29,12 @@ NEEDS_CUDA = "adamw_8bit"
 
 
 def _compose(group: str, option: str):
-    return compose([f"{'+' if group in EXTRA_GROUPS else ''}{group}={option}"])
+    """The run config with `group=option`; for a group rlvr instantiates whole, outside a run config (rewards,
+    benchmarks), a config holding only that file's node: composed into a run config its `_target_` is refused
+    (rlvr_cli/core/targets.py)."""
+    if group in EXTRA_GROUPS:
+        return OmegaConf.create({group: OmegaConf.load(config_dir() / group / f"{option}.yaml")})
+    return compose([f"{group}={option}"])
 
 
 def _linear_step(factory):
@@ -48,6 +54,12 @@ def _skip_without_cuda_bnb(name: str) -> None:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in (*GROUPS, *EXTRA_GROUPS) for o in group_options(g)])
 def test_every_file_of_every_group_composes(group, option):
+    if group in EXTRA_GROUPS:  # built whole by rlvr (one top-level, allowed _target_), never part of a run config
+        prefixes = ("hydra.utils.get_method",) if group == "reward" else ("rlvr_cli.evaluation.benchmarks",)
+        check_option_file(_compose(group, option)[group], prefixes)
+        with pytest.raises(BadInput, match=f"{group}._target_="):
+            compose([f"+{group}={option}"])
+        return
     cfg = _compose(group, option)
     assert OmegaConf.select(cfg, group) is not None
     if not (group == "data" and option == "jsonl"):  # data.path is mandatory (???) for the generic JSONL option

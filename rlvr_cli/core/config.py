@@ -19,6 +19,7 @@ from rlvr_cli.core.checks import check_path_component, check_rank
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.groups import config_dir, group_options
 from rlvr_cli.core.schema import DTYPES, SAVE_FORMATS
+from rlvr_cli.core.targets import check_run_config
 
 __all__ = ["DTYPES", "GROUPS", "MOVED_KEYS", "SAVE_FORMATS", "Composer", "compose", "config_dir", "group_options",
            "validate"]
@@ -54,7 +55,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
         OmegaConf structured configs, https://omegaconf.readthedocs.io/en/2.3_branch/structured_config.html).
 
     Raises:
-        BadInput: an unknown group option (the message lists the valid ones), an unknown key, an
+        BadInput: a `_target_` rlvr would not build (`rlvr_cli.core.targets.check_run_config`), an unknown
+            group option (the message lists the valid ones), an unknown key, an
             override that does not parse, a config group set to null, an interpolation that fails, a value of
             the wrong type (`seed=abc`: the message names the key, what it must be and an example), or a trainer
             setting under its old name (`optimizer.weight_decay`; the message names `grpo.weight_decay`, see
@@ -104,7 +106,10 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
         OmegaConf.resolve(cfg)
     except Exception as e:  # omegaconf raises several interpolation errors
         raise BadInput(f"cannot resolve config: {one_line(e)}") from None
-    return schema.conform(cfg) if config_name == "train" else cfg
+    if config_name != "train":
+        return cfg
+    check_run_config(cfg)
+    return schema.conform(cfg)
 
 
 def validate(cfg: DictConfig, conformed: bool = False) -> None:
@@ -130,6 +135,7 @@ def validate(cfg: DictConfig, conformed: bool = False) -> None:
         BadInput: naming the first bad value and the fix, in one line.
     """
     if not conformed:
+        check_run_config(cfg)
         cfg = schema.conform(cfg)
     schema.check(cfg)
     if cfg.get("run_name") is not None:
@@ -282,4 +288,7 @@ class Composer:
         OmegaConf.clear_cache(cfg)  # resolvers' cached values (`${now:...}`) are this config's own
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         OmegaConf.resolve(cfg)
-        return schema.conform(cfg) if self.config_name == "train" else cfg
+        if self.config_name != "train":
+            return cfg
+        check_run_config(cfg)
+        return schema.conform(cfg)

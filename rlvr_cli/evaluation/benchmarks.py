@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from rlvr_cli.core.config import config_dir, group_options
 from rlvr_cli.core.errors import BadInput, root_cause
+from rlvr_cli.core.targets import check_option_file
 from rlvr_cli.data.problems import local_or_hub
 
 
@@ -58,7 +59,9 @@ def load_benchmarks() -> dict[str, Benchmark]:
     out = {}
     for name in group_options("benchmark"):
         try:
-            b = instantiate(OmegaConf.load(config_dir() / "benchmark" / f"{name}.yaml"))
+            cfg = OmegaConf.load(config_dir() / "benchmark" / f"{name}.yaml")
+            check_option_file(cfg, ("rlvr_cli.evaluation.benchmarks",))
+            b = instantiate(cfg, _recursive_=False)
         except Exception as e:
             raise BadInput(f"conf/benchmark/{name}.yaml: {root_cause(e)}") from None
         if not isinstance(b, Benchmark) or b.name != name:

@@ -116,7 +116,7 @@ def peft_config(cfg: DictConfig) -> Any:
     fields = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
               if k not in META_KEYS and not (k == "r" and v is None)}
     try:
-        return instantiate(fields, _convert_="all")
+        return instantiate(fields, _convert_="all", _recursive_=False)  # nothing nested is built (core/targets.py)
     except Exception as e:
         raise BadInput(f"adapter={cfg.get('name', '?')}: cannot build {cfg._target_}: {root_cause(e)}") from None
 

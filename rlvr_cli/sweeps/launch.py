@@ -60,6 +60,7 @@ from rlvr_cli.core.config import Composer, compose, validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.parent_death import on_parent_death
 from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, PRUNED, RUNNING, run_state
+from rlvr_cli.core.targets import check_hydra_overrides, targets
 from rlvr_cli.sweeps import slurm
 from rlvr_cli.sweeps.grid import Cell, Sweep, load_sweep, make_sweep
 from rlvr_cli.sweeps.manifest import ManifestCell, manifest_of, manifest_path, read_manifest, write_manifest
@@ -308,12 +309,17 @@ def plan(sweep_file: Path, overrides: Sequence[str] = (), launcher: str = "basic
         The `rlvr_cli.sweeps.grid.Sweep`, with its launcher settings.
 
     Raises:
-        BadInput: a missing or unparsable sweep file, `--max-parallel` < 1, an unknown launcher, a launcher
+        BadInput: a missing or unparsable sweep file, a `_target_` in it or one in a `hydra.*` override that is not
+            Hydra's or rlvr's (`rlvr_cli.core.targets`), `--max-parallel` < 1, an unknown launcher, a launcher
             override Hydra refuses or one that rlvr sets per cell under submitit_slurm (`hydra.launcher.nodes`),
             a bad grid (naming its place in the file).
     """
     data = load_sweep(sweep_file)
+    for at, target in targets(data):  # a value of an override: composing the cells would refuse it too, later
+        raise BadInput(f"{sweep_file}: {at}={target!r}: a sweep file names no _target_; pick the optimizer or "
+                       f"adapter by name (optimizer=NAME, adapter=NAME)")
     launcher_overrides = [o for o in overrides if o.startswith("hydra.")]
+    check_hydra_overrides([*overrides, *[str(o) for o in data.get("base") or []]])
     if max_parallel < 1:
         raise BadInput(f"--max-parallel must be >= 1, got {max_parallel}")
     if launcher not in LAUNCHERS:

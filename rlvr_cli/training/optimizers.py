@@ -86,7 +86,7 @@ def build_optimizer(cfg: DictConfig) -> Any:
         raise BadInput(f"optimizer={name}: conf/optimizer/{name}.yaml needs `_partial_: true` (the Trainer "
                        f"passes the parameters)")
     try:
-        factory = instantiate(constructor_config(cfg), _convert_="all")
+        factory = instantiate(constructor_config(cfg), _convert_="all", _recursive_=False)  # see core/targets.py
         inspect.signature(factory.func).bind([], **factory.keywords)  # an unknown argument fails now, not in train
     except Exception as e:
         extra = " (pip install 'rlvr[gpu]')" if "bitsandbytes" in target else ""

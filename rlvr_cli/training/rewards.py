@@ -25,6 +25,7 @@ from typing import Any
 
 from rlvr_cli.core.config import config_dir, group_options
 from rlvr_cli.core.errors import BadInput, root_cause
+from rlvr_cli.core.targets import check_option_file
 from rlvr_cli.evaluation.grading import boxed_answers, grade
 
 RewardFunc = Callable[..., list[float]]
@@ -96,7 +97,9 @@ def reward_function(name: str) -> RewardFunc:
     names = reward_names()
     if name in names:
         try:
-            func = instantiate(OmegaConf.load(config_dir() / "reward" / f"{name}.yaml"))
+            cfg = OmegaConf.load(config_dir() / "reward" / f"{name}.yaml")
+            check_option_file(cfg, ("hydra.utils.get_method",))
+            func = instantiate(cfg, _recursive_=False)
         except Exception as e:
             raise BadInput(f"reward '{name}' (conf/reward/{name}.yaml): {root_cause(e)}") from None
     elif "." in name:
