@@ -51,7 +51,9 @@ config_app.command("show")(config.config_show)
 def run(args: list[str] | None = None) -> None:
     """The `rlvr` console script: the Typer app, with click's usage errors (a value of the wrong type for an option,
     `--k abc`; an unknown option; a missing argument) as one `error:` line and exit 2, as rlvr's own refusals are,
-    instead of Typer's boxed message. `rlvr` alone prints the help.
+    instead of Typer's boxed message. `rlvr` alone prints the help. Any other exception is one line, exit 1, its
+    traceback in a file (`rlvr_cli.cli.crash.report_unexpected`). A Ctrl-C that no command handled ends with exit
+    130 and no traceback (Typer's own rule inside a command; `error: interrupted` outside one).
 
     Args:
         args: the command line without the program name; default `sys.argv[1:]`.
@@ -74,6 +76,13 @@ def run(args: list[str] | None = None) -> None:
             code = getattr(e, "exit_code", 2)
         else:
             raise
+    except KeyboardInterrupt:  # a Ctrl-C that no command turned into its own line
+        print("error: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as e:  # the last line of defence: one line, the traceback in a file (cli/crash.py)
+        from rlvr_cli.cli.crash import report_unexpected
+
+        code = report_unexpected(e)
     sys.exit(code or 0)
 
 

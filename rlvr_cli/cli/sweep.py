@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rlvr_cli.cli import options
+from rlvr_cli.cli.crash import keep_tracebacks_in
 from rlvr_cli.cli.options import JSON
 from rlvr_cli.cli.output import bad_input_exits, console, err_console, print_json, print_table, stdout_to_stderr
 
@@ -38,6 +39,7 @@ def sweep(
         plan = sweeps.plan(sweep_file, overrides or [], launcher, max_parallel)  # the file, read once
         name = plan.name
         sweep_dir = output_dir or Path("sweeps_out") / str(name)
+        keep_tracebacks_in(sweep_dir)
     if plan.search is not None:  # a learning-rate search: trials asked of Optuna studies
         search_command(plan, sweep_file, sweep_dir, resume, dry_run, as_json)
         return
@@ -130,6 +132,7 @@ def report(sweep_dir: Path = typer.Argument(..., help="a directory made by rlvr 
     With --json: the report (what report.json holds) on stdout instead of the tables."""
     from rlvr_cli.cli.report import report_command
 
+    keep_tracebacks_in(sweep_dir)
     with bad_input_exits(), stdout_to_stderr(as_json):
         result = report_command(sweep_dir, quiet=as_json)
     if as_json:
