@@ -64,6 +64,9 @@ BAD = {
                       "axes.optimizer and search.optimizer both set the optimizers"),
     "lr_override_axis": ({"axes": {"overrides": {"optimizer.lr": [0.1]}}}, "axes.overrides sets the optimizer"),
     "unknown_key": ({"trails": 3}, "search.trails: unknown key"),
+    # issue 26: numpy refused the seed after the sweep directory was made; a huge grid ran out of memory
+    "seed_huge": ({"seed": 2**64}, "search.seed must be an integer in 0..2147483647, got 18446744073709551616"),
+    "per_decade_huge": ({"per_decade": 10**12}, "search.per_decade must be an integer in 1..1000"),
     "unknown_optimizer": ({"optimizer": {"sgdd": {"lr": {"min": 0.01, "max": 0.1}}}}, "unknown optimizer"),
     "objective": ({"objective": "loss"}, "search.objective: unknown objective 'loss'; valid: reward, eval"),
     "eval_without_benchmarks": ({"objective": "eval"}, "search.objective=eval needs runs that evaluate"),
@@ -345,3 +348,26 @@ def test_concurrent_trials_share_the_study_without_losing_a_report(tmp_path):
         run = Path(trial.user_attrs["run_dir"])
         steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
         assert sorted(trial.intermediate_values) == steps, (trial.number, steps)
+
+
+@pytest.mark.slow  # ~40 s: a real search, Ctrl-C while its first trial trains
+def test_ctrl_c_of_a_search_ends_its_trial_interrupted_in_one_line(tmp_path):
+    """Issue 26, item 3: a Ctrl-C printed a KeyboardInterrupt traceback from rlvr_cli/sweeps/job.py before rlvr's
+    line. Now it ends as a grid's does: the running trial `interrupted`, one line, exit 130."""
+    path = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1.0}}}, trials=2)
+    out = tmp_path / "sw"
+    proc = subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "sweep", str(path), "--output-dir", str(out),
+                             "grpo.max_steps=400"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # a trial has logged a step
+        runs = out / "runs"
+        if runs.is_dir() and any(m.read_text().strip() for m in runs.glob("*/metrics.jsonl")):
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: search interrupted"), err[-3000:]
+    statuses = [json.loads(p.read_text())["status"] for p in (out / "runs").glob("*/summary.json")]
+    assert statuses and set(statuses) == {"interrupted"}, statuses

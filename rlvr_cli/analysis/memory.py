@@ -163,6 +163,11 @@ def check_precision(precision: str) -> None:
         raise BadInput(f"unknown precision '{precision}'; valid precisions: {', '.join(PRECISIONS)}")
 
 
+#: The largest parameter count `rlvr memory` takes: 1e15, some 500 times the largest models trained (about 2e12);
+#: past it the byte counts lose their meaning (and, near 1e308, overflow a float).
+MAX_PARAMS = 10**15
+
+
 def parse_model_arg(s: str) -> int | None:
     """A parameter count written as a number (`70e9`, `1.7e9`, `135e6`, `135000000`, or with a suffix: `7B`,
     `135M`, `1.5K`), or None when `s` names a model instead (an embedded name, a directory, a hub id).
@@ -170,7 +175,8 @@ def parse_model_arg(s: str) -> int | None:
     An existing directory is always a model, even with a number for a name.
 
     Raises:
-        BadInput: `s` is a number but not a whole count >= 1 (zero, negative, fractional, not finite).
+        BadInput: `s` is a number but not a whole count in 1..`MAX_PARAMS` (zero, negative, fractional, not
+            finite, 1e400).
     """
     text = s.strip().replace("_", "").replace(",", "")
     if not text or Path(s).expanduser().is_dir():
@@ -182,8 +188,8 @@ def parse_model_arg(s: str) -> int | None:
         value = Decimal(text) * scale
     except InvalidOperation:
         return None
-    if not value.is_finite() or value < 1 or value != value.to_integral_value():
-        raise BadInput(f"parameter count must be a whole number >= 1, got '{s}'; e.g. 70e9 or 1.7e9")
+    if not value.is_finite() or value < 1 or value != value.to_integral_value() or value > MAX_PARAMS:
+        raise BadInput(f"parameter count must be a whole number >= 1 and <= 1e15, got '{s}'; e.g. 70e9 or 1.7e9")
     return int(value)
 
 
@@ -231,10 +237,19 @@ def _split_shapes(model: Any) -> tuple[list[Shape], list[Shape]]:
 
 
 def _adapter_model(model_name_or_path: str, adapter: str, r: int | None) -> Any:
-    """The meta-device model, with the adapter applied unless `adapter == "full"` (see `adapter_shapes`)."""
+    """The meta-device model, with the adapter applied unless `adapter == "full"` (see `adapter_shapes`).
+
+    Raises:
+        BadInput: an unknown adapter, a bad rank, or a rank above the largest of the model's weight matrices.
+    """
     _check_adapter(adapter, r)
     if adapter == "full":
         return meta_model(model_name_or_path)
+    if r is not None:  # PEFT allocates the adapter's matrices: a rank past every weight's would ask for terabytes
+        most = max((min(p.shape) for p in meta_model(model_name_or_path).parameters() if p.dim() == 2), default=0)
+        if r > most:
+            raise BadInput(f"--r {r} is above the largest rank of any weight matrix of {model_name_or_path} ({most}); "
+                           f"use --r {most} or less")
     overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
     return adapter_meta_model(model_name_or_path, compose(overrides).adapter)
 

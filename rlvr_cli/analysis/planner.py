@@ -182,6 +182,10 @@ class GpuMemory:
     vllm: int | None = None
 
 
+#: The largest `--gpu-memory`: 1 PB (1e15 bytes), some 7,000 times a 141 GB H200.
+MAX_GPU_MEMORY = 10**15
+
+
 def parse_size(s: str) -> int:
     """A memory size in bytes: `80GB`, `80G`, `80e9` (decimal, 1 GB = 1e9 bytes), `80GiB` (binary, 2**30),
     `141 GB`; a bare number is bytes.
@@ -190,7 +194,7 @@ def parse_size(s: str) -> int:
         s: the size as typed (`--gpu-memory`); case, spaces, `_` and `,` do not matter.
 
     Raises:
-        BadInput: not a size, or not > 0.
+        BadInput: not a size, not > 0, or above `MAX_GPU_MEMORY`.
     """
     text = s.strip().replace("_", "").replace(",", "").replace(" ", "").upper()
     number = text.rstrip("KMGTIB")
@@ -199,8 +203,8 @@ def parse_size(s: str) -> int:
         value = Decimal(number) * _SIZE_UNITS[unit]
     except (InvalidOperation, KeyError):
         value = None
-    if value is None or not value.is_finite() or value <= 0:
-        raise BadInput(f"--gpu-memory must be a size such as 80GB, 80GiB or 80e9 (bytes), got '{s}'")
+    if value is None or not value.is_finite() or value <= 0 or value > MAX_GPU_MEMORY:
+        raise BadInput(f"--gpu-memory must be a size such as 80GB, 80GiB or 80e9 (bytes), at most 1PB, got '{s}'")
     return int(value)
 
 

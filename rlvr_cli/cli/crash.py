@@ -49,10 +49,13 @@ def report_unexpected(e: Exception) -> int:
     """Print one line for an exception no command expected, keep its traceback (`write_traceback`); exit code 1.
 
     The line: `error: TYPE: MESSAGE (traceback: PATH)`, the message cut at 300 characters (`one_line`); when the
-    file cannot be written the line says so and the traceback goes to stderr after it, so nothing is lost."""
+    file cannot be written the line says so and the traceback goes to stderr after it, so nothing is lost, except
+    for an `OSError` (a fault of the environment, e.g. `No space left on device`: the line is the whole story)."""
     path = write_traceback(e)
-    where = f"traceback: {path}" if path else "the traceback could not be written to a file; it follows"
+    environment = isinstance(e, OSError)  # a full disk, a lost mount: the line says it all
+    where = (f"traceback: {path}" if path else "no traceback file: it could not be written" if environment
+             else "the traceback could not be written to a file; it follows")
     print(f"error: {type(e).__name__}: {one_line(e, 300)} ({where})", file=sys.stderr)
-    if path is None:
+    if path is None and not environment:
         traceback.print_exception(e, file=sys.stderr)
     return 1

@@ -14,11 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from rlvr_cli.cli.output import print_table, status_colour, stdout_console
-from rlvr_cli.core.errors import one_line
+from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.run_dir import DEAD, DIVERGED, FAILED, UNKNOWN
 from rlvr_cli.core.units import human_bytes, percent
 from rlvr_cli.sweeps.plots import write_plots
-from rlvr_cli.sweeps.report import FIGURES, STANDARD_AXES, build_report, several_adapters, write_report
+from rlvr_cli.sweeps.report import FIGURES, REPORT_FILES, STANDARD_AXES, build_report, several_adapters, write_report
 
 #: Statuses whose reason `report_command` prints under the table.
 EXPLAINED = (DIVERGED, FAILED, DEAD, UNKNOWN)
@@ -39,14 +39,16 @@ def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool 
         The report (`rlvr_cli.sweeps.report.build_report`; what report.json holds).
 
     Raises:
-        BadInput: not a sweep directory (no manifest.json), or a manifest that does not parse. The message is one
-            line; nothing is printed or written then. A cell whose summary.json does not parse is shown `unknown`,
+        BadInput: not a sweep directory (no manifest.json), a manifest that does not parse, or a report file or
+            `plots` of the wrong kind (`check_outputs`). The message is one line; nothing is written then.
+            A cell whose summary.json does not parse is shown `unknown`,
             with the parse error.
         OSError: a report file or plot cannot be written.
     """
     sweep_dir = Path(sweep_dir)
     console = console or stdout_console()
     report = build_report(sweep_dir)
+    check_outputs(sweep_dir)
     if not quiet:
         print_tables(report, console)
     files = write_report(sweep_dir, report)
@@ -54,6 +56,21 @@ def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool 
     if not quiet:
         print_files(files, sweep_dir / "plots", plots, console)
     return report
+
+
+def check_outputs(sweep_dir: Path) -> None:
+    """Refuse to report into a sweep directory where a report file (`REPORT_FILES`) is a directory or `plots` is
+    not one, before anything is written.
+
+    Raises:
+        BadInput: naming the path and the fix. One line.
+    """
+    for path in [sweep_dir / name for name in REPORT_FILES]:
+        if path.is_dir():
+            raise BadInput(f"{path} is a directory, where rlvr report writes a file; move it away")
+    plots = sweep_dir / "plots"
+    if plots.exists() and not plots.is_dir():
+        raise BadInput(f"{plots} is a file, where rlvr report writes its plots; move it away")
 
 
 def print_tables(report: dict[str, Any], console: Console) -> None:

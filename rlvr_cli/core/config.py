@@ -22,7 +22,7 @@ from rlvr_cli.core.schema import DTYPES, SAVE_FORMATS
 from rlvr_cli.core.targets import check_run_config
 
 __all__ = ["DTYPES", "GROUPS", "MOVED_KEYS", "SAVE_FORMATS", "Composer", "compose", "config_dir", "group_options",
-           "validate"]
+           "quote_value", "validate"]
 
 #: The config groups, which are also the sweep axes.
 GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "distributed", "generation", "logger")
@@ -40,6 +40,14 @@ PRECISION_KEYS = {
     "distributed.mixed_precision": "distributed.mixed_precision is now the top-level precision: precision=bf16-mixed, "
                                    "precision=fp16-mixed or precision=fp32",
 }
+
+
+def quote_value(text: str) -> str:
+    """`text` as one quoted value of Hydra's override grammar, whatever it holds (`[`, `,`, `=`, spaces, quotes):
+    a quote is escaped, and so is a run of backslashes before a quote or at the end
+    (https://hydra.cc/docs/advanced/override_grammar/basic/#quoted-values)."""
+    text = re.sub(r"(\\+)('|$)", lambda m: m.group(1) * 2 + m.group(2), text)
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:

@@ -94,12 +94,17 @@ def default_run_name(cfg: DictConfig) -> str:
             f"-{secrets.token_hex(3)}")
 
 
-def check_output_dir(output_dir: Path) -> None:
-    """Check that run directories can be created under `output_dir`, writing nothing that stays.
+def check_output_dir(output_dir: Path, where: str = "output_dir") -> None:
+    """Check that directories can be created in `output_dir` (run directories, an evaluation's files), writing
+    nothing that stays.
 
     The nearest existing ancestor of `output_dir` (itself when it exists) must be a directory that this process
     can write into: `os.access` first, then a real probe (an empty temporary directory made and removed at once),
     since `os.access` says yes to root on e.g. /proc.
+
+    Args:
+        output_dir: the directory (it may not exist yet).
+        where: its name in the messages: `output_dir` (a run's), `--output-dir` (`rlvr eval`, `rlvr sparsity`).
 
     Raises:
         BadInput: `output_dir` or an ancestor is a file, or it is not writable (no permission, read-only file
@@ -109,18 +114,18 @@ def check_output_dir(output_dir: Path) -> None:
     probe = out
     while not probe.exists() and probe.parent != probe:
         if probe.is_symlink():  # a dangling link: mkdir would fail on it
-            raise BadInput(f"output_dir {out}: {probe} is a broken symbolic link")
+            raise BadInput(f"{where} {out}: {probe} is a broken symbolic link")
         probe = probe.parent
     if not probe.is_dir():
-        where = "is a file" if probe == out else f"cannot be created: {probe} is a file"
-        raise BadInput(f"output_dir {out} {where}, not a directory; pick another output_dir")
+        what = "is a file" if probe == out else f"cannot be created: {probe} is a file"
+        raise BadInput(f"{where} {out} {what}, not a directory; pick another {where}")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise BadInput(f"output_dir {out} is not writable ({probe}: permission denied or read-only file system); "
-                       "pick another output_dir")
+        raise BadInput(f"{where} {out} is not writable ({probe}: permission denied or read-only file system); "
+                       f"pick another {where}")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".rlvr-write-check-", dir=probe))
     except OSError as e:
-        raise BadInput(f"output_dir {out} is not writable ({probe}: {one_line(e)}); pick another output_dir") from None
+        raise BadInput(f"{where} {out} is not writable ({probe}: {one_line(e)}); pick another {where}") from None
 
 
 def run_path(cfg: DictConfig) -> Path:
@@ -425,7 +430,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():  # a damaged line is skipped
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

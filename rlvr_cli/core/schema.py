@@ -80,6 +80,10 @@ class Rule:
     check: Callable[[Any, str], Any] | None = None
 
 
+#: The largest seed of a run or an evaluation: numpy's generators take seeds in 0..2**32-1.
+MAX_SEED = 2**32 - 1
+
+
 def rule(**kwargs: Any) -> Any:
     """A schema field with a `Rule` (its keyword arguments) and no default: the YAML files hold the defaults.
 
@@ -357,7 +361,7 @@ class TrainSchema:
     sparsity: SparsitySchema | None = MISSING
     save_format: str = rule(choices=SAVE_FORMATS)
     precision: str = rule(choices=PRECISIONS, required=True)
-    seed: int = rule(ge=0, le=2**32 - 1, required=True, example=0)  # numpy's seeds: 0..2**32-1
+    seed: int = rule(ge=0, le=MAX_SEED, required=True, example=0)
     data: DataSchema = MISSING
     eval: EvalSchema = MISSING
     output_dir: str = MISSING

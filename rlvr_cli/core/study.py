@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlvr_cli.core.errors import BadInput, one_line
+
 #: `search.sampler` values.
 SAMPLERS = ("tpe", "qmc", "grid", "random")
 #: `search.pruner` values.
@@ -37,11 +39,23 @@ RUNG_KEY = "completed_rung_{}"
 
 def storage(path: Path) -> Any:
     """Optuna's journal storage in the file `path` (created when missing): `JournalStorage(JournalFileBackend)`.
-    Several processes may open it at once; each write takes the file's lock."""
+    Several processes may open it at once; each write takes the file's lock.
+
+    Raises:
+        BadInput: the file is damaged (Optuna cannot replay it: not UTF-8, not its JSON records); it is left as it
+            is, and the message says how to recover.
+    """
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError:
+        raise
+    except Exception as e:  # UnicodeDecodeError, JSONDecodeError, KeyError, TypeError: Optuna's replay of bad records
+        raise BadInput(f"{path} is damaged and was left as it is ({type(e).__name__}: {one_line(e, 120)}); restore it "
+                       f"from a copy, or run the search again into a new --output-dir (each trial's run directory "
+                       f"under runs/ keeps its metrics)") from None
 
 
 def pruner(name: str, min_resource: int, reduction_factor: int, max_steps: int) -> Any:

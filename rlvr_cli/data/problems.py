@@ -140,7 +140,7 @@ def hub_problems(hub: Mapping[str, Any]) -> list[dict[str, str]]:
             `answer_delimiter` (see `hub_row`). A dict or a `data.hub` config block.
 
     Raises:
-        BadInput: the dataset cannot be loaded (no network, unknown id).
+        BadInput: the dataset cannot be loaded (no network, unknown id), or it has no such split or config.
     """
     from datasets import load_dataset
 
@@ -149,6 +149,9 @@ def hub_problems(hub: Mapping[str, Any]) -> list[dict[str, str]]:
     except (ConnectionError, OSError, FileNotFoundError) as e:
         raise BadInput(f"cannot load dataset '{hub['id']}' from the hub ({one_line(e)}); for local "
                        f"JSONL files set $RLVR_DATA_DIR (make does: ../shared/data) or the data directory") from None
+    except ValueError as e:  # datasets' "Unknown split", a bad config name
+        raise BadInput(f"dataset '{hub['id']}' (config {hub.get('config')}, split {hub['split']!r}): "
+                       f"{one_line(e, 300)}; set data.hub.split (or data.hub.config) to one it has") from None
     return [hub_row(row, hub, i) for i, row in enumerate(ds)]
 
 

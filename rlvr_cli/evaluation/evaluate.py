@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rlvr_cli.core.config import DTYPES
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.run_dir import check_output_dir
+from rlvr_cli.core.schema import MAX_SEED
 from rlvr_cli.data.problems import INSTRUCTION, user_message
 from rlvr_cli.evaluation.benchmarks import load_benchmark, parse_benchmarks
 from rlvr_cli.evaluation.generation import (
@@ -36,15 +40,19 @@ from rlvr_cli.evaluation.generation import (
 )
 from rlvr_cli.evaluation.grading import answer_classes, check_extract, grade
 from rlvr_cli.evaluation.scoring import score
-from rlvr_cli.models.loading import model_path
+from rlvr_cli.models.loading import context_length, model_path
 from rlvr_cli.models.sources import load_eval_model, resolve_model
+
+#: The most completions (k x problems) one evaluation generates: each is kept in memory and in samples.jsonl.
+MAX_SAMPLES = 10_000_000
 
 
 def check_sampling(sampling: Sampling, limit: int | None) -> None:
     """Check sampling values before any model loads.
 
     Raises:
-        BadInput: k < 1, limit < 1, batch size or max new tokens < 1, temperature < 0, top-p outside (0, 1].
+        BadInput: k < 1 or above `MAX_SAMPLES`, limit < 1, batch size or max new tokens < 1, temperature not a
+            finite number >= 0, top-p outside (0, 1], a seed outside 0..2**32-1.
     """
     if sampling.k < 1:
         raise BadInput(f"--k must be >= 1 (samples per problem), got {sampling.k}")
@@ -53,9 +61,36 @@ def check_sampling(sampling: Sampling, limit: int | None) -> None:
     if sampling.batch_size < 1 or sampling.max_new_tokens < 1:
         raise BadInput(f"--batch-size and --max-new-tokens must be >= 1, got {sampling.batch_size}, "
                        f"{sampling.max_new_tokens}")
-    if sampling.temperature < 0 or not 0 < sampling.top_p <= 1:
-        raise BadInput(f"--temperature must be >= 0 and --top-p in (0, 1], got {sampling.temperature}, "
-                       f"{sampling.top_p}")
+    if not (math.isfinite(sampling.temperature) and sampling.temperature >= 0):
+        raise BadInput(f"--temperature must be a finite number >= 0 (0: greedy), got {sampling.temperature}")
+    if not 0 < sampling.top_p <= 1:  # False for nan too
+        raise BadInput(f"--top-p must be in (0, 1], got {sampling.top_p}")
+    if not 0 <= sampling.seed <= MAX_SEED:
+        raise BadInput(f"--seed must be an integer in 0..{MAX_SEED} (as a run's seed), got {sampling.seed}")
+    if sampling.k > MAX_SAMPLES:
+        raise BadInput(f"--k {sampling.k} is more completions per problem than rlvr keeps ({MAX_SAMPLES:,} in all); "
+                       f"lower --k")
+
+
+def check_budget(sampling: Sampling, problems: Mapping[str, Sequence[Any]], context: int | None) -> None:
+    """Check what an evaluation will generate against what the machine and the model can hold, before it starts.
+
+    Args:
+        sampling: the sampling (`k` completions per problem, `max_new_tokens` per completion).
+        problems: benchmark or task name -> its problems.
+        context: the model's context in tokens (`max_position_embeddings`), None when unknown.
+
+    Raises:
+        BadInput: k x problems above `MAX_SAMPLES` (every completion is kept in memory and in samples.jsonl), or
+            `max_new_tokens` at or past the model's context (generation would run into it: transformers only warns).
+    """
+    total = sampling.k * sum(len(rows) for rows in problems.values())
+    if total > MAX_SAMPLES:
+        raise BadInput(f"k x problems = {total:,} completions, more than rlvr keeps ({MAX_SAMPLES:,}); lower --k or "
+                       f"--limit")
+    if context is not None and sampling.max_new_tokens >= context:
+        raise BadInput(f"--max-new-tokens {sampling.max_new_tokens} is past the model's context of {context} tokens "
+                       f"(the prompt included); e.g. --max-new-tokens {min(context // 2, 1024)}")
 
 
 def eval_inputs(cfg: Any) -> tuple[dict[str, list[dict[str, str]]], Sampling | None]:
@@ -189,6 +224,7 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
             directory without weights.
     """
     check_sampling(sampling, limit)
+    check_output_dir(output_dir, "--output-dir")
     check_backend(backend)
     engine = engine or VllmEngine()
     engine.check()
@@ -201,6 +237,7 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     instructions: dict[str, str | None] = {}
     if data is not None:
         problems[data], instructions[data] = task_problems(data, limit)
+    check_budget(sampling, problems, context_length(source.base or source.path))
     identity = {"spec": spec, "kind": source.kind, "path": source.path, "base": source.base, "dtype": dtype,
                 "params": None}
     model = llm = None

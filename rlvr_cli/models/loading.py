@@ -21,6 +21,19 @@ def model_path(name_or_path: str) -> str:
     return str(EMBEDDED_DIRS[name_or_path]()) if name_or_path in EMBEDDED_DIRS else name_or_path
 
 
+def context_length(name_or_path: str) -> int | None:
+    """The model's context in tokens (its config's `max_position_embeddings`), read from its config.json alone
+    (`transformers.AutoConfig`: no weights load); None when the config cannot be read or has no such field."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path(name_or_path))
+    except Exception:  # a hub id off-line, a damaged config: the model load names it
+        return None
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def check_model_source(name_or_path: str) -> None:
     """Fail early on a model that cannot exist: a path-like name that is not a directory.
 

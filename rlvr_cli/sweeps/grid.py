@@ -59,6 +59,10 @@ class Cell:
         return f"runs/{self.name}"
 
 
+#: The most points per decade of a log grid (a search's `per_decade` too): past it a grid is a list too long to hold.
+MAX_PER_DECADE = 1000
+
+
 def log_grid(lo: float, hi: float, per_decade: int) -> list[float]:
     """Learning rates from `lo` to `hi` (both > 0), `per_decade` points per factor of ten, 3 significant digits.
 
@@ -77,8 +81,8 @@ def _lrs(spec: Any, where: str) -> list[float]:
         lo, hi, k = spec["min"], spec["max"], spec["per_decade"]
         if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo <= hi):
             raise _where(where, f"a log grid needs 0 < min <= max, got min={lo}, max={hi}")
-        if not isinstance(k, int) or k < 1:
-            raise _where(where, f"per_decade must be an integer >= 1, got {k!r}")
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_PER_DECADE:
+            raise _where(where, f"per_decade must be an integer in 1..{MAX_PER_DECADE}, got {k!r}")
         return log_grid(lo, hi, k)
     if not isinstance(spec, list):
         raise _where(where, "give a list of learning rates or {min, max, per_decade}")

@@ -24,7 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rlvr_cli.core.config import config_dir
+from rlvr_cli.core.config import config_dir, quote_value
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import FAILED, PENDING, run_state
 from rlvr_cli.sweeps.manifest import ManifestCell, read_manifest
@@ -88,7 +88,7 @@ def main(job: DictConfig) -> str:
         print(f"error: {e}", file=sys.stderr)
         return FAILED
     run = sweep_dir / cell["run_dir"]
-    overrides = [*cell["overrides"], f"output_dir={run.parent}", f"run_name={run.name}"]
+    overrides = [*cell["overrides"], f"output_dir={quote_value(str(run.parent))}", f"run_name={quote_value(run.name)}"]
     hydra_cfg = HydraConfig.get()
     env = dict(os.environ)
     target = hydra_cfg.launcher.get("_target_", "")
@@ -109,4 +109,7 @@ def main(job: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the cell has ended `interrupted` (wait_for_run); `rlvr sweep` says so in one line
+        sys.exit(130)

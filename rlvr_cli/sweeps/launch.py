@@ -56,7 +56,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rlvr_cli.core.config import Composer, compose, validate
+from rlvr_cli.core.config import Composer, compose, quote_value, validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.parent_death import on_parent_death
 from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, PRUNED, RUNNING, run_state
@@ -98,6 +98,14 @@ DONE = (COMPLETED, DIVERGED, PRUNED)
 #: The sweep directory's lock file (`filelock`, held by `rlvr sweep` while it runs) and the file naming its holder.
 LOCK_FILE = ".lock"
 LOCK_OWNER_FILE = ".lock.owner"
+
+
+def copy_sweep_file(path: Path, sweep_dir: Path) -> None:
+    """Copy the sweep file into its sweep directory as `sweep.yaml`, unless it is that file already (a sweep file
+    kept in its own output directory: `shutil.copyfile` refuses to copy a file onto itself)."""
+    target = sweep_dir / "sweep.yaml"
+    if not (target.exists() and os.path.samefile(path, target)):
+        shutil.copyfile(path, target)
 
 
 def check_cells(cells: Sequence[Cell], extra: Sequence[str]) -> list[DictConfig]:
@@ -244,7 +252,7 @@ def prepare(sweep: Sweep, sweep_dir: Path, resume: bool, check: bool = True) -> 
         if check:
             check_cells(sweep.cells, sweep.extra)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(sweep.path, sweep_dir / "sweep.yaml")
+        copy_sweep_file(sweep.path, sweep_dir)
         manifest = fresh
         write_manifest(sweep_dir, manifest)
     states = [run_state(sweep_dir / cell["run_dir"]) for cell in manifest["cells"]]
@@ -280,8 +288,9 @@ def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parall
                      launcher_overrides: list[str]) -> list[str]:
     """The `python -m rlvr_cli.sweeps.job --multirun ...` command that runs cells `todo` through Hydra
     with `launcher` (one of `LAUNCHERS`, checked by `run`)."""
-    cmd = [sys.executable, "-m", "rlvr_cli.sweeps.job", "--multirun", f"sweep_dir={sweep_dir.resolve()}",
-           f"cell={','.join(map(str, todo))}", f"hydra/launcher={launcher_configs()[launcher]}"]
+    cmd = [sys.executable, "-m", "rlvr_cli.sweeps.job", "--multirun",
+           f"sweep_dir={quote_value(str(sweep_dir.resolve()))}", f"cell={','.join(map(str, todo))}",
+           f"hydra/launcher={launcher_configs()[launcher]}"]
     if launcher == "submitit_local":  # submitit runs a whole batch at once; Hydra's sweeper cuts the batches
         cmd.append(f"hydra.sweeper.max_batch_size={max_parallel}")  # time limit, GPUs: conf/hydra/launcher/local.yaml
     if launcher == "submitit_slurm":  # partition, GPUs, time limit: conf/hydra/launcher/slurm.yaml
@@ -419,7 +428,7 @@ def cell_processes(sweep_dir: Path) -> list[int]:
     carries `output_dir=<sweep_dir>/runs` (`rlvr_cli.sweeps.job`), also before they write a summary.json."""
     import psutil
 
-    mark = f"output_dir={(sweep_dir / 'runs').resolve()}"
+    mark = f"output_dir={quote_value(str((sweep_dir / 'runs').resolve()))}"  # as rlvr_cli.sweeps.job writes it
     pids = []
     for p in psutil.process_iter(["cmdline"]):
         cmdline = p.info.get("cmdline") or []

@@ -234,9 +234,10 @@ def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str,
 def _plot_search_objective(report: dict[str, Any], path: Path) -> str | None:
     import matplotlib.pyplot as plt
 
-    studies = [s for s in report["search"] if any(t["objective"] is not None for t in s["trials"])]
-    if not studies:
-        return "no trial of the search has reported an objective yet"
+    studies = [s for s in report["search"] if any(t["objective"] is not None and t["state"] in ("complete", "pruned")
+                                                  for t in s["trials"])]
+    if not studies:  # e.g. every trial failed: nothing to draw on a log scale
+        return "no trial of the search has completed or been pruned with an objective yet"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, st in enumerate(studies):
         colour = f"C{i}"

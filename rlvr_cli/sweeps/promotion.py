@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr_cli.core import run_dir
+from rlvr_cli.core.config import quote_value
 from rlvr_cli.core.run_dir import PAUSED, PRUNED, run_state
 
 #: A trial's state as the planner sees it: Optuna's, lower case (`running`: paused, or not run yet).
@@ -179,8 +180,8 @@ def _update_summary(run: Path, change: Any) -> None:
 def trial_override(storage: Path, study: str, number: int, pause_at: int | None, resume: bool) -> str:
     """The `trial=...` override of a trial's run: its study, and where it pauses and whether it resumes."""
     pause = "null" if pause_at is None else str(int(pause_at))
-    return (f"trial={{storage: '{storage}', study: '{study}', number: {number}, pause_at: {pause}, "
-            f"resume: {str(bool(resume)).lower()}}}")
+    return (f"trial={{storage: {quote_value(str(storage))}, study: {quote_value(study)}, number: {number}, "
+            f"pause_at: {pause}, resume: {str(bool(resume)).lower()}}}")
 
 
 def with_trial(overrides: Sequence[str], trial: str) -> list[str]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,10 +50,12 @@ from rlvr_cli.core import study as studies
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import COMPLETED, DEAD, INTERRUPTED, PAUSED, PENDING, PRUNED, UNKNOWN, run_state
 from rlvr_cli.sweeps import launch, promotion
-from rlvr_cli.sweeps.grid import Cell, Sweep, log_grid
+from rlvr_cli.sweeps.grid import MAX_PER_DECADE, Cell, Sweep, log_grid
 from rlvr_cli.sweeps.manifest import Manifest, ManifestCell, manifest_path, read_manifest, write_manifest
 
 #: The keys of a `search` section, with their defaults (None: required).
+#: The largest sampler seed: study i is seeded `seed + i`, and numpy's generators take seeds below 2**32.
+MAX_SAMPLER_SEED = 2**31 - 1
 SEARCH_KEYS: dict[str, Any] = {"optimizer": None, "trials": None, "sampler": "tpe", "per_decade": 2,
                                "pruner": "asha", "min_resource": None, "reduction_factor": 3, "objective": "reward",
                                "smoothing": 3, "seed": 0}
@@ -93,10 +94,11 @@ class Search:
         return log_grid(lo, hi, self.per_decade)
 
 
-def _int(section: Mapping[str, Any], key: str, lo: int, where: str) -> int:
+def _int(section: Mapping[str, Any], key: str, lo: int, where: str, hi: int | None = None) -> int:
     value = section.get(key, SEARCH_KEYS[key])
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise BadInput(f"{where}.{key} must be an integer >= {lo}, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise BadInput(f"{where}.{key} must be an integer {bound}, got {value!r}")
     return value
 
 
@@ -156,11 +158,12 @@ def parse_search(section: Any, axes: Mapping[str, Any], source: str) -> Search:
         raise BadInput(f"{where}.min_resource: give the optimizer steps of the first rung (a trial's first chance "
                        f"to be pruned), e.g. min_resource: 5")
     return Search(ranges=ranges, trials=_int(section, "trials", 1, where), sampler=section.get("sampler", "tpe"),
-                  per_decade=_int(section, "per_decade", 1, where), pruner=section.get("pruner", "asha"),
+                  per_decade=_int(section, "per_decade", 1, where, MAX_PER_DECADE),
+                  pruner=section.get("pruner", "asha"),
                   min_resource=_int(section, "min_resource", 1, where),
                   reduction_factor=_int(section, "reduction_factor", 2, where),
                   objective=section.get("objective", "reward"), smoothing=_int(section, "smoothing", 1, where),
-                  seed=_int(section, "seed", 0, where))
+                  seed=_int(section, "seed", 0, where, MAX_SAMPLER_SEED))
 
 
 @dataclass(frozen=True)
@@ -407,7 +410,7 @@ def run(sweep: Sweep, sweep_dir: Path, resume: bool = False, dry_run: bool = Fal
         if manifest_path(sweep_dir).is_file():
             manifest = read_manifest(sweep_dir)
         else:
-            shutil.copyfile(sweep.path, sweep_dir / "sweep.yaml")
+            launch.copy_sweep_file(sweep.path, sweep_dir)
             manifest = Manifest(name=sweep.name, cells=[])
             write_manifest(sweep_dir, manifest)
         store = studies.storage(sweep_dir / studies.STORAGE_FILE)
@@ -431,14 +434,22 @@ def run_batch(sweep: Sweep, sweep_dir: Path, manifest: Manifest, batch: Sequence
 
     Raises:
         KeyboardInterrupt: Ctrl-C, once the running trials have ended `interrupted` and been told.
+        BadInput: a trial never started (its `rlvr train` refused its input, exit 2, before making its run
+            directory): asking more trials would only repeat the refusal. It is closed, so `--resume` asks it again.
     """
     write_manifest(sweep_dir, manifest)
+    statuses: dict[int, str] = {}
     try:
         exit_code, _ = launch.launch_cells(sweep, sweep_dir, manifest["cells"], batch)
     finally:  # Ctrl-C too: every trial of the batch is told how its run ended
         for i in batch:
             cell = manifest["cells"][i]
-            tell(store, opened[cell["axes"]["study"]], cell["axes"]["trial"], sweep_dir / cell["run_dir"], objective)
+            statuses[i] = tell(store, opened[cell["axes"]["study"]], cell["axes"]["trial"],
+                               sweep_dir / cell["run_dir"], objective)
+    never = [manifest["cells"][i]["name"] for i in batch if statuses[i] == PENDING]
+    if never:  # refused before its run directory existed: every trial asked again would be refused the same way
+        raise BadInput(f"trial {never[0]} never started: its rlvr train refused its input (its error is above); fix "
+                       f"the search file, then rlvr sweep FILE --resume --output-dir {sweep_dir}")
     return exit_code
 
 
