@@ -328,7 +328,8 @@ def plan(sweep_file: Path, overrides: Sequence[str] = (), launcher: str = "basic
         raise BadInput(f"{sweep_file}: {at}={target!r}: a sweep file names no _target_; pick the optimizer or "
                        f"adapter by name (optimizer=NAME, adapter=NAME)")
     launcher_overrides = [o for o in overrides if o.startswith("hydra.")]
-    check_hydra_overrides([*overrides, *[str(o) for o in data.get("base") or []]])
+    base = data.get("base")
+    check_hydra_overrides([*overrides, *([str(o) for o in base] if isinstance(base, list) else [])])
     if max_parallel < 1:
         raise BadInput(f"--max-parallel must be >= 1, got {max_parallel}")
     if launcher not in LAUNCHERS:
