@@ -1,15 +1,18 @@
 """A learning-rate search against the grid it replaces (issue 25, item 5), once per seed: `sweeps/cpu_lr_grid.yaml`
 (SGD and AdamW at one point per decade over 1e-6..1e-1, 30 steps per cell, SmolLM2-135M-Instruct on the demo's
-arithmetic task) against `sweeps/lr_search.yaml` (the same ranges, steps and task; TPE and successive halving's
-promotion variant, `pruner: sha`), both at training seed S, the search's sampler at seed S too.
+arithmetic task) against `sweeps/lr_search.yaml` (the same ranges, steps and task; a scrambled Sobol sequence,
+`sampler: qmc`, and successive halving's promotion variant, `pruner: sha`), both at training seed S, the search's
+sampler at seed S too (study i is seeded S + i, so seed S's AdamW study draws the learning rates of seed S + 1's SGD
+study).
 
     python benchmarks/lr_search.py [--seeds 0 1 2] [--out bench_out/lr_search]   (an existing --out is resumed)
 
 Per seed, the two sweep files are written into `OUT/seed<S>/` with `axes.seed: [S]` and `search.seed: S`, and run
 into `OUT/seed<S>/grid` and `OUT/seed<S>/search`. Prints one Markdown table (for docs/benchmarks.md) with a row per
 seed and optimizer, then every trial, and writes `comparison.json` into `--out`. The distance between the two best
-learning rates is in grid points: |log10(search / grid)| x per_decade (1 here). The search's share is its optimizer
-steps over the grid's. About 45 minutes (grid) + 15 (search) per seed on 2 cores.
+learning rates is in grid points: |log10(search / grid)| x per_decade (1 here), to the nearest grid point whose final
+reward ties the best. The search's share is its optimizer steps over the grid's. About 45 minutes (grid) + 20
+(search) per seed alone on 2 cores.
 """
 
 from __future__ import annotations
@@ -49,6 +52,17 @@ def sweep(file: Path, out: Path) -> dict:
     return json.loads(proc.stdout)
 
 
+def distance(lr: float | None, cells: list[dict], optimizer: str) -> float | None:
+    """|log10(lr / best)| in decades (grid points at one per decade), to the nearest of the grid's best learning
+    rates: cells whose final reward ties the best (a grid's `best_lr` names the first of them)."""
+    rewards = [(c["lr"], c["final_reward"]) for c in cells
+               if c["optimizer"] == optimizer and c["final_reward"] is not None]
+    if not lr or not rewards:
+        return None
+    top = max(v for _, v in rewards)
+    return min(abs(math.log10(lr / g)) for g, v in rewards if math.isclose(v, top, rel_tol=1e-6))
+
+
 def compare(seed: int, out: Path) -> list[dict]:
     """The grid and the search at `seed`: one row per optimizer."""
     grid = sweep(seeded("sweeps/cpu_lr_grid.yaml", seed, out), out / "grid")
@@ -65,8 +79,8 @@ def compare(seed: int, out: Path) -> list[dict]:
                      "search_objective": st["best_objective"], "search_steps": st["optimizer_steps"],
                      "share": st["optimizer_steps"] / grid_steps[opt], "states": st["states"],
                      "checkpoint_bytes": st.get("checkpoint_bytes"),
-                     "distance_grid_points": abs(math.log10(st["best_lr"] / g["lr"])) if st["best_lr"] else None,
-                     "grid": [(c["lr"], c["reward_mean_last_quarter"]) for c in grid["report"]["cells"]
+                     "distance_grid_points": distance(st["best_lr"], grid["report"]["cells"], opt),
+                     "grid": [(c["lr"], c["final_reward"]) for c in grid["report"]["cells"]
                               if c["optimizer"] == opt],
                      "trials": [(t["lr"], t["state"], t["optimizer_steps"], t["objective"]) for t in st["trials"]]})
     return rows
