@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from rlvr_cli.sweeps.promotion import tied_or_above
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -60,7 +62,7 @@ def distance(lr: float | None, cells: list[dict], optimizer: str) -> float | Non
     if not lr or not rewards:
         return None
     top = max(v for _, v in rewards)
-    return min(abs(math.log10(lr / g)) for g, v in rewards if math.isclose(v, top, rel_tol=1e-6))
+    return min(abs(math.log10(lr / g)) for g, v in rewards if tied_or_above(v, top))
 
 
 def compare(seed: int, out: Path) -> list[dict]:

@@ -243,15 +243,16 @@ def _adapter_model(model_name_or_path: str, adapter: str, r: int | None) -> Any:
         BadInput: an unknown adapter, a bad rank, or a rank above the largest of the model's weight matrices.
     """
     _check_adapter(adapter, r)
+    base = meta_model(model_name_or_path)
     if adapter == "full":
-        return meta_model(model_name_or_path)
+        return base
     if r is not None:  # PEFT allocates the adapter's matrices: a rank past every weight's would ask for terabytes
-        most = max((min(p.shape) for p in meta_model(model_name_or_path).parameters() if p.dim() == 2), default=0)
+        most = max((min(p.shape) for p in base.parameters() if p.dim() == 2), default=0)
         if r > most:
             raise BadInput(f"--r {r} is above the largest rank of any weight matrix of {model_name_or_path} ({most}); "
                            f"use --r {most} or less")
     overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
-    return adapter_meta_model(model_name_or_path, compose(overrides).adapter)
+    return adapter_meta_model(model_name_or_path, compose(overrides).adapter, base=base)
 
 
 def optimizer_options(optimizer_name: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from rlvr_cli.core.errors import one_line
+from rlvr_cli.models.embedded import cache_dir
 
 #: The directory the running command works in, once known (`keep_tracebacks_in`); None: `$RLVR_CACHE/tracebacks`.
 _HOME: list[Path] = []
@@ -30,7 +31,7 @@ def tracebacks_dir() -> Path:
     `$RLVR_CACHE/tracebacks` (default `~/.cache/rlvr/tracebacks`)."""
     if _HOME and _HOME[0].is_dir():
         return _HOME[0]
-    return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr")) / "tracebacks"
+    return cache_dir() / "tracebacks"
 
 
 def write_traceback(e: BaseException) -> Path | None:

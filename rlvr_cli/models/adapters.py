@@ -262,11 +262,12 @@ def build_on_meta(model: Any, config: Any) -> Any:
     return model
 
 
-def adapter_meta_model(model_name_or_path: str, adapter_cfg: Any) -> Any:
+def adapter_meta_model(model_name_or_path: str, adapter_cfg: Any, base: Any = None) -> Any:
     """The model on the meta device (`rlvr_cli.models.state.meta_model`: its config only, no weights) with the
     adapter of a composed `adapter` block applied (`build_on_meta`: PiSSA's SVD off, AdaLoRA's ranknum frozen as on
     a real device) and, for LoRA-FA, its A matrices frozen (as `peft.optimizers.create_lorafa_optimizer` does);
     the bare model for full fine-tuning. `rlvr memory` counts on it, and `check_on_meta` checks a run's adapter.
+    `base`: `meta_model(model_name_or_path)` when the caller already built it (it is modified in place), else None.
 
     Raises:
         BadInput: a knob the adapter refuses (checked before any model is built), an unreadable model config, or
@@ -277,7 +278,7 @@ def adapter_meta_model(model_name_or_path: str, adapter_cfg: Any) -> Any:
     from rlvr_cli.models.state import meta_model
 
     config = peft_config(adapter_cfg)
-    model = meta_model(model_name_or_path)
+    model = base if base is not None else meta_model(model_name_or_path)
     if config is None:
         return model
     try:
