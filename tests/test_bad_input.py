@@ -91,7 +91,7 @@ CASES = {
     "reward_weight": (["rewards.format=abc"], "rewards.format must be a number (its weight), got 'abc'"),
     "nested_reward_weight": (["+rewards.a.b.c=x"], "rewards.a.b.c must be a number (its weight), got 'x'"),
     "binary_data_file": (["data=jsonl", "data.path={binary}"], "{binary}: not a UTF-8 text file"),
-    "memory_negative_count": (["memory", "-5"], "parameter count must be a whole number >= 1, got '-5'"),
+    "memory_negative_count": (["memory", "-5"], "parameter count must be a whole number >= 1 and <= 1e15, got '-5'"),
     "vllm_share": (["generation=vllm_colocate", "generation.vllm_gpu_memory_utilization=1.5"],
                    "generation.vllm_gpu_memory_utilization must be a number > 0 and <= 1 (share of each GPU vLLM "
                    "reserves), got 1.5"),
@@ -139,8 +139,9 @@ CASES = {
     "no_target_module": (["adapter=lora", "adapter.target_modules=[no_such_proj]"],
                          "adapter=lora cannot be built on tiny-random: "),
     # a library message wrapped over lines stays whole (issue 19, item 8: it stopped at "because it allows")
-    "target_blocklisted": (["optimizer._target_=os.system"], "Target 'os.system' is blocklisted because it allows "
-                                                             "config data to control executable behavior"),
+    # refused by rlvr's allowlist (issue 26) before Hydra's own blocklist would be reached
+    "target_blocklisted": (["optimizer._target_=os.system"], "optimizer._target_='os.system': not under the allowed "
+                                                             "modules"),
     # a reward by import path is a Python function that takes the completions (issue 19, item 6)
     "reward_builtin": (["+rewards.os.system=1.0"], "reward 'os.system' is a builtin, not a Python function; a "
                                                    "reward is def f(completions, **kwargs) -> list[float]"),

@@ -109,7 +109,7 @@ BAD = {
                 "unknown adapter 'lorax'; valid adapters: adalora, dora, full"),
     "rank": (dict(model="tiny-random", adapter="lora", r=0), "must be an integer >= 1, got 0"),
     "rank_without_adapter": (dict(model="tiny-random", r=8), "--adapter full (every weight trains) has none"),
-    "zero": (dict(model="0"), "parameter count must be a whole number >= 1, got '0'"),
+    "zero": (dict(model="0"), "parameter count must be a whole number >= 1 and <= 1e15, got '0'"),
     "negative": (dict(model="-1e9"), "got '-1e9'"),
     "fraction": (dict(model="1.5"), "got '1.5'"),
     "adapter_with_count": (dict(model="70e9", adapter="lora"), "--adapter needs a model (its layer shapes), not a "
