@@ -214,3 +214,68 @@ def test_a_sweep_on_a_full_disk_is_one_line_and_exit_1(tmp_path):
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------- vLLM's engine arguments, from the model's config
+# `--kv-cache-memory-bytes 1` and `--tensor-parallel-size 2` on a CPU were refused by vLLM's engine after the model
+# loaded, in a traceback; `VllmEngine.check_fits` refuses them from config.json (through the CLI: tests/test_vllm.py,
+# which needs vLLM installed).
+
+ENGINE_CASES = {
+    "kv_cache_one_byte": (dict(kv_cache_memory_bytes=1), False, 0,
+                          "--kv-cache-memory-bytes 1 cannot hold one sequence of 1024 tokens"),
+    "kv_cache_below_one_sequence": (dict(kv_cache_memory_bytes=100_000, max_model_len=1024), False, 0,
+                                    "cannot hold one sequence of 1024 tokens (at least 262144 bytes)"),
+    "tp_on_a_cpu": (dict(tensor_parallel_size=2), False, 0, "--tensor-parallel-size 2 on a CPU needs one CPU set"),
+    "tp_above_the_gpus": (dict(tensor_parallel_size=2), True, 1,
+                          "--tensor-parallel-size 2 is more than the 1 GPU(s) this process sees"),
+    "max_model_len_past_context": (dict(max_model_len=4096), False, 0,
+                                   "--max-model-len 4096 is past the model's context of 1024 tokens"),
+}
+
+
+@pytest.mark.parametrize("case", ENGINE_CASES)
+def test_engine_arguments_vllm_would_refuse_after_loading_are_refused_from_the_config(case, monkeypatch):
+    from rlvr_cli.core.errors import BadInput
+    from rlvr_cli.evaluation.generation import VllmEngine
+    from rlvr_cli.models.loading import context_length, model_config
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    kwargs, cuda, gpus, message = ENGINE_CASES[case]
+    config = model_config("tiny-random")
+    with pytest.raises(BadInput) as e:
+        VllmEngine(**kwargs).check_fits(config, context_length("tiny-random", config), cuda, gpus)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_engine_arguments_that_fit_are_kept(monkeypatch):
+    """The defaults, a KV cache of exactly one sequence, and tensor parallelism with one CPU set per worker."""
+    from rlvr_cli.evaluation.generation import VllmEngine, kv_bytes_per_token
+    from rlvr_cli.models.loading import model_config
+
+    config = model_config("tiny-random")
+    one_sequence = 1024 * kv_bytes_per_token(config)
+    VllmEngine().check_fits(config, 1024, cuda=False, gpus=0)
+    VllmEngine(kv_cache_memory_bytes=one_sequence).check_fits(config, 1024, cuda=False, gpus=0)
+    VllmEngine(kv_cache_memory_bytes=0).check_fits(config, 1024, cuda=False, gpus=0)  # 0: vLLM sizes it
+    VllmEngine(tensor_parallel_size=2).check_fits(config, 1024, cuda=True, gpus=2)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")
+    VllmEngine(tensor_parallel_size=2).check_fits(config, 1024, cuda=False, gpus=0)
+    VllmEngine(kv_cache_memory_bytes=1).check_fits(None, 1024, cuda=False, gpus=0)  # no config: vLLM decides
+
+
+@pytest.mark.parametrize("model", ["tiny-random", "smollm2-135m"])
+def test_kv_bytes_per_token_is_what_transformers_caches(model):
+    """Checked against a cache nobody here wrote: the keys and values `transformers` keeps for 5 tokens in
+    bfloat16 are 5 x `kv_bytes_per_token` bytes (grouped-query attention included: SmolLM2 has 3 KV heads of 9)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlvr_cli.evaluation.generation import kv_bytes_per_token
+    from rlvr_cli.models.loading import model_config, model_path
+
+    lm = AutoModelForCausalLM.from_pretrained(model_path(model), dtype=torch.bfloat16)
+    with torch.no_grad():
+        cache = lm(torch.arange(1, 6)[None], use_cache=True).past_key_values
+    cached = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert cached == 5 * kv_bytes_per_token(model_config(model))

@@ -120,10 +120,13 @@ def test_many_long_prompts_with_a_seed_complete_and_repeat(tmp_path):
 def test_bad_engine_arguments_are_refused_before_any_model_loads(tmp_path):
     for args, message in [(["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization must be in (0, 1]"),
                           (["--tensor-parallel-size", "0"], "--tensor-parallel-size and --max-model-len must be >= 1"),
-                          (["--kv-cache-memory-bytes", "-1"], "--kv-cache-memory-bytes must be >= 0")]:
+                          (["--kv-cache-memory-bytes", "-1"], "--kv-cache-memory-bytes must be >= 0"),
+                          # issue 26: refused by vLLM's engine after the load, in a traceback; now from config.json
+                          (["--kv-cache-memory-bytes", "1"], "--kv-cache-memory-bytes 1 cannot hold one sequence"),
+                          (["--tensor-parallel-size", "2"], "--tensor-parallel-size 2 on a CPU needs one CPU set")]:
         proc = _cli("eval", "tiny-random", "--backend", "vllm", *args, "--output-dir", str(tmp_path / "bad"))
         assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr
-        assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "bad").exists()
+        assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "bad").exists(), proc.stderr
 
 
 # ------------------------------------------------------------------ trained run directories

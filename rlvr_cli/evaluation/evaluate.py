@@ -40,7 +40,7 @@ from rlvr_cli.evaluation.generation import (
 )
 from rlvr_cli.evaluation.grading import answer_classes, check_extract, grade
 from rlvr_cli.evaluation.scoring import score
-from rlvr_cli.models.loading import context_length, model_path
+from rlvr_cli.models.loading import context_length, model_config, model_path
 from rlvr_cli.models.sources import load_eval_model, resolve_model
 
 #: The most completions (k x problems) one evaluation generates: each is kept in memory and in samples.jsonl.
@@ -237,7 +237,14 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     instructions: dict[str, str | None] = {}
     if data is not None:
         problems[data], instructions[data] = task_problems(data, limit)
-    check_budget(sampling, problems, context_length(source.base or source.path))
+    config = model_config(source.base or source.path)
+    context = context_length(source.base or source.path, config)
+    check_budget(sampling, problems, context)
+    if backend == "vllm":
+        import torch
+
+        cuda = torch.cuda.is_available()
+        engine.check_fits(config, context, cuda, torch.cuda.device_count() if cuda else 0)
     identity = {"spec": spec, "kind": source.kind, "path": source.path, "base": source.base, "dtype": dtype,
                 "params": None}
     model = llm = None

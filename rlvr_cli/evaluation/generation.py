@@ -165,6 +165,55 @@ class VllmEngine:
             raise BadInput(f"--kv-cache-memory-bytes must be >= 0 (0: from --gpu-memory-utilization), got "
                            f"{self.kv_cache_memory_bytes}")
 
+    def check_fits(self, config: Any, context: int | None, cuda: bool, gpus: int) -> None:
+        """Refuse engine arguments vLLM would refuse only after loading the model, from its config alone.
+
+        Args:
+            config: the model's `transformers` config (`rlvr_cli.models.loading.model_config`), or None (unknown:
+                the KV-cache check is skipped).
+            context: the model's context in tokens, the engine's `max_model_len` when that is None.
+            cuda: whether the engine runs on CUDA GPUs; gpus: how many this process sees.
+
+        Raises:
+            BadInput: `tensor_parallel_size` above the GPUs this process sees, or above 1 on a CPU unless
+                `VLLM_CPU_OMP_THREADS_BIND` names one CPU set per worker (`0-7|8-15`: vLLM's CPU guide,
+                https://docs.vllm.ai/en/latest/getting_started/installation/cpu.html); `max_model_len` above the
+                model's context; `kv_cache_memory_bytes` below one sequence of `max_model_len` tokens, whose KV
+                cache is at least 2 (keys, values) x layers x KV heads x head size x 2 bytes (16-bit) per token.
+        """
+        tp = self.tensor_parallel_size
+        if cuda and tp > gpus:
+            raise BadInput(f"--tensor-parallel-size {tp} is more than the {gpus} GPU(s) this process sees; use "
+                           f"--tensor-parallel-size {gpus} or less")
+        groups = len(os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "").split("|"))
+        if not cuda and tp > 1 and tp > groups:
+            raise BadInput(f"--tensor-parallel-size {tp} on a CPU needs one CPU set per worker in "
+                           f"VLLM_CPU_OMP_THREADS_BIND (e.g. VLLM_CPU_OMP_THREADS_BIND='0-7|8-15' for 2); "
+                           f"use --tensor-parallel-size 1 on this machine")
+        if self.max_model_len is not None and context is not None and self.max_model_len > context:
+            raise BadInput(f"--max-model-len {self.max_model_len} is past the model's context of {context} tokens; "
+                           f"use --max-model-len {context} or less")
+        tokens = self.max_model_len or context
+        per_token = kv_bytes_per_token(config)
+        kv = self.kv_cache_memory_bytes
+        if kv and tokens and per_token and kv < tokens * per_token:
+            raise BadInput(f"--kv-cache-memory-bytes {kv} cannot hold one sequence of {tokens} tokens (at least "
+                           f"{tokens * per_token} bytes); raise it, e.g. --kv-cache-memory-bytes {CPU_KV_CACHE_BYTES},"
+                           f" or lower --max-model-len")
+
+
+def kv_bytes_per_token(config: Any) -> int | None:
+    """The least KV-cache bytes one token takes in vLLM: 2 (keys and values) x `num_hidden_layers` x
+    `num_key_value_heads` x head size (`head_dim`, else `hidden_size / num_attention_heads`) x 2 bytes (a 16-bit
+    cache; float32 takes twice that). None when `config` (a `transformers` config) lacks these fields."""
+    try:
+        layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        head = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return 2 * layers * kv_heads * head * 2
+
 
 def _cpu_list() -> str:
     """This process's CPUs as vLLM's `VLLM_CPU_OMP_THREADS_BIND` takes them: ranges joined by commas, e.g. `0-1`."""

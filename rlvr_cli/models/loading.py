@@ -21,15 +21,21 @@ def model_path(name_or_path: str) -> str:
     return str(EMBEDDED_DIRS[name_or_path]()) if name_or_path in EMBEDDED_DIRS else name_or_path
 
 
-def context_length(name_or_path: str) -> int | None:
-    """The model's context in tokens (its config's `max_position_embeddings`), read from its config.json alone
-    (`transformers.AutoConfig`: no weights load); None when the config cannot be read or has no such field."""
+def model_config(name_or_path: str) -> Any:
+    """The model's `transformers` config, read from its config.json alone (`transformers.AutoConfig`: no weights
+    load); None when it cannot be read (a hub id off-line, a damaged config: the model load names it later)."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(model_path(name_or_path))
-    except Exception:  # a hub id off-line, a damaged config: the model load names it
+        return AutoConfig.from_pretrained(model_path(name_or_path))
+    except Exception:
         return None
+
+
+def context_length(name_or_path: str, config: Any = None) -> int | None:
+    """The model's context in tokens (its config's `max_position_embeddings`, `config` or `model_config`'s); None
+    when the config cannot be read or has no such field."""
+    config = config if config is not None else model_config(name_or_path)
     value = getattr(config, "max_position_embeddings", None)
     return value if isinstance(value, int) and value > 0 else None
 
