@@ -82,15 +82,17 @@ def check_budget(sampling: Sampling, problems: Mapping[str, Sequence[Any]], cont
 
     Raises:
         BadInput: k x problems above `MAX_SAMPLES` (every completion is kept in memory and in samples.jsonl), or
-            `max_new_tokens` at or past the model's context (generation would run into it: transformers only warns).
+            `max_new_tokens` past the model's context (transformers only warns, and generates on: `--max-new-tokens
+            1e23` generated for ever). Equal to it is kept: the embedded models' evaluation protocol asks 1024
+            tokens of tiny-random's 1024-token context, and the completion then stops at `max_new_tokens`.
     """
     total = sampling.k * sum(len(rows) for rows in problems.values())
     if total > MAX_SAMPLES:
         raise BadInput(f"k x problems = {total:,} completions, more than rlvr keeps ({MAX_SAMPLES:,}); lower --k or "
                        f"--limit")
-    if context is not None and sampling.max_new_tokens >= context:
-        raise BadInput(f"--max-new-tokens {sampling.max_new_tokens} is past the model's context of {context} tokens "
-                       f"(the prompt included); e.g. --max-new-tokens {min(context // 2, 1024)}")
+    if context is not None and sampling.max_new_tokens > context:
+        raise BadInput(f"--max-new-tokens {sampling.max_new_tokens} is past the model's context of {context} tokens; "
+                       f"e.g. --max-new-tokens {min(context // 2, 1024)}")
 
 
 def eval_inputs(cfg: Any) -> tuple[dict[str, list[dict[str, str]]], Sampling | None]:
