@@ -44,8 +44,10 @@ $(VLLM_STAMP): $(STAMP)
 demo: setup ## GRPO on the embedded SmolLM2-135M: arithmetic, plain SGD, 30 steps, 4-5 minutes on 2 cores
 	$(VENV)/bin/rlvr train
 
+# -n auto: one pytest-xdist worker per core (the tests are independent: each has its own temporary directory, free
+# ports and processes); --dist worksteal: an idle worker takes tests queued on a busy one, so the slow tests spread
 test: setup ## the default test suite, import contracts included (under 10 minutes on 2 cores)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist worksteal
 
 test-vllm: setup-vllm ## vLLM's engine on CPU and the extras' co-installation (pip's resolver, needs PyPI); about 8 minutes on 2 cores
 	$(PYTHON) -m pytest -q -m 'vllm or resolver'

@@ -10,6 +10,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RLVR_DATA_DIR", str(REPO.parent / "shared" / "data"))
 os.environ["WANDB_SILENT"] = "true"
+# `make test` runs one pytest-xdist worker per core: each worker's torch (and the processes its tests start) then
+# takes one OpenMP thread, else every worker's threads spin-wait on the cores of the others (measured on 2 cores:
+# tests/test_train.py took 106 s with 2 threads per worker, 62 s with 1)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.pop("WANDB_API_KEY", None)  # logger=wandb stays offline in tests
 
 #: A GRPO run small enough for a test: tiny-random, 2 optimizer steps, 2 prompts x 2 completions x 8 tokens.
