@@ -72,9 +72,15 @@ def test_a_traceback_that_cannot_be_written_is_printed_not_lost(tmp_path):
     assert rest[0] == "Traceback (most recent call last):" and "KeyError" in rest[-1]
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """SIGINT's default disposition in the child, as a shell gives it: a pytest-xdist worker ignores SIGINT (its
+    controller takes Ctrl-C), and a child inherits an ignored signal, so Python would not raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_ctrl_c_nothing_handled_is_one_line_and_exit_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", PROGRAM, "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)
+                            text=True, cwd=REPO, preexec_fn=_sigint_as_in_a_terminal)
     assert proc.stdout.readline().strip() == "waiting"
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)

@@ -187,6 +187,7 @@ def test_sigterm_to_the_launching_process_stops_every_rank_after_its_step_and_sa
     assert not [p for p in workers if Path(f"/proc/{p}").exists()]  # no process left behind
 
 
+@pytest.mark.slow  # ~30 s of make test's 10 minutes; a SIGTERM reaching every rank at once runs in the test above
 def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step_naming_it(tmp_path):
     """Issue 19, item 1: a signal to rank 1 alone (kill -TERM of its pid) stopped rank 1 while rank 0 went on into
     the next step's collective and hung there for the collective timeout. The ranks agree on it at the step's end."""
@@ -205,6 +206,7 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step_naming_it(tmp_
     assert time.monotonic() - started < 120  # seconds, not the collective timeout
 
 
+@pytest.mark.slow  # ~25 s of make test's 10 minutes; a failing rank's ending runs in tests/test_distributed.py
 def test_a_rank_that_dies_fails_the_run_naming_it_and_leaves_no_process(tmp_path):
     proc, run = _start(tmp_path)
     workers = _children(proc.pid)

@@ -130,6 +130,7 @@ def _train(path: Path, name: str, number: int, out: Path, run: str, **trial) -> 
                            f"trial={{{node}}}"], capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
+@pytest.mark.slow  # ~35 s of make test's 10 minutes; the pause/cut/resume path itself runs in the search test above
 def test_a_paused_trial_resumes_to_the_very_steps_of_a_trial_that_never_paused(tmp_path):
     """The checkpoint holds what transformers' Trainer resumes (weights, optimizer, scheduler, RNG states), so a
     trial paused at step 2 and resumed to 4 logs the same rewards, losses and gradient norms as one run straight to

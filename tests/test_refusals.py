@@ -89,24 +89,15 @@ def test_a_probe_case_is_one_line_and_exit_2(case, tmp_path, monkeypatch, reques
     assert set(made) - set(before) <= {"hf"}, made  # no output or run directory made on the way
 
 
-def test_a_sweep_file_kept_in_its_own_output_directory_runs(tmp_path):
-    """`shutil.copyfile` refused to copy the sweep file onto itself (SameFileError)."""
-    out = tmp_path / "sweep"
+def test_a_sweep_file_in_its_own_output_directory_named_with_hydra_grammar_runs(tmp_path):
+    """Two probe cases in one sweep (a cell costs about 10 s): `shutil.copyfile` refused to copy a sweep file kept in
+    its output directory onto itself (SameFileError), and `[`, `,` and `=` in the output directory's name broke
+    Hydra's override grammar (`sweep_dir=...`)."""
+    out = tmp_path / "runs [a,b] x=1 it's"
     out.mkdir()
     sweep_file = out / "sweep.yaml"
     sweep_file.write_text("name: one\nbase: [" + ", ".join(TINY) + ", sparsity=null]\naxes:\n  optimizer:\n"
                           "    sgd: {lr: [0.01]}\n  seed: [0]\n")
-    r = runner.invoke(app, ["sweep", str(sweep_file), "--output-dir", str(out), "--json"])
-    assert r.exit_code == 0, r.output
-    assert [c["status"] for c in json.loads(r.stdout)["cells"]] == ["completed"]
-
-
-def test_a_sweep_directory_named_with_hydra_grammar_runs(tmp_path):
-    """`[`, `,` and `=` in the output directory's name broke Hydra's override grammar (`sweep_dir=...`)."""
-    sweep_file = tmp_path / "one.yaml"
-    sweep_file.write_text("name: one\nbase: [" + ", ".join(TINY) + ", sparsity=null]\naxes:\n  optimizer:\n"
-                          "    sgd: {lr: [0.01]}\n  seed: [0]\n")
-    out = tmp_path / "runs [a,b] x=1 it's"
     r = runner.invoke(app, ["sweep", str(sweep_file), "--output-dir", str(out), "--json"])
     assert r.exit_code == 0, r.output
     assert [c["status"] for c in json.loads(r.stdout)["cells"]] == ["completed"]
@@ -152,10 +143,10 @@ def test_report_outputs_of_the_wrong_kind_are_refused_before_anything_is_written
 
 
 def _search_on(tmp_path: Path, model: Path) -> Path:
-    """sweeps/search_smoke.yaml with 2 SGD trials on the model directory `model`."""
+    """sweeps/search_smoke.yaml with 1 SGD trial on the model directory `model`."""
     path = tmp_path / "s.yaml"
     data = yaml.safe_load((REPO / "sweeps" / "search_smoke.yaml").read_text())
-    data["search"].update(optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1e-1}}}, trials=2)
+    data["search"].update(optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1e-1}}}, trials=1)
     data["base"].append(f"model.name_or_path={model}")
     path.write_text(yaml.safe_dump(data))
     return path

@@ -106,6 +106,25 @@ def check_option_file(cfg: Any, prefixes: Sequence[str] = ALLOWED) -> None:
                            f"{', '.join(prefixes)}; add your module to ${ENV}")
 
 
+def build_option_file(group: str, name: str, prefixes: Sequence[str]) -> Any:
+    """Load `conf/<group>/<name>.yaml` (`rlvr_cli.core.groups.config_dir`) and build it whole: its one top-level
+    `_target_` checked against `prefixes` (`check_option_file`), then `hydra.utils.instantiate`, non-recursively.
+    The one place an option file that rlvr builds whole (rewards, benchmarks) is built.
+
+    Raises:
+        BadInput: a `_target_` `check_option_file` refuses. Anything else the file or its target raises (a YAML
+            error, a bad argument) propagates, for the caller to name the option.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rlvr_cli.core.groups import config_dir
+
+    cfg = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+    check_option_file(cfg, prefixes)
+    return instantiate(cfg, _recursive_=False)
+
+
 def check_hydra_overrides(overrides: Sequence[str]) -> None:
     """Refuse `hydra.*` overrides (a sweep's launcher settings; `+hydra.*` too) whose `_target_` is not under
     `HYDRA_ALLOWED`: Hydra instantiates launchers and callbacks itself.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlvr_cli.core.config import config_dir, group_options
+from rlvr_cli.core.config import group_options
 from rlvr_cli.core.errors import BadInput, root_cause
-from rlvr_cli.core.targets import check_option_file
+from rlvr_cli.core.targets import build_option_file
 from rlvr_cli.data.problems import local_or_hub
 
 
@@ -53,15 +53,11 @@ def load_benchmarks() -> dict[str, Benchmark]:
     Raises:
         BadInput: a file that does not build a `Benchmark`, or whose `name` differs from its file name.
     """
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     out = {}
     for name in group_options("benchmark"):
         try:
-            cfg = OmegaConf.load(config_dir() / "benchmark" / f"{name}.yaml")
-            check_option_file(cfg, ("rlvr_cli.evaluation.benchmarks",))
-            b = instantiate(cfg, _recursive_=False)
+            b = build_option_file("benchmark", name, ("rlvr_cli.evaluation.benchmarks",))
         except Exception as e:
             raise BadInput(f"conf/benchmark/{name}.yaml: {root_cause(e)}") from None
         if not isinstance(b, Benchmark) or b.name != name:

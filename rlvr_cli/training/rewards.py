@@ -23,9 +23,9 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlvr_cli.core.config import config_dir, group_options
+from rlvr_cli.core.config import group_options
 from rlvr_cli.core.errors import BadInput, root_cause
-from rlvr_cli.core.targets import check_option_file
+from rlvr_cli.core.targets import build_option_file
 from rlvr_cli.evaluation.grading import boxed_answers, grade
 
 RewardFunc = Callable[..., list[float]]
@@ -91,15 +91,12 @@ def reward_function(name: str) -> RewardFunc:
         BadInput: an unknown name (the message lists the valid names), a path that cannot be imported, or a
             target that is not callable. One line.
     """
-    from hydra.utils import get_object, instantiate
-    from omegaconf import OmegaConf
+    from hydra.utils import get_object
 
     names = reward_names()
     if name in names:
         try:
-            cfg = OmegaConf.load(config_dir() / "reward" / f"{name}.yaml")
-            check_option_file(cfg, ("hydra.utils.get_method",))
-            func = instantiate(cfg, _recursive_=False)
+            func = build_option_file("reward", name, ("hydra.utils.get_method",))
         except Exception as e:
             raise BadInput(f"reward '{name}' (conf/reward/{name}.yaml): {root_cause(e)}") from None
     elif "." in name:
