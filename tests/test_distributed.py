@@ -44,31 +44,22 @@ def _one_run(tmp_path) -> tuple[object, dict]:
 
 
 def test_two_ranks_give_one_run_directory_one_line_per_step_and_one_summary(tmp_path):
-    proc = _launch(tmp_path)  # a default run name: its time and random suffix must be agreed by both ranks
+    """One two-rank run (about 20 s) for both: the run's directory, metrics and summary, and AdamW + LoRA's state
+    counted on each rank (full fine-tuning with SGD on two ranks: tests/test_launch.py)."""
+    proc = _launch(tmp_path, "optimizer=adamw", "adapter=lora")  # a default run name: both ranks must agree on it
     assert proc.returncode == 0, proc.stderr[-3000:]
     run, summary = _one_run(tmp_path)
     assert summary["status"] == "completed" and summary["global_step"] == 3
     assert summary["world_size"] == 2 and summary["distributed"] == "ddp"  # not accelerate's one-process fallback
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
     states, peaks = summary["optimizer_state_bytes_per_rank"], summary["peak_memory_bytes_per_rank"]
-    assert len(states) == 2 and summary["optimizer_state_bytes_total"] == sum(states)
+    assert states[0] == states[1] == summary["optimizer_state_bytes"] > 0  # DDP: a whole AdamW state per rank
+    assert summary["optimizer_state_bytes_total"] == sum(states) == 2 * states[0]
     assert len(peaks) == 2 and summary["peak_memory_bytes"] == max(peaks) > 0
-    assert sorted(p.name for p in (run / "final").glob("*.safetensors")) == ["model.safetensors"]
+    assert sorted(p.name for p in (run / "final").glob("*.safetensors")) == ["adapter_model.safetensors"]
     assert summary["weights_dir"] == str(run / "final")
     assert proc.stdout.count("optimizer steps") == 1  # the summary table, from rank 0 alone
     assert not list(run.glob("traceback*"))
-
-
-def test_adamw_lora_on_two_ranks_counts_the_optimizer_state_of_each(tmp_path):
-    proc = _launch(tmp_path, "optimizer=adamw", "adapter=lora", "run_name=lora")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run, summary = _one_run(tmp_path)
-    assert run.name == "lora" and summary["status"] == "completed" and summary["world_size"] == 2
-    states = summary["optimizer_state_bytes_per_rank"]
-    assert states[0] == states[1] == summary["optimizer_state_bytes"] > 0  # DDP: a whole AdamW state per rank
-    assert summary["optimizer_state_bytes_total"] == 2 * states[0]
-    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
-    assert sorted(p.name for p in (run / "final").glob("*.safetensors")) == ["adapter_model.safetensors"]
 
 
 def test_a_divergence_ends_both_ranks_diverged_with_exit_code_3(tmp_path):

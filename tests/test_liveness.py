@@ -52,6 +52,7 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # ~25 s of make test's 10 minutes; a dead run's liveness and refusal: the tests below, on real files
 def test_a_killed_run_is_dead_reported_rerun_and_not_evaluated(tmp_path):
     sweep_file, sweep_dir = one_cell_sweep(tmp_path)
     overrides = [o.replace("grpo.max_steps=2", "grpo.max_steps=100000") for o in
