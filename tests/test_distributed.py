@@ -62,6 +62,7 @@ def test_two_ranks_give_one_run_directory_one_line_per_step_and_one_summary(tmp_
     assert not list(run.glob("traceback*"))
 
 
+@pytest.mark.slow  # ~16 s of make test's 10 minutes; the ranks' agreement on a refusal runs in the test below
 def test_a_divergence_ends_both_ranks_diverged_with_exit_code_3(tmp_path):
     # SGD at lr 1e38: the gradient norm of step 2 is NaN. The logged loss and grad norm are the same on every
     # rank (reduced over ranks), so both guards stop after the same step.

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
@@ -77,8 +78,8 @@ def test_dry_run_prints_the_cells_and_runs_nothing(tmp_path):
     assert "4 cells (dry run)" in r.stdout and not (tmp_path / "out").exists()
 
 
-def _sweep(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "sweep", str(SMOKE), *args],
+def _sweep(*args: str, sweep: Path = SMOKE, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "sweep", str(sweep), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, "COLUMNS": "200"}, **kw)
 
@@ -89,9 +90,14 @@ def _statuses(sweep_dir: Path) -> dict[str, str]:
 
 
 def test_killed_sweep_resumes_only_what_is_left_with_either_launcher(tmp_path):
-    """Kill a basic-launcher sweep after its first cell; --resume through submitit_local runs only the rest."""
+    """Kill a basic-launcher sweep after its first cell; --resume through submitit_local runs only the rest. Two
+    cells of sweeps/smoke.yaml's four (each cell is a process of about 10 s)."""
+    smoke = yaml.safe_load(SMOKE.read_text())
+    smoke["axes"]["optimizer"] = {"sgd": {"lr": [0.01, 0.1]}}
+    sweep = tmp_path / "smoke2.yaml"
+    sweep.write_text(yaml.safe_dump(smoke))
     out = tmp_path / "smoke"
-    proc = _sweep("--output-dir", str(out))
+    proc = _sweep("--output-dir", str(out), sweep=sweep)
     first = out / "runs" / "sgd-lr0.01_s0" / "summary.json"
     deadline = time.time() + 240
     while time.time() < deadline and not (first.is_file() and json.loads(first.read_text())["status"] == "completed"):
@@ -101,9 +107,10 @@ def test_killed_sweep_resumes_only_what_is_left_with_either_launcher(tmp_path):
     proc.wait()
     kept = first.read_text()
     before = _statuses(out)
-    assert before["sgd-lr0.01_s0"] == "completed" and list(before.values()).count("completed") < 4
+    assert before["sgd-lr0.01_s0"] == "completed" and list(before.values()).count("completed") < 2
 
-    resumed = _sweep("--output-dir", str(out), "--resume", "--launcher", "submitit_local", "--max-parallel", "2")
+    resumed = _sweep("--output-dir", str(out), "--resume", "--launcher", "submitit_local", "--max-parallel", "2",
+                     sweep=sweep)
     log, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, log
     assert set(_statuses(out).values()) == {"completed"}
@@ -115,7 +122,7 @@ def test_killed_sweep_resumes_only_what_is_left_with_either_launcher(tmp_path):
     for attempt in (out / "runs" / ".attempts").glob("*"):
         assert any(attempt.name.startswith(f"{n}-") for n in unfinished), attempt.name
 
-    again = _sweep("--output-dir", str(out))
+    again = _sweep("--output-dir", str(out), sweep=sweep)
     log, _ = again.communicate(timeout=120)
     assert again.returncode == 2 and "already holds a sweep; add --resume" in log
 
