@@ -52,8 +52,8 @@ def test_they_come_last_in_the_default_list_and_in_the_refusal():
     assert [BENCHMARKS[n].order for n in parse_benchmarks(None)] == sorted(b.order for b in BENCHMARKS.values())
     r = CliRunner().invoke(app, ["eval", "tiny-random", "--benchmarks", "olympiad"])
     assert r.exit_code == 2
-    assert r.stderr == ("error: unknown benchmark 'olympiad'; valid benchmarks: math500, aime24, aime25, amc23, gsm8k, "
-                        "olympiadbench, minerva_math\n")
+    assert r.stderr == f"error: unknown benchmark 'olympiad'; valid benchmarks: {', '.join(parse_benchmarks(None))}\n"
+    assert r.stderr.endswith(", olympiadbench, minerva_math\n")
 
 
 def test_hub_answers_and_context_become_text():

@@ -156,10 +156,14 @@ def test_benchmark_files_instantiate_to_benchmarks(name):
     assert isinstance(b, Benchmark) and b.name == name and BENCHMARKS[name] == b
 
 
-def test_every_benchmark_is_the_default():
-    assert parse_benchmarks(None) == list(BENCHMARKS) == ["math500", "aime24", "aime25", "amc23", "gsm8k",
-                                                          "olympiadbench", "minerva_math"]
-    assert sorted(BENCHMARKS) == group_options("benchmark")
+def _order(name: str) -> tuple[int, str]:
+    """A benchmark's place in the default list, read from its file (`order`, default 100; ties by name)."""
+    return OmegaConf.load(config_dir() / "benchmark" / f"{name}.yaml").get("order", 100), name
+
+
+def test_every_benchmark_is_the_default_in_the_order_its_file_gives():
+    assert parse_benchmarks(None) == list(BENCHMARKS) == sorted(group_options("benchmark"), key=_order)
+    assert parse_benchmarks(None)[:2] == ["math500", "aime24"]  # the shipped files' own order
 
 
 def test_launchers_come_from_the_launcher_group():

@@ -24,7 +24,9 @@ class Benchmark:
     `hub_problem_key`, `hub_answer_key`: its columns (a list-valued answer, OlympiadBench's `final_answer`, is joined
     by `", "`; `data.problems.answer_text`); `hub_context_key`: a column prepended to the problem, then a blank line,
     where non-empty (OlympiadBench's `context`); `hub_answer_delimiter`: the gold answer is what follows it (GSM8K's
-    `####`). `order`: the benchmark's place in the default list and in result tables (ties by name).
+    `####`). `order`: the benchmark's place in the default list and in result tables (ties by name). `problems`:
+    how many problems the benchmark has as published (MATH-500: 500), None when unstated; the tests check the
+    data file against it.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Benchmark:
     hub_answer_delimiter: str | None = None
     hub_context_key: str | None = None
     order: int = 100
+    problems: int | None = None
 
     def hub(self) -> dict[str, str | None]:
         """The hub dataset as `data.problems.hub_problems` takes it: `id`, `config`, `split`, `problem_key`,
