@@ -9,8 +9,10 @@ message. Sweeps run the same composition under `@hydra.main` (Hydra launchers ex
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,6 +42,15 @@ PRECISION_KEYS = {
     "distributed.mixed_precision": "distributed.mixed_precision is now the top-level precision: precision=bf16-mixed, "
                                    "precision=fp16-mixed or precision=fp32",
 }
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain Python: a `DictConfig`/`ListConfig` becomes dicts and lists with its interpolations
+    resolved (`OmegaConf.to_container`); anything else (a dict, a list, None) is deep-copied. The one way a module
+    below the CLI turns a node into the dict a library takes (TRL, accelerate, DeepSpeed, a torch optimizer)."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return copy.deepcopy(node)
 
 
 def quote_value(text: str) -> str:

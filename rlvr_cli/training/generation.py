@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 
 from rlvr_cli.core import modes, schema
+from rlvr_cli.core.config import plain
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.groups import group_options
 from rlvr_cli.evaluation.vllm import require_vllm
@@ -61,13 +62,6 @@ class _Run:
     generation: schema.GenerationSchema = field(default=MISSING)
 
 
-def _plain(node: Any) -> dict[str, Any]:
-    """A `generation` node (DictConfig or mapping) as a plain dict, interpolations resolved."""
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-    return dict(node)
-
-
 def check_settings(gen_cfg: Any, *, num_processes: int) -> dict[str, Any]:
     """The checks of a `generation` node that need no GPU: types and ranges (the `GenerationSchema` rules), the
     choice's TRL mode, and what spans several keys. Used by `check_generation` first, so a bad value is named even
@@ -87,7 +81,7 @@ def check_settings(gen_cfg: Any, *, num_processes: int) -> dict[str, Any]:
             around one engine); `server.gpus` whose count is not `tensor_parallel_size x data_parallel_size`;
             a `server` field `trl vllm-serve` does not take; `vllm_server_base_url` with `server.start`.
     """
-    gen = _plain(schema.typed({"generation": _plain(gen_cfg)}, _Run).generation)
+    gen = plain(schema.typed({"generation": plain(gen_cfg)}, _Run).generation)
     name = gen["name"]
     stated = backend_traits(name)  # what the file says it is; an override may not make it another backend
     use_vllm, want = bool(gen.get("use_vllm", False)), stated["vllm_mode"]
@@ -179,7 +173,7 @@ def grpo_fields(gen_cfg: Any) -> dict[str, Any]:
     Args:
         gen_cfg: the `generation` node of a run config (DictConfig or mapping), checked by `check_settings`.
     """
-    return {k: v for k, v in _plain(gen_cfg).items() if k not in RLVR_KEYS}
+    return {k: v for k, v in plain(gen_cfg).items() if k not in RLVR_KEYS}
 
 
 # --- the server rlvr starts ---------------------------------------------------------------------------------------
@@ -225,7 +219,7 @@ def server_gpus(gen_cfg: Any, *, local_processes: int, visible: Sequence[int] | 
         BadInput: not enough GPUs beside the training processes; `server.gpus` that the training processes use
             or that this process cannot see.
     """
-    gen = _plain(gen_cfg)
+    gen = plain(gen_cfg)
     need, gpus = _server_size(gen), (gen.get("server") or {}).get("gpus")
     if visible is None:
         if gpus is None:
@@ -266,7 +260,7 @@ def check_server_address(gen_cfg: Any) -> None:
         BadInput: the host is not an address of this machine (rlvr starts the server here), or the port is
             taken (a server already running there: use it with `generation.server.start=false`).
     """
-    gen = _plain(gen_cfg)
+    gen = plain(gen_cfg)
     host, port = str(gen.get("vllm_server_host", "0.0.0.0")), int(gen.get("vllm_server_port", 8000))
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
@@ -304,7 +298,7 @@ def server_args(gen_cfg: Any, model: str) -> Any:
     """
     from trl.scripts.vllm_serve import ScriptArguments
 
-    gen = _plain(gen_cfg)
+    gen = plain(gen_cfg)
     fields = {k: v for k, v in (gen.get("server") or {}).items() if k not in SERVER_KEYS}
     try:
         return ScriptArguments(model=model, host=str(gen.get("vllm_server_host", "0.0.0.0")),
@@ -459,7 +453,7 @@ def vllm_server(gen_cfg: Any, model: str, *, log_path: Path, local_processes: in
         BadInput: as `server_gpus` and `server_command`.
         ServerError: the server exited or did not become healthy in time.
     """
-    gen = _plain(gen_cfg)
+    gen = plain(gen_cfg)
     if not modes.starts_server(gen):
         yield None
         return

@@ -38,9 +38,10 @@ import inspect
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rlvr_cli.core import modes
+from rlvr_cli.core.config import plain
 from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.models.adapters import adapter_meta_model
 from rlvr_cli.models.state import is_matrix, muon_matrices
@@ -51,7 +52,7 @@ META_KEYS = ("name", "state", "requires_cuda")
 
 def constructor_config(cfg: DictConfig | dict) -> dict[str, Any]:
     """The part of an optimizer config that `hydra.utils.instantiate` builds: every key but `META_KEYS`."""
-    container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    container = plain(cfg)
     return {k: v for k, v in container.items() if k not in META_KEYS}
 
 

@@ -30,17 +30,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rlvr_cli.core import modes
+from rlvr_cli.core.config import plain
 from rlvr_cli.core.errors import BadInput, one_line
 
 #: DeepSpeed config sections that would replace what rlvr builds (the optimizer and its learning-rate schedule).
 DEEPSPEED_REFUSED = ("optimizer", "scheduler")
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else copy.deepcopy(node)
 
 
 def cuda_available() -> bool:
@@ -132,7 +129,7 @@ def trainer_fields(dist: Mapping[str, Any], cuda: bool | None = None) -> dict[st
     out: dict[str, Any] = {"ddp_timeout": int(dist.get("timeout_s", 1800))}
     if backend == "fsdp":
         out["fsdp"] = "full_shard auto_wrap" + (" offload" if dist.get("offload_params") else "")
-        out["fsdp_config"] = _plain(dist.get("fsdp_config") or {})
+        out["fsdp_config"] = plain(dist.get("fsdp_config") or {})
     if backend == "deepspeed":
         out["deepspeed"] = deepspeed_config(dist)
     return out
@@ -238,7 +235,7 @@ def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
         "use_cpu": not cuda,
     }
     if backend == "fsdp":
-        out["fsdp_config"] = {f"fsdp_{k}": v for k, v in (_plain(dist.get("fsdp_config")) or {}).items()}
+        out["fsdp_config"] = {f"fsdp_{k}": v for k, v in (plain(dist.get("fsdp_config")) or {}).items()}
         out["fsdp_config"]["fsdp_offload_params"] = bool(dist.get("offload_params"))
     if backend == "deepspeed":
         out["deepspeed_config"] = {"deepspeed_config_file": deepspeed_file,
