@@ -40,7 +40,9 @@ def _eval(out: Path, *args: str, model: str = "tiny-random") -> tuple[dict, list
     """Run `rlvr eval MODEL ARGS --output-dir OUT`; return results.json and the rows of samples.jsonl."""
     proc = _cli("eval", model, *args, "--output-dir", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "Triton" not in proc.stderr, proc.stderr  # issue 26, item 6: `make setup-vllm` uninstalls Triton
+    # issue 26, item 6: `make setup-vllm` uninstalls the Triton that torch then refused on every rlvr process (vLLM
+    # itself still logs that Triton is not installed, among its engine logs)
+    assert "`triton.backends` could not be imported" not in proc.stderr, proc.stderr[-3000:]
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     return json.loads((out / "results.json").read_text()), samples
 
