@@ -239,13 +239,14 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     instructions: dict[str, str | None] = {}
     if data is not None:
         problems[data], instructions[data] = task_problems(data, limit)
-    config = model_config(source.base or source.path)
-    context = context_length(source.base or source.path, config)
+    architecture = source.base or source.path
+    config = model_config(architecture)
+    context = context_length(architecture, config)
     check_budget(sampling, problems, context)
-    if backend == "vllm":
-        import torch
+    import torch  # after every check that needs no model: a refusal above imports no torch
 
-        cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available()
+    if backend == "vllm":
         engine.check_fits(config, context, cuda, torch.cuda.device_count() if cuda else 0)
     identity = {"spec": spec, "kind": source.kind, "path": source.path, "base": source.base, "dtype": dtype,
                 "params": None}
@@ -263,17 +264,13 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
             path = str(output_dir / "merged-model")
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)
-            import torch
-
             model = None
             torch.cuda.empty_cache()  # the GPU memory goes to vLLM
     arguments = None
     if backend == "vllm":
-        import torch
-
         identity["dtype"] = identity["dtype"] or "auto"
         engine = dataclasses.replace(engine, dtype=identity["dtype"])
-        arguments = engine.arguments(torch.cuda.is_available())
+        arguments = engine.arguments(cuda)
         llm = vllm_engine(path, sampling.seed, engine)
     return evaluate_model(model, tokenizer, problems, sampling, output_dir, identity, llm, progress, extract,
                           arguments, instructions)
