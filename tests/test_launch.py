@@ -119,6 +119,7 @@ def test_the_accelerate_config_of_a_run_is_one_accelerate_reads(tmp_path):
 # --- real two-process runs ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~30 s of make test's 10 minutes; a two-rank DDP run of SGD starts and saves in the SIGTERM test
 def test_ddp_sgd_starts_its_two_processes_and_ends_as_one_run(tmp_path):
     proc = _train(tmp_path, "distributed=ddp", *TWO, "optimizer=sgd", "optimizer.lr=0.1")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -162,10 +163,12 @@ def test_zero3_gathers_the_final_weights_for_sparsity_and_a_sparse_delta(tmp_pat
     assert meta["n_changed"] == round(sparsity["changed_frac_exact"] * sparsity["n_params"])  # the same weights
 
 
-def _start(tmp_path: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
-    """A two-process DDP run of many steps, started; returns once both ranks train (a metrics line exists)."""
+def _start(tmp_path: Path, sparsity: bool = False) -> tuple[subprocess.Popen, Path]:
+    """A two-process DDP run of SGD for many steps, started; returns once both ranks train (a metrics line exists).
+    `sparsity`: measure the update sparsity (at the end only), else off."""
     cmd = [sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, *CHARS, f"output_dir={tmp_path}", "run_name=r",
-           "distributed=ddp", *TWO, "grpo.max_steps=500", "sparsity=null", *overrides]
+           "distributed=ddp", *TWO, "grpo.max_steps=500", "optimizer=sgd", "optimizer.lr=0.1",
+           "sparsity.every_n_steps=0" if sparsity else "sparsity=null"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO)
     metrics = tmp_path / "r" / "metrics.jsonl"
     deadline = time.monotonic() + 240
@@ -176,14 +179,19 @@ def _start(tmp_path: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
 
 
 def test_sigterm_to_the_launching_process_stops_every_rank_after_its_step_and_saves(tmp_path):
-    proc, run = _start(tmp_path)
+    """`rlvr train distributed=ddp` of SGD starts its two ranks through torch's launcher and, SIGTERMed, ends as one
+    interrupted run whose weights trained (the completed two-rank run: tests/test_distributed.py)."""
+    proc, run = _start(tmp_path, sparsity=True)
     workers = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=180)
+    out, err = proc.communicate(timeout=180)
     summary = json.loads((run / "summary.json").read_text())
     assert proc.returncode == 130 and summary["status"] == "interrupted", err[-3000:]
     assert summary["weights_dir"] and list(Path(summary["weights_dir"]).glob("*.safetensors"))
-    assert 0 < summary["global_step"] < 500
+    assert 0 < summary["global_step"] < 500 and summary["world_size"] == 2
+    assert summary["update_sparsity"]["changed_frac_exact"] > 0  # full fine-tuning: the weights trained
+    assert out.count("optimizer steps") == 1  # one summary table, rank 0's
+    assert (run / "accelerate_config.yaml").is_file() and "--nproc-per-node 2" in err
     assert not [p for p in workers if Path(f"/proc/{p}").exists()]  # no process left behind
 
 

@@ -186,26 +186,26 @@ def test_a_resume_of_a_run_that_is_not_paused_and_a_pause_past_the_end_are_refus
 
 
 def test_a_promotion_search_pauses_cuts_resumes_and_deletes_its_checkpoints(tmp_path):
-    """One optimizer, 3 trials of 3 steps, a rung at step 2 keeping 1 of 3 (more on a tie): every trial pauses at
-    step 2, the cut ones end pruned with the reason, the best resume to step 3 and complete; no checkpoint is left,
+    """One optimizer, 2 trials of 3 steps, a rung at step 2 keeping 1 of 2 (both on a tie): every trial pauses at
+    step 2, a cut one ends pruned with the reason, the best resume to step 3 and complete; no checkpoint is left,
     their bytes are in the report, and the optimizer steps are what the schedule says, each paid once."""
     data = yaml.safe_load((REPO / "sweeps" / "search_smoke.yaml").read_text())
     data["name"] = "p"
     data["base"] = [b.replace("grpo.max_steps=6", "grpo.max_steps=3") for b in data["base"]]
-    data["search"].update(optimizer={"adamw": {"lr": {"min": 1e-5, "max": 1e-1}}}, trials=3, pruner="sha",
-                          min_resource=2, reduction_factor=3)
+    data["search"].update(optimizer={"adamw": {"lr": {"min": 1e-5, "max": 1e-1}}}, trials=2, pruner="sha",
+                          min_resource=2, reduction_factor=2)
     file = tmp_path / "p.yaml"
     file.write_text(yaml.safe_dump(data))
     out = tmp_path / "sw"
     dry = json.loads(runner.invoke(app, ["sweep", str(file), "--dry-run", "--json", "--output-dir",
                                          str(out)]).stdout)["search"]
-    assert dry["rungs"] == [2] and dry["min_optimizer_steps"] == 3 * 2 + 1 and dry["max_optimizer_steps"] == 9
+    assert dry["rungs"] == [2] and dry["min_optimizer_steps"] == 2 * 2 + 1 and dry["max_optimizer_steps"] == 6
     result = runner.invoke(app, ["sweep", str(file), "--output-dir", str(out), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     [st] = doc["report"]["search"]
     cells = doc["cells"]
-    assert len(cells) == 3 and {c["status"] for c in cells} <= {COMPLETED, PRUNED}
+    assert len(cells) == 2 and {c["status"] for c in cells} <= {COMPLETED, PRUNED}
     completed = [c for c in cells if c["status"] == COMPLETED]
     assert completed and st["states"].get("running") is None
     for cell in cells:
@@ -219,7 +219,7 @@ def test_a_promotion_search_pauses_cuts_resumes_and_deletes_its_checkpoints(tmp_
             assert summary["reason"].startswith("not promoted at rung 0 (step 2): objective ")
         else:
             assert steps == [1, 2, 3] and summary["global_step"] == 3
-    assert st["optimizer_steps"] == 3 * 2 + len(completed) * 1 == sum(c["global_step"] for c in doc["report"]["cells"])
+    assert st["optimizer_steps"] == 2 * 2 + len(completed) * 1 == sum(c["global_step"] for c in doc["report"]["cells"])
     assert st["checkpoint_bytes"] == sum(json.loads((out / c["run_dir"] / "summary.json").read_text())[
         "checkpoint_bytes_deleted"] for c in cells)
     assert st["best_lr"] in [c["axes"]["lr"] for c in completed]

@@ -4,6 +4,7 @@ nothing made on the way. Through the real CLI (`rlvr_cli.cli.main.app`), on real
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -258,15 +259,21 @@ def test_engine_arguments_that_fit_are_kept(monkeypatch):
 @pytest.mark.parametrize("model", ["tiny-random", "smollm2-135m"])
 def test_kv_bytes_per_token_is_what_transformers_caches(model):
     """Checked against a cache nobody here wrote: the keys and values `transformers` keeps for 5 tokens in
-    bfloat16 are 5 x `kv_bytes_per_token` bytes (grouped-query attention included: SmolLM2 has 3 KV heads of 9)."""
+    bfloat16 are 5 x `kv_bytes_per_token` bytes (grouped-query attention included: SmolLM2 has 3 KV heads of 9).
+    The model is built from its real config.json cut to 2 layers (the cache is per layer; loading SmolLM2's GGUF
+    weights would take 30 s and change no cache size)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from rlvr_cli.evaluation.generation import kv_bytes_per_token
-    from rlvr_cli.models.loading import model_config, model_path
+    from rlvr_cli.models.loading import model_config
 
-    lm = AutoModelForCausalLM.from_pretrained(model_path(model), dtype=torch.bfloat16)
+    real = model_config(model)
+    cut = copy.deepcopy(real)
+    cut.num_hidden_layers = 2
+    lm = AutoModelForCausalLM.from_config(cut, dtype=torch.bfloat16)
     with torch.no_grad():
         cache = lm(torch.arange(1, 6)[None], use_cache=True).past_key_values
     cached = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
-    assert cached == 5 * kv_bytes_per_token(model_config(model))
+    assert cached == 5 * kv_bytes_per_token(cut)
+    assert kv_bytes_per_token(real) == real.num_hidden_layers * cached // (5 * 2)  # the same bytes in every layer

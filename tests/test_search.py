@@ -250,16 +250,16 @@ def test_a_completed_trial_is_ranked_as_a_grid_cell_and_each_study_has_its_own_s
 
 
 def test_a_search_runs_prunes_tells_and_reports(tmp_path):
-    """One optimizer, 4 trials of 6 steps, asha with rungs at steps 2 and 4: at least one trial is pruned at a rung,
+    """One optimizer, 3 trials of 6 steps, asha with rungs at steps 2 and 4: at least one trial is pruned at a rung,
     every trial is told (none left running in the study), the report names the best completed trial, and the
     search spends fewer optimizer steps than the grid over the same range."""
-    path = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1.0}}})
+    path = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-3, "max": 1.0}}}, trials=3)
     out = tmp_path / "sw"
     result = runner.invoke(app, ["sweep", str(path), "--output-dir", str(out), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     cells = doc["cells"]
-    assert len(cells) == 4 and {c["axes"]["trial"] for c in cells} == {0, 1, 2, 3}
+    assert len(cells) == 3 and {c["axes"]["trial"] for c in cells} == {0, 1, 2}
     statuses = [c["status"] for c in cells]
     assert PRUNED in statuses and set(statuses) <= {"completed", PRUNED}, statuses
     for cell in cells:
@@ -276,7 +276,7 @@ def test_a_search_runs_prunes_tells_and_reports(tmp_path):
         if cell["status"] == "completed":
             summary = json.loads((out / cell["run_dir"] / "summary.json").read_text())
             assert values[cell["name"]] == summary["reward_mean_last_quarter"]
-    assert st["states"].get("running") is None and sum(st["states"].values()) == 4
+    assert st["states"].get("running") is None and sum(st["states"].values()) == 3
     completed = [t for t in st["trials"] if t["state"] == "complete"]
     assert st["best_objective"] == max(t["objective"] for t in completed)
     assert st["best_lr"] in [c["axes"]["lr"] for c in cells if c["status"] == "completed"]
@@ -297,7 +297,7 @@ def test_a_search_runs_prunes_tells_and_reports(tmp_path):
     assert [(c["name"], c["status"]) for c in kept] == [(c["name"], c["status"]) for c in cells]
     assert not any(c["ran"] for c in kept)
     # a search into a directory that holds another search is refused, naming what differs
-    other = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-2, "max": 1.0}}})
+    other = _search_file(tmp_path, optimizer={"sgd": {"lr": {"min": 1e-2, "max": 1.0}}}, trials=3)
     refused = runner.invoke(app, ["sweep", str(other), "--output-dir", str(out), "--resume"])
     assert refused.exit_code == 2 and "of another search (lr_min differ)" in refused.stderr
 
