@@ -17,7 +17,7 @@ import argparse
 import statistics
 import tempfile
 
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.core.run_dir import RunDir, read_metrics
 from rlvr_cli.training.recipe import train
 

@@ -14,7 +14,7 @@ import time
 
 from rlvr_cli.data.problems import user_message
 from rlvr_cli.evaluation.benchmarks import load_benchmark
-from rlvr_cli.evaluation.generation import Sampling, chat_prompts, generate_hf
+from rlvr_cli.evaluation.sampling import Sampling, chat_prompts, generate_hf
 from rlvr_cli.models.loading import load_model
 
 

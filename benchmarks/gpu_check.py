@@ -202,13 +202,13 @@ def build_model(shape_name: str, tokenizer_path: Path) -> tuple[Path, float]:
 
 def preflight(overrides: list[str]) -> float:
     """Check a leg's overrides in this process the way `rlvr train` checks them before any model loads
-    (`rlvr_cli.core.config.compose`, then `rlvr_cli.training.recipe.check_inputs` with the run directory not
+    (`rlvr_cli.core.compose.compose`, then `rlvr_cli.training.recipe.check_inputs` with the run directory not
     claimed), so that a refusal costs seconds of device time, not a model load. Returns the seconds it took.
 
     Raises:
         SystemExit: rlvr refuses the settings (its one-line message).
     """
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
     from rlvr_cli.core.errors import BadInput
     from rlvr_cli.training.recipe import check_inputs
 

@@ -33,8 +33,9 @@ def one(shape: str, dtype: str, optimizer: str, steps: int, batch: int, seq: int
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from rlvr_cli.analysis.memory import run_memory_analytic
-    from rlvr_cli.core.config import compose
-    from rlvr_cli.training.optimizers import optimizer_cls_and_kwargs, state_bytes
+    from rlvr_cli.core.compose import compose
+    from rlvr_cli.optimizers.build import optimizer_cls_and_kwargs
+    from rlvr_cli.optimizers.state import state_bytes
     from rlvr_cli.training.recipe import peak_memory_bytes
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -32,8 +32,8 @@ def main() -> None:
     import torch
 
     from rlvr_cli.data.problems import arithmetic_problems, user_message
-    from rlvr_cli.evaluation.generation import Sampling, chat_prompts, generate_hf
     from rlvr_cli.evaluation.grading import boxed_answers, grade
+    from rlvr_cli.evaluation.sampling import Sampling, chat_prompts, generate_hf
     from rlvr_cli.models.loading import load_model
 
     variants = json.loads(sys.argv[1]) if len(sys.argv) > 1 else VARIANTS

@@ -20,7 +20,7 @@ import time
 from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.data.problems import arithmetic_problems, prompt_dataset
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.training import rewards

@@ -19,7 +19,7 @@ import time
 
 def measure(backend: str, dtype: str, prompts_of, sampling) -> dict:
     """Generate with one backend in one dtype; return tokens, seconds and tokens/s (start excluded and included)."""
-    from rlvr_cli.evaluation.generation import VllmEngine, generate_hf, generate_vllm, vllm_engine
+    from rlvr_cli.evaluation.sampling import VllmEngine, generate_hf, generate_vllm, vllm_engine
     from rlvr_cli.models.loading import load_model, model_path
 
     t0 = time.perf_counter()
@@ -53,7 +53,7 @@ def main() -> None:
 
     from rlvr_cli.data.problems import user_message
     from rlvr_cli.evaluation.benchmarks import load_benchmark
-    from rlvr_cli.evaluation.generation import Sampling, chat_prompts
+    from rlvr_cli.evaluation.sampling import Sampling, chat_prompts
 
     rows = load_benchmark("gsm8k", None, a.problems)
     sampling = Sampling.protocol(k=a.k, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)

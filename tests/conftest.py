@@ -63,7 +63,7 @@ def chars_reward():
 @pytest.fixture
 def run_tiny(tmp_path):
     """Run `rlvr train` in-process on tiny-random with extra overrides and callbacks; return its summary."""
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
     from rlvr_cli.training.recipe import train
 
     def run(*overrides: str, name: str = "run", callbacks=()):

@@ -15,7 +15,7 @@ from peft import get_peft_model
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.training.adalora import orthogonal_penalty

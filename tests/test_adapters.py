@@ -4,7 +4,7 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model

@@ -17,7 +17,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import TrainerCallback
 
 from rlvr_cli.analysis.memory import estimate
-from rlvr_cli.core.config import compose, group_options
+from rlvr_cli.core.compose import compose, group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models import adapters
 from rlvr_cli.models.loading import load_model

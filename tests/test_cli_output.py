@@ -62,7 +62,7 @@ def test_bytes_are_decimal_si_everywhere():
 
 
 def test_status_colours_have_one_definition():
-    from rlvr_cli.sweeps import report
+    from rlvr_cli.sweeps import comparison as report
 
     assert not hasattr(report, "STATUS_COLOURS") and STATUS_COLOURS["completed"] == "green"
 

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlvr_cli.core import schema
-from rlvr_cli.core.config import GROUPS, compose, group_options, validate
+from rlvr_cli.core.compose import GROUPS, compose, group_options, validate
 from rlvr_cli.core.errors import BadInput
 
 

@@ -12,15 +12,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftConfig
 
-from rlvr_cli.analysis.memory import STATE_MODELS, _tensor_state, state_bytes_analytic
 from rlvr_cli.core import schema
-from rlvr_cli.core.config import GROUPS, compose, config_dir, group_options, validate
+from rlvr_cli.core.compose import GROUPS, compose, config_dir, group_options, validate
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.targets import check_option_file
 from rlvr_cli.evaluation.benchmarks import BENCHMARKS, Benchmark, parse_benchmarks
 from rlvr_cli.models.adapters import peft_config
+from rlvr_cli.optimizers.build import build_optimizer
+from rlvr_cli.optimizers.state import STATE_MODELS, state_bytes, state_bytes_analytic, tensor_state
 from rlvr_cli.sweeps.launch import LAUNCHERS, launcher_configs
-from rlvr_cli.training.optimizers import build_optimizer, state_bytes
 from rlvr_cli.training.rewards import build_rewards, reward_function
 
 #: Groups that train.yaml does not select by default: composed with `+group=option`.
@@ -111,10 +111,10 @@ def test_analytic_state_equals_the_measured_state_after_one_step(name):
 
 def test_every_state_model_has_a_memory_model():
     for kind in STATE_MODELS:
-        per_element, per_tensor = _tensor_state(kind, (8, 16), 4, {"momentum": 0.9})
+        per_element, per_tensor = tensor_state(kind, (8, 16), 4, {"momentum": 0.9})
         assert per_element >= 0 and per_tensor >= 0
     with pytest.raises(BadInput, match="no analytic memory model"):
-        _tensor_state("shampoo", (8, 16), 4, {})
+        tensor_state("shampoo", (8, 16), 4, {})
 
 
 @pytest.mark.parametrize("name", group_options("adapter"))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.data.problems import INSTRUCTION, arithmetic_problems, load_problems, prompt_dataset, read_jsonl
 

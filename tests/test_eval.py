@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
-from rlvr_cli.core.config import group_options
+from rlvr_cli.core.compose import group_options
 from rlvr_cli.evaluation.benchmarks import BENCHMARKS, load_benchmark, parse_benchmarks
 from rlvr_cli.models.loading import load_model
 
@@ -63,7 +63,7 @@ def test_the_extraction_rule_is_an_option_recorded_in_the_results(tmp_path):
 def test_eval_a_trained_run_directory(tmp_path):
     from conftest import TINY
 
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
     from rlvr_cli.training.recipe import train
 
     for adapter in ("full", "lora"):
@@ -185,7 +185,7 @@ def test_a_damaged_weights_file_is_one_line_naming_it(damage, tmp_path):
 def test_batched_greedy_generation_equals_one_at_a_time():
     """Left padding and the end-token cut do not change what a prompt gets: batch 8 == batch 1, greedy."""
     from rlvr_cli.data.problems import user_message
-    from rlvr_cli.evaluation.generation import Sampling, chat_prompts, generate_hf
+    from rlvr_cli.evaluation.sampling import Sampling, chat_prompts, generate_hf
     from rlvr_cli.models.loading import load_model
 
     model, tokenizer = load_model("tiny-random")
@@ -202,8 +202,8 @@ def test_rlvr_eval_and_rlvr_train_share_one_protocol():
     import inspect
 
     from rlvr_cli.cli.eval import eval_
-    from rlvr_cli.core.config import compose
-    from rlvr_cli.evaluation.generation import PROTOCOL_FIELDS, Sampling
+    from rlvr_cli.core.compose import compose
+    from rlvr_cli.evaluation.sampling import PROTOCOL_FIELDS, Sampling
 
     train = compose([]).eval
     options = {name: p.default.default for name, p in inspect.signature(eval_).parameters.items()}
@@ -217,7 +217,7 @@ def test_rlvr_eval_and_rlvr_train_share_one_protocol():
 def test_a_training_task_is_scored_on_its_own_problems_and_instruction(tmp_path):
     """Issue 25, item 3: `--data arithmetic` scores the demo's task as `rlvr train` draws it (seed 0), prompted with
     its instruction; beside --benchmarks it adds a row."""
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
     from rlvr_cli.data.problems import load_problems
 
     out = tmp_path / "task"

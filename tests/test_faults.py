@@ -20,7 +20,7 @@ from conftest import CHARS, TINY
 from transformers import TrainerCallback
 
 from rlvr_cli.core import run_dir
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.training import recipe
 
 

@@ -17,7 +17,7 @@ from conftest import TINY
 from transformers import TrainerCallback
 
 from rlvr_cli.core import run_dir
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.embedded import tiny_random_dir
 from rlvr_cli.training import recipe

@@ -21,7 +21,7 @@ from trl import GRPOConfig
 
 from rlvr_cli.analysis.memory import GB, estimate
 from rlvr_cli.analysis.planner import Plan
-from rlvr_cli.core.config import compose, group_options, validate
+from rlvr_cli.core.compose import compose, group_options, validate
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.evaluation.vllm import unavailable
 from rlvr_cli.training.generation import (

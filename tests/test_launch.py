@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import CHARS, REPO, TINY
 
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import read_metrics
 from rlvr_cli.training import parallelism

@@ -100,7 +100,7 @@ def test_a_killed_run_is_dead_reported_rerun_and_not_evaluated(tmp_path):
 def test_eval_refuses_a_live_and_a_dead_run_in_one_line(tmp_path):
     """`rlvr eval RUN_DIR` on a running run: one line naming its process (here: this very process, alive); on a
     dead one (a process that has ended): one line saying so."""
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
 
     run = run_dir.create(tmp_path / "run", compose(TINY), [])
     summary = {"status": run_dir.RUNNING, **run_dir.owner()}

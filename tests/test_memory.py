@@ -14,22 +14,21 @@ from rlvr_cli.analysis.memory import (
     GB,
     breakdown,
     estimate,
-    optimizer_names,
     param_shapes,
     parse_model_arg,
     precision_of,
     run_memory_analytic,
-    state_bytes_analytic,
 )
 from rlvr_cli.cli.analysis import memory_table
 from rlvr_cli.cli.main import app
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.units import human_bytes
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.models.state import count_params
-from rlvr_cli.training.optimizers import optimizer_cls_and_kwargs, state_bytes
+from rlvr_cli.optimizers.build import optimizer_cls_and_kwargs
+from rlvr_cli.optimizers.state import optimizer_names, state_bytes, state_bytes_analytic
 
 runner = CliRunner()
 #: Every optimizer option that runs on CPU (adamw_8bit needs CUDA and bitsandbytes).

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlvr_cli.core import modes, schema
-from rlvr_cli.core.config import compose, config_dir, group_options, validate
+from rlvr_cli.core.compose import compose, config_dir, group_options, validate
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.training import parallelism
 

@@ -12,20 +12,15 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from rlvr_cli.analysis.memory import estimate, state_bytes_analytic
-from rlvr_cli.core.config import compose
+from rlvr_cli.analysis.memory import estimate
+from rlvr_cli.core.compose import compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.models.state import is_matrix, muon_matrices
-from rlvr_cli.training.optimizers import (
-    LoraFA,
-    LoraPlus,
-    MuonOverModel,
-    MuonWithAdamW,
-    state_bytes,
-    trainer_optimizer,
-)
+from rlvr_cli.optimizers.build import LoraFA, LoraPlus, trainer_optimizer
+from rlvr_cli.optimizers.muon import MuonOverModel, MuonWithAdamW
+from rlvr_cli.optimizers.state import state_bytes, state_bytes_analytic
 
 
 class Probe(TrainerCallback):

@@ -4,16 +4,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rlvr_cli.analysis.memory import STATE_MODELS
-from rlvr_cli.core.config import compose, config_dir, group_options
+from rlvr_cli.core.compose import compose, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.training.optimizers import (
-    build_optimizer,
-    constructor_config,
-    optimizer_cls_and_kwargs,
-    state_bytes,
-    trainer_kwargs,
-)
+from rlvr_cli.optimizers.build import build_optimizer, constructor_config, optimizer_cls_and_kwargs, trainer_kwargs
+from rlvr_cli.optimizers.state import STATE_MODELS, state_bytes
 
 # option -> (class name, hyper-parameters that must reach it, fp32 state tensors per parameter tensor)
 EXPECTED = {

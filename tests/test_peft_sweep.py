@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
 from rlvr_cli.cli.report import report_command
-from rlvr_cli.core.config import compose, group_options
+from rlvr_cli.core.compose import compose, group_options
 from rlvr_cli.models.adapters import knobs
 from rlvr_cli.models.embedded import tiny_random_dir
+from rlvr_cli.sweeps.comparison import build_report
 from rlvr_cli.sweeps.grid import expand, load_sweep
-from rlvr_cli.sweeps.report import build_report
 
 PEFT_METHODS = REPO / "sweeps" / "peft_methods.yaml"
 #: Every PEFT method of the adapter group (full fine-tuning aside), from its folder: a new method file is in the study.

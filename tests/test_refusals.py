@@ -229,7 +229,7 @@ ENGINE_CASES = {
 @pytest.mark.parametrize("case", ENGINE_CASES)
 def test_engine_arguments_vllm_would_refuse_after_loading_are_refused_from_the_config(case, monkeypatch):
     from rlvr_cli.core.errors import BadInput
-    from rlvr_cli.evaluation.generation import VllmEngine
+    from rlvr_cli.evaluation.sampling import VllmEngine
     from rlvr_cli.models.loading import context_length, model_config
 
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
@@ -242,7 +242,7 @@ def test_engine_arguments_vllm_would_refuse_after_loading_are_refused_from_the_c
 
 def test_engine_arguments_that_fit_are_kept(monkeypatch):
     """The defaults, a KV cache of exactly one sequence, and tensor parallelism with one CPU set per worker."""
-    from rlvr_cli.evaluation.generation import VllmEngine, kv_bytes_per_token
+    from rlvr_cli.evaluation.sampling import VllmEngine, kv_bytes_per_token
     from rlvr_cli.models.loading import model_config
 
     config = model_config("tiny-random")
@@ -265,7 +265,7 @@ def test_kv_bytes_per_token_is_what_transformers_caches(model):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rlvr_cli.evaluation.generation import kv_bytes_per_token
+    from rlvr_cli.evaluation.sampling import kv_bytes_per_token
     from rlvr_cli.models.loading import model_config
 
     real = model_config(model)

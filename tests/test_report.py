@@ -17,7 +17,8 @@ from rlvr_cli.cli.report import report_command
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.units import human_bytes, percent
 from rlvr_cli.models.embedded import tiny_random_dir
-from rlvr_cli.sweeps.report import CHANGED, build_report, eval_avg
+from rlvr_cli.sweeps.cells import CHANGED, eval_avg
+from rlvr_cli.sweeps.comparison import build_report
 
 HUGE = ["~rewards.correctness", "~rewards.format", "+rewards.test_report.huge_reward=1.0", "grpo.scale_rewards=none"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,7 +46,7 @@ def _cell(optimizer: str, lr: float, adapter: str = "full", r: int | None = None
 def sweep(tmp_path_factory):
     """A sweep directory: 6 real tiny trainings (4 completed sgd/adamw/lora, 1 diverged), 1 real failure,
     1 pending cell; `report_command` run once on it. Returns (sweep_dir, the printed text)."""
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
     from rlvr_cli.training.recipe import train
 
     root = tmp_path_factory.mktemp("report")

@@ -102,12 +102,12 @@ def test_the_dry_run_prints_the_space_the_rungs_and_the_budget(tmp_path):
 
 def test_the_sampler_seed_repeats_the_learning_rates(tmp_path):
     """The same file asks the same learning rates; another seed asks others (TPE's startup trials are random)."""
-    from rlvr_cli.sweeps import launch, search
+    from rlvr_cli.sweeps import launch, search, search_spec
 
     def asked(path: Path, where: Path) -> list[float]:
         sweep = launch.plan(path)
-        spec, max_steps = search.check(sweep)
-        plan = search.plan_studies(sweep, spec)
+        spec, max_steps = search_spec.check(sweep)
+        plan = search_spec.plan_studies(sweep, spec)
         where.mkdir()
         store = studies.storage(where / studies.STORAGE_FILE)
         opened = {st.name: search.open_study(store, where, st, spec, max_steps) for st in plan}
@@ -222,13 +222,13 @@ def test_the_median_pruner_prunes_from_step_min_resource_on():
 def test_a_completed_trial_is_ranked_as_a_grid_cell_and_each_study_has_its_own_sampler_seed(tmp_path):
     """Issue 25: a completed trial's objective is its mean reward over the last quarter of the steps (the grid's
     ranking), not the smoothed last steps; and two studies of one search start from different learning rates."""
-    from rlvr_cli.sweeps import launch, search
+    from rlvr_cli.sweeps import launch, search, search_spec
 
     summary = {"objective": 0.9, "reward_mean_last_quarter": 0.4}
     assert search.objective_of(summary, "reward") == 0.4
     sweep = launch.plan(SMOKE)
-    spec, max_steps = search.check(sweep)
-    plan = search.plan_studies(sweep, spec)
+    spec, max_steps = search_spec.check(sweep)
+    plan = search_spec.plan_studies(sweep, spec)
     store = studies.storage(tmp_path / studies.STORAGE_FILE)
     opened = {st.name: search.open_study(store, tmp_path, st, spec, max_steps, i) for i, st in enumerate(plan)}
     manifest = {"name": sweep.name, "cells": []}

@@ -167,7 +167,7 @@ def test_a_dry_run_reads_the_file_once_and_composes_once_per_group_choice(monkey
     import hydra
     import hydra._internal.defaults_list as defaults_list
 
-    from rlvr_cli.core import config
+    from rlvr_cli.core import compose as config
     from rlvr_cli.sweeps import grid, launch
 
     calls: dict[str, int] = {}
@@ -209,9 +209,9 @@ def _nodes(node, path=""):
 
 
 def test_check_cells_composes_what_compose_composes():
-    """`rlvr_cli.core.config.Composer` (Hydra's defaults list once per group choice, without Hydra's own tree)
+    """`rlvr_cli.core.compose.Composer` (Hydra's defaults list once per group choice, without Hydra's own tree)
     against `compose`: node for node (values, node types, flags) on shipped sweeps' cells, error for error."""
-    from rlvr_cli.core.config import Composer, compose
+    from rlvr_cli.core.compose import Composer, compose
     from rlvr_cli.core.errors import BadInput
     from rlvr_cli.sweeps.grid import read_sweep
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.sweeps.launch import cell_job, job_groups, multirun_command
 from rlvr_cli.sweeps.slurm import JobSettings, job_settings, launcher_settings, node_overrides, train_env
 

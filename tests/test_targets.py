@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
-from rlvr_cli.core.config import Composer, compose
+from rlvr_cli.core.compose import Composer, compose
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.targets import check_hydra_overrides, check_option_file
 

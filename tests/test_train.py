@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
-from rlvr_cli.core.config import compose, group_options
+from rlvr_cli.core.compose import compose, group_options
 from rlvr_cli.core.run_dir import read_metrics
 
 OPTIMIZERS = [o for o in group_options("optimizer") if o != "adamw_8bit"]  # 8-bit AdamW needs CUDA
@@ -183,7 +183,7 @@ def test_kl_is_logged_when_beta_is_positive(run_tiny, chars_reward):
 def test_the_learning_signal_is_logged_summarised_and_reported(run_tiny, chars_reward, tmp_path):
     """Issue 25, item 2: tiny-random never answers, so under the math rewards every group's rewards are equal (all
     0): every step has frac_reward_zero_std 1 and a zero gradient. A dense reward gives the groups a spread."""
-    from rlvr_cli.sweeps.report import read_cell
+    from rlvr_cli.sweeps.cells import read_cell
 
     flat = run_tiny(name="flat")
     records = _check_run(flat)

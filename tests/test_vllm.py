@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import CHARS, TINY
 
-from rlvr_cli.core.config import compose
+from rlvr_cli.core.compose import compose
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.evaluation.generation import CPU_KV_CACHE_BYTES
+from rlvr_cli.evaluation.sampling import CPU_KV_CACHE_BYTES
 from rlvr_cli.evaluation.vllm import unavailable, vllm_build
 from rlvr_cli.training.generation import ServerError, check_server_address, vllm_server
 

@@ -49,7 +49,7 @@ def shard_mode(name: str) -> Any:
     Raises:
         BadInput: no such file (the message lists them, least sharded first).
     """
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
 
     if name not in group_options("distributed"):
         raise BadInput(f"unknown --shard '{name}'; valid: {', '.join(shard_names())}")

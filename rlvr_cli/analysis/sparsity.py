@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlvr_cli.analysis.plots import write_heatmap
+from rlvr_cli.analysis.heatmap import write_heatmap
 from rlvr_cli.core.checks import check_tolerance
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.groups import default_node
@@ -204,7 +204,7 @@ def compare(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor], tole
 def measure_sparsity(base_spec: str, target_spec: str, tolerance: float, rank: bool, output_dir: Path,
                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """What `rlvr sparsity BASE TARGET` measures: load both models, `compare` them, write `sparsity.json` and
-    `sparsity_heatmap.png` (`rlvr_cli.analysis.plots.write_heatmap`) into `output_dir` (created). Adapter runs are
+    `sparsity_heatmap.png` (`rlvr_cli.analysis.heatmap.write_heatmap`) into `output_dir` (created). Adapter runs are
     merged into their base first; sparse-delta checkpoints are rebuilt. Prints nothing (`rlvr_cli.cli.analysis`
     renders the result).
 

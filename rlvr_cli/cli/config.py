@@ -10,7 +10,7 @@ def config_show(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     """Print the composed, resolved config of a run: YAML, or with --json one JSON document."""
     from omegaconf import OmegaConf
 
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
 
     with bad_input_exits():
         cfg = compose(overrides or [])

@@ -63,7 +63,7 @@ def eval_(
     as_json: bool = JSON,
 ) -> None:
     """Score a model on math benchmarks: avg@k, pass@k (unbiased), maj@k, with standard errors."""
-    from rlvr_cli.evaluation.generation import Sampling, VllmEngine
+    from rlvr_cli.evaluation.sampling import Sampling, VllmEngine
 
     sampling = Sampling(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, seed=seed)

@@ -1,5 +1,5 @@
 """What `rlvr report SWEEP_DIR` prints (and `rlvr sweep` after its cells): the Rich tables of a sweep report
-and `report_command`, which prints them while `rlvr_cli.sweeps.report` writes the report files and
+and `report_command`, which prints them while `rlvr_cli.sweeps.comparison` writes the report files and
 `rlvr_cli.sweeps.plots` the plots. Tables go through `rlvr_cli.cli.output.print_table`, so no figure is split
 across lines."""
 
@@ -17,8 +17,9 @@ from rlvr_cli.cli.output import print_table, status_colour, stdout_console
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.run_dir import DEAD, DIVERGED, FAILED, UNKNOWN
 from rlvr_cli.core.units import human_bytes, percent
+from rlvr_cli.sweeps.cells import FIGURES, STANDARD_AXES
+from rlvr_cli.sweeps.comparison import REPORT_FILES, build_report, several_adapters, write_report
 from rlvr_cli.sweeps.plots import write_plots
-from rlvr_cli.sweeps.report import FIGURES, REPORT_FILES, STANDARD_AXES, build_report, several_adapters, write_report
 
 #: Statuses whose reason `report_command` prints under the table.
 EXPLAINED = (DIVERGED, FAILED, DEAD, UNKNOWN)
@@ -26,7 +27,7 @@ EXPLAINED = (DIVERGED, FAILED, DEAD, UNKNOWN)
 
 def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool = False) -> dict[str, Any]:
     """`rlvr report SWEEP_DIR`: print the cells and best-lr tables (and the per-adapter table when the cells
-    differ by adapter), write report.csv, report_by_adapter.csv, report.json (`rlvr_cli.sweeps.report.write_report`)
+    differ by adapter), write report.csv, report_by_adapter.csv, report.json (`rlvr_cli.sweeps.comparison.write_report`)
     and the plots (`rlvr_cli.sweeps.plots.write_plots`) into the sweep directory, and print where they are.
 
     Args:
@@ -36,7 +37,7 @@ def report_command(sweep_dir: Path, console: Console | None = None, quiet: bool 
         quiet: print nothing (`rlvr report --json` prints the returned dict instead).
 
     Returns:
-        The report (`rlvr_cli.sweeps.report.build_report`; what report.json holds).
+        The report (`rlvr_cli.sweeps.comparison.build_report`; what report.json holds).
 
     Raises:
         BadInput: not a sweep directory (no manifest.json), a manifest that does not parse, or a report file or
@@ -79,7 +80,7 @@ def print_tables(report: dict[str, Any], console: Console) -> None:
     yellow line when no cell has a final reward yet) and, when the cells differ by adapter, `adapter_table`.
 
     Args:
-        report: `rlvr_cli.sweeps.report.build_report`'s dict.
+        report: `rlvr_cli.sweeps.comparison.build_report`'s dict.
         console: the Rich console to print on.
     """
     print_table(cells_table(report), console)
@@ -127,7 +128,7 @@ def print_files(files: list[Path], plots_dir: Path, plots: dict[str, str | None]
     path or why it was skipped.
 
     Args:
-        files: the report files written (`rlvr_cli.sweeps.report.write_report`).
+        files: the report files written (`rlvr_cli.sweeps.comparison.write_report`).
         plots_dir: the directory of the plots (`SWEEP_DIR/plots`).
         plots: `rlvr_cli.sweeps.plots.write_plots`'s result: file name -> None when written, else why it was not.
         console: the Rich console to print on.

@@ -116,7 +116,7 @@ def search_command(plan: Any, sweep_file: Path, sweep_dir: Path, resume: bool, d
 
 
 def search_table(name: str, info: dict[str, Any], dry_run: bool) -> Table:
-    """The search space of a search (`rlvr_cli.sweeps.search.describe`): one row per study."""
+    """The search space of a search (`rlvr_cli.sweeps.search_spec.describe`): one row per study."""
     table = Table(title=escape(f"search {name}: {len(info['studies'])} studies, sampler {info['sampler']}"
                                + (" (dry run)" if dry_run else "")))
     for col in ("study", "optimizer", "learning rate (log scale)", "trials", "grid points"):

@@ -31,7 +31,7 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     run starts its N processes itself (`rlvr_cli.training.launcher`)."""
     import warnings
 
-    from rlvr_cli.core.config import compose, validate
+    from rlvr_cli.core.compose import compose, validate
     from rlvr_cli.training.distributed import end_with_launcher, launch_env, linger
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl)\.")  # upstream renames

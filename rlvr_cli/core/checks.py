@@ -76,3 +76,16 @@ def check_path_component(value: str, where: str = "run_name",
     if name in ("", ".", "..") or "/" in name or "\0" in name:
         raise BadInput(f"{where} must be one directory name (no '/', not '.' or '..'), got {name!r}; {fix}")
     return name
+
+
+def check_betas(value: Any, where: str) -> list[float]:
+    """Adam-style `betas`: two numbers in [0, 1) (Kingma & Ba, arXiv 1412.6980).
+
+    Raises:
+        BadInput: anything else.
+    """
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value)
+    if not ok:
+        raise BadInput(f"{where} must be two numbers in [0, 1), got {value!r}; e.g. {where}=[0.9,0.999]")
+    return [float(b) for b in value]

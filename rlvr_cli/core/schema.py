@@ -25,85 +25,27 @@ line in its dataclass.
 
 import copy
 import dataclasses
-import functools
-import math
-import operator
 import re
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Union
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rlvr_cli.core.checks import check_lr, check_rank, check_tolerance
+from rlvr_cli.core.checks import check_betas, check_lr, check_rank, check_tolerance
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.groups import GroupOptions
 from rlvr_cli.core.modes import BACKENDS
 from rlvr_cli.core.precision import PRECISIONS
+from rlvr_cli.core.rules import MAX_SEED, Number, check_node, fail, fields_of, join_key, rule
 
-#: A number kept as written: an int stays an int (PEFT's `lora_alpha`, transformers' `warmup_steps`).
-Number = int | float
 #: Weight dtypes a model loads in (`rlvr eval --dtype`).
 DTYPES = ("float32", "bfloat16", "float16")
 #: `save_format` values.
 SAVE_FORMATS = ("full", "sparse_delta")
 #: `logger.mode` values (W&B).
 WANDB_MODES = ("auto", "online", "offline")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The range of one schema field, and how its one-line error reads.
-
-    Attributes:
-        ge, gt, le, lt: bounds (>=, >, <=, <); None: no bound.
-        choices: the allowed values of a string field (a `GroupOptions` for a group's file names).
-        required: the key must be present and not null (else only a present value is checked).
-        why: a short reason, printed in parentheses after the bounds.
-        fix: the fix printed after the value; default `e.g. KEY=EXAMPLE`.
-        example: a valid value for the default fix.
-        check: one of `rlvr_cli.core.checks` (`check(value, where)`, raising `BadInput`), used instead of the bounds.
-    """
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    choices: Sequence[str] | None = None
-    required: bool = False
-    why: str = ""
-    fix: str = ""
-    example: Any = None
-    check: Callable[[Any, str], Any] | None = None
-
-
-#: The largest seed of a run or an evaluation: numpy's generators take seeds in 0..2**32-1.
-MAX_SEED = 2**32 - 1
-
-
-def rule(**kwargs: Any) -> Any:
-    """A schema field with a `Rule` (its keyword arguments) and no default: the YAML files hold the defaults.
-
-    Returns:
-        a `dataclasses.field` with `default=MISSING` and the rule in its metadata.
-    """
-    return field(default=MISSING, metadata={"rule": Rule(**kwargs)})
-
-
-def check_betas(value: Any, where: str) -> list[float]:
-    """Adam-style `betas`: two numbers in [0, 1) (Kingma & Ba, arXiv 1412.6980).
-
-    Raises:
-        BadInput: anything else.
-    """
-    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
-        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value)
-    if not ok:
-        raise BadInput(f"{where} must be two numbers in [0, 1), got {value!r}; e.g. {where}=[0.9,0.999]")
-    return [float(b) for b in value]
 
 
 # --- the schemas -------------------------------------------------------------------------------------------------
@@ -196,7 +138,7 @@ class AdapterSchema:
     vera_dropout: float = rule(ge=0, lt=1, example=0.05)
     use_dora: bool = MISSING
     use_rslora: bool = MISSING
-    optimizer_factory: str | None = rule(choices=("loraplus", "lorafa"))  # rlvr_cli.training.optimizers
+    optimizer_factory: str | None = rule(choices=("loraplus", "lorafa"))  # rlvr_cli.optimizers.build
     loraplus_lr_ratio: float = rule(gt=0, why="LoRA+: B's learning rate over A's", example=16)
     init_r: int = rule(ge=1, why="AdaLoRA's initial rank; adapter.r sets it", example=12)  # peft.AdaLoraConfig
     target_r: int = rule(ge=1, why="AdaLoRA's final average rank", example=8)
@@ -370,7 +312,7 @@ class TrainSchema:
     trial: TrialSchema | None = MISSING
 
 
-#: Config group (and `train.yaml` block) -> its schema: the groups of `rlvr_cli.core.config.GROUPS` plus `eval` and
+#: Config group (and `train.yaml` block) -> its schema: the groups of `rlvr_cli.core.compose.GROUPS` plus `eval` and
 #: `sparsity`.
 GROUP_SCHEMAS: dict[str, type] = {"model": ModelSchema, "data": DataSchema, "optimizer": OptimizerSchema,
                                   "adapter": AdapterSchema, "grpo": GrpoSchema, "distributed": DistributedSchema,
@@ -378,85 +320,12 @@ GROUP_SCHEMAS: dict[str, type] = {"model": ModelSchema, "data": DataSchema, "opt
                                   "eval": EvalSchema, "sparsity": SparsitySchema, "trial": TrialSchema}
 
 
-def schema_fields(schema: type) -> tuple[str, ...]:
+def schemafields_of(schema: type) -> tuple[str, ...]:
     """The keys a schema types, in order (`dataclasses.fields`)."""
     return tuple(f.name for f in dataclasses.fields(schema))
 
 
 # --- applying them ------------------------------------------------------------------------------------------------
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _hint(tp: Any) -> tuple[Any, bool]:
-    """A field's type without `None`, and whether it may be None (`X | None`, `Optional[X]`)."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return functools.reduce(operator.or_, rest), True
-    return tp, False
-
-
-def _noun(tp: Any) -> str:
-    """What a value of type `tp` is, in words: `an integer`, `a number`, `a list of strings`, ..."""
-    if tp is int:
-        return "an integer"
-    if tp in (float, Number):
-        return "a number"
-    if tp is bool:
-        return "true or false"
-    if tp is str:
-        return "a string"
-    if typing.get_origin(tp) is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        return "a list" if item is Any else f"a list of {_noun(item).split(' ', 1)[1]}s"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping of keys to values"
-    return "a value"
-
-
-@functools.cache
-def _fields(schema: type) -> dict[str, tuple[Any, bool, Rule]]:
-    """Name -> (type without Optional, optional, rule) of a schema's fields; computed once per schema class."""
-    hints = typing.get_type_hints(schema)
-    return {f.name: (*_hint(hints[f.name]), f.metadata.get("rule", Rule())) for f in dataclasses.fields(schema)}
-
-
-def fail(where: str, value: Any, tp: Any, optional: bool, r: Rule) -> typing.NoReturn:
-    """Raise the one-line error of a bad value (wrong type or out of range) of schema field `where`.
-
-    Args:
-        where: the full key as the user writes it, e.g. `grpo.max_steps`.
-        value: the value as given (before any conversion).
-        tp, optional, r: the field's type (without Optional), whether null is allowed, and its `Rule`.
-
-    Raises:
-        BadInput: always; `KEY must be WHAT, got VALUE; FIX`.
-    """
-    if r.check is not None:
-        r.check(value, where)  # raises with the shared check's own message
-    if r.choices:
-        what = f"one of {', '.join(r.choices)}"
-    else:
-        what = _noun(tp)
-        limits = ((">=", r.ge), (">", r.gt), ("<=", r.le), ("<", r.lt))
-        bounds = [f"{op} {b if isinstance(b, int) else format(b, 'g')}" for op, b in limits if b is not None]
-        what += f" {' and '.join(bounds)}" if bounds else ""
-    what += " or null" if optional else ""
-    what += f" ({r.why})" if r.why else ""
-    fix = r.fix or ("" if r.example is None else f"e.g. {where}={r.example}")
-    raise BadInput(f"{where} must be {what}, got {value!r}{'; ' + fix if fix else ''}")
-
-
-def _in_range(value: Any, r: Rule) -> bool:
-    if r.choices is not None and value not in r.choices:
-        return False
-    if isinstance(value, float) and (r.ge, r.gt, r.le, r.lt) != (None,) * 4 and not math.isfinite(value):
-        return False
-    return ((r.ge is None or value >= r.ge) and (r.gt is None or value > r.gt)
-            and (r.le is None or value <= r.le) and (r.lt is None or value < r.lt))
 
 
 def conform_rewards(rewards: Any, where: str = "rewards") -> Any:
@@ -473,7 +342,7 @@ def conform_rewards(rewards: Any, where: str = "rewards") -> Any:
         return rewards  # null or missing: the reward builder says what it needs
     out: dict[str, Any] = {}
     for name, weight in rewards.items():
-        key = _join(where, str(name))
+        key = join_key(where, str(name))
         if isinstance(weight, Mapping):
             out[name] = conform_rewards(weight, key)
             continue
@@ -524,7 +393,7 @@ def _typed(schema: type, flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _conform(node: Mapping[str, Any], schema: type, where: str) -> dict[str, Any]:
-    fields = _fields(schema)
+    fields = fields_of(schema)
     nested = {k: tp for k, (tp, _, _) in fields.items() if dataclasses.is_dataclass(tp)}
     flat = {k: v for k, v in node.items() if k in fields and not (k in nested and isinstance(v, Mapping))
             and k != "rewards"}
@@ -534,13 +403,13 @@ def _conform(node: Mapping[str, Any], schema: type, where: str) -> dict[str, Any
         key = re.split(r"[.\[]", e.full_key or str(e.key), maxsplit=1)[0]
         if key not in flat:
             raise BadInput(f"{where or 'config'}: {str(e).splitlines()[0]}") from None
-        fail(_join(where, key), flat[key], *fields[key])
+        fail(join_key(where, key), flat[key], *fields[key])
     out: dict[str, Any] = {}
     for k, v in node.items():
         if k in flat:
             out[k] = typed[k]
         elif k in nested and isinstance(v, Mapping):
-            out[k] = _conform(v, nested[k], _join(where, k))
+            out[k] = _conform(v, nested[k], join_key(where, k))
         elif k == "rewards" and schema is TrainSchema:
             out[k] = conform_rewards(v)
         else:
@@ -556,7 +425,7 @@ def conform(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> 
     does not name pass through, keys the config lacks stay absent. Interpolations are resolved first.
 
     Args:
-        cfg: a composed config (`rlvr_cli.core.config.compose`) or a plain mapping.
+        cfg: a composed config (`rlvr_cli.core.compose.compose`) or a plain mapping.
         schema: the dataclass of its top level; `TrainSchema` for a run.
 
     Returns:
@@ -571,20 +440,6 @@ def conform(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> 
     return out
 
 
-def _check(node: Mapping[str, Any], schema: type, where: str) -> None:
-    for k, (tp, optional, r) in _fields(schema).items():
-        key, value = _join(where, k), node.get(k)
-        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
-            _check(value, tp, key)
-        elif value is None or value == "???":  # absent, null or missing (`???`)
-            if r.required:
-                fail(key, value, tp, optional, r)
-        elif r.check is not None:
-            r.check(value, key)
-        elif not _in_range(value, r):
-            fail(key, value, tp, optional, r)
-
-
 def check(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> None:
     """Apply every field's `Rule` to a typed config (`conform`'s result): bounds, choices, the shared checks of
     `rlvr_cli.core.checks`, and required keys. Keys the config lacks are not checked unless required.
@@ -597,7 +452,7 @@ def check(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> No
         BadInput: the first value out of range, in the schema's field order, as `KEY must be WHAT, got VALUE; FIX`.
     """
     node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    _check(node, schema, "")
+    check_node(node, schema, "")
 
 
 def typed(cfg: DictConfig | Mapping[str, Any], schema: type = TrainSchema) -> DictConfig:

@@ -7,7 +7,7 @@ arguments, and by default it first builds every nested node that has one
 refused `x`. Hydra's own guard only blocks a few names (`os.system` among them, not `builtins.open`).
 
 rlvr builds objects on purpose in few places, each non-recursively: the `optimizer` and `adapter` nodes of a run
-config (`rlvr_cli.training.optimizers.build_optimizer`, `rlvr_cli.models.adapters.peft_config`), the shipped
+config (`rlvr_cli.optimizers.build.build_optimizer`, `rlvr_cli.models.adapters.peft_config`), the shipped
 `conf/reward/` and `conf/benchmark/` files, and Hydra's own launcher and callbacks in a sweep's `hydra.*` settings.
 `check_run_config` allows a `_target_` at `optimizer._target_` and `adapter._target_` only, naming a module under
 `ALLOWED`; `check_hydra_overrides` allows `hydra.*` ones under `HYDRA_ALLOWED`. Both refuse anything else in one

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlvr_cli.core.config import group_options
+from rlvr_cli.core.compose import group_options
 from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.core.targets import build_option_file
 from rlvr_cli.data.problems import local_or_hub

@@ -23,13 +23,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rlvr_cli.core.config import DTYPES
+from rlvr_cli.core.compose import DTYPES
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.rules import MAX_SEED
 from rlvr_cli.core.run_dir import check_output_dir
-from rlvr_cli.core.schema import MAX_SEED
 from rlvr_cli.data.problems import INSTRUCTION, user_message
 from rlvr_cli.evaluation.benchmarks import load_benchmark, parse_benchmarks
-from rlvr_cli.evaluation.generation import (
+from rlvr_cli.evaluation.grading import answer_classes, check_extract, grade
+from rlvr_cli.evaluation.sampling import (
     Sampling,
     VllmEngine,
     chat_prompts,
@@ -38,7 +39,6 @@ from rlvr_cli.evaluation.generation import (
     generate_vllm,
     vllm_engine,
 )
-from rlvr_cli.evaluation.grading import answer_classes, check_extract, grade
 from rlvr_cli.evaluation.scoring import score
 from rlvr_cli.models.loading import context_length, model_config, model_path
 from rlvr_cli.models.sources import load_eval_model, resolve_model
@@ -123,7 +123,7 @@ def task_problems(data: str, limit: int | None) -> tuple[list[dict[str, str]], s
     Raises:
         BadInput: an unknown data option (the message lists them), or as `rlvr_cli.data.problems.load_problems`.
     """
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
     from rlvr_cli.data.problems import load_problems
 
     cfg = compose([f"data={data}"])

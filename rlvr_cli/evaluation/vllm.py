@@ -1,6 +1,6 @@
 """Whether vLLM can run on this machine, asked without importing it: which vLLM is installed (`vllm_build`), and
 the one-line refusal of a vLLM choice that cannot run here (`unavailable`, `require_vllm`), for
-`rlvr eval --backend vllm` (`rlvr_cli.evaluation.generation`) and `rlvr train generation=vllm_*`
+`rlvr eval --backend vllm` (`rlvr_cli.evaluation.sampling`) and `rlvr train generation=vllm_*`
 (`rlvr_cli.training.generation`, which holds the training side: the `generation` group's checks, its TRL fields
 and the vLLM server rlvr starts).
 

@@ -1,6 +1,6 @@
 """Parameters of a model by name: state dicts (each storage once), shapes on the meta device, counts, and which
 parameters are the hidden weight matrices that Muon updates (`is_matrix`, `muon_matrices`: used by
-`optimizer=muon` in `rlvr_cli.training.optimizers` and by its memory model in `rlvr_cli.analysis.memory`)."""
+`optimizer=muon` in `rlvr_cli.optimizers.build` and by its memory model in `rlvr_cli.analysis.memory`)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rlvr_cli.core.checks import check_lr, check_path_component, check_rank
-from rlvr_cli.core.config import group_options
+from rlvr_cli.core.compose import group_options
 from rlvr_cli.core.errors import BadInput
 
 TOP_KEYS = ("name", "base", "axes", "search")  # search: a learning-rate search (rlvr_cli.sweeps.search)

@@ -24,7 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rlvr_cli.core.config import config_dir, quote_value
+from rlvr_cli.core.compose import config_dir, quote_value
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import FAILED, PENDING, run_state
 from rlvr_cli.sweeps.manifest import ManifestCell, read_manifest

@@ -30,7 +30,7 @@ ended. Most sweeps have one group (the same `distributed` settings in every cell
 
 The sweep file is read once: `plan` parses it, checks the launcher, expands the cells and returns one
 `rlvr_cli.sweeps.grid.Sweep`, which `run` takes to the checks (`check_cells`: one Hydra composition per distinct
-set of config-group choices, `rlvr_cli.core.config.Composer`), the sweep directory and its manifest.
+set of config-group choices, `rlvr_cli.core.compose.Composer`), the sweep directory and its manifest.
 
 Sweep directory: `sweep.yaml` (the file's copy), `manifest.json` (the cells: name, run_dir,
 overrides, axes), `runs/<cell>/` (one `rlvr train` run directory each), `.hydra/` (launcher files),
@@ -56,7 +56,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rlvr_cli.core.config import Composer, compose, quote_value, validate
+from rlvr_cli.core.compose import Composer, compose, quote_value, validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.parent_death import on_parent_death
 from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, PRUNED, RUNNING, run_state
@@ -81,7 +81,7 @@ def launcher_configs() -> dict[str, str]:
     """
     from omegaconf import OmegaConf
 
-    from rlvr_cli.core.config import config_dir
+    from rlvr_cli.core.compose import config_dir
 
     configs = {"basic": "basic"}  # Hydra's default launcher (conf/sweep_job.yaml): one cell after another
     for path in sorted((config_dir() / "hydra" / "launcher").glob("*.yaml")):
@@ -112,7 +112,7 @@ def check_cells(cells: Sequence[Cell], extra: Sequence[str]) -> list[DictConfig]
     """Compose and validate every cell's config (with the command line's `extra` overrides) before anything runs;
     return the composed configs, in the cells' order.
 
-    Each cell is composed once, through one `rlvr_cli.core.config.Composer` (Hydra's defaults list once per
+    Each cell is composed once, through one `rlvr_cli.core.compose.Composer` (Hydra's defaults list once per
     distinct set of config-group choices, not once per cell) and validated once (`validate(conformed=True)`: its
     types were checked by the composition). A cell that fails is composed and validated again the plain way
     (`compose`, `validate`), so the error is exactly theirs; the first failing cell in order is reported.

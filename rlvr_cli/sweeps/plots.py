@@ -6,7 +6,7 @@
     reward_vs_rank.png     final reward at the best learning rate against adapter rank r
     reward_by_adapter.png  one bar per (optimizer, adapter, r) at its best learning rate (sweeps with several adapters)
 
-The report is `rlvr_cli.sweeps.report.build_report`'s dict; a plot without data is skipped with its reason.
+The report is `rlvr_cli.sweeps.comparison.build_report`'s dict; a plot without data is skipped with its reason.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rlvr_cli.core.run_dir import DIVERGED, FAILED, PENDING
-from rlvr_cli.sweeps.report import read_rewards, several_adapters
+from rlvr_cli.sweeps.cells import read_rewards
+from rlvr_cli.sweeps.comparison import several_adapters
 from rlvr_cli.sweeps.significance import ci95
 
 
@@ -33,7 +34,7 @@ def write_plots(sweep_dir: Path, report: dict[str, Any]) -> dict[str, str | None
       per adapter (and optimizer when several); full fine-tuning of the same optimizers as a horizontal dashed
       line at its best learning rate.
     - `reward_by_adapter.png` (sweeps with several adapters): one bar per (optimizer, adapter, r) of the report's
-      `by_adapter` (`rlvr_cli.sweeps.report.by_adapter`), the mean final reward at its best lr with the standard
+      `by_adapter` (`rlvr_cli.sweeps.comparison.by_adapter`), the mean final reward at its best lr with the standard
       deviation over seeds as error bar (none for one seed), its value and n above it; full fine-tuning hatched
       and also drawn as a dashed line; a group without a result is an x at y = 0 labelled with its statuses.
     - a learning-rate search (`report["search"]`) adds `search_objective_vs_lr.png`: each trial's objective against
@@ -43,7 +44,7 @@ def write_plots(sweep_dir: Path, report: dict[str, Any]) -> dict[str, str | None
 
     Args:
         sweep_dir: the sweep directory (run directories are read from it for the curves).
-        report: `rlvr_cli.sweeps.report.build_report(sweep_dir)`.
+        report: `rlvr_cli.sweeps.comparison.build_report(sweep_dir)`.
 
     Returns:
         File name -> None when written, else the reason it was skipped (no data), in the order above.

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr_cli.core import run_dir
-from rlvr_cli.core.config import quote_value
+from rlvr_cli.core.compose import quote_value
 from rlvr_cli.core.run_dir import PAUSED, PRUNED, run_state
 
 #: A trial's state as the planner sees it: Optuna's, lower case (`running`: paused, or not run yet).

@@ -34,7 +34,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from rlvr_cli.core import modes, schema
-from rlvr_cli.core.config import plain
+from rlvr_cli.core.compose import plain
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.groups import group_options
 from rlvr_cli.evaluation.vllm import require_vllm
@@ -121,7 +121,7 @@ def check_settings(gen_cfg: Any, *, num_processes: int) -> dict[str, Any]:
 def backend_traits(name: str) -> dict[str, Any]:
     """The traits a generation file states (`use_vllm`, `vllm_mode`; `rlvr_cli.core.modes`), as composed without
     overrides: `generation=NAME` alone."""
-    from rlvr_cli.core.config import compose
+    from rlvr_cli.core.compose import compose
 
     gen = compose([f"generation={name}"]).generation
     return {"use_vllm": modes.uses_vllm(gen), "vllm_mode": gen.get("vllm_mode")}

@@ -33,7 +33,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rlvr_cli.core import modes
-from rlvr_cli.core.config import plain
+from rlvr_cli.core.compose import plain
 from rlvr_cli.core.errors import BadInput, one_line
 
 #: DeepSpeed config sections that would replace what rlvr builds (the optimizer and its learning-rate schedule).

@@ -24,19 +24,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr_cli.analysis import memory
 from rlvr_cli.core import precision, run_dir
-from rlvr_cli.core.config import validate
+from rlvr_cli.core.compose import validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.data.problems import load_problems, prompt_dataset
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters, sparse_delta
 from rlvr_cli.models.loading import check_weights, load_config, load_model
 from rlvr_cli.models.state import count_params, state_dict
+from rlvr_cli.optimizers import build as optimizers
+from rlvr_cli.optimizers.state import state_bytes
 from rlvr_cli.training import (
     adalora,
     distributed,
     generation,
     lifecycle,
-    optimizers,
     parallelism,
     pruning,
     rewards,
@@ -292,7 +293,7 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
         "update_sparsity": sparsity.latest if sparsity else None,
         "update_sparsity_skipped": sparsity.skipped if sparsity else "sparsity=null",
         "peak_memory_bytes": peak_memory_bytes(),
-        "optimizer_state_bytes": optimizers.state_bytes(trainer.optimizer) if trainer and trainer.optimizer else 0,
+        "optimizer_state_bytes": state_bytes(trainer.optimizer) if trainer and trainer.optimizer else 0,
         "trainable_params": None, "total_params": None,
     }
     if trainer is not None:
@@ -308,7 +309,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
     """Run GRPO as `cfg` says; return the summary that is also written to `summary.json`.
 
     Args:
-        cfg: a composed run config (`rlvr_cli.core.config.compose`).
+        cfg: a composed run config (`rlvr_cli.core.compose.compose`).
         overrides: the overrides it was composed from, recorded in the run directory.
         progress: draw a Rich progress bar.
         callbacks: extra `transformers.TrainerCallback`s (they see the model at every event).

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlvr_cli.core.config import group_options
+from rlvr_cli.core.compose import group_options
 from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.core.targets import build_option_file
 from rlvr_cli.evaluation.grading import boxed_answers, grade
