@@ -3,13 +3,14 @@
 GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300) samples `num_generations` completions per
 prompt, scores each with verifiable rewards, and uses the reward's deviation from its group's
 mean as the advantage of a clipped policy-gradient step; no value model. TRL's `GRPOTrainer`
-runs that loop; this module only wires the pieces together, and `train` reads in their order:
+runs that loop; this module only wires the pieces together. `GRPORecipe.run` reads in their order:
 
-1. check every input (config values, data rows, optimizer import) - bad input fails here, in seconds;
-2. create the run directory and start tracking (`lifecycle.run_lifecycle` owns the run from here: its status,
-   signals, the ranks' agreement and `summary.json`, written whatever happens);
-3. set up: load the model, build the trainer (PEFT adapter, rlvr's optimizer);
-4. train; 5. save what there is (never a diverged model); 6. evaluate a completed run.
+1. `check` every input (config values, data rows, optimizer import) - bad input fails here, in seconds;
+2. create the run directory (`lifecycle.run_lifecycle` owns the run from here: its status, signals, the ranks'
+   agreement and `summary.json`, written whatever happens);
+3. `setup`: tracking, a vLLM server where asked, the model, the trainer (PEFT adapter, rlvr's optimizer);
+4. `train`; 5. `save` what there is (never a diverged model); 6. `evaluate` a completed run; 7. `cleanup`: the
+   headline figures.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from rlvr_cli.core.compose import validate
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.data.problems import load_problems, prompt_dataset
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
-from rlvr_cli.models import adapters, sparse_delta
+from rlvr_cli.models import adapters
 from rlvr_cli.models.loading import check_weights, load_config, load_model
-from rlvr_cli.models.state import count_params, state_dict
+from rlvr_cli.models.state import count_params
 from rlvr_cli.optimizers import build as optimizers
 from rlvr_cli.optimizers.state import state_bytes
 from rlvr_cli.training import (
@@ -50,6 +51,7 @@ from rlvr_cli.training.callbacks import (
     RichProgress,
     UpdateSparsity,
 )
+from rlvr_cli.training.final_weights import eval_model, save_weights, sharded_sparsity
 
 EXIT_CODES = run_dir.EXIT_CODES  # final status -> exit code of `rlvr train` (defined in rlvr_cli.core.run_dir)
 
@@ -190,74 +192,6 @@ def update_sparsity_callback(cfg: DictConfig | None) -> UpdateSparsity | None:
     return UpdateSparsity(cfg.every_n_steps, cfg.tolerance, max_bytes)
 
 
-def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
-                 gathered: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Save the final weights into `out` as `cfg.save_format` says: `full` (the adapter for PEFT runs, else the
-    whole model, with the tokenizer) or `sparse_delta` (`rlvr_cli.models.sparse_delta`: the entries that differ from
-    the base model reloaded in the run's dtype).
-
-    Args:
-        gathered: the whole weights of a ZeRO-3 or FSDP run (`parallelism.gathered_state`), else None: the model
-            then holds them.
-
-    Returns:
-        `weights_dir`, `weights_bytes` (the .safetensors files written, bytes) and `full_weights_bytes` (the
-        tensor bytes of the whole model: what a full checkpoint holds); `{}` on the other ranks of a launch,
-        where only the main process writes (`trainer.save_model` is still called there: ZeRO-3 and FSDP gather
-        the weights on every rank).
-    """
-    if not trainer.args.should_save:  # another rank than the main process: save_model does its share (FSDP)
-        if cfg.get("save_format", "full") != "sparse_delta":
-            trainer.save_model(str(out))
-        return {}
-    trained = state_dict(trainer.model) if gathered is None else gathered
-    if cfg.get("save_format", "full") == "sparse_delta":
-        with parallelism.whole_loading(trainer.args):
-            base = state_dict(load_model(cfg.model.name_or_path, trained_dtype(trained))[0])
-        trained = {k: trained[k] for k in base} if gathered is not None else trained  # tied weights once
-        sparse_delta.save(trained, base, cfg.model.name_or_path, out)
-        tokenizer.save_pretrained(out)
-    else:
-        trainer.save_model(str(out))
-        adapters.save_converted(trainer.model, out, cfg.adapter, out.parent / adapters.INITIAL_DIR)  # PiSSA, MiLoRA
-    return {"weights_dir": str(out), "weights_format": cfg.get("save_format", "full"),
-            "weights_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
-            "full_weights_bytes": sparse_delta.full_bytes(trained)}
-
-
-def eval_model(trainer: Any, identity: dict[str, Any]) -> Any:
-    """The model the final evaluation samples from: the trained model itself, or, where its weights are sharded
-    over the processes (ZeRO-3, FSDP) and the main process evaluates alone, the saved final weights loaded whole
-    (`identity`: `kind`, `path`, `base`, `dtype` of the run's weights, as `rlvr eval RUN` loads them)."""
-    if not parallelism.shards_weights(trainer):
-        return trainer.model
-    from rlvr_cli.models.sources import ModelSource, load_eval_model
-
-    source = ModelSource(identity["spec"], identity["kind"], identity["path"],
-                         base=identity["base"] if identity["kind"] == "run-adapter" else None, dtype=identity["dtype"])
-    return load_eval_model(source, with_tokenizer=False)[0]  # called inside parallelism.whole_loading
-
-
-def sharded_sparsity(cfg: DictConfig, sparsity: UpdateSparsity, gathered: dict[str, Any], step: int,
-                     adapter: Any, args: Any) -> None:
-    """Update sparsity of a ZeRO-3 or FSDP run, measured once at the end on the main process: the gathered final
-    weights against the base model reloaded in the run's dtype (`UpdateSparsity.measure_states`). An adapter run is
-    not measured (the gathered adapter has other names than the base), and `sparsity.skipped` says so."""
-    if adapter is not None:
-        sparsity.skipped = f"{SHARDED}; not for adapter runs"
-        return
-    with parallelism.whole_loading(args):
-        base = state_dict(load_model(cfg.model.name_or_path, trained_dtype(gathered))[0])
-    sparsity.measure_states(base, {k: gathered[k] for k in base}, step)
-
-
-def trained_dtype(state: dict[str, Any]) -> str:
-    """The dtype the trained weights are in (`float32`, `bfloat16`): the precision's weights dtype, except under
-    DeepSpeed, whose bf16 mode (`bf16-mixed` there) keeps 16-bit working weights and the fp32 master copy in its
-    optimizer; the base model a sparse delta or update sparsity compares against is loaded in it."""
-    return str(next(iter(state.values())).dtype).removeprefix("torch.")
-
-
 def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, callbacks: list[Any],
                   sparsity: UpdateSparsity | None) -> Any:
     """A TRL `GRPOTrainer` over the loaded model with rlvr's optimizer (built by `Trainer.create_optimizer`, so
@@ -304,55 +238,6 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
     return out
 
 
-def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
-          callbacks: list[Any] = ()) -> run_dir.Summary:
-    """Run GRPO as `cfg` says; return the summary that is also written to `summary.json`.
-
-    Args:
-        cfg: a composed run config (`rlvr_cli.core.compose.compose`).
-        overrides: the overrides it was composed from, recorded in the run directory.
-        progress: draw a Rich progress bar.
-        callbacks: extra `transformers.TrainerCallback`s (they see the model at every event).
-
-    Returns:
-        The summary (`rlvr_cli.core.run_dir.Summary`: status completed | diverged | interrupted | failed and the
-        headline figures; memory from `rlvr_cli.analysis.memory.run_memory_analytic`, update sparsity from
-        `UpdateSparsity`, scores from `rlvr_cli.evaluation`). A failure after the run directory exists is not
-        raised: the summary says `failed` with the stage and the error in `reason`, and the traceback is in
-        `<run>/traceback.txt`; a second Ctrl-C ends the run `interrupted` (`lifecycle.run_lifecycle`).
-
-    Raises:
-        BadInput: before the run directory exists, for every bad value the config or data holds.
-    """
-    inputs = check_inputs(cfg)  # 1. every input checked: nothing is written on bad input
-    files = parallelism.launch_files(inputs.path, cfg, list(overrides), inputs.args.world_size,
-                                     inputs.precision.accelerate_name)
-    main = inputs.args.process_index == 0
-    # 2. The run directory (created by the main process; the other ranks of a launch wait for it). From here on,
-    # every way out ends with a final status in summary.json.
-    create = (lambda: run_dir.reopen(inputs.path)) if resuming(cfg) else \
-        (lambda: run_dir.create(inputs.path, cfg, list(overrides), extra=files))
-    with lifecycle.run_lifecycle(create, identity(cfg, inputs), main=main,
-                                 stop_on_nonfinite=cfg.stop_on_nonfinite) as life:
-        sparsity = update_sparsity_callback(cfg.get("sparsity"))
-        trial = pruning.TrialPruning(cfg.trial, main, [r["reward"] for r in life.metrics.records]) \
-            if cfg.get("trial") else None  # a search's trial reports (a resumed one goes on from its rewards)
-        bar = RichProgress(f"GRPO {life.run.path.name}") if progress and main else None
-        life.figures = lambda: final_figures(cfg, inputs, life.trainer, life.metrics, sparsity)
-        if bar:
-            life.closing.callback(bar.stop)
-        life.summary["wandb_run_id"] = tracking.start(cfg, life.run.path, life.run.path.name)
-        start_server(cfg, inputs, life)
-        tokenizer = setup(cfg, inputs, life, [*([trial] if trial else []), *callbacks, *([bar] if bar else [])],
-                          sparsity)  # 3. model, trainer
-        run_training(life, bar, trial, inputs.resume_from)  # 4. train, unless a signal came first
-        save(cfg, inputs, life, tokenizer, sparsity)  # 5. what there is (never a diverged model)
-        evaluate(cfg, inputs, life, tokenizer, progress)  # 6. a completed run, when eval.benchmarks lists any
-        life.stage = "memory accounting"
-        life.summary.update(life.figures())
-    return life.summary
-
-
 def identity(cfg: DictConfig, inputs: Inputs) -> dict[str, Any]:
     """summary.json's identity keys of a run: what was asked (model, optimizer, lr, adapter, rank, seed, precision,
     world size, distributed mode)."""
@@ -361,93 +246,199 @@ def identity(cfg: DictConfig, inputs: Inputs) -> dict[str, Any]:
             "world_size": inputs.args.world_size, "distributed": cfg.get("distributed", {}).get("name", "none")}
 
 
-def start_server(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life) -> None:
-    """Start the vLLM server a `generation` choice asks rlvr for (`vllm_mode: server` with `server.start`), on the
-    main process; it stops when the run ends (`life.closing`). Nothing for other choices."""
-    life.stage = "vllm server"
-    if life.main:
-        local = inputs.args.world_size // int((cfg.get("distributed") or {}).get("num_machines", 1))
-        life.closing.enter_context(generation.vllm_server(cfg.generation, cfg.model.name_or_path,
-                                                          local_processes=local,
-                                                          log_path=life.run.path / "vllm_server.log"))
-
-
-def setup(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life, callbacks: list[Any],
-          sparsity: UpdateSparsity | None) -> Any:
-    """Load the model and build the trainer into `life.trainer` (unless a stop signal came first); return the
-    tokenizer (None when nothing loaded). PiSSA and MiLoRA keep their initial adapter for the final conversion."""
-    life.stage = "model load"
-    if not life.go_on:
-        return None
-    model, tokenizer = load_model(cfg.model.name_or_path, inputs.precision.weights_dtype)
-    life.stage = "training"
-    watchers = [life.metrics, life.stop, *([Heartbeat(life.run, life.summary)] if life.main else []),
-                *([life.weights] if life.weights else [])]
-    life.trainer = build_trainer(cfg, inputs, model, tokenizer, watchers + list(callbacks), sparsity)
-    # MiLoRA's init; PiSSA, MiLoRA: the initial adapter, which the final save converts against
-    adapters.initialize(life.trainer.model, cfg.adapter, life.run.path / adapters.INITIAL_DIR, save=life.main)
-    life.summary["distributed"] = parallelism.mode(life.trainer)  # what the accelerator does, not what was asked
-    return tokenizer
-
-
 def resuming(cfg: DictConfig) -> bool:
     """Whether the run resumes a paused trial (`trial.resume`, set by rlvr sweep's promotion)."""
     return bool(cfg.get("trial") and cfg.trial.get("resume"))
 
 
-def run_training(life: lifecycle.Life, bar: RichProgress | None, trial: pruning.TrialPruning | None = None,
-                 checkpoint: Path | None = None) -> None:
-    """`trainer.train()` (unless a stop signal came first; from `checkpoint` when a paused trial resumes), then the
-    status it ended with (`Life.training_ended`): `pruned` when a search's pruner stopped it (`trial`), with the
-    step, the objective and the rung's threshold in summary.json's `pruned`; `paused` when it stopped at
-    `trial.pause_at`, with its checkpoint (the older ones of a resumed trial deleted) in summary.json's `paused`."""
-    if life.go_on:
-        life.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if bar:
-        bar.stop()
-    life.training_ended()
-    if trial is not None:
-        life.summary["objective"] = trial.objective
-        if trial.pruned and life.status == run_dir.COMPLETED:
-            life.status, life.reason = run_dir.PRUNED, trial.reason()
-            life.summary["pruned"] = trial.pruned
-        if trial.paused and life.status == run_dir.COMPLETED:
-            life.status = run_dir.PAUSED
-            life.summary["paused"] = pruning.settle_pause(life.run.path, trial.paused, main=life.main)
-            life.reason = f"paused at step {trial.paused['step']} with a checkpoint: rlvr sweep resumes or cuts it"
+class GRPORecipe:
+    """One `rlvr train` run as a recipe (torchtune's recipes are the model: https://github.com/pytorch/torchtune,
+    `recipes/`): its state lives on the object, and `run` reads as its stages, in order. The run's lifecycle
+    (`lifecycle.run_lifecycle`: status, signals, the ranks' agreement, summary.json written whatever happens) wraps
+    every stage after `check`.
 
+    Attributes:
+        cfg: the composed run config (`rlvr_cli.core.compose.compose`).
+        overrides: the overrides it was composed from, recorded in the run directory.
+        progress: draw a Rich progress bar (main process only).
+        callbacks: extra `transformers.TrainerCallback`s (they see the model at every event).
+        inputs: what `check` built before any model loads (`Inputs`).
+        launch_files: the launch's files for the run directory (`parallelism.launch_files`), built by `check`.
+        life: the run while it lives (`lifecycle.Life`), from `setup` on; `life.trainer` is the TRL `GRPOTrainer`.
+        tokenizer: the model's tokenizer, once loaded (None: no model loaded).
+        sparsity: the update-sparsity monitor (None with `sparsity=null`).
+        trial: a search trial's reports to its Optuna study (None outside a search).
+        bar: the progress bar (None without `progress`, and on the other ranks).
+    """
 
-def save(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life, tokenizer: Any,
-         sparsity: UpdateSparsity | None) -> None:
-    """Save the final weights of a completed or interrupted run (`save_weights`), gathered first where they are
-    sharded (ZeRO-3, FSDP: a collective, on every rank), with the update sparsity measured on the gathered weights;
-    a failed save leaves no partial weights."""
-    life.stage = "saving"
-    trainer = life.trainer
-    if trainer is None or life.status not in (run_dir.COMPLETED, run_dir.INTERRUPTED):
-        return
-    try:
-        gathered = parallelism.gathered_state(trainer)  # every rank: ZeRO-3/FSDP shards, onto rank 0
-        life.summary.update(save_weights(cfg, trainer, tokenizer, life.run.weights, gathered))
-        if gathered is not None and sparsity and sparsity.skipped == SHARDED:
-            sharded_sparsity(cfg, sparsity, gathered, trainer.state.global_step, inputs.peft_config, trainer.args)
-    except BaseException:
+    def __init__(self, cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
+                 callbacks: list[Any] = ()) -> None:
+        self.cfg, self.overrides, self.progress, self.callbacks = cfg, list(overrides), progress, list(callbacks)
+        self.inputs: Inputs | None = None
+        self.launch_files: dict[str, str] = {}
+        self.life: lifecycle.Life | None = None
+        self.tokenizer: Any = None
+        self.sparsity: UpdateSparsity | None = None
+        self.trial: pruning.TrialPruning | None = None
+        self.bar: RichProgress | None = None
+
+    @property
+    def main(self) -> bool:
+        """Whether this is the main process of the run (it writes the files)."""
+        return self.inputs.args.process_index == 0
+
+    def run(self) -> run_dir.Summary:
+        """Run every stage; return the summary that is also written to `summary.json`.
+
+        Returns:
+            The summary (`rlvr_cli.core.run_dir.Summary`: status completed | diverged | interrupted | failed | pruned
+            | paused and the headline figures; memory from `rlvr_cli.analysis.memory.run_memory_analytic`, update
+            sparsity from `UpdateSparsity`, scores from `rlvr_cli.evaluation`). A failure after the run directory
+            exists is not raised: the summary says `failed` with the stage and the error in `reason`, and the
+            traceback is in `<run>/traceback.txt`; a second Ctrl-C ends the run `interrupted`.
+
+        Raises:
+            BadInput: before the run directory exists, for every bad value the config or data holds (`check`).
+        """
+        self.check()  # 1. every input checked: nothing is written on bad input
+        # 2. The run directory (created by the main process; the other ranks of a launch wait for it). From here on,
+        # every way out ends with a final status in summary.json.
+        with lifecycle.run_lifecycle(self.create_run_dir, identity(self.cfg, self.inputs), main=self.main,
+                                     stop_on_nonfinite=self.cfg.stop_on_nonfinite) as life:
+            self.setup(life)  # 3. tracking, a vLLM server, the model, the trainer
+            self.train()  # 4. train, unless a signal came first
+            self.save()  # 5. what there is (never a diverged model)
+            self.evaluate()  # 6. a completed run, when eval.benchmarks lists any
+            self.cleanup()  # 7. the headline figures
+        return life.summary
+
+    def check(self) -> None:
+        """Check every input and build what can be built without a model (`check_inputs`).
+
+        Raises:
+            BadInput: the first bad config value, data row, reward, optimizer, adapter, benchmark or GRPOConfig field.
+        """
+        self.inputs = check_inputs(self.cfg)
+        self.launch_files = parallelism.launch_files(self.inputs.path, self.cfg, self.overrides,
+                                                     self.inputs.args.world_size,
+                                                     self.inputs.precision.accelerate_name)
+
+    def create_run_dir(self) -> run_dir.RunDir:
+        """The run directory: created (`run_dir.create`, with the launch files), or a paused trial's reopened."""
+        if resuming(self.cfg):
+            return run_dir.reopen(self.inputs.path)
+        return run_dir.create(self.inputs.path, self.cfg, self.overrides, extra=self.launch_files)
+
+    def setup(self, life: lifecycle.Life) -> None:
+        """Start tracking and, where the `generation` choice asks rlvr for one, a vLLM server (it stops when the run
+        ends); then load the model and build the trainer into `life.trainer`, unless a stop signal came first.
+        PiSSA and MiLoRA keep their initial adapter for the final conversion."""
+        cfg, inputs = self.cfg, self.inputs
+        self.life = life
+        self.sparsity = update_sparsity_callback(cfg.get("sparsity"))
+        if cfg.get("trial"):  # a search's trial reports (a resumed one goes on from its rewards)
+            self.trial = pruning.TrialPruning(cfg.trial, life.main, [r["reward"] for r in life.metrics.records])
+        if self.progress and life.main:
+            self.bar = RichProgress(f"GRPO {life.run.path.name}")
+            life.closing.callback(self.bar.stop)
+        life.figures = lambda: final_figures(cfg, inputs, life.trainer, life.metrics, self.sparsity)
+        life.summary["wandb_run_id"] = tracking.start(cfg, life.run.path, life.run.path.name)
+        life.stage = "vllm server"
         if life.main:
-            shutil.rmtree(life.run.weights, ignore_errors=True)  # no partial weights; frees a full disk
-        raise
+            local = inputs.args.world_size // int((cfg.get("distributed") or {}).get("num_machines", 1))
+            life.closing.enter_context(generation.vllm_server(cfg.generation, cfg.model.name_or_path,
+                                                              local_processes=local,
+                                                              log_path=life.run.path / "vllm_server.log"))
+        life.stage = "model load"
+        if not life.go_on:
+            return
+        model, self.tokenizer = load_model(cfg.model.name_or_path, inputs.precision.weights_dtype)
+        life.stage = "training"
+        watchers = [life.metrics, life.stop, *([Heartbeat(life.run, life.summary)] if life.main else []),
+                    *([life.weights] if life.weights else [])]
+        extra = [*([self.trial] if self.trial else []), *self.callbacks, *([self.bar] if self.bar else [])]
+        life.trainer = build_trainer(cfg, inputs, model, self.tokenizer, watchers + extra, self.sparsity)
+        # MiLoRA's init; PiSSA, MiLoRA: the initial adapter, which the final save converts against
+        adapters.initialize(life.trainer.model, cfg.adapter, life.run.path / adapters.INITIAL_DIR, save=life.main)
+        life.summary["distributed"] = parallelism.mode(life.trainer)  # what the accelerator does, not what was asked
+
+    def train(self) -> None:
+        """`trainer.train()` (unless a stop signal came first; from its checkpoint when a paused trial resumes),
+        then the status it ended with (`Life.training_ended`): `pruned` when a search's pruner stopped it, with the
+        step, the objective and the rung's threshold in summary.json's `pruned`; `paused` when it stopped at
+        `trial.pause_at`, with its checkpoint (the older ones of a resumed trial deleted) in summary.json's
+        `paused`."""
+        life, trial, checkpoint = self.life, self.trial, self.inputs.resume_from
+        if life.go_on:
+            life.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if self.bar:
+            self.bar.stop()
+        life.training_ended()
+        if trial is not None:
+            life.summary["objective"] = trial.objective
+            if trial.pruned and life.status == run_dir.COMPLETED:
+                life.status, life.reason = run_dir.PRUNED, trial.reason()
+                life.summary["pruned"] = trial.pruned
+            if trial.paused and life.status == run_dir.COMPLETED:
+                life.status = run_dir.PAUSED
+                life.summary["paused"] = pruning.settle_pause(life.run.path, trial.paused, main=life.main)
+                life.reason = f"paused at step {trial.paused['step']} with a checkpoint: rlvr sweep resumes or cuts it"
+
+    def save(self) -> None:
+        """Save the final weights of a completed or interrupted run (`save_weights`), gathered first where they are
+        sharded (ZeRO-3, FSDP: a collective, on every rank), with the update sparsity measured on the gathered
+        weights; a failed save leaves no partial weights."""
+        life, sparsity = self.life, self.sparsity
+        life.stage = "saving"
+        trainer = life.trainer
+        if trainer is None or life.status not in (run_dir.COMPLETED, run_dir.INTERRUPTED):
+            return
+        try:
+            gathered = parallelism.gathered_state(trainer)  # every rank: ZeRO-3/FSDP shards, onto rank 0
+            life.summary.update(save_weights(self.cfg, trainer, self.tokenizer, life.run.weights, gathered))
+            if gathered is not None and sparsity and sparsity.skipped == SHARDED:
+                sharded_sparsity(self.cfg, sparsity, gathered, trainer.state.global_step, self.inputs.peft_config,
+                                 trainer.args)
+        except BaseException:
+            if life.main:
+                shutil.rmtree(life.run.weights, ignore_errors=True)  # no partial weights; frees a full disk
+            raise
+
+    def evaluate(self) -> None:
+        """Evaluate a completed run's final model on the main process with rlvr eval's protocol (`eval.benchmarks`),
+        into `<run>/eval/` and summary.json's `eval` headline."""
+        cfg, inputs, life = self.cfg, self.inputs, self.life
+        life.stage = "evaluation"
+        if not (inputs.eval_problems and life.status == run_dir.COMPLETED and life.main):
+            return
+        kind = "adapter" if inputs.peft_config else \
+            "sparse-delta" if cfg.get("save_format") == "sparse_delta" else "full"
+        identity = {"spec": str(life.run.path), "kind": f"run-{kind}", "path": str(life.run.weights),
+                    "base": cfg.model.name_or_path, "dtype": inputs.precision.weights_dtype}
+        with parallelism.whole_loading(life.trainer.args):  # the main process alone: no ZeRO-3 synced_gpus
+            results = evaluate_model(eval_model(life.trainer, identity), self.tokenizer, inputs.eval_problems,
+                                     inputs.eval_sampling, life.run.path / "eval", identity, progress=self.progress,
+                                     extract=cfg.eval.get("extract", "boxed"))
+        life.summary["eval"] = headline(results)
+
+    def cleanup(self) -> None:
+        """The headline figures of what the run got to (`final_figures`) into the summary; the lifecycle then
+        closes what ends with the run and writes summary.json."""
+        self.life.stage = "memory accounting"
+        self.life.summary.update(self.life.figures())
 
 
-def evaluate(cfg: DictConfig, inputs: Inputs, life: lifecycle.Life, tokenizer: Any, progress: bool) -> None:
-    """Evaluate a completed run's final model on the main process with rlvr eval's protocol (`eval.benchmarks`),
-    into `<run>/eval/` and summary.json's `eval` headline."""
-    life.stage = "evaluation"
-    if not (inputs.eval_problems and life.status == run_dir.COMPLETED and life.main):
-        return
-    kind = "adapter" if inputs.peft_config else "sparse-delta" if cfg.get("save_format") == "sparse_delta" else "full"
-    identity = {"spec": str(life.run.path), "kind": f"run-{kind}", "path": str(life.run.weights),
-                "base": cfg.model.name_or_path, "dtype": inputs.precision.weights_dtype}
-    with parallelism.whole_loading(life.trainer.args):  # the main process alone: no ZeRO-3 synced_gpus
-        results = evaluate_model(eval_model(life.trainer, identity), tokenizer, inputs.eval_problems,
-                                 inputs.eval_sampling, life.run.path / "eval", identity, progress=progress,
-                                 extract=cfg.eval.get("extract", "boxed"))
-    life.summary["eval"] = headline(results)
+def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
+          callbacks: list[Any] = ()) -> run_dir.Summary:
+    """Run GRPO as `cfg` says (`GRPORecipe.run`); return the summary that is also written to `summary.json`.
+
+    Args:
+        cfg: a composed run config (`rlvr_cli.core.compose.compose`).
+        overrides: the overrides it was composed from, recorded in the run directory.
+        progress: draw a Rich progress bar.
+        callbacks: extra `transformers.TrainerCallback`s (they see the model at every event).
+
+    Raises:
+        BadInput: before the run directory exists, for every bad value the config or data holds.
+    """
+    return GRPORecipe(cfg, overrides, progress, callbacks).run()
