@@ -37,7 +37,7 @@ from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.errors import BadInput, root_cause
 
 #: Keys of an adapter config that are rlvr's names, not fields of the PEFT config class.
-META_KEYS = ("name", "alpha", "dropout", "post_init", "optimizer_factory", "loraplus_lr_ratio")
+META_KEYS = ("name", "alpha", "dropout", "post_init", "optimizer_factory", "loraplus_lr_ratio", "hooks")
 #: PEFT `init_lora_weights` values (prefixes) that subtract the initial B0 A0 from the base weights (PEFT's own list
 #: for `path_initial_model_for_weight_conversion`: PiSSA, CorDA, OLoRA, LoRA-GA).
 RESIDUAL_INITS = ("pissa", "corda", "olora", "lora_ga")

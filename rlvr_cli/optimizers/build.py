@@ -43,12 +43,10 @@ from omegaconf import DictConfig
 from rlvr_cli.core import modes
 from rlvr_cli.core.compose import plain
 from rlvr_cli.core.errors import BadInput, root_cause
-from rlvr_cli.models.adapters import adapter_meta_model
-from rlvr_cli.models.state import muon_matrices
 from rlvr_cli.optimizers.muon import MuonOverModel, MuonWithAdamW
 
 #: Keys of an optimizer config that describe it and are not constructor arguments (stripped before instantiate).
-META_KEYS = ("name", "state", "requires_cuda")
+META_KEYS = ("name", "state", "requires_cuda", "hooks")
 
 
 def constructor_config(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -183,8 +181,6 @@ def trainer_optimizer(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
             what = "optimizer=muon" if cls is MuonWithAdamW else f"adapter={adapter_name} (LoRA-FA)"
             raise BadInput(f"{what} cannot run under DeepSpeed ZeRO, which steps flattened 1-D partitions: use "
                            f"distributed=ddp or distributed=fsdp")
-    if cls is MuonWithAdamW:
-        check_muon_matrices(cfg)
     if factory == "loraplus":
         return LoraPlus, {"optimizer_cls": cls, "loraplus_lr_ratio": adapter.get("loraplus_lr_ratio"),
                           "weight_decay": weight_decay, **kwargs}
@@ -204,21 +200,6 @@ def trainer_optimizer(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
     if cls is MuonWithAdamW:
         return MuonOverModel, {"weight_decay": weight_decay, **kwargs}
     return cls, kwargs
-
-
-def check_muon_matrices(cfg: DictConfig) -> None:
-    """Refuse `optimizer=muon` when the adapter trains no 2-D hidden matrix (`is_matrix`): its parameters would all
-    go to AdamW (IA3, LN tuning and VeRA train vectors only; LoRA at r = 1 has rank-1 factors). Checked on the
-    model built on the meta device (`rlvr_cli.models.adapters.adapter_meta_model`: its config only, no weights).
-
-    Raises:
-        BadInput: no such matrix, naming the adapter and the fix; or the model's config cannot be read.
-    """
-    if not muon_matrices(adapter_meta_model(cfg.model.name_or_path, cfg.adapter)):
-        name = cfg.adapter.get("name", "?")
-        raise BadInput(f"optimizer=muon: adapter={name} trains no 2-D matrix with both dimensions > 1 for Muon "
-                       f"(only vectors); use optimizer=adamw, or an adapter with matrices such as adapter=lora with "
-                       f"adapter.r >= 2")
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.models.adapters import adapter_meta_model
 from rlvr_cli.models.state import is_matrix, muon_matrices
 
 
@@ -124,3 +127,27 @@ class MuonOverModel:
 
     def __call__(self, model: Any, weight_decay: float = 0.0, **kwargs: Any) -> MuonWithAdamW:
         return MuonWithAdamW(muon_param_groups(model, weight_decay), **kwargs)
+
+
+def check_muon_matrices(cfg: DictConfig) -> None:
+    """Refuse `optimizer=muon` when the adapter trains no 2-D hidden matrix (`is_matrix`): its parameters would all
+    go to AdamW (IA3, LN tuning and VeRA train vectors only; LoRA at r = 1 has rank-1 factors). Checked on the
+    model built on the meta device (`rlvr_cli.models.adapters.adapter_meta_model`: its config only, no weights).
+
+    Raises:
+        BadInput: no such matrix, naming the adapter and the fix; or the model's config cannot be read.
+    """
+    if not muon_matrices(adapter_meta_model(cfg.model.name_or_path, cfg.adapter)):
+        name = cfg.adapter.get("name", "?")
+        raise BadInput(f"optimizer=muon: adapter={name} trains no 2-D matrix with both dimensions > 1 for Muon "
+                       f"(only vectors); use optimizer=adamw, or an adapter with matrices such as adapter=lora with "
+                       f"adapter.r >= 2")
+
+
+def check(cfg: DictConfig) -> None:
+    """The `check` hook of `conf/optimizer/muon.yaml`'s `hooks` (`rlvr_cli.training.axes`): `check_muon_matrices`.
+
+    Raises:
+        BadInput: as `check_muon_matrices`.
+    """
+    check_muon_matrices(cfg)

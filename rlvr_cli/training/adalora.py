@@ -17,6 +17,9 @@ so a plain `GRPOTrainer(peft_config=AdaLoraConfig(...))` silently trains fixed-r
 transformers' `on_optimizer_step` event (after `optimizer.step()`, before `zero_grad()`), and `compute_loss` adds
 `orth_reg_weight * orthogonal_penalty(model)` to GRPO's loss. `check` refuses, before any model loads, a schedule
 that cannot prune within `grpo.max_steps`; `rank_summary` gives summary.json the final rank of every matrix.
+
+This module is the `hooks` of `conf/adapter/adalora.yaml` (`rlvr_cli.training.axes`): `check`, `trainer_class` and
+`summary_fields` are its hooks, so the recipe names no AdaLoRA.
 """
 
 from __future__ import annotations
@@ -33,13 +36,6 @@ if TYPE_CHECKING:  # torch, transformers and trl load inside the functions: `che
 
 #: AdaLoraConfig's schedule fields and PEFT 0.21's defaults (used when the adapter file leaves one out).
 SCHEDULE_DEFAULTS = {"init_r": 12, "target_r": 8, "tinit": 0, "tfinal": 0, "deltaT": 1}
-
-
-def is_adalora(peft_config: Any) -> bool:
-    """Whether a PEFT config (or None: full fine-tuning) is an `peft.AdaLoraConfig`."""
-    from peft import AdaLoraConfig
-
-    return isinstance(peft_config, AdaLoraConfig)
 
 
 def masks_at(step: int, tinit: int, tfinal: int, deltaT: int, total_step: int) -> bool:
@@ -189,10 +185,16 @@ def trainer_classes() -> tuple[type, type]:
     return GRPOTrainer, AdaLoraGRPOTrainer
 
 
-def trainer_class(peft_config: Any) -> type:
-    """The trainer class for a run's PEFT config: `AdaLoraGRPOTrainer` for AdaLoRA, else TRL's `GRPOTrainer`."""
-    grpo, adalora = trainer_classes()
-    return adalora if is_adalora(peft_config) else grpo
+def trainer_class(cls: type, cfg: DictConfig) -> type:
+    """The trainer class of an AdaLoRA run (the `trainer_class` hook of `conf/adapter/adalora.yaml`'s `hooks`,
+    `rlvr_cli.training.axes`): `AdaLoraGRPOTrainer`, TRL's `GRPOTrainer` (`cls`) with AdaLoRA's rank allocation and
+    orthogonal penalty."""
+    return trainer_classes()[1]
+
+
+def summary_fields(model: Any, cfg: DictConfig) -> dict[str, Any]:
+    """summary.json's AdaLoRA keys at the end of a run (the `summary_fields` hook): `rank_summary`."""
+    return rank_summary(model)
 
 
 def rank_summary(model: Any) -> dict[str, Any]:

@@ -5,12 +5,13 @@ and the model the end-of-training evaluation samples from (`eval_model`). Called
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from rlvr_cli.models import adapters, sparse_delta
+from rlvr_cli.models import sparse_delta
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.models.state import state_dict
 from rlvr_cli.training import parallelism
@@ -18,7 +19,7 @@ from rlvr_cli.training.callbacks import SHARDED, UpdateSparsity
 
 
 def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
-                 gathered: dict[str, Any] | None = None) -> dict[str, Any]:
+                 gathered: dict[str, Any] | None = None, run_axes: Sequence[Any] = ()) -> dict[str, Any]:
     """Save the final weights into `out` as `cfg.save_format` says: `full` (the adapter for PEFT runs, else the
     whole model, with the tokenizer) or `sparse_delta` (`rlvr_cli.models.sparse_delta`: the entries that differ from
     the base model reloaded in the run's dtype).
@@ -26,6 +27,8 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
     Args:
         gathered: the whole weights of a ZeRO-3 or FSDP run (`parallelism.gathered_state`), else None: the model
             then holds them.
+        run_axes: the run's axes (`rlvr_cli.training.axes.Axis`): each one's `on_save` runs after a `full` save
+            (PiSSA and MiLoRA convert their adapter to apply to the original base).
 
     Returns:
         `weights_dir`, `weights_bytes` (the .safetensors files written, bytes) and `full_weights_bytes` (the
@@ -46,7 +49,8 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
         tokenizer.save_pretrained(out)
     else:
         trainer.save_model(str(out))
-        adapters.save_converted(trainer.model, out, cfg.adapter, out.parent / adapters.INITIAL_DIR)  # PiSSA, MiLoRA
+        for axis in run_axes:
+            axis.on_save(trainer.model, cfg, out)
     return {"weights_dir": str(out), "weights_format": cfg.get("save_format", "full"),
             "weights_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
             "full_weights_bytes": sparse_delta.full_bytes(trained)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import resource
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from rlvr_cli.models.state import count_params
 from rlvr_cli.optimizers import build as optimizers
 from rlvr_cli.optimizers.state import state_bytes
 from rlvr_cli.training import (
-    adalora,
+    axes,
     distributed,
     generation,
     lifecycle,
@@ -71,6 +71,7 @@ class Inputs:
         args: the TRL `GRPOConfig`.
         precision: the resolved `precision` (`rlvr_cli.core.precision.resolve`: `auto` made concrete here).
         resume_from: the checkpoint a paused trial resumes from (`trial.resume`), else None.
+        axes: the run's axes (`rlvr_cli.training.axes.run_axes`), whose hooks every stage calls.
     """
 
     problems: list[dict[str, str]]
@@ -84,6 +85,7 @@ class Inputs:
     args: Any
     precision: precision.Precision
     resume_from: Path | None = None
+    axes: list[axes.Axis] = field(default_factory=list)
 
 
 def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
@@ -105,10 +107,10 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     problems = load_problems(cfg.data, seed=cfg.seed)
     reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
     optimizer = optimizers.trainer_optimizer(cfg)  # a factory over the model for LoRA+, LoRA-FA, Muon
-    adalora.check(cfg)  # an AdaLoRA schedule that cannot prune within grpo.max_steps
     peft_config = adapters.peft_config(cfg.adapter)
-    adapters.check_run(cfg)  # residual-base adapters (PiSSA, MiLoRA): no sharding, no KL
-    adapters.check_on_meta(cfg)  # on the model's shapes (meta device): targets exist, PiSSA/MiLoRA ranks fit
+    run_axes = axes.run_axes(cfg)
+    for axis in run_axes:  # each axis's own checks (the adapter's on the meta model, an option's hooks module)
+        axis.check(cfg)
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
     if cfg.get("trial"):
         pruning.open_trial(cfg.trial)  # the study and the trial exist, and the trial is not finished
@@ -121,7 +123,8 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     prec = precision.resolve(cfg.precision, cuda=parallelism.cuda_available())
     distributed.start_cpu_group(launch, dist.get("timeout_s"))  # gloo with the collective timeout (CPU runs)
     # Under a launcher, building the GRPOConfig starts the process group (accelerate's PartialState).
-    args = grpo_config(cfg, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb", prec=prec)
+    args = grpo_config(cfg, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb", prec=prec,
+                       run_axes=run_axes)
     parallelism.check_deepspeed(args)
     distributed.check_started(launch)
     # One run directory whatever the world size: rank 0 picks the path (a default name has a random suffix and the
@@ -135,11 +138,11 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
             else Path(str(cfg.output_dir), cfg.run_name)
     args.output_dir = str(path)
     return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
-                  path, args, prec, resume_from)
+                  path, args, prec, resume_from, run_axes)
 
 
 def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], use_wandb: bool,
-                prec: precision.Precision) -> Any:
+                prec: precision.Precision, run_axes: list[axes.Axis] = axes.BUILT_IN) -> Any:
     """The TRL `GRPOConfig` of a run: the `grpo` group's fields, the optimizer's trainer fields, and rlvr's fixed ones.
 
     Fixed: one log record per optimizer step; NaN losses logged as they are (transformers would
@@ -150,6 +153,7 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
 
     Args:
         prec: the resolved precision (`precision.resolve(cfg.precision)`).
+        run_axes: the run's axes, whose `trainer_fields` the `grpo` group's fields may override.
 
     Raises:
         BadInput: an unknown GRPOConfig field in the `grpo` group, or values TRL rejects.
@@ -158,10 +162,10 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
     from trl import GRPOConfig
 
     fields: dict[str, Any] = prec.trainer_fields()
-    fields.update(parallelism.trainer_fields(cfg.get("distributed") or {}, cuda=torch.cuda.is_available()))
-    fields.update(generation.grpo_fields(cfg.get("generation") or {"name": "hf"}))
+    for axis in run_axes:  # the distributed mode's, the generation backend's, an option's hooks module's
+        fields.update(axis.trainer_fields(cfg))
     fields.update(OmegaConf.to_container(cfg.grpo))
-    fields.update(optimizers.trainer_kwargs(cfg))
+    fields.update(optimizers.trainer_kwargs(cfg))  # the learning rate and clipping, over the grpo group's
     try:
         return GRPOConfig(
             output_dir=output_dir, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1, save_strategy="no",
@@ -198,8 +202,12 @@ def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, c
     the same path works under FSDP) and callbacks; `sparsity` goes first, so that metrics.jsonl and W&B see
     the values it adds to a step's logs."""
     from transformers import PrinterCallback
+    from trl import GRPOTrainer
 
-    trainer = adalora.trainer_class(inputs.peft_config)(  # GRPOTrainer; for AdaLoRA its subclass
+    cls = GRPOTrainer
+    for axis in inputs.axes:  # e.g. AdaLoRA's subclass (its hooks module)
+        cls = axis.trainer_class(cls, cfg)
+    trainer = cls(
         model=model, reward_funcs=inputs.reward_funcs, args=inputs.args, processing_class=tokenizer,
         peft_config=inputs.peft_config, train_dataset=prompt_dataset(inputs.problems, cfg.data.get("instruction")),
         callbacks=callbacks,
@@ -234,7 +242,8 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
         out["trainable_params"], out["total_params"] = count_params(trainer.model)
         mixed = inputs.precision.name if inputs.precision.name.endswith("-mixed") else None  # + autocast's copy
         out.update(memory.run_memory_analytic(trainer.model, cfg.optimizer.name, mixed, options=inputs.optimizer[1]))
-        out.update(adalora.rank_summary(trainer.model))  # AdaLoRA: the final rank of every matrix
+        for axis in inputs.axes:  # e.g. AdaLoRA's final rank of every matrix
+            out.update(axis.summary_fields(trainer.model, cfg))
     return out
 
 
@@ -358,8 +367,8 @@ class GRPORecipe:
                     *([life.weights] if life.weights else [])]
         extra = [*([self.trial] if self.trial else []), *self.callbacks, *([self.bar] if self.bar else [])]
         life.trainer = build_trainer(cfg, inputs, model, self.tokenizer, watchers + extra, self.sparsity)
-        # MiLoRA's init; PiSSA, MiLoRA: the initial adapter, which the final save converts against
-        adapters.initialize(life.trainer.model, cfg.adapter, life.run.path / adapters.INITIAL_DIR, save=life.main)
+        for axis in inputs.axes:  # e.g. PiSSA, MiLoRA: the initial adapter, which the final save converts against
+            axis.after_model_load(life.trainer.model, cfg, life.run.path, life.main)
         life.summary["distributed"] = parallelism.mode(life.trainer)  # what the accelerator does, not what was asked
 
     def train(self) -> None:
@@ -395,7 +404,8 @@ class GRPORecipe:
             return
         try:
             gathered = parallelism.gathered_state(trainer)  # every rank: ZeRO-3/FSDP shards, onto rank 0
-            life.summary.update(save_weights(self.cfg, trainer, self.tokenizer, life.run.weights, gathered))
+            life.summary.update(save_weights(self.cfg, trainer, self.tokenizer, life.run.weights, gathered,
+                                             self.inputs.axes))
             if gathered is not None and sparsity and sparsity.skipped == SHARDED:
                 sharded_sparsity(self.cfg, sparsity, gathered, trainer.state.global_step, self.inputs.peft_config,
                                  trainer.args)

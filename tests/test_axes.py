@@ -1,0 +1,87 @@
+"""Issue 27, item 3: every axis behind one protocol (`rlvr_cli.training.axes`). A new adapter with training behaviour
+of its own is its YAML and one module (tested with a throwaway file in a copied config tree and a module of hooks
+that records each call, on a real tiny run); a new optimizer with an existing state model is one YAML; a `hooks`
+value that cannot work is refused in one line before any model loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import CHARS, TINY
+
+from rlvr_cli.core.compose import compose, config_dir, group_options
+from rlvr_cli.core.errors import BadInput
+from rlvr_cli.training import axes
+
+
+@pytest.fixture
+def own_conf(tmp_path, monkeypatch) -> Path:
+    """A copy of conf/ that `RLVR_CONFIG_DIR` points at, for files a test adds."""
+    conf = tmp_path / "conf"
+    shutil.copytree(config_dir(), conf)
+    monkeypatch.setenv("RLVR_CONFIG_DIR", str(conf))
+    return conf
+
+
+def test_a_new_adapter_with_its_own_training_behaviour_is_its_yaml_and_one_module(own_conf, tmp_path, monkeypatch):
+    from rlvr_cli.training.recipe import train
+
+    (own_conf / "adapter" / "lora_probe.yaml").write_text(
+        "defaults:\n  - lora\n  - _self_\n\nname: lora_probe\nhooks: hooks_probe\n")
+    probe = tmp_path / "probe.jsonl"
+    monkeypatch.setenv("RLVR_HOOKS_PROBE", str(probe))
+    assert "lora_probe" in group_options("adapter")
+    args = [*TINY, *CHARS, "adapter=lora_probe", f"output_dir={tmp_path / 'runs'}", "run_name=r", "sparsity=null"]
+    summary = train(compose(args), args, progress=False)
+    assert summary["status"] == "completed", summary.get("reason")
+    events = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["check", "trainer_fields", "trainer_class", "after_model_load",
+                                            "on_save", "summary_fields"]
+    assert events[0]["adapter"] == "lora_probe" and events[2]["base"] == "GRPOTrainer"
+    assert events[3]["model"].startswith("PeftModel") and events[3]["main"] is True
+    assert "adapter_model.safetensors" in events[4]["files"]  # after the adapter was saved
+    assert summary["probe_trainable"] == summary["trainable_params"] > 0  # its summary field, in summary.json
+    written = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
+    assert written["probe_trainable"] == summary["probe_trainable"]
+
+
+def test_the_shipped_options_with_training_behaviour_name_their_module():
+    """AdaLoRA's schedule and Muon's check sit behind their files' `hooks`; every other option has none."""
+    with_hooks = {}
+    for group in axes.HOOK_GROUPS:
+        for option in group_options(group):
+            node = compose([f"{group}={option}"])[group]
+            hooks = axes.option_hooks(group, node)
+            if hooks is not None:
+                with_hooks[f"{group}={option}"] = hooks.name.rsplit(" ", 1)[-1]
+    assert with_hooks == {"optimizer=muon": "rlvr_cli.optimizers.muon", "adapter=adalora": "rlvr_cli.training.adalora"}
+
+
+def test_a_new_optimizer_with_an_existing_state_model_is_one_yaml(own_conf):
+    from rlvr_cli.analysis.memory import estimate
+    from rlvr_cli.optimizers.build import trainer_optimizer
+
+    (own_conf / "optimizer" / "adamw_wd.yaml").write_text(
+        "defaults:\n  - adamw\n  - _self_\n\nname: adamw_wd\nweight_decay: 0.1\n")
+    cfg = compose(["model=tiny-random", "optimizer=adamw_wd"])
+    cls, kwargs = trainer_optimizer(cfg)
+    assert cls.__name__ == "AdamW" and kwargs["weight_decay"] == 0.1
+    assert [a.name for a in axes.run_axes(cfg)] == [a.name for a in axes.BUILT_IN]  # no hooks of its own
+    rows = estimate("1e6", optimizers=["adamw_wd", "adamw"]).rows
+    assert rows["adamw_wd"].optimizer_states == rows["adamw"].optimizer_states == 8_000_000  # AdamW's state model
+
+
+@pytest.mark.parametrize("value, message", [
+    ("not a module", "must be a module path such as rlvr_cli.training.adalora"),
+    ("nosuchmodule_xyz", "cannot import it: No module named 'nosuchmodule_xyz'"),
+    ("json", "defines none of check, trainer_fields, trainer_class, after_model_load, on_save, summary_fields"),
+])
+def test_a_hooks_value_that_cannot_work_is_one_line(own_conf, value, message):
+    (own_conf / "adapter" / "lora_bad.yaml").write_text(
+        f"defaults:\n  - lora\n  - _self_\n\nname: lora_bad\nhooks: {value!r}\n")
+    with pytest.raises(BadInput, match="adapter=lora_bad: hooks") as e:
+        axes.run_axes(compose(["model=tiny-random", "adapter=lora_bad"]))
+    assert message in str(e.value)
