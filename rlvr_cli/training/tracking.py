@@ -59,7 +59,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def finish(summary: dict[str, Any]) -> None:
     """Copy the headline figures into the W&B run summary (nested ones flattened: `update_sparsity/changed_frac_tol`,
-    `eval/gsm8k/avg@4`) and close the run (no-op without one)."""
+    `eval/gsm8k/avg@4`) and close the run, waiting until W&B has written all of it (no-op without a run)."""
     import sys
 
     wandb = sys.modules.get("wandb")
@@ -67,6 +67,9 @@ def finish(summary: dict[str, Any]) -> None:
         return
     wandb.run.summary.update({k: v for k, v in flatten(summary).items() if isinstance(v, (int, float, str))})
     wandb.finish(exit_code=0 if summary.get("status") == COMPLETED else 1)
+    # `finish` only asks W&B's service process to close the run: on a loaded machine the run's .wandb file was still
+    # being written after it returned. `teardown` waits until the service has written everything and stopped.
+    wandb.teardown()
 
 
 def log_eval(results: dict[str, Any], output_dir: Path, project: str = "rlvr") -> str:
@@ -82,4 +85,5 @@ def log_eval(results: dict[str, Any], output_dir: Path, project: str = "rlvr") -
                      settings=wandb.Settings(silent=True))
     run.summary.update(flatten({**results["benchmarks"], "overall": results["overall"]}))
     run.finish()
+    wandb.teardown()  # everything written before rlvr says so (see `finish`)
     return run.id
