@@ -99,6 +99,7 @@ class OptimizerSchema:
     name: str = MISSING
     state: str = MISSING
     requires_cuda: bool = MISSING
+    hooks: str | None = MISSING  # a module of training hooks (rlvr_cli.training.axes checks it), e.g. Muon's
     lr: float = rule(check=check_lr, required=True)
     momentum: float = rule(ge=0, example=0.9)
     dampening: float = rule(ge=0, example=0.0)
@@ -129,6 +130,7 @@ class AdapterSchema:
     alpha: Number | None = rule(gt=0, example=16)
     dropout: float = rule(ge=0, lt=1, example=0.05)
     post_init: str | None = MISSING  # dotted path of f(peft_model), applied after PEFT builds the model (MiLoRA)
+    hooks: str | None = MISSING  # a module of training hooks (rlvr_cli.training.axes checks it), e.g. AdaLoRA's
     init_lora_weights: Any = MISSING  # true, or a PEFT init name (pissa, pissa_niter_N, ...): PEFT checks it
     miss_dropout: float = rule(ge=0, lt=1, example=0.05)
     init_weights: Any = MISSING  # MiSS: true (balance), bat or mini; PEFT checks it
@@ -320,7 +322,7 @@ GROUP_SCHEMAS: dict[str, type] = {"model": ModelSchema, "data": DataSchema, "opt
                                   "eval": EvalSchema, "sparsity": SparsitySchema, "trial": TrialSchema}
 
 
-def schemafields_of(schema: type) -> tuple[str, ...]:
+def schema_fields(schema: type) -> tuple[str, ...]:
     """The keys a schema types, in order (`dataclasses.fields`)."""
     return tuple(f.name for f in dataclasses.fields(schema))
 

@@ -70,7 +70,8 @@ def check_optimizer(name: str) -> None:
 
 def optimizer_options(optimizer_name: str) -> dict[str, Any]:
     """The keys of `conf/optimizer/<optimizer_name>.yaml` (`_target_`, `state`, momentum, betas, ...), read without
-    Hydra.
+    Hydra; a file that extends another (a `defaults` list, e.g. `defaults: [adamw, _self_]`) is composed by Hydra
+    (`rlvr_cli.core.compose.compose`), so that it keeps what it does not restate, its `state` included.
 
     Raises:
         BadInput: an unknown optimizer (the message lists the valid ones).
@@ -79,6 +80,10 @@ def optimizer_options(optimizer_name: str) -> dict[str, Any]:
 
     check_optimizer(optimizer_name)
     cfg = OmegaConf.load(config_dir() / "optimizer" / f"{optimizer_name}.yaml")
+    if "defaults" in cfg:
+        from rlvr_cli.core.compose import compose
+
+        cfg = compose([f"optimizer={optimizer_name}"]).optimizer
     return dict(OmegaConf.to_container(cfg, resolve=True))
 
 

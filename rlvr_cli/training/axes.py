@@ -140,10 +140,11 @@ def option_hooks(group: str, node: Any) -> Axis | None:
 
 
 def run_axes(cfg: DictConfig) -> list[Axis]:
-    """The axes of a run, in order: `BUILT_IN`, then the `hooks` modules of its optimizer and adapter files.
+    """The axes of a run, in order: the `hooks` modules of its optimizer and adapter files (their checks are the
+    more specific: AdaLoRA's schedule is refused before PEFT's own error), then `BUILT_IN`.
 
     Raises:
         BadInput: as `option_hooks`.
     """
     own = [option_hooks(group, cfg.get(group)) for group in HOOK_GROUPS]
-    return [*BUILT_IN, *(a for a in own if a is not None)]
+    return [*(a for a in own if a is not None), *BUILT_IN]

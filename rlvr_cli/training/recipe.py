@@ -107,10 +107,10 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     problems = load_problems(cfg.data, seed=cfg.seed)
     reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
     optimizer = optimizers.trainer_optimizer(cfg)  # a factory over the model for LoRA+, LoRA-FA, Muon
-    peft_config = adapters.peft_config(cfg.adapter)
     run_axes = axes.run_axes(cfg)
-    for axis in run_axes:  # each axis's own checks (the adapter's on the meta model, an option's hooks module)
+    for axis in run_axes:  # each axis's own checks (an option's hooks module; the adapter's on the meta model)
         axis.check(cfg)
+    peft_config = adapters.peft_config(cfg.adapter)
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
     if cfg.get("trial"):
         pruning.open_trial(cfg.trial)  # the study and the trial exist, and the trial is not finished
