@@ -85,3 +85,29 @@ def test_a_hooks_value_that_cannot_work_is_one_line(own_conf, value, message):
     with pytest.raises(BadInput, match="adapter=lora_bad: hooks") as e:
         axes.run_axes(compose(["model=tiny-random", "adapter=lora_bad"]))
     assert message in str(e.value)
+
+
+
+def test_the_recipe_names_no_optimizer_or_adapter():
+    """Issue 27, items 2 and 3: no name, import or string in the recipe's code (comments and docstrings aside) is
+    an option of the optimizer or adapter group; what one option needs comes through `rlvr_cli.training.axes`."""
+    import ast
+    import re
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "rlvr_cli" / "training" / "recipe.py").read_text())
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    words = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.add(node.attr)
+        elif isinstance(node, ast.alias):
+            words.update(node.name.split("."))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            words.update(re.findall(r"\w+", node.value))
+    assert {"GRPOTrainer", "axes", "trainer_optimizer"} <= words  # the walk sees the code
+    options = {o for group in ("optimizer", "adapter") for o in group_options(group)} - {"full"}
+    assert sorted(options & {w.lower() for w in words}) == []
