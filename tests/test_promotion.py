@@ -118,16 +118,20 @@ def _study(tmp_path: Path, trials: int) -> tuple[Path, str]:
     return path, study.study_name
 
 
-def _train(path: Path, name: str, number: int, out: Path, run: str, **trial) -> subprocess.CompletedProcess:
-    """`rlvr train` of 4 AdamW steps (a linear learning-rate schedule) on tiny-random with a dense reward, as trial
-    `number` of study `name`, into `out/run`; `trial` adds `pause_at` and `resume`."""
+def _train_args(path: Path, name: str, number: int, out: Path, run: str, **trial) -> list[str]:
+    """`rlvr train`'s arguments for 4 AdamW steps (a linear learning-rate schedule) on tiny-random with a dense
+    reward, as trial `number` of study `name`, into `out/run`; `trial` adds `pause_at` and `resume`."""
     node = ", ".join([f"storage: '{path}'", f"study: '{name}'", f"number: {number}",
                       *(f"{k}: {str(v).lower()}" for k, v in trial.items())])
-    return subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "grpo.max_steps=4",
-                           "optimizer=adamw", "optimizer.lr=0.01", f"output_dir={out}", f"run_name={run}",
-                           "~rewards.correctness", "~rewards.format",
-                           "+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0",
-                           f"trial={{{node}}}"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    return ["train", *TINY, "grpo.max_steps=4", "optimizer=adamw", "optimizer.lr=0.01", f"output_dir={out}",
+            f"run_name={run}", "~rewards.correctness", "~rewards.format",
+            "+rewards.rlvr_cli.training.rewards.completion_length_reward=1.0", f"trial={{{node}}}"]
+
+
+def _train(path: Path, name: str, number: int, out: Path, run: str, **trial) -> subprocess.CompletedProcess:
+    """`_train_args` run as its own process."""
+    return subprocess.run([sys.executable, "-m", "rlvr_cli.cli", *_train_args(path, name, number, out, run, **trial)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
 @pytest.mark.slow  # ~35 s of make test's 10 minutes; the pause/cut/resume path itself runs in the search test above
@@ -177,8 +181,8 @@ def test_a_resume_of_a_run_that_is_not_paused_and_a_pause_past_the_end_are_refus
     out = tmp_path / "runs"
     (out / "a").mkdir(parents=True)
     (out / "a" / "summary.json").write_text(json.dumps({"status": COMPLETED}))
-    proc = _train(path, name, 0, out, "a" if trial.get("resume") else "n", **trial)
-    assert proc.returncode == 2 and refusal in proc.stderr, proc.stderr[-2000:]
+    refused = runner.invoke(app, _train_args(path, name, 0, out, "a" if trial.get("resume") else "n", **trial))
+    assert refused.exit_code == 2 and refusal in refused.stderr, refused.output[-2000:]
     assert not (out / "n").exists() and json.loads((out / "a" / "summary.json").read_text()) == {"status": COMPLETED}
 
 

@@ -179,9 +179,8 @@ def test_a_trial_below_its_rung_ends_pruned_with_exit_code_4(tmp_path):
     trial = optuna.load_study(study_name=name, storage=studies.storage(path)).trials[number]
     assert list(trial.intermediate_values) == [1] and trial.state.name == "RUNNING"
     # a trial runs once: its number again is refused before the run directory
-    again = subprocess.run([*cmd[:-1], "run_name=t2", f"trial={{storage: '{path}', study: '{name}', number: 0}}"],
-                           capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert again.returncode == 2 and "is finished already" in again.stderr and not (out / "t2").exists()
+    again = runner.invoke(app, [*cmd[3:-1], "run_name=t2", f"trial={{storage: '{path}', study: '{name}', number: 0}}"])
+    assert again.exit_code == 2 and "is finished already" in again.stderr and not (out / "t2").exists()
 
 
 def test_a_rung_at_the_last_step_does_not_prune_a_trial_that_ran_every_step(tmp_path):

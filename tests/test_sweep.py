@@ -122,9 +122,8 @@ def test_killed_sweep_resumes_only_what_is_left_with_either_launcher(tmp_path):
     for attempt in (out / "runs" / ".attempts").glob("*"):
         assert any(attempt.name.startswith(f"{n}-") for n in unfinished), attempt.name
 
-    again = _sweep("--output-dir", str(out), sweep=sweep)
-    log, _ = again.communicate(timeout=120)
-    assert again.returncode == 2 and "already holds a sweep; add --resume" in log
+    again = runner.invoke(app, ["sweep", str(sweep), "--output-dir", str(out)])
+    assert again.exit_code == 2 and "already holds a sweep; add --resume" in again.stderr
 
 
 def test_unknown_launcher_lists_the_valid_ones(tmp_path):
