@@ -71,3 +71,17 @@ def run_tiny(tmp_path):
         return train(compose(args), args, progress=False, callbacks=list(callbacks))
 
     return run
+
+
+@pytest.fixture
+def own_conf(tmp_path, monkeypatch) -> Path:
+    """A copy of conf/ that `RLVR_CONFIG_DIR` points at, for option files a test adds (a new distributed mode, a
+    new adapter with its hooks module)."""
+    import shutil
+
+    from rlvr_cli.core.groups import config_dir
+
+    conf = tmp_path / "conf"
+    shutil.copytree(config_dir(), conf)
+    monkeypatch.setenv("RLVR_CONFIG_DIR", str(conf))
+    return conf

@@ -6,24 +6,14 @@ value that cannot work is refused in one line before any model loads."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from conftest import CHARS, TINY
 
-from rlvr_cli.core.compose import compose, config_dir, group_options
+from rlvr_cli.core.compose import compose, group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.training import axes
-
-
-@pytest.fixture
-def own_conf(tmp_path, monkeypatch) -> Path:
-    """A copy of conf/ that `RLVR_CONFIG_DIR` points at, for files a test adds."""
-    conf = tmp_path / "conf"
-    shutil.copytree(config_dir(), conf)
-    monkeypatch.setenv("RLVR_CONFIG_DIR", str(conf))
-    return conf
 
 
 def test_a_new_adapter_with_its_own_training_behaviour_is_its_yaml_and_one_module(own_conf, tmp_path, monkeypatch):

@@ -4,9 +4,6 @@ choice, accepted by every check without a line of code."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 from omegaconf import OmegaConf
 
@@ -62,15 +59,6 @@ def test_bad_traits_are_one_line():
         modes.zero_stage({"backend": "deepspeed", "deepspeed": {"zero_optimization": {"stage": 4}}})
     with pytest.raises(BadInput, match="distributed.backend must be one of none, ddp, fsdp, deepspeed"):
         validate(compose(["distributed=ddp", "distributed.num_processes=2", "distributed.backend=horovod"]))
-
-
-@pytest.fixture
-def own_conf(tmp_path, monkeypatch) -> Path:
-    """A copy of conf/ that `RLVR_CONFIG_DIR` points at, for files a test adds."""
-    conf = tmp_path / "conf"
-    shutil.copytree(config_dir(), conf)
-    monkeypatch.setenv("RLVR_CONFIG_DIR", str(conf))
-    return conf
 
 
 def test_a_new_distributed_mode_is_one_file(own_conf):
