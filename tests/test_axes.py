@@ -28,12 +28,17 @@ def test_a_new_adapter_with_its_own_training_behaviour_is_its_yaml_and_one_modul
     summary = train(compose(args), args, progress=False)
     assert summary["status"] == "completed", summary.get("reason")
     events = [json.loads(line) for line in probe.read_text().splitlines()]
-    assert [e["event"] for e in events] == ["check", "trainer_fields", "trainer_class", "after_model_load",
-                                            "on_save", "summary_fields"]
-    assert events[0]["adapter"] == "lora_probe" and events[2]["base"] == "GRPOTrainer"
-    assert events[3]["model"].startswith("PeftModel") and events[3]["main"] is True
-    assert "adapter_model.safetensors" in events[4]["files"]  # after the adapter was saved
+    assert [e["event"] for e in events] == ["check", "trainer_fields", "serve", "callbacks", "trainer_class",
+                                            "after_model_load", "step", "step", "after_train", "on_save",
+                                            "summary_fields", "serve ends"]
+    seen = {e["event"]: e for e in events}
+    assert seen["check"] == {"event": "check", "adapter": "lora_probe", "world_size": 1, "main": True}
+    assert seen["callbacks"]["exists"] and seen["trainer_class"]["base"] == "GRPOTrainer"
+    assert seen["after_model_load"]["model"].startswith("PeftModel") and seen["after_model_load"]["main"] is True
+    assert seen["after_train"] == {"event": "after_train", "status": "completed", "step": 2}
+    assert "adapter_model.safetensors" in seen["on_save"]["files"]  # after the adapter was saved
     assert summary["probe_trainable"] == summary["trainable_params"] > 0  # its summary field, in summary.json
+    assert summary["probe_status_seen"] == "completed"  # after_train's keys, in summary.json
     written = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
     assert written["probe_trainable"] == summary["probe_trainable"]
 
@@ -67,7 +72,8 @@ def test_a_new_optimizer_with_an_existing_state_model_is_one_yaml(own_conf):
 @pytest.mark.parametrize("value, message", [
     ("not a module", "must be a module path such as rlvr_cli.training.adalora"),
     ("nosuchmodule_xyz", "cannot import it: No module named 'nosuchmodule_xyz'"),
-    ("json", "defines none of check, trainer_fields, trainer_class, after_model_load, on_save, summary_fields"),
+    ("json", "defines none of check, trainer_fields, trainer_class, callbacks, serve, after_model_load, after_train, "
+             "on_save, summary_fields"),
 ])
 def test_a_hooks_value_that_cannot_work_is_one_line(own_conf, value, message):
     (own_conf / "adapter" / "lora_bad.yaml").write_text(
@@ -101,3 +107,24 @@ def test_the_recipe_names_no_optimizer_or_adapter():
     assert {"GRPOTrainer", "axes", "trainer_optimizer"} <= words  # the walk sees the code
     options = {o for group in ("optimizer", "adapter") for o in group_options(group)} - {"full"}
     assert sorted(options & {w.lower() for w in words}) == []
+
+
+def test_every_hook_is_given_the_runs_precision_and_process_counts(tmp_path):
+    """The `RunContext`: a 2 x 2 run to launch (each machine's processes hold its first GPUs, what the vLLM server's
+    GPUs are checked against), and the built-in axes in their order; outside a search the pruning axis adds
+    nothing, and an hf generation starts no service."""
+    from rlvr_cli.core.precision import resolve
+
+    cfg = compose(["model=tiny-random", "distributed=ddp", "distributed.num_processes=2",
+                   "distributed.num_machines=2", "distributed.main_process_ip=10.0.0.1"])
+    run = axes.run_context(cfg)
+    assert (run.world_size, run.local_processes, run.launched, run.main) == (4, 2, 1, True)
+    assert run.precision == resolve(cfg.precision, cuda=False)
+    assert [a.name for a in axes.BUILT_IN] == ["precision", "distributed", "generation", "adapter", "pruning"]
+    pruning = next(a for a in axes.BUILT_IN if a.name == "pruning")
+    pruning.check(run)  # no trial: no study to open
+    assert pruning.callbacks(run, tmp_path) == []
+    generation = next(a for a in axes.BUILT_IN if a.name == "generation")
+    with generation.serve(run, tmp_path) as url:
+        assert url is None and not list(tmp_path.iterdir())  # no server, no log
+    assert axes.run_context(cfg, launched=4, main=False).local_processes == 2

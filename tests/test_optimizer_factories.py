@@ -224,12 +224,12 @@ def test_muon_state_dict_round_trip_resumes_identically():
 @pytest.mark.parametrize("adapter", ["vera", "ia3", "ln_tuning"])
 def test_muon_is_refused_for_adapters_without_a_matrix(adapter):
     """Muon's check is its option's `hooks` (`rlvr_cli.optimizers.muon.check`), run with every axis's checks."""
-    from rlvr_cli.training.axes import run_axes
+    from rlvr_cli.training.axes import run_axes, run_context
 
     cfg = compose(["model=tiny-random", "optimizer=muon", f"adapter={adapter}"])
     with pytest.raises(BadInput, match=rf"^optimizer=muon: adapter={adapter} trains no 2-D matrix"):
         for axis in run_axes(cfg):
-            axis.check(cfg)
+            axis.check(run_context(cfg))
 
 
 def test_muon_state_from_a_bare_count_is_a_marked_lower_bound():

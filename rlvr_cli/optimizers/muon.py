@@ -144,10 +144,11 @@ def check_muon_matrices(cfg: DictConfig) -> None:
                        f"adapter.r >= 2")
 
 
-def check(cfg: DictConfig) -> None:
-    """The `check` hook of `conf/optimizer/muon.yaml`'s `hooks` (`rlvr_cli.training.axes`): `check_muon_matrices`.
+def check(run: Any) -> None:
+    """The `check` hook of `conf/optimizer/muon.yaml`'s `hooks` (`rlvr_cli.training.axes`; `run` is its
+    `RunContext`): `check_muon_matrices` on the run's config.
 
     Raises:
         BadInput: as `check_muon_matrices`.
     """
-    check_muon_matrices(cfg)
+    check_muon_matrices(run.cfg)

@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # torch, transformers and trl load inside the functions: `che
     import torch
     from omegaconf import DictConfig
 
+    from rlvr_cli.training.axes import RunContext
+
 #: AdaLoraConfig's schedule fields and PEFT 0.21's defaults (used when the adapter file leaves one out).
 SCHEDULE_DEFAULTS = {"init_r": 12, "target_r": 8, "tinit": 0, "tfinal": 0, "deltaT": 1}
 
@@ -56,7 +58,16 @@ def masks_at(step: int, tinit: int, tfinal: int, deltaT: int, total_step: int) -
     return step > tinit and step % deltaT == 0
 
 
-def check(cfg: DictConfig) -> None:
+def check(run: RunContext) -> None:
+    """The `check` hook of `conf/adapter/adalora.yaml`'s `hooks` (`rlvr_cli.training.axes`): `check_schedule`.
+
+    Raises:
+        BadInput: as `check_schedule`.
+    """
+    check_schedule(run.cfg)
+
+
+def check_schedule(cfg: DictConfig) -> None:
     """Refuse, before any model loads, an AdaLoRA schedule that would not prune within the run's optimizer steps
     (nothing to do for other adapters).
 
@@ -185,14 +196,14 @@ def trainer_classes() -> tuple[type, type]:
     return GRPOTrainer, AdaLoraGRPOTrainer
 
 
-def trainer_class(cls: type, cfg: DictConfig) -> type:
+def trainer_class(cls: type, run: RunContext) -> type:
     """The trainer class of an AdaLoRA run (the `trainer_class` hook of `conf/adapter/adalora.yaml`'s `hooks`,
     `rlvr_cli.training.axes`): `AdaLoraGRPOTrainer`, TRL's `GRPOTrainer` (`cls`) with AdaLoRA's rank allocation and
     orthogonal penalty."""
     return trainer_classes()[1]
 
 
-def summary_fields(model: Any, cfg: DictConfig) -> dict[str, Any]:
+def summary_fields(model: Any, run: RunContext) -> dict[str, Any]:
     """summary.json's AdaLoRA keys at the end of a run (the `summary_fields` hook): `rank_summary`."""
     return rank_summary(model)
 

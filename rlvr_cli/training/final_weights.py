@@ -19,7 +19,8 @@ from rlvr_cli.training.callbacks import SHARDED, UpdateSparsity
 
 
 def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
-                 gathered: dict[str, Any] | None = None, run_axes: Sequence[Any] = ()) -> dict[str, Any]:
+                 gathered: dict[str, Any] | None = None, run_axes: Sequence[Any] = (),
+                 context: Any = None) -> dict[str, Any]:
     """Save the final weights into `out` as `cfg.save_format` says: `full` (the adapter for PEFT runs, else the
     whole model, with the tokenizer) or `sparse_delta` (`rlvr_cli.models.sparse_delta`: the entries that differ from
     the base model reloaded in the run's dtype).
@@ -29,6 +30,7 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
             then holds them.
         run_axes: the run's axes (`rlvr_cli.training.axes.Axis`): each one's `on_save` runs after a `full` save
             (PiSSA and MiLoRA convert their adapter to apply to the original base).
+        context: what their hooks are given (`rlvr_cli.training.axes.RunContext`).
 
     Returns:
         `weights_dir`, `weights_bytes` (the .safetensors files written, bytes) and `full_weights_bytes` (the
@@ -50,7 +52,7 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
     else:
         trainer.save_model(str(out))
         for axis in run_axes:
-            axis.on_save(trainer.model, cfg, out)
+            axis.on_save(trainer.model, context, out)
     return {"weights_dir": str(out), "weights_format": cfg.get("save_format", "full"),
             "weights_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
             "full_weights_bytes": sparse_delta.full_bytes(trained)}

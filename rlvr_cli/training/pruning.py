@@ -104,6 +104,28 @@ def settle_pause(path: Path, paused: Mapping[str, Any], main: bool = True) -> di
             "checkpoint_bytes": run_dir.tree_bytes(last) if last else 0}
 
 
+def outcome(trial: TrialPruning, path: Path, status: str, main: bool = True) -> dict[str, Any]:
+    """How a trial ends once its training did: summary.json's `objective`, and, for a training that completed where
+    the callback stopped it, `status` and `reason`: `pruned` (with `pruned`: the step, objective, rung and
+    threshold) or `paused` (with `paused`: its checkpoint, `settle_pause`).
+
+    Args:
+        trial: the run's `TrialPruning` callback, after training.
+        path: the run directory.
+        status: how training ended (`rlvr_cli.core.run_dir`: completed, interrupted, diverged).
+        main: whether this is the main process (it deletes older checkpoints).
+    """
+    out: dict[str, Any] = {"objective": trial.objective}
+    if status != run_dir.COMPLETED:
+        return out
+    if trial.pruned:
+        out.update(status=run_dir.PRUNED, reason=trial.reason(), pruned=trial.pruned)
+    elif trial.paused:
+        out.update(status=run_dir.PAUSED, paused=settle_pause(path, trial.paused, main=main),
+                   reason=f"paused at step {trial.paused['step']} with a checkpoint: rlvr sweep resumes or cuts it")
+    return out
+
+
 class TrialPruning(TrainerCallback):
     """Report the smoothed training reward (the running mean of the last `smoothing` steps' `reward`, TRL's logged
     mean reward of a step; `rlvr_cli.core.study.smoothed`) to the trial after every optimizer step, and stop at the

@@ -8,7 +8,8 @@ runs that loop; this module only wires the pieces together. `GRPORecipe.run` rea
 1. `check` every input (config values, data rows, optimizer import) - bad input fails here, in seconds;
 2. create the run directory (`lifecycle.run_lifecycle` owns the run from here: its status, signals, the ranks'
    agreement and `summary.json`, written whatever happens);
-3. `setup`: tracking, a vLLM server where asked, the model, the trainer (PEFT adapter, rlvr's optimizer);
+3. `setup`: tracking, the axes' services (a vLLM server where asked), the model, the trainer (PEFT adapter, rlvr's
+   optimizer);
 4. `train`; 5. `save` what there is (never a diverged model); 6. `evaluate` a completed run; 7. `cleanup`: the
    headline figures.
 """
@@ -37,7 +38,6 @@ from rlvr_cli.optimizers.state import state_bytes
 from rlvr_cli.training import (
     axes,
     distributed,
-    generation,
     lifecycle,
     parallelism,
     pruning,
@@ -72,6 +72,8 @@ class Inputs:
         precision: the resolved `precision` (`rlvr_cli.core.precision.resolve`: `auto` made concrete here).
         resume_from: the checkpoint a paused trial resumes from (`trial.resume`), else None.
         axes: the run's axes (`rlvr_cli.training.axes.run_axes`), whose hooks every stage calls.
+        context: what every hook is given (`rlvr_cli.training.axes.RunContext`): the config, the precision, the
+            process counts.
     """
 
     problems: list[dict[str, str]]
@@ -86,6 +88,7 @@ class Inputs:
     precision: precision.Precision
     resume_from: Path | None = None
     axes: list[axes.Axis] = field(default_factory=list)
+    context: axes.RunContext | None = None
 
 
 def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
@@ -107,23 +110,17 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     problems = load_problems(cfg.data, seed=cfg.seed)
     reward_funcs, reward_weights = rewards.build_rewards(cfg.rewards)
     optimizer = optimizers.trainer_optimizer(cfg)  # a factory over the model for LoRA+, LoRA-FA, Muon
+    launch = distributed.use_slurm_env()
+    context = axes.run_context(cfg, launch.world_size, main=launch.is_main)  # what every axis's hook is given
     run_axes = axes.run_axes(cfg)
-    for axis in run_axes:  # each axis's own checks (an option's hooks module; the adapter's on the meta model)
-        axis.check(cfg)
+    for axis in run_axes:  # each axis's own checks: an option's hooks module, the distributed mode, the generation
+        axis.check(context)  # backend, the adapter (on the meta model), a search trial's study
     peft_config = adapters.peft_config(cfg.adapter)
     eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
-    if cfg.get("trial"):
-        pruning.open_trial(cfg.trial)  # the study and the trial exist, and the trial is not finished
-        pruning.check_pause(cfg.trial, cfg.grpo.max_steps, cfg.run_name)
-    launch, dist = distributed.use_slurm_env(), cfg.get("distributed") or {}
-    parallelism.check(cfg, launch.world_size)
-    processes = parallelism.run_processes(dist, launch.world_size)  # the run's world size, launched or to launch
-    generation.check_generation(cfg.generation, num_processes=processes, main_process=launch.is_main,
-                                local_processes=processes // int(dist.get("num_machines", 1)))
-    prec = precision.resolve(cfg.precision, cuda=parallelism.cuda_available())
-    distributed.start_cpu_group(launch, dist.get("timeout_s"))  # gloo with the collective timeout (CPU runs)
+    # gloo with the collective timeout (CPU runs)
+    distributed.start_cpu_group(launch, (cfg.get("distributed") or {}).get("timeout_s"))
     # Under a launcher, building the GRPOConfig starts the process group (accelerate's PartialState).
-    args = grpo_config(cfg, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb", prec=prec,
+    args = grpo_config(context, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb",
                        run_axes=run_axes)
     parallelism.check_deepspeed(args)
     distributed.check_started(launch)
@@ -138,21 +135,23 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
             else Path(str(cfg.output_dir), cfg.run_name)
     args.output_dir = str(path)
     return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
-                  path, args, prec, resume_from, run_axes)
+                  path, args, context.precision, resume_from, run_axes, context)
 
 
-def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], use_wandb: bool,
-                prec: precision.Precision, run_axes: list[axes.Axis] = axes.BUILT_IN) -> Any:
-    """The TRL `GRPOConfig` of a run: the `grpo` group's fields, the optimizer's trainer fields, and rlvr's fixed ones.
+def grpo_config(run: axes.RunContext, output_dir: str, reward_weights: list[float], use_wandb: bool,
+                run_axes: list[axes.Axis] = axes.BUILT_IN) -> Any:
+    """The TRL `GRPOConfig` of a run: the axes' trainer fields, the `grpo` group's fields, the optimizer's trainer
+    fields, and rlvr's fixed ones.
 
     Fixed: one log record per optimizer step; NaN losses logged as they are (transformers would
     otherwise replace them with the running mean and hide a divergence); no intermediate
-    checkpoints (the run directory gets the final weights); `bf16`/`fp16` autocast as the precision says
-    (`Precision.trainer_fields`); CPU when no GPU is visible. The `distributed` group adds its
-    fields (`parallelism.trainer_fields`: ddp_timeout, fsdp/fsdp_config, deepspeed).
+    checkpoints (the run directory gets the final weights); CPU when no GPU is visible. The axes add theirs:
+    `bf16`/`fp16` autocast as the precision says (`Precision.trainer_fields`), the `distributed` group's
+    (`parallelism.trainer_fields`: ddp_timeout, fsdp/fsdp_config, deepspeed), the `generation` group's (TRL's
+    `use_vllm`, `vllm_*`).
 
     Args:
-        prec: the resolved precision (`precision.resolve(cfg.precision)`).
+        run: the run's config, resolved precision and process counts (`axes.RunContext`).
         run_axes: the run's axes, whose `trainer_fields` the `grpo` group's fields may override.
 
     Raises:
@@ -161,9 +160,9 @@ def grpo_config(cfg: DictConfig, output_dir: str, reward_weights: list[float], u
     import torch
     from trl import GRPOConfig
 
-    fields: dict[str, Any] = prec.trainer_fields()
-    for axis in run_axes:  # the distributed mode's, the generation backend's, an option's hooks module's
-        fields.update(axis.trainer_fields(cfg))
+    cfg, fields = run.cfg, {}
+    for axis in run_axes:  # the precision's, the distributed mode's, the generation backend's, an option's module's
+        fields.update(axis.trainer_fields(run))
     fields.update(OmegaConf.to_container(cfg.grpo))
     fields.update(optimizers.trainer_kwargs(cfg))  # the learning rate and clipping, over the grpo group's
     try:
@@ -206,7 +205,7 @@ def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, c
 
     cls = GRPOTrainer
     for axis in inputs.axes:  # e.g. AdaLoRA's subclass (its hooks module)
-        cls = axis.trainer_class(cls, cfg)
+        cls = axis.trainer_class(cls, inputs.context)
     trainer = cls(
         model=model, reward_funcs=inputs.reward_funcs, args=inputs.args, processing_class=tokenizer,
         peft_config=inputs.peft_config, train_dataset=prompt_dataset(inputs.problems, cfg.data.get("instruction")),
@@ -243,7 +242,7 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
         mixed = inputs.precision.name if inputs.precision.name.endswith("-mixed") else None  # + autocast's copy
         out.update(memory.run_memory_analytic(trainer.model, cfg.optimizer.name, mixed, options=inputs.optimizer[1]))
         for axis in inputs.axes:  # e.g. AdaLoRA's final rank of every matrix
-            out.update(axis.summary_fields(trainer.model, cfg))
+            out.update(axis.summary_fields(trainer.model, inputs.context))
     return out
 
 
@@ -276,7 +275,6 @@ class GRPORecipe:
         life: the run while it lives (`lifecycle.Life`), from `setup` on; `life.trainer` is the TRL `GRPOTrainer`.
         tokenizer: the model's tokenizer, once loaded (None: no model loaded).
         sparsity: the update-sparsity monitor (None with `sparsity=null`).
-        trial: a search trial's reports to its Optuna study (None outside a search).
         bar: the progress bar (None without `progress`, and on the other ranks).
     """
 
@@ -288,7 +286,6 @@ class GRPORecipe:
         self.life: lifecycle.Life | None = None
         self.tokenizer: Any = None
         self.sparsity: UpdateSparsity | None = None
-        self.trial: pruning.TrialPruning | None = None
         self.bar: RichProgress | None = None
 
     @property
@@ -339,25 +336,21 @@ class GRPORecipe:
         return run_dir.create(self.inputs.path, self.cfg, self.overrides, extra=self.launch_files)
 
     def setup(self, life: lifecycle.Life) -> None:
-        """Start tracking and, where the `generation` choice asks rlvr for one, a vLLM server (it stops when the run
-        ends); then load the model and build the trainer into `life.trainer`, unless a stop signal came first.
-        PiSSA and MiLoRA keep their initial adapter for the final conversion."""
+        """Start tracking and every axis's service (`Axis.serve`: where the `generation` choice asks rlvr for one, a
+        vLLM server; each stops when the run ends); then load the model and build the trainer into `life.trainer`
+        with every axis's callbacks (a search trial's reports), unless a stop signal came first; then every axis's
+        `after_model_load` (PiSSA and MiLoRA keep their initial adapter for the final conversion)."""
         cfg, inputs = self.cfg, self.inputs
         self.life = life
         self.sparsity = update_sparsity_callback(cfg.get("sparsity"))
-        if cfg.get("trial"):  # a search's trial reports (a resumed one goes on from its rewards)
-            self.trial = pruning.TrialPruning(cfg.trial, life.main, [r["reward"] for r in life.metrics.records])
         if self.progress and life.main:
             self.bar = RichProgress(f"GRPO {life.run.path.name}")
             life.closing.callback(self.bar.stop)
         life.figures = lambda: final_figures(cfg, inputs, life.trainer, life.metrics, self.sparsity)
         life.summary["wandb_run_id"] = tracking.start(cfg, life.run.path, life.run.path.name)
-        life.stage = "vllm server"
-        if life.main:
-            local = inputs.args.world_size // int((cfg.get("distributed") or {}).get("num_machines", 1))
-            life.closing.enter_context(generation.vllm_server(cfg.generation, cfg.model.name_or_path,
-                                                              local_processes=local,
-                                                              log_path=life.run.path / "vllm_server.log"))
+        life.stage = "services"
+        for axis in inputs.axes:  # e.g. the vLLM server a generation choice asks rlvr to start; it ends with the run
+            life.closing.enter_context(axis.serve(inputs.context, life.run.path))
         life.stage = "model load"
         if not life.go_on:
             return
@@ -365,33 +358,32 @@ class GRPORecipe:
         life.stage = "training"
         watchers = [life.metrics, life.stop, *([Heartbeat(life.run, life.summary)] if life.main else []),
                     *([life.weights] if life.weights else [])]
-        extra = [*([self.trial] if self.trial else []), *self.callbacks, *([self.bar] if self.bar else [])]
+        own = [c for axis in inputs.axes for c in axis.callbacks(inputs.context, life.run.path)]  # a trial's reports
+        extra = [*own, *self.callbacks, *([self.bar] if self.bar else [])]
         life.trainer = build_trainer(cfg, inputs, model, self.tokenizer, watchers + extra, self.sparsity)
         for axis in inputs.axes:  # e.g. PiSSA, MiLoRA: the initial adapter, which the final save converts against
-            axis.after_model_load(life.trainer.model, cfg, life.run.path, life.main)
+            axis.after_model_load(life.trainer.model, inputs.context, life.run.path)
         life.summary["distributed"] = parallelism.mode(life.trainer)  # what the accelerator does, not what was asked
 
     def train(self) -> None:
         """`trainer.train()` (unless a stop signal came first; from its checkpoint when a paused trial resumes),
-        then the status it ended with (`Life.training_ended`): `pruned` when a search's pruner stopped it, with the
-        step, the objective and the rung's threshold in summary.json's `pruned`; `paused` when it stopped at
-        `trial.pause_at`, with its checkpoint (the older ones of a resumed trial deleted) in summary.json's
-        `paused`."""
-        life, trial, checkpoint = self.life, self.trial, self.inputs.resume_from
+        then the status it ended with (`Life.training_ended`), then every axis's `after_train`: its summary keys, and
+        the status of a completed run that an axis ended otherwise (the pruning axis: `pruned` when a search's
+        pruner stopped it, `paused` at `trial.pause_at`, `rlvr_cli.training.pruning.outcome`)."""
+        life, inputs, checkpoint = self.life, self.inputs, self.inputs.resume_from
         if life.go_on:
             life.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if self.bar:
             self.bar.stop()
         life.training_ended()
-        if trial is not None:
-            life.summary["objective"] = trial.objective
-            if trial.pruned and life.status == run_dir.COMPLETED:
-                life.status, life.reason = run_dir.PRUNED, trial.reason()
-                life.summary["pruned"] = trial.pruned
-            if trial.paused and life.status == run_dir.COMPLETED:
-                life.status = run_dir.PAUSED
-                life.summary["paused"] = pruning.settle_pause(life.run.path, trial.paused, main=life.main)
-                life.reason = f"paused at step {trial.paused['step']} with a checkpoint: rlvr sweep resumes or cuts it"
+        if life.trainer is None:
+            return
+        for axis in inputs.axes:  # e.g. a search trial's objective, and pruned or paused where it stopped the run
+            ending = axis.after_train(life.trainer, inputs.context, life.run.path, life.status)
+            status, reason = ending.pop("status", None), ending.pop("reason", None)
+            life.summary.update(ending)
+            if status is not None and life.status == run_dir.COMPLETED:
+                life.status, life.reason = status, reason
 
     def save(self) -> None:
         """Save the final weights of a completed or interrupted run (`save_weights`), gathered first where they are
@@ -405,7 +397,7 @@ class GRPORecipe:
         try:
             gathered = parallelism.gathered_state(trainer)  # every rank: ZeRO-3/FSDP shards, onto rank 0
             life.summary.update(save_weights(self.cfg, trainer, self.tokenizer, life.run.weights, gathered,
-                                             self.inputs.axes))
+                                             self.inputs.axes, self.inputs.context))
             if gathered is not None and sparsity and sparsity.skipped == SHARDED:
                 sharded_sparsity(self.cfg, sparsity, gathered, trainer.state.global_step, self.inputs.peft_config,
                                  trainer.args)
