@@ -75,13 +75,13 @@ def run_tiny(tmp_path):
 
 @pytest.fixture
 def own_conf(tmp_path, monkeypatch) -> Path:
-    """A copy of conf/ that `RLVR_CONFIG_DIR` points at, for option files a test adds (a new distributed mode, a
-    new adapter with its hooks module)."""
-    import shutil
-
-    from rlvr_cli.core.groups import config_dir
+    """A user's own config directory, `RLVR_CONFIG_DIR`, searched before rlvr's packaged one: empty group folders
+    for the option files a test adds (a new distributed mode, a new adapter with its hooks module), beside rlvr's."""
+    from rlvr_cli.core.groups import PACKAGED_CONFIG
 
     conf = tmp_path / "conf"
-    shutil.copytree(config_dir(), conf)
+    for group in PACKAGED_CONFIG.iterdir():
+        if group.is_dir():
+            (conf / group.name).mkdir(parents=True)
     monkeypatch.setenv("RLVR_CONFIG_DIR", str(conf))
     return conf

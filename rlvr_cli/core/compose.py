@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlvr_cli.core import schema
 from rlvr_cli.core.checks import check_path_component, check_rank
 from rlvr_cli.core.errors import BadInput, one_line
-from rlvr_cli.core.groups import config_dir, group_options
+from rlvr_cli.core.groups import check_config_dirs, config_dir, group_options, user_config_dir
 from rlvr_cli.core.schema import DTYPES, SAVE_FORMATS
 from rlvr_cli.core.targets import check_run_config
 
@@ -61,6 +62,33 @@ def quote_value(text: str) -> str:
     return "'" + text.replace("'", "\\'") + "'"
 
 
+@contextmanager
+def hydra_session() -> Iterator[Any]:
+    """Hydra initialized for one composition (`hydra.initialize_config_dir`, a context: nothing global stays) on the
+    packaged config directory, with `$RLVR_CONFIG_DIR` before it in the config search path: a user's option file
+    is found first, beside rlvr's, and one of the same name replaces rlvr's (`train.yaml` included). Hydra 1.3's
+    public API takes one directory; the user's is prepended to the loader's `ConfigSearchPath` as a
+    `SearchPathPlugin` would (https://hydra.cc/docs/advanced/search_path/), and its sources rebuilt.
+
+    Yields:
+        Hydra's config loader (`hydra._internal.config_loader_impl.ConfigLoaderImpl`), for `Composer`.
+
+    Raises:
+        BadInput: `$RLVR_CONFIG_DIR` is not a directory (`rlvr_cli.core.groups.check_config_dirs`).
+    """
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    check_config_dirs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rlvr"):
+        loader = GlobalHydra.instance().hydra.config_loader
+        user = user_config_dir()
+        if user is not None:
+            loader.config_search_path.prepend(provider="rlvr-user", path=f"file://{user.as_posix()}")
+            loader.repository.initialize_sources(loader.config_search_path)
+        yield loader
+
+
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
     """Compose one run's config from `conf/<config_name>.yaml` and Hydra overrides, resolved.
 
@@ -82,7 +110,6 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
             `MOVED_KEYS`; `model.dtype` and `distributed.mixed_precision` name `precision`, `PRECISION_KEYS`).
     """
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
     overrides = list(overrides)
@@ -94,7 +121,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
         if key in PRECISION_KEYS:
             raise BadInput(PRECISION_KEYS[key])
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rlvr"):
+        with hydra_session():
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
     except MissingConfigException as e:
         group = (e.missing_cfg_file or "").split("/")[0]
@@ -229,13 +256,10 @@ class Composer:
         return compose(overrides, self.config_name) if cfg is None else cfg
 
     def _hydra_parts(self) -> tuple[object, object]:
-        from hydra import initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         if self._hydra is None:
-            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rlvr"):
-                loader = GlobalHydra.instance().hydra.config_loader
+            with hydra_session() as loader:
                 _, repo = loader._parse_overrides_and_create_caching_repo(self.config_name, [])
             self._hydra = (OverridesParser.create(), repo)
         return self._hydra
@@ -267,13 +291,10 @@ class Composer:
         import pickle
 
         from hydra import compose as hydra_compose
-        from hydra import initialize_config_dir
         from hydra._internal.defaults_list import create_defaults_list
-        from hydra.core.global_hydra import GlobalHydra
 
         if choice not in self._bases:
-            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="rlvr"):
-                loader = GlobalHydra.instance().hydra.config_loader
+            with hydra_session() as loader:
                 for source in loader.repository.get_sources():
                     source.load_config = self._kept(source)  # this Hydra instance's, gone with the context
                 parsed, repo = loader._parse_overrides_and_create_caching_repo(self.config_name, list(choice))

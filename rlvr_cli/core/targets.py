@@ -107,7 +107,7 @@ def check_option_file(cfg: Any, prefixes: Sequence[str] = ALLOWED) -> None:
 
 
 def build_option_file(group: str, name: str, prefixes: Sequence[str]) -> Any:
-    """Load `conf/<group>/<name>.yaml` (`rlvr_cli.core.groups.config_dir`) and build it whole: its one top-level
+    """Load `conf/<group>/<name>.yaml` (`rlvr_cli.core.groups.config_file`) and build it whole: its one top-level
     `_target_` checked against `prefixes` (`check_option_file`), then `hydra.utils.instantiate`, non-recursively.
     The one place an option file that rlvr builds whole (rewards, benchmarks) is built.
 
@@ -118,9 +118,9 @@ def build_option_file(group: str, name: str, prefixes: Sequence[str]) -> Any:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from rlvr_cli.core.groups import config_dir
+    from rlvr_cli.core.groups import config_file
 
-    cfg = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+    cfg = OmegaConf.load(config_file(f"{group}/{name}.yaml"))
     check_option_file(cfg, prefixes)
     return instantiate(cfg, _recursive_=False)
 

@@ -33,8 +33,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rlvr_cli.core.compose import config_dir, group_options
+from rlvr_cli.core.compose import group_options
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.groups import config_file
 from rlvr_cli.models.state import full_shape, is_matrix, muon_matrices
 
 Shape = tuple[int, ...]
@@ -79,7 +80,7 @@ def optimizer_options(optimizer_name: str) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     check_optimizer(optimizer_name)
-    cfg = OmegaConf.load(config_dir() / "optimizer" / f"{optimizer_name}.yaml")
+    cfg = OmegaConf.load(config_file(f"optimizer/{optimizer_name}.yaml"))
     if "defaults" in cfg:
         from rlvr_cli.core.compose import compose
 

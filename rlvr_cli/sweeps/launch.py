@@ -58,6 +58,7 @@ from omegaconf import DictConfig
 
 from rlvr_cli.core.compose import Composer, compose, quote_value, validate
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.groups import searchpath_overrides
 from rlvr_cli.core.parent_death import on_parent_death
 from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, PRUNED, RUNNING, run_state
 from rlvr_cli.core.targets import check_hydra_overrides, targets
@@ -81,10 +82,10 @@ def launcher_configs() -> dict[str, str]:
     """
     from omegaconf import OmegaConf
 
-    from rlvr_cli.core.compose import config_dir
+    from rlvr_cli.core.groups import config_file, group_options
 
     configs = {"basic": "basic"}  # Hydra's default launcher (conf/sweep_job.yaml): one cell after another
-    for path in sorted((config_dir() / "hydra" / "launcher").glob("*.yaml")):
+    for path in (config_file(f"hydra/launcher/{name}.yaml") for name in group_options("hydra/launcher")):
         defaults = OmegaConf.load(path).get("defaults") or []
         base = next((d for d in defaults if isinstance(d, str) and d != "_self_"), None)
         configs[base or path.stem] = path.stem
@@ -288,7 +289,7 @@ def multirun_command(sweep_dir: Path, todo: list[int], launcher: str, max_parall
                      launcher_overrides: list[str]) -> list[str]:
     """The `python -m rlvr_cli.sweeps.job --multirun ...` command that runs cells `todo` through Hydra
     with `launcher` (one of `LAUNCHERS`, checked by `run`)."""
-    cmd = [sys.executable, "-m", "rlvr_cli.sweeps.job", "--multirun",
+    cmd = [sys.executable, "-m", "rlvr_cli.sweeps.job", "--multirun", *searchpath_overrides(),
            f"sweep_dir={quote_value(str(sweep_dir.resolve()))}", f"cell={','.join(map(str, todo))}",
            f"hydra/launcher={launcher_configs()[launcher]}"]
     if launcher == "submitit_local":  # submitit runs a whole batch at once; Hydra's sweeper cuts the batches

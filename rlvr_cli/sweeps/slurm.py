@@ -110,8 +110,10 @@ def launcher_settings(launcher_config: str, overrides: Sequence[str]) -> dict[st
     """
     from omegaconf import OmegaConf
 
+    from rlvr_cli.core.groups import searchpath_overrides
+
     cmd = [sys.executable, "-m", "rlvr_cli.sweeps.job", "--cfg", "hydra", "-p", "hydra.launcher",
-           "sweep_dir=.", "cell=0", f"hydra/launcher={launcher_config}", *overrides]
+           *searchpath_overrides(), "sweep_dir=.", "cell=0", f"hydra/launcher={launcher_config}", *overrides]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         lines = [ln.strip() for ln in done.stderr.splitlines()
