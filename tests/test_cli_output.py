@@ -243,3 +243,30 @@ def test_sweep_json_is_one_document_even_with_its_jobs_output(tmp_path):
 def test_config_show_json_is_the_resolved_config():
     cfg = _json(runner.invoke(app, ["config", "show", "--json", "optimizer=adamw", "adapter=lora", "adapter.r=4"]))
     assert cfg["optimizer"]["name"] == "adamw" and cfg["adapter"]["r"] == 4
+
+
+#: What the libraries under rlvr drew into a run's output before issue 28: transformers' tqdm bars (loading a model,
+#: saving one, converting the embedded GGUF once per cache) and tqdm's rate suffix in general.
+LIBRARY_BARS = ("Loading weights", "Writing model shards", "Converting and de-quantizing GGUF", "it/s]")
+
+
+def test_a_default_run_and_evaluation_print_no_library_bar_and_progress_goes_to_stderr(tmp_path):
+    """Issue 28, item 3: in an empty model cache (the embedded SmolLM2 converted from its GGUF, tiny-random built),
+    `rlvr train` then `rlvr eval` of its run: stdout holds the tables, stderr rlvr's own progress lines, and neither
+    a library's bar."""
+    env = {**os.environ, "RLVR_CACHE": str(tmp_path / "cache"), "COLUMNS": "120"}
+    train = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "sparsity=null",
+                            f"output_dir={tmp_path / 'runs'}", "run_name=r"], capture_output=True, text=True,
+                           env=env, timeout=600)
+    assert train.returncode == 0, train.stderr[-2000:]
+    evaluation = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "eval", str(tmp_path / "runs" / "r"),
+                                 "--benchmarks", "gsm8k", "--limit", "2", "--k", "1", "--max-new-tokens", "4"],
+                                capture_output=True, text=True, env=env, timeout=600)
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+    for done in (train, evaluation):
+        for stream in (done.stdout, done.stderr):
+            assert not [bar for bar in LIBRARY_BARS if bar in stream], stream[-3000:]
+    assert "GRPO r" in train.stderr and "GRPO r" not in train.stdout  # rlvr's progress line
+    assert "status" in train.stdout and "completed" in train.stdout  # the summary table
+    assert "gsm8k (k=1)" in evaluation.stderr and "gsm8k (k=1)" not in evaluation.stdout
+    assert "avg@1" in evaluation.stdout

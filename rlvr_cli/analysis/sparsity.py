@@ -34,6 +34,7 @@ from rlvr_cli.core.checks import check_tolerance
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.groups import default_node
 from rlvr_cli.core.run_dir import check_output_dir
+from rlvr_cli.models.progress_bars import transformers_bars_off
 from rlvr_cli.models.sources import load_eval_model, resolve_model
 from rlvr_cli.models.state import architecture, check_compatible, state_dict
 
@@ -226,13 +227,11 @@ def measure_sparsity(base_spec: str, target_spec: str, tolerance: float, rank: b
         BadInput: before loading any weights, for a negative tolerance, an output directory that is a file or
             cannot be written, a missing model, different architectures or shapes.
     """
-    from transformers.utils import logging
-
     check_tolerance(tolerance)
     check_output_dir(output_dir, "--output-dir")
     sources = [resolve_model(base_spec), resolve_model(target_spec)]
     check_compatible(*(architecture(s) for s in sources))  # before any weight loads
-    logging.disable_progress_bar()  # transformers' per-model loading bars; the caller shows the comparison
+    transformers_bars_off()  # transformers' per-model loading bars; the caller shows the comparison
     states, identities = [], []
     for source in sources:
         model, _ = load_eval_model(source, dtype=source.dtype or "auto", with_tokenizer=False)

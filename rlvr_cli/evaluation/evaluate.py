@@ -161,6 +161,7 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
         `benchmarks` (name -> scores, `instruction` where it is not the protocol's, `wall_time_s`,
         `completion_tokens`, `tokens_per_s`), `overall` (all problems pooled).
     """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,7 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
     }
     pooled = []
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   disable=not progress)
+                   disable=not progress, console=Console(stderr=True))  # stderr: stdout holds the results table
     with bar, open(output_dir / "samples.jsonl", "w") as samples_file:
         for name, rows in problems.items():
             task = bar.add_task(f"{name} (k={sampling.k})", total=len(rows) * sampling.k)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.deepspeed_log import deepspeed_logs_to_stderr
+from rlvr_cli.models.progress_bars import gguf_conversion_bar_off, transformers_bars_off
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -142,6 +143,7 @@ def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None
             not acquired within `timeout_s` (the message names the lock file); or as `build`.
     """
     deepspeed_logs_to_stderr()  # the builders import transformers, which imports DeepSpeed when installed
+    transformers_bars_off()
     from filelock import FileLock, Timeout
 
     target = cache_dir() / dirname
@@ -200,7 +202,8 @@ def _build_smollm2(path: Path) -> None:
     # model's own tokens (SMOLLM2_TOKENS); its tokenizer_config.json also keeps spaces around punctuation.
     tokenizer.add_special_tokens(SMOLLM2_TOKENS)
     tokenizer.clean_up_tokenization_spaces = False
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    with gguf_conversion_bar_off():
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     del model.config.quantization_config  # else Trainer refuses: "purely quantized models"
     model.hf_quantizer = None
     _save(path, model, tokenizer)

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.models.deepspeed_log import deepspeed_logs_to_stderr
 from rlvr_cli.models.embedded import EMBEDDED, EMBEDDED_DIRS
+from rlvr_cli.models.progress_bars import transformers_bars_off
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -154,6 +155,7 @@ def load_model(name_or_path: str, dtype: str = "float32",
             (safetensors' `SafetensorError`: truncated, or not a safetensors file).
     """
     deepspeed_logs_to_stderr()
+    transformers_bars_off()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

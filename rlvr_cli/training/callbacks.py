@@ -112,9 +112,10 @@ class RichProgress(TrainerCallback):
     """A Rich progress bar over optimizer steps showing the latest reward and loss, the latest step's share of
     groups with all-equal rewards (`equal groups`, TRL's `frac_reward_zero_std`) and the count of steps so far whose
     gradient norm was exactly 0 (`zero-grad steps`: no learning signal). `description` (e.g. `GRPO <run name>`) is
-    shown as written: Rich markup in it (a run name with brackets) is escaped."""
+    shown as written: Rich markup in it (a run name with brackets) is escaped. It draws on stderr."""
 
     def __init__(self, description: str = "GRPO"):
+        from rich.console import Console
         from rich.markup import escape
         from rich.progress import (
             BarColumn,
@@ -130,6 +131,7 @@ class RichProgress(TrainerCallback):
             TextColumn("reward {task.fields[reward]}  loss {task.fields[loss]}  equal groups {task.fields[equal]}  "
                        "zero-grad steps {task.fields[zero_grad]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=Console(stderr=True),  # progress on stderr, as every other bar: stdout holds the summary table
         )
         self.zero_grad = 0
         self.task = self.progress.add_task(escape(description), total=None, reward="-", loss="-", equal="-",
