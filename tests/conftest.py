@@ -15,7 +15,9 @@ os.environ["WANDB_SILENT"] = "true"
 # tests/test_train.py took 106 s with 2 threads per worker, 62 s with 1)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.pop("WANDB_API_KEY", None)  # logger=wandb stays offline in tests
+os.environ.pop("WANDB_API_KEY", None)  # logger=wandb stays offline in tests: no key, no `wandb login` netrc entry,
+os.environ["NETRC"] = os.devnull  # and no WANDB_MODE of the user's
+os.environ.pop("WANDB_MODE", None)
 
 #: A GRPO run small enough for a test: tiny-random, 2 optimizer steps, 2 prompts x 2 completions x 8 tokens.
 TINY = [

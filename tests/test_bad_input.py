@@ -87,7 +87,7 @@ CASES = {
     "max_operand_abc": (["data.max_operand=abc"], "data.max_operand must be an integer >= 1"),
     "eval_k_zero": (["eval.k=0"], "eval.k must be an integer >= 1 (samples per problem), got 0"),
     "logger_mode": (["logger=wandb", "logger.mode=sideways"],
-                    "logger.mode must be one of auto, online, offline, got 'sideways'"),
+                    "logger.mode must be one of auto, online, offline, disabled, got 'sideways'"),
     "reward_weight": (["rewards.format=abc"], "rewards.format must be a number (its weight), got 'abc'"),
     "nested_reward_weight": (["+rewards.a.b.c=x"], "rewards.a.b.c must be a number (its weight), got 'x'"),
     "binary_data_file": (["data=jsonl", "data.path={binary}"], "{binary}: not a UTF-8 text file"),

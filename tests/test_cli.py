@@ -125,3 +125,30 @@ def test_a_usage_error_of_the_installed_command_is_one_line(args, message):
 def test_rlvr_alone_prints_the_help():
     proc = subprocess.run([sys.executable, "-m", "rlvr_cli.cli"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "rlvr train" not in proc.stderr and "train" in proc.stdout, proc.stderr
+
+
+def test_rlvr_env_reports_what_is_installed():
+    """Issue 28, item 4: `rlvr env` (TRL's `trl env`): the versions a bug report needs, as installed."""
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    done = runner.invoke(app, ["env", "--json"])
+    assert done.exit_code == 0, done.output
+    info = json.loads(done.stdout)
+    assert info["python"] == platform.python_version() and info["cuda_available"] == torch.cuda.is_available()
+    for name in ("torch", "transformers", "trl", "peft", "optuna", "hydra-core", "wandb"):
+        assert info["packages"][name] == importlib.metadata.version(name)
+    assert len(info["gpus"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    table = runner.invoke(app, ["env"])
+    assert table.exit_code == 0 and "transformers" in table.stdout and info["packages"]["trl"] in table.stdout
+
+
+def test_shell_completion_completes_commands():
+    """Issue 28, item 4: completion is on (Typer's `--install-completion`); bash asks the console script itself."""
+    env = {**os.environ, "_RLVR_COMPLETE": "complete_bash", "COMP_WORDS": "rlvr sp", "COMP_CWORD": "1"}
+    rlvr = Path(sys.executable).parent / "rlvr"
+    done = subprocess.run([str(rlvr)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["sparsity"], done.stderr
+    assert "--install-completion" in runner.invoke(app, ["--help"]).stdout

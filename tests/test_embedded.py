@@ -232,3 +232,23 @@ def test_the_embedded_smollm2_ends_a_completion_at_im_end_as_the_hub_model_does(
     assert len(completion) < 64 and completion[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>"), \
         tokenizer.decode(completion)
     assert tokenizer.convert_tokens_to_ids("<|im_start|>") not in completion
+
+
+def test_the_cache_follows_xdg_and_its_directories_are_readable_by_the_group(tmp_path, monkeypatch, smollm2):
+    """Issue 28, item 4: without `RLVR_CACHE` the cache is `$XDG_CACHE_HOME/rlvr`; a prepared model directory gets
+    the mode of any new directory (0777 less the umask: 0755 under the usual 022), not mkdtemp's 0700."""
+    import stat
+
+    monkeypatch.delenv("RLVR_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert embedded.cache_dir() == tmp_path / "xdg" / "rlvr"
+    _seed(tmp_path / "xdg" / "rlvr", smollm2)
+    old = os.umask(0o022)
+    try:
+        path = embedded.tiny_random_dir()
+    finally:
+        os.umask(old)
+    assert path.parent == tmp_path / "xdg" / "rlvr"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert embedded.cache_dir() == Path.home() / ".cache" / "rlvr"

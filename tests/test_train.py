@@ -157,6 +157,31 @@ def test_wandb_offline_run_holds_the_logged_reward(run_tiny, chars_reward):
     assert (run.run_group, list(run.tags), run.run_id) == ("g1", ["t1"], summary["wandb_run_id"])
 
 
+def test_logger_mode_auto_follows_wandbs_own_settings(tmp_path):
+    """Issue 28, item 4: `logger.mode=auto` is online where `wandb login` saved a key (netrc, for the W&B host of
+    `WANDB_BASE_URL`), offline without one, and leaves the choice to W&B when `WANDB_MODE` is set."""
+    from rlvr_cli.training.tracking import has_credentials, wandb_mode
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    netrc.chmod(0o600)
+    logged_in = {"NETRC": str(netrc)}
+    assert has_credentials(logged_in) and wandb_mode("auto", logged_in) == "online"
+    other_host = {**logged_in, "WANDB_BASE_URL": "https://wandb.example.org"}
+    assert not has_credentials(other_host) and wandb_mode("auto", other_host) == "offline"
+    assert wandb_mode("auto", {"NETRC": str(tmp_path / "none")}) == "offline"
+    assert wandb_mode("auto", {"WANDB_API_KEY": "k"}) == "online"
+    assert wandb_mode("auto", {**logged_in, "WANDB_MODE": "disabled"}) is None  # W&B reads WANDB_MODE itself
+    assert wandb_mode("offline", logged_in) == "offline"
+
+
+def test_wandb_mode_disabled_is_honoured(run_tiny, chars_reward, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    summary = run_tiny(*chars_reward, "logger=wandb")
+    assert summary["status"] == "completed"
+    assert not (Path(summary["run_dir"]) / "wandb").exists()  # offline mode would have written wandb/offline-run-*
+
+
 def test_a_local_model_directory_trains(run_tiny, chars_reward, tmp_path):
     from rlvr_cli.models.loading import load_model
 

@@ -28,7 +28,7 @@ def keep_tracebacks_in(path: Path) -> None:
 
 def tracebacks_dir() -> Path:
     """Where `write_traceback` writes: the command's directory (`keep_tracebacks_in`) when it exists, else
-    `$RLVR_CACHE/tracebacks` (default `~/.cache/rlvr/tracebacks`)."""
+    `$RLVR_CACHE/tracebacks` (default `$XDG_CACHE_HOME/rlvr/tracebacks`, `~/.cache/rlvr/tracebacks`)."""
     if _HOME and _HOME[0].is_dir():
         return _HOME[0]
     return cache_dir() / "tracebacks"

@@ -8,6 +8,7 @@
     rlvr memory MODEL [options]       training memory per optimizer: weights, gradients, states, master
     rlvr sparsity BASE TARGET         update sparsity: % of weights changed, per module type and layer
     rlvr config show [OVERRIDES...]   the composed config, resolved
+    rlvr env                          the versions a bug report needs
     rlvr --version
 """
 
@@ -16,12 +17,12 @@ from __future__ import annotations
 import typer
 
 from rlvr_cli import __version__
-from rlvr_cli.cli import analysis, config, sweep, train
+from rlvr_cli.cli import analysis, config, env, sweep, train
 from rlvr_cli.cli import eval as evaluate
 from rlvr_cli.cli.output import console
 
 app = typer.Typer(help="Experiment runner for reinforcement learning with verifiable rewards (GRPO) on LLMs.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # --install-completion: bash, zsh, fish
 config_app = typer.Typer(help="Inspect the composed configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -45,6 +46,7 @@ app.command()(sweep.report)
 app.command()(analysis.sparsity)
 app.command(context_settings=analysis.MEMORY_CONTEXT)(analysis.memory)
 config_app.command("show")(config.config_show)
+app.command("env")(env.env)
 
 
 

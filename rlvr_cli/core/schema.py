@@ -45,7 +45,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 #: `save_format` values.
 SAVE_FORMATS = ("full", "sparse_delta")
 #: `logger.mode` values (W&B).
-WANDB_MODES = ("auto", "online", "offline")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 # --- the schemas -------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 - a local model directory, or a Hugging Face hub id (needs the hub; not reachable on CI machines).
 
 The cache, safe under concurrency (torchrun ranks, parallel sweep cells, several users of one `$RLVR_CACHE`):
-- Layout: `$RLVR_CACHE` (default `~/.cache/rlvr`) holds one directory per embedded model
+- Layout: `$RLVR_CACHE` (default `$XDG_CACHE_HOME/rlvr`, `~/.cache/rlvr`) holds one directory per embedded model
   (`smollm2-135m-instruct/`, `tiny-random/`: what `save_pretrained` writes for the model and the tokenizer,
   plus the marker `.rlvr-complete`), and one lock file per model beside it (`.smollm2-135m-instruct.lock`).
 - Completeness: a directory is complete when its marker `.rlvr-complete` exists, names the recipe that
@@ -77,8 +77,20 @@ LOCK_TIMEOUT_S = 600.0
 
 
 def cache_dir() -> Path:
-    """Where converted models live: `$RLVR_CACHE`, default `~/.cache/rlvr`."""
-    return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr"))
+    """Where converted models live: `$RLVR_CACHE`, else `rlvr/` in the XDG cache directory (`$XDG_CACHE_HOME`,
+    default `~/.cache`: https://specifications.freedesktop.org/basedir-spec/latest/)."""
+    if os.environ.get("RLVR_CACHE"):
+        return Path(os.environ["RLVR_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rlvr"
+
+
+def _shared_mode(path: Path) -> None:
+    """Give a directory made by `tempfile.mkdtemp` (mode 0700, readable by its owner alone) the mode any directory
+    of this process gets (0777 less the umask), as huggingface_hub does before it moves a download into its cache:
+    the cache is meant to be shared, e.g. by a group on a cluster."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
 
 
 def lock_path(dirname: str) -> Path:
@@ -156,7 +168,8 @@ def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None
             raise PermissionError(errno.EACCES, "not writable")
     except OSError as e:
         raise BadInput(f"the model cache {target.parent} (RLVR_CACHE) cannot hold '{dirname}': "
-                       f"{e.strerror or e}; set RLVR_CACHE to a writable directory (default ~/.cache/rlvr)") from None
+                       f"{e.strerror or e}; set RLVR_CACHE to a writable directory (default $XDG_CACHE_HOME/rlvr, "
+                       "~/.cache/rlvr)") from None
     lock = lock_path(dirname)
     try:
         with FileLock(lock, timeout=timeout_s):
@@ -171,6 +184,7 @@ def prepare(dirname: str, build: Callable[[Path], None], timeout_s: float | None
             try:
                 build(tmp)
                 _write_marker(tmp, recipe)
+                _shared_mode(tmp)
                 tmp.rename(target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -8,19 +8,51 @@ into it (`train/reward`, `train/loss`, ...).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_cli.core.run_dir import COMPLETED
 
+#: The W&B server's default address (`WANDB_BASE_URL` changes it), whose host a `wandb login` writes into netrc.
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
 
-def wandb_mode(mode: str) -> str:
-    """`auto` -> `online` when `WANDB_API_KEY` is set, else `offline`; other values pass through."""
+
+def has_credentials(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether W&B has credentials: `WANDB_API_KEY`, or the key `wandb login` saved for the W&B host
+    (`WANDB_BASE_URL`, default `WANDB_DEFAULT_URL`) in the netrc file (`$NETRC`, default `~/.netrc`; the format W&B
+    writes, https://docs.wandb.ai/ref/cli/wandb-login/). A netrc that does not parse counts as none."""
+    import netrc
+
+    env = os.environ if environ is None else environ
+    if env.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(env.get("WANDB_BASE_URL") or WANDB_DEFAULT_URL).hostname
+    path = env.get("NETRC") or str(Path.home() / ".netrc")
+    try:
+        found = netrc.netrc(path).authenticators(host) if Path(path).is_file() else None
+    except (netrc.NetrcParseError, OSError):
+        return False
+    return bool(found and found[2])
+
+
+def wandb_mode(mode: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The `mode` to give `wandb.init` for `logger.mode`.
+
+    `auto`: None (W&B decides) when `WANDB_MODE` is set, so that `WANDB_MODE=disabled|offline|online` is honoured
+    (an explicit `mode=` argument would override it: https://docs.wandb.ai/guides/track/environment-variables/);
+    else `online` when W&B has credentials (`has_credentials`: an API key or `wandb login`), else `offline` (files
+    under the run directory, `wandb sync` later). `online`, `offline`, `disabled`: as written.
+    """
+    env = os.environ if environ is None else environ
     if mode != "auto":
         return mode
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    if env.get("WANDB_MODE"):
+        return None
+    return "online" if has_credentials(env) else "offline"
 
 
 def start(cfg: DictConfig, run_path: Path, run_name: str) -> str | None:
