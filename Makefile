@@ -11,7 +11,7 @@ export RLVR_DATA_DIR ?= $(abspath ../shared/data)
 STAMP := $(VENV)/.rlvr-setup-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-vllm demo test test-vllm test-slow lint bench gpu-wheels
+.PHONY: help setup setup-vllm demo test test-vllm test-slow lint bench gpu-wheels docs docs-build
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,11 +61,17 @@ test-slow: setup ## the slow tests only (real-model runs, minutes each)
 gpu-wheels: setup ## the wheels (and tokenizer) benchmarks/gpu_check.py needs on a GPU machine that reaches no registry, into .whl/
 	$(PYTHON) benchmarks/gpu_check.py --wheels .whl
 
+# NO_MKDOCS_2_WARNING: Material 9.8 prints an end-of-life banner about MkDocs 2 on every build otherwise
+docs: setup ## the documentation site (MkDocs, Material theme) on http://127.0.0.1:8000, rebuilt as docs/ changes
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+docs-build: setup ## the documentation site into site/, failing on any warning (what tests/test_docs.py checks)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 lint: setup ## ruff and the import-layer contracts
 	$(PYTHON) -m ruff check rlvr_cli tests benchmarks
 	$(VENV)/bin/lint-imports
 
-bench: setup ## the benchmarks behind docs/benchmarks.md (about 90 minutes)
+bench: setup ## the benchmarks behind docs/benchmarks/ (about 90 minutes)
 	$(PYTHON) benchmarks/trainer_overhead.py
 	# the demo's three seeds, recording every completion (a zero-weight reward) for the truncation measurement
 	rm -f /tmp/rlvr-bench-completions.jsonl

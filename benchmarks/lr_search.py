@@ -8,8 +8,9 @@ study).
     python benchmarks/lr_search.py [--seeds 0 1 2] [--out bench_out/lr_search]   (an existing --out is resumed)
 
 Per seed, the two sweep files are written into `OUT/seed<S>/` with `axes.seed: [S]` and `search.seed: S`, and run
-into `OUT/seed<S>/grid` and `OUT/seed<S>/search`. Prints one Markdown table (for docs/benchmarks.md) with a row per
-seed and optimizer, then every trial, and writes `comparison.json` into `--out`. The distance between the two best
+into `OUT/seed<S>/grid` and `OUT/seed<S>/search`. Prints one Markdown table (for
+docs/benchmarks/sweeps-and-search.md) with a row per seed and optimizer, then every trial, and writes
+`comparison.json` into `--out`. The distance between the two best
 learning rates is in grid points: |log10(search / grid)| x per_decade (1 here), to the nearest grid point whose final
 reward ties the best. The search's share is its optimizer steps over the grid's. About 45 minutes (grid) + 20
 (search) per seed alone on 2 cores.

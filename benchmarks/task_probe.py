@@ -4,7 +4,7 @@ For each variant (instruction, operand range, temperature, completion tokens): 2
 at training's sampling (top-p 1.0, bf16 autocast), graded by rlvr's own grader with the strict boxed rule and with
 math-verify's extraction of the last expression ("any"); prints the share correct under each, the share boxed, and
 the share of groups whose 4 rewards are all equal (such a group has zero GRPO advantage, hence no gradient). The
-table in docs/benchmarks.md ("The CPU task") comes from it.
+table in docs/benchmarks/training.md ("The CPU task") comes from it.
 
     python benchmarks/task_probe.py ['[{"max_operand": 20, "temperature": 1.0, "tokens": 24, "instruction": "..."}]']
 """
@@ -15,7 +15,7 @@ import json
 import sys
 import time
 
-#: The variants of docs/benchmarks.md's table, when none are given.
+#: The variants of docs/benchmarks/training.md's table, when none are given.
 VARIANTS = [
     {"instruction": "Give only the final answer, written as \\boxed{N} (for example \\boxed{7})."},
     {"instruction": "Give only the final answer, written as \\boxed{N} (for example \\boxed{7}).", "max_operand": 10},

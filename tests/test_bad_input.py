@@ -253,8 +253,9 @@ def test_a_bad_value_is_refused_before_torch_is_imported(bad):
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_training_on_damaged_weights_is_refused_before_the_run_directory(damage, tmp_path):
-    """Issue 19 (README Faults, walked): a model directory to train with a truncated or garbage model.safetensors
-    was a `failed` run (exit 1) after the run directory existed; its header is read before anything is created."""
+    """Issue 19 (docs/run-directory.md, Faults, walked): a model directory to train with a truncated or garbage
+    model.safetensors was a `failed` run (exit 1) after the run directory existed; its header is read before
+    anything is created."""
     from conftest import damaged_model
 
     model, weights = damaged_model(tmp_path, damage)
@@ -284,8 +285,8 @@ def test_a_cache_that_is_a_file_is_named_by_every_command(tmp_path):
 @pytest.mark.parametrize("path,what", [("math.pi", " is a float, not a Python function"),
                                        ("nosuchmodule.f", ": cannot import it: No module named 'nosuchmodule'")])
 def test_a_reward_path_that_is_no_function_is_one_line_on_the_real_stderr(path, what, tmp_path):
-    """Issue 19 (README Faults, walked): Hydra's lookup logged its own error line before rlvr's refusal; the test
-    runs the real process, whose stderr holds the log line that CliRunner does not capture."""
+    """Issue 19 (docs/run-directory.md, Faults, walked): Hydra's lookup logged its own error line before rlvr's
+    refusal; the test runs the real process, whose stderr holds the log line that CliRunner does not capture."""
     import subprocess
     import sys
 

@@ -12,8 +12,8 @@ The names are PyTorch Lightning's (https://lightning.ai/docs/pytorch/stable/comm
 FSDP mixed precision keeps fp32 parameters and computes in bf16), with the update sparsity of fp32 weights; on GPUs
 its matrix products run on bf16 tensor cores. `bf16-true` stores the weights themselves in bfloat16 (half the weight
 memory; the regime of the bf16 update-sparsity figures of arXiv 2505.11711, where bf16 rounding absorbs small
-updates). Measured on a 2-core CPU with AMX (SmolLM2-135M, the demo's settings; docs/benchmarks.md): fp32 5.7 s,
-bf16-mixed 5.5 s and bf16-true 3.9 s per optimizer step.
+updates). Measured on a 2-core CPU with AMX (SmolLM2-135M, the demo's settings; docs/benchmarks/training.md):
+fp32 5.7 s, bf16-mixed 5.5 s and bf16-true 3.9 s per optimizer step.
 """
 
 from __future__ import annotations

