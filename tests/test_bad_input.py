@@ -3,6 +3,9 @@ exit code 2, naming its key, before any model loads and before the run directory
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -226,9 +229,9 @@ def test_memory_still_takes_options_after_the_model(tmp_path: Path):
 def test_a_hub_id_with_the_hub_unreachable_is_refused_at_once(monkeypatch):
     """Issue 19, item 8: `rlvr memory abc` spent about 25 s in huggingface_hub's retries before refusing. With the
     hub unreachable (this machine, CI) the id is looked up in the local cache only: one line, no retry."""
-    from rlvr_cli.models import loading
+    from rlvr_cli.core import hub
 
-    if loading.hub_unreachable() is None:
+    if hub.unreachable() is None:
         pytest.skip("the hub is reachable from here: a hub id is then asked of the hub as usual")
     result = runner.invoke(app, ["memory", "no-such-org/no-such-model"])
     assert result.exit_code == 2
@@ -236,6 +239,68 @@ def test_a_hub_id_with_the_hub_unreachable_is_refused_at_once(monkeypatch):
     assert lines == [lines[-1]] and lines[0].startswith("error: cannot read model 'no-such-org/no-such-model'")
     assert "not in the hub cache, and the hub https://huggingface.co cannot be reached" in lines[0]
     assert "Retrying in" not in result.output
+
+
+def test_a_hub_dataset_with_the_hub_unreachable_is_refused_from_the_cache_alone():
+    """Issue 28, item 4: a hub dataset failed after datasets' retries (27 s here) where a hub model fails at once;
+    both now read their caches only while the hub cannot be asked."""
+    from rlvr_cli.core import hub
+
+    if hub.unreachable() is None:
+        pytest.skip("the hub is reachable from here: the dataset is then asked of the hub as usual")
+    result = runner.invoke(app, ["train", "model=tiny-random", "logger=none", "data=hub",
+                                 "data.hub.id=no-such-org/no-such-dataset", "data.hub.split=train"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: cannot load dataset 'no-such-org/no-such-dataset': not in the datasets cache, and the hub "
+        f"{hub.unreachable()}; for local JSONL files set $RLVR_DATA_DIR (make does: ../shared/data) or the data "
+        "directory")
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`code` in a new Python process with `env` added (huggingface_hub reads its variables when imported)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+def test_hf_hub_offline_refuses_an_uncached_model_naming_it():
+    done = _python("from rlvr_cli.cli.main import run; run(['memory', 'no-such-org/no-such-model'])",
+                   HF_HUB_OFFLINE="1")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: cannot read model 'no-such-org/no-such-model': not a local model directory with a valid config.json, "
+        "and not in the hub cache, which is all HF_HUB_OFFLINE=1 lets rlvr read; unset HF_HUB_OFFLINE to download "
+        "it, or download it first (hf download no-such-org/no-such-model)"]
+
+
+def test_the_hubs_reachability_follows_huggingface_hubs_client_settings():
+    """The endpoint (`HF_ENDPOINT`) and the proxy (`HTTP_PROXY`) of huggingface_hub's own client decide, not a raw TCP
+    connection: an endpoint whose name does not resolve here is reachable through a proxy that answers (a local
+    HTTP server standing in for it), and unreachable without it."""
+    import http.server
+    import threading
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = "from rlvr_cli.core import hub; print(hub.unreachable())"
+        via_proxy = _python(code, HF_ENDPOINT="http://hub.rlvr-test.invalid", NO_PROXY="",
+                            HTTP_PROXY=f"http://127.0.0.1:{server.server_port}")
+        assert via_proxy.stdout.strip() == "None", via_proxy.stderr
+        without = _python(code, HF_ENDPOINT="http://hub.rlvr-test.invalid", HTTP_PROXY="", http_proxy="",
+                          ALL_PROXY="", all_proxy="")
+        assert without.stdout.startswith("http://hub.rlvr-test.invalid cannot be reached: "), without.stderr
+        assert _python(code, HF_HUB_OFFLINE="1").stdout.strip() == "HF_HUB_OFFLINE is set"
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.parametrize("bad", ["optimizer.lr=-1", "grpo.max_steps=0", "run_name=../x", "seed=abc"])

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from rlvr_cli.core import hub as hub_access
 from rlvr_cli.core.errors import BadInput, one_line
 
 #: The instruction appended to every problem; the same one `rlvr eval` uses (Qwen2.5-Math protocol).
@@ -139,19 +140,31 @@ def hub_problems(hub: Mapping[str, Any]) -> list[dict[str, str]]:
         hub: `id`, `split`, `problem_key`, `answer_key`, and optionally `config`, `context_key` and
             `answer_delimiter` (see `hub_row`). A dict or a `data.hub` config block.
 
+    While the hub cannot be asked (`rlvr_cli.core.hub.unreachable`: `HF_HUB_OFFLINE`, or no answer through
+    huggingface_hub's client), datasets reads its cache only (`datasets.config.HF_HUB_OFFLINE` for the call): a
+    cached dataset loads and a missing one fails at once, as a hub model does, instead of after datasets' retries
+    (about 25 s).
+
     Raises:
         BadInput: the dataset cannot be loaded (no network, unknown id), or it has no such split or config.
     """
+    import datasets
     from datasets import load_dataset
 
+    why = hub_access.unreachable()
+    cache_only = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = cache_only or why is not None
     try:
         ds = load_dataset(hub["id"], hub.get("config"), split=hub["split"])
     except (ConnectionError, OSError, FileNotFoundError) as e:
-        raise BadInput(f"cannot load dataset '{hub['id']}' from the hub ({one_line(e)}); for local "
-                       f"JSONL files set $RLVR_DATA_DIR (make does: ../shared/data) or the data directory") from None
+        where = f": not in the datasets cache, and the hub {why}" if why else f" from the hub ({one_line(e)})"
+        raise BadInput(f"cannot load dataset '{hub['id']}'{where}; for local JSONL files set $RLVR_DATA_DIR "
+                       f"(make does: ../shared/data) or the data directory") from None
     except ValueError as e:  # datasets' "Unknown split", a bad config name
         raise BadInput(f"dataset '{hub['id']}' (config {hub.get('config')}, split {hub['split']!r}): "
                        f"{one_line(e, 300)}; set data.hub.split (or data.hub.config) to one it has") from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE = cache_only
     return [hub_row(row, hub, i) for i, row in enumerate(ds)]
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
+from rlvr_cli.core import hub
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.models.deepspeed_log import deepspeed_logs_to_stderr
 from rlvr_cli.models.embedded import EMBEDDED, EMBEDDED_DIRS
@@ -53,35 +51,14 @@ def check_model_source(name_or_path: str) -> None:
         raise BadInput(f"model directory not found: {name_or_path}")
 
 
-@functools.cache
-def hub_unreachable() -> str | None:
-    """Why the Hugging Face hub cannot be reached from this machine, or None when a TCP connection to its endpoint
-    (`huggingface_hub.constants.ENDPOINT`, port 443 or the URL's port) opens within 3 seconds. Asked once per
-    process. Without it, huggingface_hub retries every request to an unreachable hub with backoff (about 25 s per
-    file) before transformers falls back to the local cache.
-
-    Returns:
-        None (reachable, or `HF_HUB_OFFLINE` is set: the libraries then skip the network themselves), or the error.
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return None
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
-    except OSError as e:
-        return f"{url.scheme}://{url.netloc} cannot be reached: {one_line(e)}"
-    return None
-
-
 def hub_options(name_or_path: str) -> dict[str, Any]:
     """Keyword arguments for `from_pretrained` of `name_or_path`: `{"local_files_only": True}` for a hub id while the
-    hub cannot be reached (`hub_unreachable`), so that a cached model loads at once and a missing one fails at once;
-    else `{}` (local directories and embedded models never ask the hub)."""
+    hub cannot be asked (`rlvr_cli.core.hub.unreachable`: `HF_HUB_OFFLINE`, or no answer through huggingface_hub's
+    client), so that a cached model loads at once and a missing one fails at once; else `{}` (local directories and
+    embedded models never ask the hub)."""
     if name_or_path in EMBEDDED or Path(name_or_path).expanduser().is_dir():
         return {}
-    return {"local_files_only": True} if hub_unreachable() else {}
+    return {"local_files_only": True} if hub.unreachable() else {}
 
 
 def not_found(name_or_path: str, e: BaseException, verb: str = "read") -> BadInput:
@@ -89,9 +66,13 @@ def not_found(name_or_path: str, e: BaseException, verb: str = "read") -> BadInp
     start = f"cannot {verb} model '{name_or_path}': not a local model directory with a valid config.json"
     if Path(name_or_path).expanduser().is_dir():  # a local directory: the hub was never asked
         return BadInput(f"{start} and weights ({one_line(e)})")
-    if why := hub_unreachable():  # transformers' own text then only repeats that it could not connect
-        return BadInput(f"{start}, not in the hub cache, and the hub {why}; give a local model directory, or "
-                        f"download it where the hub can be reached (hf download {name_or_path})")
+    if hub.offline():  # transformers' own text says it could not connect, which is not what happened
+        return BadInput(f"{start}, and not in the hub cache, which is all HF_HUB_OFFLINE=1 lets rlvr read; unset "
+                        f"HF_HUB_OFFLINE to download it, or download it first (hf download {name_or_path})")
+    if why := hub.unreachable():  # transformers' own text then only repeats that it could not connect
+        return BadInput(f"{start}, not in the hub cache, and the hub {why}; "
+                        f"give a local model directory, or download it where the hub can be reached (hf download "
+                        f"{name_or_path})")
     return BadInput(f"{start}, and the hub did not serve it ({one_line(e)})")
 
 
