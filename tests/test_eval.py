@@ -238,3 +238,74 @@ def test_a_training_task_is_scored_on_its_own_problems_and_instruction(tmp_path)
     assert "instruction" not in results["benchmarks"]["gsm8k"]
     r = _eval("tiny-random", "--data", "nosuch", "--output-dir", str(tmp_path / "bad"))
     assert r.exit_code == 2 and "nosuch" in r.output and not (tmp_path / "bad").exists()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+SMALL = ["--benchmarks", "gsm8k", "--limit", "2", "--k", "1", "--max-new-tokens", "4"]
+BIGGER = ["--benchmarks", "gsm8k,math500", "--limit", "3", "--k", "2", "--max-new-tokens", "6"]
+
+
+def test_an_evaluation_never_replaces_another_unless_told(tmp_path):
+    """Issue 29: a second evaluation into a directory that holds one is refused in one line before any model loads,
+    and the first stays byte for byte; with --overwrite it replaces it whole (no sample of the first is left)."""
+    out = tmp_path / "ev"
+    assert _eval("tiny-random", *SMALL, "--output-dir", str(out)).exit_code == 0
+    first = _files(out)
+    assert set(first) == {"results.json", "samples.jsonl"}
+    r = _eval("tiny-random", *BIGGER, "--output-dir", str(out))
+    assert r.exit_code == 2
+    assert r.stderr.strip() == (f"error: --output-dir {out} holds an evaluation already (results.json, samples.jsonl); "
+                                "pick another --output-dir, or pass --overwrite to replace it")
+    assert _files(out) == first
+    r = _eval("tiny-random", *BIGGER, "--output-dir", str(out), "--overwrite")
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"]["k"] == 2 and set(results["benchmarks"]) == {"gsm8k", "math500"}
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * 3 * 2 and {s["benchmark"] for s in samples} == {"gsm8k", "math500"}
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "samples.jsonl"]
+
+
+def test_an_interrupted_evaluation_leaves_partial_samples_marked_and_no_results(tmp_path):
+    """Issue 29: Ctrl-C while the second benchmark generates (a real process, SIGINT): one line naming the partial
+    samples, exit 130; the directory holds `samples.partial.jsonl` (the first benchmark's samples) and no results,
+    and the next evaluation there is refused until --overwrite."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ev"
+    proc = subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "eval", "tiny-random", "--benchmarks",
+                             "gsm8k,math500", "--limit", "8", "--k", "2", "--max-new-tokens", "300",
+                             "--output-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = out / "samples.partial.jsonl"
+    deadline = time.monotonic() + 300
+    while not (partial.is_file() and partial.read_text().count("\n") >= 16) and proc.poll() is None:
+        assert time.monotonic() < deadline, "gsm8k's samples never appeared"
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (f"error: evaluation interrupted; its partial samples are in {partial} "
+                                               "(no results.json: rerun with --overwrite)")
+    assert sorted(p.name for p in out.iterdir()) == ["samples.partial.jsonl"]
+    assert {json.loads(line)["benchmark"] for line in partial.read_text().splitlines()} == {"gsm8k"}
+    r = _eval("tiny-random", *SMALL, "--output-dir", str(out))
+    assert r.exit_code == 2 and "holds an interrupted evaluation's partial samples already" in r.stderr
+
+
+def test_a_run_evaluated_again_keeps_its_end_of_training_evaluation(run_tiny):
+    summary = run_tiny("eval.benchmarks=[gsm8k]", "eval.limit=2", "eval.k=1", "eval.max_new_tokens=4")
+    run = Path(summary["run_dir"])
+    before = _files(run / "eval")
+    r = _eval(str(run), *SMALL)
+    assert r.exit_code == 0, r.output
+    assert _files(run / "eval") == before
+    [again] = run.glob("eval-*")
+    assert set(_files(again)) == {"results.json", "samples.jsonl"}
+    assert json.loads((again / "results.json").read_text())["model"]["spec"] == str(run)

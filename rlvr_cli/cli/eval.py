@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from rlvr_cli.cli.output import (
     bad_input_exits,
     console,
     default_output_dir,
+    err_console,
     print_json,
     print_table,
     stdout_to_stderr,
@@ -40,7 +42,10 @@ def eval_(
     batch_size: int = typer.Option(PROTOCOL["batch_size"], "--batch-size", help="sequences per generate call (hf "
                                    "backend)"),
     seed: int = typer.Option(0),
-    output_dir: Path | None = options.output_dir("RUN_DIR/eval for a run directory, else evals/<model>-<time>"),
+    output_dir: Path | None = options.output_dir("RUN_DIR/eval for a run directory (RUN_DIR/eval-<time> when it "
+                                                 "holds an evaluation), else evals/<model>-<time>"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the evaluation --output-dir holds (refused "
+                                   "without it)"),
     backend: str = typer.Option("hf", help="hf | vllm"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="benchmark JSONL files; default $RLVR_DATA_DIR, "
                                         "else the hub"),
@@ -70,12 +75,24 @@ def eval_(
     engine = VllmEngine(max_model_len=max_model_len, enforce_eager=enforce_eager,
                         gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                         kv_cache_memory_bytes=kv_cache_memory_bytes)
-    output_dir = output_dir or default_output_dir(model, "eval", "evals")
+    from rlvr_cli.evaluation.evaluate import PARTIAL_SAMPLES, held_evaluation
+
+    if output_dir is None:
+        output_dir = default_output_dir(model, "eval", "evals")
+        if held_evaluation(output_dir):  # a run evaluated already (at the end of its training): that one is kept
+            output_dir = output_dir.with_name(f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
     with bad_input_exits(), stdout_to_stderr(as_json):
         from rlvr_cli.evaluation.evaluate import evaluate
 
-        results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype,
-                           progress=not as_json, extract=extract, engine=engine, data=data)
+        try:
+            results = evaluate(model, benchmarks, sampling, limit, output_dir, backend, data_dir, dtype,
+                               progress=not as_json, extract=extract, engine=engine, data=data, overwrite=overwrite)
+        except KeyboardInterrupt:
+            partial = output_dir / PARTIAL_SAMPLES
+            kept = f"; its partial samples are in {partial}" if partial.is_file() else ""
+            err_console.print(f"[bold red]error:[/] evaluation interrupted{escape(kept)} (no results.json: "
+                              f"rerun with --overwrite)", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         if wandb:
             from rlvr_cli.training.tracking import log_eval
 

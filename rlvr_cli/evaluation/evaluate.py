@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -45,6 +47,41 @@ from rlvr_cli.models.sources import load_eval_model, resolve_model
 
 #: The most completions (k x problems) one evaluation generates: each is kept in memory and in samples.jsonl.
 MAX_SAMPLES = 10_000_000
+#: An evaluation's files in its output directory: the results, the samples of a finished evaluation, the samples of
+#: one that was interrupted (renamed to `SAMPLES` once every sample is in), and the model vLLM loads (`evaluate`).
+RESULTS, SAMPLES, PARTIAL_SAMPLES, MERGED_MODEL = "results.json", "samples.jsonl", "samples.partial.jsonl", \
+    "merged-model"
+EVALUATION_FILES = (RESULTS, SAMPLES, PARTIAL_SAMPLES, MERGED_MODEL)
+
+
+def held_evaluation(output_dir: Path) -> list[str]:
+    """The evaluation files (`EVALUATION_FILES`) that `output_dir` holds already; `[]` for none."""
+    return [name for name in EVALUATION_FILES if (Path(output_dir) / name).exists()]
+
+
+def check_fresh(output_dir: Path, overwrite: bool = False) -> None:
+    """Refuse an output directory that holds another evaluation, unless `overwrite`: an evaluation never replaces,
+    or mixes its samples with, results it did not write.
+
+    Raises:
+        BadInput: naming the directory, what it holds (a finished evaluation, or an interrupted one's partial
+            samples) and the two fixes.
+    """
+    held = held_evaluation(output_dir)
+    if held and not overwrite:
+        what = "an interrupted evaluation's partial samples" if held == [PARTIAL_SAMPLES] else "an evaluation"
+        raise BadInput(f"--output-dir {output_dir} holds {what} already ({', '.join(held)}); pick another "
+                       f"--output-dir, or pass --overwrite to replace it")
+
+
+def clear(output_dir: Path) -> None:
+    """Delete the evaluation files of `output_dir` (`--overwrite`), before a new evaluation writes any."""
+    for name in held_evaluation(output_dir):
+        path = Path(output_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def check_sampling(sampling: Sampling, limit: int | None) -> None:
@@ -144,6 +181,11 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
                    instructions: dict[str, str | None] | None = None) -> dict[str, Any]:
     """Sample, grade and score every benchmark; write `results.json` and `samples.jsonl` into `output_dir`.
 
+    The samples are written to `samples.partial.jsonl` as they are graded and renamed to `samples.jsonl` once every
+    one is in; `results.json` is written after that (through a temporary file and a rename), so a directory holds
+    either a whole evaluation or, after an interruption, partial samples under a name that says so, never results
+    beside samples of another protocol.
+
     Args:
         model, tokenizer: a loaded causal LM (hf backend; None with `llm`); the tokenizer renders the prompts.
         problems: benchmark name -> its problems (`load_benchmark`).
@@ -175,7 +217,7 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
     pooled = []
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    disable=not progress, console=Console(stderr=True))  # stderr: stdout holds the results table
-    with bar, open(output_dir / "samples.jsonl", "w") as samples_file:
+    with bar, open(output_dir / PARTIAL_SAMPLES, "w") as samples_file:
         for name, rows in problems.items():
             task = bar.add_task(f"{name} (k={sampling.k})", total=len(rows) * sampling.k)
             instruction = (instructions or {}).get(name)
@@ -198,20 +240,24 @@ def evaluate_model(model: Any, tokenizer: Any, problems: dict[str, list[dict[str
                         "benchmark": name, "id": row["id"], "sample": i, "completion": c.text, "tokens": c.tokens,
                         "extracted": v.extracted, "answer_class": cls, "correct": v.correct,
                         "gold": row["answer"]}) + "\n")
+            samples_file.flush()  # a benchmark's samples whole on disk before the next one generates
             tokens = sum(c.tokens for comps in completions for c in comps)
             own = {"instruction": instruction} if instruction else {}
             results["benchmarks"][name] = {**score(per_problem), **own, "wall_time_s": round(wall, 3),
                                            "completion_tokens": tokens, "tokens_per_s": tokens / wall}
             pooled += per_problem
     results["overall"] = score(pooled)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(output_dir / PARTIAL_SAMPLES, output_dir / SAMPLES)
+    tmp = output_dir / f".{RESULTS}.tmp"
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, output_dir / RESULTS)
     return results
 
 
 def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | None, output_dir: Path,
              backend: str = "hf", data_dir: str | None = None, dtype: str | None = None,
              progress: bool = True, extract: str = "boxed", engine: VllmEngine | None = None,
-             data: str | None = None) -> dict[str, Any]:
+             data: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """`rlvr eval`: check every input, then load MODEL and evaluate it (see `evaluate_model`).
 
     Args:
@@ -220,14 +266,17 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
             own instruction (`task_problems`).
         engine: vLLM's engine arguments (`--backend vllm`); its `dtype` is replaced by `dtype` when that is given,
             else by the run's weights dtype, else `auto`.
+        overwrite: replace the evaluation `output_dir` holds (`check_fresh`), its files deleted before any model
+            loads.
 
     Raises:
         BadInput: before any model is loaded, for an unknown benchmark, backend or extraction rule, bad sampling
-            values, an unknown dtype, bad engine arguments, a missing data file, a missing model path or a run
-            directory without weights.
+            values, an unknown dtype, bad engine arguments, a missing data file, a missing model path, a run
+            directory without weights, or an output directory that holds another evaluation (`check_fresh`).
     """
     check_sampling(sampling, limit)
     check_output_dir(output_dir, "--output-dir")
+    check_fresh(output_dir, overwrite)
     check_backend(backend)
     engine = engine or VllmEngine()
     engine.check()
@@ -246,6 +295,9 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
     check_budget(sampling, problems, context)
     import torch  # after every check that needs no model: a refusal above imports no torch
 
+    if overwrite:
+        clear(output_dir)
+
     cuda = torch.cuda.is_available()
     if backend == "vllm":
         engine.check_fits(config, context, cuda, torch.cuda.device_count() if cuda else 0)
@@ -262,7 +314,7 @@ def evaluate(spec: str, benchmarks: list[str], sampling: Sampling, limit: int | 
         identity.update(dtype=str(model.dtype).removeprefix("torch."),
                         params=sum(p.numel() for p in model.parameters()))
         if backend == "vllm":  # an adapter or a sparse delta: vLLM gets the rebuilt model as a directory
-            path = str(output_dir / "merged-model")
+            path = str(output_dir / MERGED_MODEL)
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)
             model = None
