@@ -326,3 +326,70 @@ def test_seed_noise_confidence_intervals_and_welch_tests(sweep, tmp_path):
     assert "beyond seed noise? (Welch's t-test" in console.export_text()
     rows = {row["optimizer"]: row for row in report["by_adapter"]}
     assert rows["sgd"]["ci95"] == pytest.approx(ci95(values["sgd"])) and rows["sgd"]["finals"] == values["sgd"]
+
+
+def _pending_sweep(root: Path, axes: dict | None = None, name: str = "sgd-lr0.1-full-s0") -> Path:
+    """A sweep directory of one pending cell, its manifest written as `rlvr sweep` would (JSON escapes and all)."""
+    sweep_dir = root / "sweep"
+    sweep_dir.mkdir()
+    cell = {"name": name, "run_dir": f"runs/{name}", "overrides": ["optimizer=sgd"],
+            "axes": {"optimizer": "sgd", "lr": 0.1, "adapter": "full", "r": None, "seed": 0, **(axes or {})}}
+    (sweep_dir / "manifest.json").write_text(json.dumps({"name": "t", "cells": [cell]}))
+    return sweep_dir
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+@pytest.mark.parametrize("case, message", [
+    ("surrogate", "manifest.json does not parse: cells[0]: 'bad-\\udcff-name' is not valid UTF-8 (a lone surrogate); "
+                  "rename it"),
+    ("nan_axis", "manifest.json does not parse: cells[0].axes.lr is nan; a sweep's axis values are finite numbers "
+                 "(rlvr sweep refuses nan and inf): fix or remove the cell"),
+])
+def test_a_manifest_that_cannot_be_reported_is_one_line(tmp_path, case, message, as_json):
+    """Issue 29, item 3: a cell name that is no valid UTF-8 and a NaN axis ended in tracebacks."""
+    from typer.testing import CliRunner
+
+    from rlvr_cli.cli.main import app
+
+    sweep_dir = _pending_sweep(tmp_path, name="bad-\udcff-name") if case == "surrogate" else \
+        _pending_sweep(tmp_path, axes={"lr": float("nan")})
+    r = CliRunner().invoke(app, ["report", str(sweep_dir), *(["--json"] if as_json else [])])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == f"error: {sweep_dir / message}" and r.stdout == ""
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["manifest.json"]  # nothing written
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_sweep_directory_that_cannot_be_written_is_one_line_exit_1(tmp_path, as_json):
+    """Issue 29, item 3: a read-only sweep directory (a read-only tmpfs for root, whom permissions do not stop;
+    mode 0555 for anyone else)."""
+    import os
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from rlvr_cli.cli.main import app
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    root = os.geteuid() == 0
+    if root and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                               capture_output=True).returncode:
+        pytest.skip("root without the right to mount a tmpfs here")
+    try:
+        sweep_dir = _pending_sweep(mount)
+        if root:
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        else:
+            sweep_dir.chmod(0o555)
+        r = CliRunner().invoke(app, ["report", str(sweep_dir), *(["--json"] if as_json else [])])
+        assert r.exit_code == 1, r.output
+        [line] = r.stderr.strip().splitlines()
+        assert line.startswith(f"error: cannot write the report into {sweep_dir}: ")
+        assert ("nothing was printed" if as_json else "the tables above are complete") in line
+        assert "Traceback" not in r.output
+    finally:
+        if root:
+            subprocess.run(["umount", str(mount)], check=False)
+        else:
+            (mount / "sweep").chmod(0o755)

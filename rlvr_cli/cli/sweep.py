@@ -134,6 +134,14 @@ def report(sweep_dir: Path = typer.Argument(..., help="a directory made by rlvr 
 
     keep_tracebacks_in(sweep_dir)
     with bad_input_exits(), stdout_to_stderr(as_json):
-        result = report_command(sweep_dir, quiet=as_json)
+        try:
+            result = report_command(sweep_dir, quiet=as_json)
+        except OSError as e:  # a fault of the environment, not of the input: exit 1
+            shown = "the tables above are complete" if not as_json else "nothing was printed"
+            err_console.print(f"[bold red]error:[/] cannot write the report into {escape(str(sweep_dir))}: "
+                              f"{escape(e.strerror or str(e))} ({escape(str(e.filename))}); {shown}; make the "
+                              "directory writable, or copy it somewhere writable, and run rlvr report again",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
     if as_json:
         print_json(result)

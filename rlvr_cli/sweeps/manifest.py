@@ -20,6 +20,7 @@ checks it and fails in one line naming the file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -100,6 +101,20 @@ def write_manifest(sweep_dir: Path, manifest: Manifest) -> Path:
     return path
 
 
+def _check_utf8(text: str, where: str) -> None:
+    """Refuse a string that cannot be written as UTF-8 (a lone surrogate, which JSON's `\\udcff` escapes carry):
+    it could be neither printed nor written into a report.
+
+    Raises:
+        BadInput: naming `where` and the string, escaped.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise BadInput(f"{where}: '{shown}' is not valid UTF-8 (a lone surrogate); rename it") from None
+
+
 def read_manifest(sweep_dir: Path) -> Manifest:
     """Read and check `SWEEP_DIR/manifest.json`.
 
@@ -116,7 +131,8 @@ def read_manifest(sweep_dir: Path) -> Manifest:
 
     Raises:
         BadInput: the directory does not exist, holds no `manifest.json`, or the file does not parse (truncated,
-            not JSON, not UTF-8) or has the wrong shape. The message is one line and names the file.
+            not JSON, not UTF-8) or has the wrong shape: a string that is no valid UTF-8 (a lone surrogate), an
+            axis value that is nan or infinite. The message is one line and names the file.
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -133,6 +149,8 @@ def read_manifest(sweep_dir: Path) -> Manifest:
     name = data.get("name")
     if name is not None and not isinstance(name, str):
         raise BadInput(f"{path} does not parse: name must be a string")
+    if name is not None:
+        _check_utf8(name, f"{path} does not parse: name")
     cells: list[ManifestCell] = []
     for i, cell in enumerate(data["cells"]):
         if not isinstance(cell, dict) or not isinstance(cell.get("name"), str) \
@@ -148,5 +166,11 @@ def read_manifest(sweep_dir: Path) -> Manifest:
             axes = {}
         if not isinstance(axes, dict):
             raise BadInput(f"{path} does not parse: cells[{i}].axes must be an object")
+        for text in (cell["name"], cell["run_dir"], *overrides, *map(str, axes)):
+            _check_utf8(text, f"{path} does not parse: cells[{i}]")
+        for key, value in axes.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise BadInput(f"{path} does not parse: cells[{i}].axes.{key} is {value}; a sweep's axis values are "
+                               "finite numbers (rlvr sweep refuses nan and inf): fix or remove the cell")
         cells.append({**cell, "name": cell["name"], "overrides": overrides, "axes": axes, "run_dir": cell["run_dir"]})
     return {**data, "name": name or sweep_dir.resolve().name, "cells": cells}
