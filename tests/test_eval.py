@@ -270,17 +270,19 @@ def test_an_evaluation_never_replaces_another_unless_told(tmp_path):
 
 
 def test_an_interrupted_evaluation_leaves_partial_samples_marked_and_no_results(tmp_path):
-    """Issue 29: Ctrl-C while the second benchmark generates (a real process, SIGINT): one line naming the partial
-    samples, exit 130; the directory holds `samples.partial.jsonl` (the first benchmark's samples) and no results,
-    and the next evaluation there is refused until --overwrite."""
+    """Issue 29: an evaluation, then a second one into its directory with --overwrite, interrupted (a real process,
+    SIGINT) while its second benchmark generates: one line naming the partial samples, exit 130; the directory holds
+    the second's `samples.partial.jsonl` (its first benchmark's samples) and nothing of the first evaluation, and the
+    next evaluation there is refused until --overwrite."""
     import signal
     import subprocess
     import sys
     import time
 
     out = tmp_path / "ev"
+    assert _eval("tiny-random", *SMALL, "--output-dir", str(out)).exit_code == 0
     proc = subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "eval", "tiny-random", "--benchmarks",
-                             "gsm8k,math500", "--limit", "8", "--k", "2", "--max-new-tokens", "300",
+                             "gsm8k,math500", "--limit", "8", "--k", "2", "--max-new-tokens", "300", "--overwrite",
                              "--output-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = out / "samples.partial.jsonl"
     deadline = time.monotonic() + 300
@@ -294,7 +296,8 @@ def test_an_interrupted_evaluation_leaves_partial_samples_marked_and_no_results(
     assert stderr.strip().splitlines()[-1] == (f"error: evaluation interrupted; its partial samples are in {partial} "
                                                "(no results.json: rerun with --overwrite)")
     assert sorted(p.name for p in out.iterdir()) == ["samples.partial.jsonl"]
-    assert {json.loads(line)["benchmark"] for line in partial.read_text().splitlines()} == {"gsm8k"}
+    samples = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert {s["benchmark"] for s in samples} == {"gsm8k"} and len(samples) == 8 * 2  # the second's, k=2
     r = _eval("tiny-random", *SMALL, "--output-dir", str(out))
     assert r.exit_code == 2 and "holds an interrupted evaluation's partial samples already" in r.stderr
 
