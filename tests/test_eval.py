@@ -283,8 +283,9 @@ def test_an_interrupted_evaluation_leaves_partial_samples_marked_and_no_results(
     assert _eval("tiny-random", *SMALL, "--output-dir", str(out)).exit_code == 0
     proc = subprocess.Popen([sys.executable, "-m", "rlvr_cli.cli", "eval", "tiny-random", "--benchmarks",
                              "gsm8k,math500", "--limit", "8", "--k", "2", "--max-new-tokens", "300", "--overwrite",
-                             "--output-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    partial = out / "samples.partial.jsonl"
+                             "--output-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a pytest-xdist
+    partial = out / "samples.partial.jsonl"  # worker ignores SIGINT, and its children would inherit that
     deadline = time.monotonic() + 300
     while not (partial.is_file() and partial.read_text().count("\n") >= 16) and proc.poll() is None:
         assert time.monotonic() < deadline, "gsm8k's samples never appeared"
