@@ -69,11 +69,10 @@ class Inputs:
             (`({}, None)` when `eval.benchmarks` is empty).
         path: the run directory to create.
         args: the TRL `GRPOConfig`.
-        precision: the resolved `precision` (`rlvr_cli.core.precision.resolve`: `auto` made concrete here).
+        context: what every hook is given (`rlvr_cli.training.axes.RunContext`): the config, the resolved
+            precision, the process counts.
         resume_from: the checkpoint a paused trial resumes from (`trial.resume`), else None.
         axes: the run's axes (`rlvr_cli.training.axes.run_axes`), whose hooks every stage calls.
-        context: what every hook is given (`rlvr_cli.training.axes.RunContext`): the config, the precision, the
-            process counts.
     """
 
     problems: list[dict[str, str]]
@@ -85,10 +84,14 @@ class Inputs:
     eval_sampling: Any
     path: Path
     args: Any
-    precision: precision.Precision
+    context: axes.RunContext
     resume_from: Path | None = None
     axes: list[axes.Axis] = field(default_factory=list)
-    context: axes.RunContext | None = None
+
+    @property
+    def precision(self) -> precision.Precision:
+        """The resolved `precision` (`rlvr_cli.core.precision.resolve`: `auto` made concrete), the context's."""
+        return self.context.precision
 
 
 def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
@@ -135,7 +138,7 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
             else Path(str(cfg.output_dir), cfg.run_name)
     args.output_dir = str(path)
     return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
-                  path, args, context.precision, resume_from, run_axes, context)
+                  path, args, context, resume_from, run_axes)
 
 
 def grpo_config(run: axes.RunContext, output_dir: str, reward_weights: list[float], use_wandb: bool,
