@@ -65,12 +65,12 @@ def chars_reward():
 @pytest.fixture
 def run_tiny(tmp_path):
     """Run `rlvr train` in-process on tiny-random with extra overrides and callbacks; return its summary."""
-    from rlvr_cli.core.compose import compose
+    from rlvr_cli.core.compose import compose_run
     from rlvr_cli.training.recipe import train
 
     def run(*overrides: str, name: str = "run", callbacks=()):
         args = [*TINY, f"output_dir={tmp_path}", f"run_name={name}", *overrides]
-        return train(compose(args), args, progress=False, callbacks=list(callbacks))
+        return train(compose_run(args), args, progress=False, callbacks=list(callbacks))
 
     return run
 

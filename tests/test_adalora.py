@@ -15,7 +15,7 @@ from peft import get_peft_model
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.training.adalora import orthogonal_penalty
@@ -62,9 +62,9 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("adalora")
     args = [*TINY, f"output_dir={out}", "run_name=rlvr", *SCHEDULE]
     rlvr = Probe()
-    summary = train(compose(args), args, progress=False, callbacks=[rlvr])
+    summary = train(compose_run(args), args, progress=False, callbacks=[rlvr])
 
-    cfg = compose([*TINY, f"output_dir={out}", "run_name=plain", *SCHEDULE])
+    cfg = compose_run([*TINY, f"output_dir={out}", "run_name=plain", *SCHEDULE])
     inputs = check_inputs(cfg)
     model, tokenizer = load_model(cfg.model.name_or_path)
     plain = Probe()
@@ -111,7 +111,7 @@ def test_orthogonal_penalty_is_what_peft_adds_to_a_loss():
     """`orthogonal_penalty` equals PEFT's own regulariser (added in AdaLoraModel.forward when there is a .loss)."""
     torch.manual_seed(0)
     model, _ = load_model("tiny-random")
-    peft_model = get_peft_model(model, peft_config(compose(["adapter=adalora", "grpo.max_steps=5"]).adapter))
+    peft_model = get_peft_model(model, peft_config(compose_run(["adapter=adalora", "grpo.max_steps=5"]).adapter))
     ids = torch.randint(0, 1000, (2, 6))
     config = peft_model.peft_config["default"]
     config.orth_reg_weight = 0.0

@@ -17,7 +17,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import TrainerCallback
 
 from rlvr_cli.analysis.memory import estimate
-from rlvr_cli.core.compose import compose, group_options
+from rlvr_cli.core.compose import compose_run, group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models import adapters
 from rlvr_cli.models.loading import load_model
@@ -34,7 +34,7 @@ MOVING = [*TINY, *CHARS, "optimizer=adamw", "optimizer.lr=0.01", "sparsity=null"
 
 
 def _adapter(*overrides: str):
-    return compose(["model=tiny-random", *overrides]).adapter
+    return compose_run(["model=tiny-random", *overrides]).adapter
 
 
 def _adapted(model) -> set[str]:
@@ -197,10 +197,10 @@ def test_residual_base_adapters_refuse_what_they_cannot_do(overrides, message):
     for name in ("pissa", "milora"):
         if "use_dora" in overrides[0] and name == "pissa":
             continue
-        cfg = compose(["model=tiny-random", f"adapter={name}", *overrides])
+        cfg = compose_run(["model=tiny-random", f"adapter={name}", *overrides])
         with pytest.raises(BadInput, match=re.escape(message)):
             adapters.check_run(cfg)
-    adapters.check_run(compose(["model=tiny-random", "adapter=lora", *overrides]))  # plain LoRA: fine
+    adapters.check_run(compose_run(["model=tiny-random", "adapter=lora", *overrides]))  # plain LoRA: fine
 
 
 # ----------------------------------------------------------------------- items 5 and 8: one run per adapter
@@ -232,7 +232,7 @@ def trained(tmp_path_factory):
         if overrides not in cache:
             capture = FinalLogits()
             args = [*MOVING, f"output_dir={out}", f"run_name=run{len(cache)}", *overrides]
-            summary = train(compose(args), args, progress=False, callbacks=[capture])
+            summary = train(compose_run(args), args, progress=False, callbacks=[capture])
             assert summary["status"] == "completed", summary.get("reason")
             cache[overrides] = (summary, capture.logits)
         return cache[overrides]
@@ -325,4 +325,4 @@ def test_rlvr_memory_counts_on_smollm2_follow_each_papers_formula(name):
     for r in [4] if "r" in adapters.knobs(cfg) else [None]:
         config = adapters.peft_config(_adapter(f"adapter={name}", *([f"adapter.r={r}"] if r else [])))
         est = estimate("smollm2-135m", ["adamw"], adapter=name, r=r)
-        assert est.n_trainable == _formula(config, model, cfg.get("optimizer_factory") == "lorafa"), (name, r)
+        assert est.n_trainable == _formula(config, model, cfg.optimizer_factory == "lorafa"), (name, r)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import CHARS, TINY
 
-from rlvr_cli.core.compose import compose, group_options
+from rlvr_cli.core.compose import compose_run, group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.training import axes
 
@@ -25,7 +25,7 @@ def test_a_new_adapter_with_its_own_training_behaviour_is_its_yaml_and_one_modul
     monkeypatch.setenv("RLVR_HOOKS_PROBE", str(probe))
     assert "lora_probe" in group_options("adapter")
     args = [*TINY, *CHARS, "adapter=lora_probe", f"output_dir={tmp_path / 'runs'}", "run_name=r", "sparsity=null"]
-    summary = train(compose(args), args, progress=False)
+    summary = train(compose_run(args), args, progress=False)
     assert summary["status"] == "completed", summary.get("reason")
     events = [json.loads(line) for line in probe.read_text().splitlines()]
     assert [e["event"] for e in events] == ["check", "trainer_fields", "serve", "callbacks", "trainer_class",
@@ -48,7 +48,7 @@ def test_the_shipped_options_with_training_behaviour_name_their_module():
     with_hooks = {}
     for group in axes.HOOK_GROUPS:
         for option in group_options(group):
-            node = compose([f"{group}={option}"])[group]
+            node = getattr(compose_run([f"{group}={option}"]), group)
             hooks = axes.option_hooks(group, node)
             if hooks is not None:
                 with_hooks[f"{group}={option}"] = hooks.name.rsplit(" ", 1)[-1]
@@ -61,7 +61,7 @@ def test_a_new_optimizer_with_an_existing_state_model_is_one_yaml(own_conf):
 
     (own_conf / "optimizer" / "adamw_wd.yaml").write_text(
         "defaults:\n  - adamw\n  - _self_\n\nname: adamw_wd\nweight_decay: 0.1\n")
-    cfg = compose(["model=tiny-random", "optimizer=adamw_wd"])
+    cfg = compose_run(["model=tiny-random", "optimizer=adamw_wd"])
     cls, kwargs = trainer_optimizer(cfg)
     assert cls.__name__ == "AdamW" and kwargs["weight_decay"] == 0.1
     assert [a.name for a in axes.run_axes(cfg)] == [a.name for a in axes.BUILT_IN]  # no hooks of its own
@@ -79,7 +79,7 @@ def test_a_hooks_value_that_cannot_work_is_one_line(own_conf, value, message):
     (own_conf / "adapter" / "lora_bad.yaml").write_text(
         f"defaults:\n  - lora\n  - _self_\n\nname: lora_bad\nhooks: {value!r}\n")
     with pytest.raises(BadInput, match="adapter=lora_bad: hooks") as e:
-        axes.run_axes(compose(["model=tiny-random", "adapter=lora_bad"]))
+        axes.run_axes(compose_run(["model=tiny-random", "adapter=lora_bad"]))
     assert message in str(e.value)
 
 
@@ -115,7 +115,7 @@ def test_every_hook_is_given_the_runs_precision_and_process_counts(tmp_path):
     nothing, and an hf generation starts no service."""
     from rlvr_cli.core.precision import resolve
 
-    cfg = compose(["model=tiny-random", "distributed=ddp", "distributed.num_processes=2",
+    cfg = compose_run(["model=tiny-random", "distributed=ddp", "distributed.num_processes=2",
                    "distributed.num_machines=2", "distributed.main_process_ip=10.0.0.1"])
     run = axes.run_context(cfg)
     assert (run.world_size, run.local_processes, run.launched, run.main) == (4, 2, 1, True)

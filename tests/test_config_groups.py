@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from peft import PeftConfig
 
 from rlvr_cli.core import schema
-from rlvr_cli.core.compose import GROUPS, compose, config_dir, group_options, validate
+from rlvr_cli.core.compose import GROUPS, compose, compose_run, config_dir, group_options, validate
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.targets import check_option_file
 from rlvr_cli.evaluation.benchmarks import BENCHMARKS, Benchmark, parse_benchmarks
@@ -98,14 +98,14 @@ def test_train_yaml_blocks_compose_against_their_schemas(block):
 @pytest.mark.parametrize("name", group_options("optimizer"))
 def test_optimizer_files_instantiate_over_parameters(name):
     _skip_without_cuda_bnb(name)
-    cfg = _compose("optimizer", name).optimizer
+    cfg = compose_run([f"optimizer={name}"]).optimizer
     opt, _ = _linear_step(build_optimizer(cfg))
     assert isinstance(opt, torch.optim.Optimizer) and opt.param_groups[0]["lr"] == cfg.lr
 
 
 @pytest.mark.parametrize("name", [n for n in group_options("optimizer") if n != NEEDS_CUDA])
 def test_analytic_state_equals_the_measured_state_after_one_step(name):
-    opt, shapes = _linear_step(build_optimizer(_compose("optimizer", name).optimizer))
+    opt, shapes = _linear_step(build_optimizer(compose_run([f"optimizer={name}"]).optimizer))
     assert state_bytes(opt) == state_bytes_analytic(name, shapes)
 
 
@@ -119,13 +119,13 @@ def test_every_state_model_has_a_memory_model():
 
 @pytest.mark.parametrize("name", group_options("adapter"))
 def test_adapter_files_instantiate_to_peft_configs(name):
-    cfg = _compose("adapter", name).adapter
+    cfg = compose_run([f"adapter={name}"]).adapter
     built = peft_config(cfg)
-    if "_target_" not in cfg:
+    if cfg.target is None:
         assert built is None and name == "full"
         return
     assert isinstance(built, PeftConfig) and getattr(built, "r", None) == cfg.r and built.task_type == "CAUSAL_LM"
-    assert type(built).__name__ == cfg._target_.rsplit(".", 1)[-1]
+    assert type(built).__name__ == cfg.target.rsplit(".", 1)[-1]
 
 
 @pytest.mark.parametrize("name", group_options("reward"))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.data.problems import INSTRUCTION, arithmetic_problems, load_problems, prompt_dataset, read_jsonl
 
@@ -31,10 +31,10 @@ def test_arithmetic_rejects_unknown_operators():
 @pytest.mark.skipif(not (DATA / "gsm8k_train.jsonl").is_file(), reason="shared data not present")
 @pytest.mark.parametrize("name,rows", [("gsm8k", 7473), ("math", 7498)])
 def test_shared_training_sets_load_in_full(name, rows):
-    problems = load_problems(compose([f"data={name}"]).data, seed=0)
+    problems = load_problems(compose_run([f"data={name}"]).data, seed=0)
     assert len(problems) == rows
     assert all(p["problem"] and p["answer"] for p in problems)
-    assert load_problems(compose([f"data={name}", "data.max_samples=10"]).data, seed=0) == problems[:10]
+    assert load_problems(compose_run([f"data={name}", "data.max_samples=10"]).data, seed=0) == problems[:10]
 
 
 def test_jsonl_with_other_column_names(tmp_path):
@@ -65,7 +65,7 @@ def test_hub_datasets_go_through_datasets_load_dataset(tmp_path):
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "train.jsonl").write_text(
         '{"question": "Tom has 2 apples and buys 1,000 more.", "answer": "2 + 1000 = 1002\\n#### 1,002"}\n')
-    cfg = compose(["data=hub", f"data.hub.id={tmp_path / 'ds'}", "data.hub.problem_key=question",
+    cfg = compose_run(["data=hub", f"data.hub.id={tmp_path / 'ds'}", "data.hub.problem_key=question",
                    "data.hub.answer_delimiter='####'"]).data
     [row] = load_problems(cfg, seed=0)
     assert row["problem"].startswith("Tom has") and row["answer"] == "1002"

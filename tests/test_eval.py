@@ -63,12 +63,12 @@ def test_the_extraction_rule_is_an_option_recorded_in_the_results(tmp_path):
 def test_eval_a_trained_run_directory(tmp_path):
     from conftest import TINY
 
-    from rlvr_cli.core.compose import compose
+    from rlvr_cli.core.compose import compose_run
     from rlvr_cli.training.recipe import train
 
     for adapter in ("full", "lora"):
         args = [*TINY, f"adapter={adapter}", f"output_dir={tmp_path}", f"run_name={adapter}"]
-        train(compose(args), args, progress=False)
+        train(compose_run(args), args, progress=False)
         r = _eval(str(tmp_path / adapter), "--benchmarks", "amc23", "--limit", "2", "--k", "1", *FAST)
         assert r.exit_code == 0, r.output
         results = json.loads((tmp_path / adapter / "eval" / "results.json").read_text())
@@ -217,7 +217,7 @@ def test_rlvr_eval_and_rlvr_train_share_one_protocol():
 def test_a_training_task_is_scored_on_its_own_problems_and_instruction(tmp_path):
     """Issue 25, item 3: `--data arithmetic` scores the demo's task as `rlvr train` draws it (seed 0), prompted with
     its instruction; beside --benchmarks it adds a row."""
-    from rlvr_cli.core.compose import compose
+    from rlvr_cli.core.compose import compose_run
     from rlvr_cli.data.problems import load_problems
 
     out = tmp_path / "task"
@@ -225,7 +225,7 @@ def test_a_training_task_is_scored_on_its_own_problems_and_instruction(tmp_path)
               "--output-dir", str(out))
     assert r.exit_code == 0, r.output
     results = json.loads((out / "results.json").read_text())
-    cfg = compose()
+    cfg = compose_run()
     assert list(results["benchmarks"]) == ["arithmetic"]
     assert results["benchmarks"]["arithmetic"]["instruction"] == cfg.data.instruction
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

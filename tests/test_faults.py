@@ -20,13 +20,13 @@ from conftest import CHARS, TINY
 from transformers import TrainerCallback
 
 from rlvr_cli.core import run_dir
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.training import recipe
 
 
 def _train(tmp_path, *overrides, callbacks=()):
     args = [*TINY, f"output_dir={tmp_path}", "run_name=run", "sparsity=null", *CHARS, *overrides]
-    return recipe.train(compose(args), args, progress=False, callbacks=list(callbacks))
+    return recipe.train(compose_run(args), args, progress=False, callbacks=list(callbacks))
 
 
 class Poison(TrainerCallback):

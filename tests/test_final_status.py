@@ -17,7 +17,7 @@ from conftest import TINY
 from transformers import TrainerCallback
 
 from rlvr_cli.core import run_dir
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.embedded import tiny_random_dir
 from rlvr_cli.training import recipe
@@ -25,7 +25,7 @@ from rlvr_cli.training import recipe
 
 def _train(tmp_path, *overrides, callbacks=(), logger="wandb"):
     args = [*TINY, f"output_dir={tmp_path}", "run_name=run", f"logger={logger}", *overrides]
-    return recipe.train(compose(args), args, progress=False, callbacks=list(callbacks))
+    return recipe.train(compose_run(args), args, progress=False, callbacks=list(callbacks))
 
 
 def _summary(tmp_path) -> dict:

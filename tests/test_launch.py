@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import CHARS, REPO, TINY
 
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose, compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import read_metrics
 from rlvr_cli.training import parallelism
@@ -96,7 +96,7 @@ def test_a_deepspeed_config_with_its_own_optimizer_or_scheduler_is_refused(tmp_p
     for section in ("optimizer", "scheduler"):
         path = tmp_path / f"{section}.json"
         path.write_text(json.dumps({"zero_optimization": {"stage": 2}, section: {"type": "AdamW", "params": {}}}))
-        cfg = compose([*TINY, "distributed=zero2", f"distributed.deepspeed={path}"])
+        cfg = compose_run([*TINY, "distributed=zero2", f"distributed.deepspeed={path}"])
         with pytest.raises(BadInput, match=f"DeepSpeed `{section}` section, which would silently replace"):
             parallelism.check(cfg)
 
@@ -104,8 +104,8 @@ def test_a_deepspeed_config_with_its_own_optimizer_or_scheduler_is_refused(tmp_p
 def test_the_accelerate_config_of_a_run_is_one_accelerate_reads(tmp_path):
     from accelerate.commands.config.config_args import load_config_from_file
 
-    cfg = compose([*TINY, "distributed=zero3", "distributed.num_processes=4", "distributed.num_machines=2",
-                   "distributed.main_process_ip=10.0.0.1"])
+    cfg = compose_run([*TINY, "distributed=zero3", "distributed.num_processes=4", "distributed.num_machines=2",
+                       "distributed.main_process_ip=10.0.0.1"])
     files = parallelism.launch_files(tmp_path, cfg, ["distributed=zero3", "run_name=x"], processes=8)
     for name, text in files.items():
         (tmp_path / name).write_text(text)

@@ -21,7 +21,7 @@ from rlvr_cli.analysis.memory import (
 )
 from rlvr_cli.cli.analysis import memory_table
 from rlvr_cli.cli.main import app
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.units import human_bytes
 from rlvr_cli.models.adapters import peft_config
@@ -49,7 +49,7 @@ def _shapes(params) -> list[tuple[int, ...]]:
 def _one_step(model, name: str, *overrides: str):
     """Build the optimizer as training does over the model's trainable parameters, run one forward/backward on
     a few tokens and one `step()`; return the optimizer, its kwargs and the trainable shapes."""
-    cls, kwargs = optimizer_cls_and_kwargs(compose([f"optimizer={name}", *overrides]).optimizer)
+    cls, kwargs = optimizer_cls_and_kwargs(compose_run([f"optimizer={name}", *overrides]).optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = cls(params, **kwargs)
     ids = torch.tensor([[1, 17, 42, 99, 7, 3]])  # [B=1, L=6]
@@ -208,7 +208,7 @@ def test_adapter_trainable_count_equals_real_peft(tiny, adapter):
     from peft import get_peft_model
 
     est = estimate("tiny-random", ["adamw", "sgd"], "fp32", adapter=adapter, r=8)
-    real = get_peft_model(copy.deepcopy(tiny), peft_config(compose([f"adapter={adapter}", "adapter.r=8"]).adapter))
+    real = get_peft_model(copy.deepcopy(tiny), peft_config(compose_run([f"adapter={adapter}", "adapter.r=8"]).adapter))
     trainable, total = count_params(real)
     assert (est.n_trainable, est.n_params) == (trainable, total) and trainable < total / 100
     adamw = est.rows["adamw"]  # frozen base: weights for all, gradients and states for the adapter only
@@ -234,7 +234,7 @@ def test_run_memory_analytic_counts_fp32_adapter_weights_over_a_bf16_base(tiny):
     """PEFT upcasts adapter weights to fp32 over a bf16 base; their gradients and AdamW states are fp32 too."""
     from peft import get_peft_model
 
-    model = get_peft_model(copy.deepcopy(tiny).to(torch.bfloat16), peft_config(compose(["adapter=lora"]).adapter))
+    model = get_peft_model(copy.deepcopy(tiny).to(torch.bfloat16), peft_config(compose_run(["adapter=lora"]).adapter))
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
     optimizer, kwargs, shapes = _one_step(model, "adamw")
     figures = run_memory_analytic(model, "adamw", options=kwargs)

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlvr_cli.core import modes, schema
-from rlvr_cli.core.compose import compose, config_dir, group_options, validate
+from rlvr_cli.core.compose import compose, compose_run, config_dir, group_options, validate
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.training import parallelism
 
@@ -68,14 +68,14 @@ def test_a_new_distributed_mode_is_one_file(own_conf):
     assert "zero2_offload" in group_options("distributed")
     cfg = compose(["model=tiny-random", "distributed=zero2_offload", "distributed.num_processes=2"])
     validate(cfg)
-    parallelism.check(cfg)
+    parallelism.check(compose_run(["model=tiny-random", "distributed=zero2_offload", "distributed.num_processes=2"]))
     assert modes.sharded(cfg.distributed) == {"optimizer_state", "gradients"}
     zero = parallelism.trainer_fields(cfg.distributed, cuda=False)["deepspeed"]["zero_optimization"]
     assert zero["stage"] == 2 and zero["offload_optimizer"]["device"] == "cpu"
     assert parallelism.accelerate_config(cfg.distributed, 2, cuda=False)["distributed_type"] == "DEEPSPEED"
     from rlvr_cli.models import adapters
 
-    adapters.check_run(compose(["model=tiny-random", "adapter=pissa", "distributed=zero2_offload"]))  # whole weights
+    adapters.check_run(compose_run(["model=tiny-random", "adapter=pissa", "distributed=zero2_offload"]))  # whole
     from rlvr_cli.analysis.planner import Plan, check_plan, shard_parts
 
     check_plan(Plan(num_gpus=4, shard="zero2_offload", offload="optimizer"))  # rlvr memory --shard takes it too

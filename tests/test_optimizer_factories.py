@@ -13,7 +13,7 @@ import torch
 from transformers import TrainerCallback
 
 from rlvr_cli.analysis.memory import estimate
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
@@ -61,7 +61,7 @@ def tiny():
 def _peft(tiny, *overrides: str):
     from peft import get_peft_model
 
-    cfg = compose(["model=tiny-random", *overrides])
+    cfg = compose_run(["model=tiny-random", *overrides])
     return cfg, get_peft_model(copy.deepcopy(tiny), peft_config(cfg.adapter))
 
 
@@ -147,7 +147,7 @@ def test_lorafa_takes_the_betas_and_eps_of_the_adamw_option(tiny):
 ])
 def test_lorafa_refuses_what_it_would_ignore(overrides, message):
     with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
-        trainer_optimizer(compose(["model=tiny-random", "adapter=lorafa", *overrides]))
+        trainer_optimizer(compose_run(["model=tiny-random", "adapter=lorafa", *overrides]))
 
 
 # ------------------------------------------------------------------------------------------------------ Muon
@@ -226,7 +226,7 @@ def test_muon_is_refused_for_adapters_without_a_matrix(adapter):
     """Muon's check is its option's `hooks` (`rlvr_cli.optimizers.muon.check`), run with every axis's checks."""
     from rlvr_cli.training.axes import run_axes, run_context
 
-    cfg = compose(["model=tiny-random", "optimizer=muon", f"adapter={adapter}"])
+    cfg = compose_run(["model=tiny-random", "optimizer=muon", f"adapter={adapter}"])
     with pytest.raises(BadInput, match=rf"^optimizer=muon: adapter={adapter} trains no 2-D matrix"):
         for axis in run_axes(cfg):
             axis.check(run_context(cfg))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rlvr_cli.core.compose import compose, config_dir, group_options
+from rlvr_cli.core.compose import compose, compose_run, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.optimizers.build import build_optimizer, constructor_config, optimizer_cls_and_kwargs, trainer_kwargs
 from rlvr_cli.optimizers.state import STATE_MODELS, state_bytes
@@ -24,7 +24,7 @@ EXPECTED = {
 
 
 def _step(opt_name: str, **overrides):
-    cfg = compose([f"optimizer={opt_name}", *(f"optimizer.{k}={v}" for k, v in overrides.items())]).optimizer
+    cfg = compose_run([f"optimizer={opt_name}", *(f"optimizer.{k}={v}" for k, v in overrides.items())]).optimizer
     cls, kwargs = optimizer_cls_and_kwargs(cfg)
     torch.manual_seed(0)
     model = torch.nn.Linear(16, 8)  # weight [8, 16], bias [8]
@@ -67,13 +67,13 @@ def test_adafactor_factors_the_second_moment_of_matrices():
 
 
 def test_scheduler_warmup_and_clipping_go_to_the_trainer():
-    cfg = compose(["optimizer=adamw", "grpo.lr_scheduler_type=cosine", "grpo.warmup_steps=3",
-                   "grpo.max_grad_norm=null", "grpo.weight_decay=0.01"])
+    cfg = compose_run(["optimizer=adamw", "grpo.lr_scheduler_type=cosine", "grpo.warmup_steps=3",
+                       "grpo.max_grad_norm=null", "grpo.weight_decay=0.01"])
     assert trainer_kwargs(cfg) == {"learning_rate": 1e-5, "max_grad_norm": 0.0}
-    assert (cfg.grpo.lr_scheduler_type, cfg.grpo.warmup_steps, cfg.grpo.weight_decay) == ("cosine", 3, 0.01)
+    assert [cfg.grpo.fields[k] for k in ("lr_scheduler_type", "warmup_steps", "weight_decay")] == ["cosine", 3, 0.01]
     kwargs = optimizer_cls_and_kwargs(cfg.optimizer)[1]
     assert "weight_decay" not in kwargs and kwargs["lr"] == 1e-5  # the Trainer puts it into the parameter groups
-    assert trainer_kwargs(compose([]))["max_grad_norm"] == 1.0
+    assert trainer_kwargs(compose_run([]))["max_grad_norm"] == 1.0
 
 
 @pytest.mark.parametrize("key", ["weight_decay", "lr_scheduler_type", "warmup_steps", "max_grad_norm"])
@@ -99,13 +99,13 @@ def test_optimizer_files_hold_constructor_arguments_and_declared_meta_keys_only(
 
 
 def test_build_optimizer_is_a_partial_over_the_parameters():
-    factory = build_optimizer(compose(["optimizer=nesterov", "optimizer.lr=0.5"]).optimizer)
+    factory = build_optimizer(compose_run(["optimizer=nesterov", "optimizer.lr=0.5"]).optimizer)
     opt = factory(torch.nn.Linear(2, 2).parameters())
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"] and opt.param_groups[0]["lr"] == 0.5
 
 
 def test_unknown_state_model_fails_before_any_model_loads():
-    cfg = compose(["optimizer=adamw", "optimizer.state=shampoo"]).optimizer
+    cfg = compose_run(["optimizer=adamw", "optimizer.state=shampoo"]).optimizer
     with pytest.raises(BadInput, match="optimizer=adamw: unknown state model 'shampoo'.*valid: sgd, adam"):
         optimizer_cls_and_kwargs(cfg)
 
@@ -113,4 +113,4 @@ def test_unknown_state_model_fails_before_any_model_loads():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal only shows without a GPU")
 def test_adamw_8bit_is_refused_on_cpu():
     with pytest.raises(BadInput, match="optimizer=adamw_8bit needs a CUDA GPU"):
-        optimizer_cls_and_kwargs(compose(["optimizer=adamw_8bit"]).optimizer)
+        optimizer_cls_and_kwargs(compose_run(["optimizer=adamw_8bit"]).optimizer)

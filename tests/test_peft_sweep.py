@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
 from rlvr_cli.cli.report import report_command
-from rlvr_cli.core.compose import compose, group_options
+from rlvr_cli.core.compose import compose_run, group_options
 from rlvr_cli.models.adapters import knobs
 from rlvr_cli.models.embedded import tiny_random_dir
 from rlvr_cli.sweeps.comparison import build_report
@@ -98,7 +98,7 @@ def test_peft_methods_is_the_studys_grid_and_every_cell_passes_the_run_checks(tm
         name = cell.axes["adapter"]
         assert cell.axes["optimizer"] == "adamw" and cell.axes["lr"] == (1e-6 if name == "full" else 1e-5), name
         assert "grpo.num_generations=8" in cell.overrides
-        cfg = compose([*cell.overrides, *TINY, f"output_dir={tmp_path}", f"run_name={cell.name}"])
+        cfg = compose_run([*cell.overrides, *TINY, f"output_dir={tmp_path}", f"run_name={cell.name}"])
         has = knobs(cfg.adapter)
         assert _option(cell.overrides, "adapter.r") == ("32" if "r" in has else None), name
         assert _option(cell.overrides, "adapter.alpha") == ("64" if "alpha" in has else None), name
@@ -144,7 +144,7 @@ def adapter_sweep(tmp_path_factory):
         {"name": c.name, "run_dir": c.run_dir, "overrides": c.overrides, "axes": c.axes} for c in cells]})
     for cell in cells:
         args = [*cell.overrides, f"output_dir={sweep_dir / 'runs'}", f"run_name={cell.name}"]
-        train(compose(args), args, progress=False)  # the VeRA cells end `failed` in their summary.json
+        train(compose_run(args), args, progress=False)  # the VeRA cells end `failed` in their summary.json
     console = Console(record=True, width=250, color_system=None)
     report_command(sweep_dir, console=console)
     return sweep_dir, console.export_text()

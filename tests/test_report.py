@@ -46,7 +46,7 @@ def _cell(optimizer: str, lr: float, adapter: str = "full", r: int | None = None
 def sweep(tmp_path_factory):
     """A sweep directory: 6 real tiny trainings (4 completed sgd/adamw/lora, 1 diverged), 1 real failure,
     1 pending cell; `report_command` run once on it. Returns (sweep_dir, the printed text)."""
-    from rlvr_cli.core.compose import compose
+    from rlvr_cli.core.compose import compose_run
     from rlvr_cli.training.recipe import train
 
     root = tmp_path_factory.mktemp("report")
@@ -67,7 +67,7 @@ def sweep(tmp_path_factory):
     (sweep_dir / "manifest.json").write_text(json.dumps({"name": "report-test", "cells": cells}, indent=2))
     for cell in cells[:-1]:
         args = [*cell["overrides"], f"output_dir={sweep_dir / 'runs'}", f"run_name={cell['name']}"]
-        train(compose(args), args, progress=False)  # the failing cell ends `failed` in its summary.json
+        train(compose_run(args), args, progress=False)  # the failing cell ends `failed` in its summary.json
     console = Console(record=True, width=250, color_system=None)
     report_command(sweep_dir, console=console)
     return sweep_dir, console.export_text()

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
 from rlvr_cli.core import run_dir
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 
 runner = CliRunner()
@@ -61,7 +61,7 @@ def test_default_named_runs_started_together_both_succeed(tmp_path):
 
 
 def test_default_names_differ_within_one_second():
-    cfg = compose(TINY)
+    cfg = compose_run(TINY)
     names = {run_dir.default_run_name(cfg) for _ in range(50)}
     assert len(names) == 50
 

@@ -6,6 +6,7 @@ for its file and its `hydra.*` overrides, and the option files rlvr instantiates
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
 from rlvr_cli.cli.main import app
-from rlvr_cli.core.compose import Composer, compose
+from rlvr_cli.core.compose import Composer, compose, compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.targets import check_hydra_overrides, check_option_file
 
@@ -145,8 +146,9 @@ def test_an_adapter_is_built_without_its_nested_nodes(tmp_path):
     from rlvr_cli.models.adapters import peft_config
 
     trace = tmp_path / "trace"
-    cfg = compose(["adapter=lora"]).adapter
-    cfg = OmegaConf.merge(cfg, {"target_modules": {"_target_": "builtins.open", "file": str(trace), "mode": "w"}})
+    cfg = compose_run(["adapter=lora"]).adapter
+    nested = {"_target_": "builtins.open", "file": str(trace), "mode": "w"}
+    cfg = dataclasses.replace(cfg, peft={**cfg.peft, "target_modules": nested})
     try:
         peft_config(cfg)
     except BadInput:

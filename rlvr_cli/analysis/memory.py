@@ -38,8 +38,9 @@ from typing import Any
 
 from rlvr_cli.analysis.planner import Activations, GpuMemory, Plan, check_plan, model_activations, per_gpu
 from rlvr_cli.core.checks import check_rank
-from rlvr_cli.core.compose import compose, group_options
+from rlvr_cli.core.compose import compose, group_options, plain
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.run_config import Adapter, from_node
 from rlvr_cli.models.adapters import adapter_meta_model
 from rlvr_cli.models.state import full_numel, full_shape, meta_model
 from rlvr_cli.optimizers.state import (
@@ -218,7 +219,8 @@ def _adapter_model(model_name_or_path: str, adapter: str, r: int | None) -> Any:
             raise BadInput(f"--r {r} is above the largest rank of any weight matrix of {model_name_or_path} ({most}); "
                            f"use --r {most} or less")
     overrides = [f"adapter={adapter}", *([f"adapter.r={r}"] if r is not None else [])]
-    return adapter_meta_model(model_name_or_path, compose(overrides).adapter, base=base)
+    return adapter_meta_model(model_name_or_path, from_node(Adapter, plain(compose(overrides).adapter), "adapter"),
+                              base=base)
 
 
 def breakdown(model: int | Sequence[Shape], optimizer: str, precision: str = "fp32",

@@ -31,7 +31,7 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     run starts its N processes itself (`rlvr_cli.training.launcher`)."""
     import warnings
 
-    from rlvr_cli.core.compose import compose, validate
+    from rlvr_cli.core.compose import compose_run
     from rlvr_cli.training.distributed import end_with_launcher, launch_env, linger
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl)\.")  # upstream renames
@@ -39,8 +39,7 @@ def train(overrides: list[str] = OVERRIDES, as_json: bool = JSON) -> None:
     # Bad input under torchrun: every rank refuses it; each lingers so that none is killed before it exits 2.
     refuse = {"then": lambda: linger(2, all_ranks=True), "quiet": not launch_env().is_main}
     with bad_input_exits(**refuse), stdout_to_stderr(as_json):
-        cfg = compose(overrides)
-        validate(cfg)  # every bad value, refused before torch is imported (check_inputs checks the rest)
+        cfg = compose_run(overrides)  # typed and validated once: every bad value refused before torch is imported
         from rlvr_cli.training import launcher
 
         start = launcher.needs_launch(cfg)

@@ -13,7 +13,7 @@ import copy
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,8 +24,11 @@ from rlvr_cli.core.groups import check_config_dirs, config_dir, group_options, u
 from rlvr_cli.core.schema import DTYPES, SAVE_FORMATS
 from rlvr_cli.core.targets import check_run_config
 
-__all__ = ["DTYPES", "GROUPS", "MOVED_KEYS", "SAVE_FORMATS", "Composer", "compose", "config_dir", "group_options",
-           "quote_value", "validate"]
+if TYPE_CHECKING:
+    from rlvr_cli.core.run_config import RunConfig
+
+__all__ = ["DTYPES", "GROUPS", "MOVED_KEYS", "SAVE_FORMATS", "Composer", "compose", "compose_run", "config_dir",
+           "group_options", "quote_value", "run_config", "validate"]
 
 #: The config groups, which are also the sweep axes.
 GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "distributed", "generation", "logger")
@@ -205,6 +208,36 @@ def validate(cfg: DictConfig, conformed: bool = False) -> None:
     if cfg.get("save_format", "full") == "sparse_delta" and cfg.adapter.name != "full":
         raise BadInput(f"save_format=sparse_delta is for full fine-tuning; adapter={cfg.adapter.name} runs already "
                        f"save only the adapter (use save_format=full)")
+
+
+def run_config(cfg: DictConfig, conformed: bool = False) -> RunConfig:
+    """A composed run config validated (`validate`: types, ranges, cross-field checks) and made the frozen, typed
+    `rlvr_cli.core.run_config.RunConfig` that every module below the CLI reads. The one place a run config is
+    validated.
+
+    Args:
+        cfg: a composed run config (`compose`).
+        conformed: `cfg` is `compose`'s result, unchanged (see `validate`).
+
+    Raises:
+        BadInput: `validate`'s error, or a key no `RunConfig` field reads (`RunConfig.from_node`).
+    """
+    from rlvr_cli.core.run_config import RunConfig
+
+    validate(cfg, conformed=conformed)
+    return RunConfig.from_node(OmegaConf.to_container(cfg, resolve=True))
+
+
+def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
+    """`compose` then `run_config`: the typed, validated config of one `rlvr train` run.
+
+    Args:
+        overrides: Hydra override strings, e.g. `["optimizer=adamw", "optimizer.lr=1e-5"]`.
+
+    Raises:
+        BadInput: `compose`'s and `validate`'s errors, one line each.
+    """
+    return run_config(compose(overrides), conformed=True)
 
 
 class Composer:

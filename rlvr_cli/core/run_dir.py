@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from rlvr_cli.core.errors import BadInput, one_line
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
+    from rlvr_cli.core.run_config import RunConfig
 
 # Run statuses: the one definition. A run directory's summary.json says `running` while its process trains, and
 # one of the final statuses once it has ended, however it ended. `pending` is a sweep cell whose run has not
@@ -85,7 +85,7 @@ class RunDir:
         return self.path / "final"
 
 
-def default_run_name(cfg: DictConfig) -> str:
+def default_run_name(cfg: RunConfig) -> str:
     """`<YYYYmmdd-HHMMSS>-<optimizer>-lr<lr>-<adapter>[-r<r>]-s<seed>-<6 hex digits>`, e.g.
     `20261121-101500-sgd-lr0.01-full-s0-3fa9c2`. The random suffix keeps default names of runs started in the same
     second apart (other processes, other hosts on a shared file system, the same process)."""
@@ -128,7 +128,7 @@ def check_output_dir(output_dir: Path, where: str = "output_dir") -> None:
         raise BadInput(f"{where} {out} is not writable ({probe}: {one_line(e)}); pick another {where}") from None
 
 
-def run_path(cfg: DictConfig) -> Path:
+def run_path(cfg: RunConfig) -> Path:
     """Where the run of `cfg` lives: `<output_dir>/<run_name or default_run_name>` (a default name is drawn anew
     at each call: keep the result). Checks `output_dir` (`check_output_dir`) and that the run directory does not
     exist yet, so that these mistakes cost seconds; `create` is what makes sure.
@@ -136,15 +136,15 @@ def run_path(cfg: DictConfig) -> Path:
     Raises:
         BadInput: `output_dir` is a file or not writable, or the run directory exists. One line.
     """
-    out = Path(str(cfg.output_dir))
+    out = Path(cfg.output_dir)
     check_output_dir(out)
-    path = out / str(cfg.run_name or default_run_name(cfg))
+    path = out / (cfg.run_name or default_run_name(cfg))
     if path.exists() or path.is_symlink():
         raise BadInput(f"run directory {path} already exists; pick another run_name or output_dir")
     return path
 
 
-def create(path: Path, cfg: DictConfig, overrides: list[str], extra: Mapping[str, str] | None = None) -> RunDir:
+def create(path: Path, cfg: RunConfig, overrides: list[str], extra: Mapping[str, str] | None = None) -> RunDir:
     """Create a run directory exclusively and write the resolved config, the overrides, an empty
     metrics.jsonl and the `extra` files (name -> text, e.g. the launch config of a multi-process run) into it.
 
@@ -157,6 +157,8 @@ def create(path: Path, cfg: DictConfig, overrides: list[str], extra: Mapping[str
     """
     from omegaconf import OmegaConf
 
+    from rlvr_cli.core.run_config import to_node
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +168,7 @@ def create(path: Path, cfg: DictConfig, overrides: list[str], extra: Mapping[str
     except OSError as e:
         raise BadInput(f"cannot create run directory {path}: {one_line(e)}") from None
     run = RunDir(path)
-    OmegaConf.save(cfg, path / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(to_node(cfg)), path / "config.yaml")  # every setting in effect
     OmegaConf.save(OmegaConf.create(list(overrides)), path / "overrides.yaml")
     run.metrics.write_text("")
     for name, text in (extra or {}).items():

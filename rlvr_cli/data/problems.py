@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from rlvr_cli.core import hub as hub_access
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.run_config import Data, to_node
 
 #: The instruction appended to every problem; the same one `rlvr eval` uses (Qwen2.5-Math protocol).
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -187,7 +186,7 @@ def local_or_hub(path: str | None, data_dir: str | None, hub: Mapping[str, Any] 
     raise BadInput("neither a data file nor a hub dataset is named")
 
 
-def load_problems(cfg: DictConfig, seed: int) -> list[dict[str, str]]:
+def load_problems(cfg: Data, seed: int) -> list[dict[str, str]]:
     """The training problems a `data` config describes, shuffled with `seed`, cut to `max_samples`.
 
     Order of lookup for file-backed sets: `path` (absolute, or under `data_dir` / `$RLVR_DATA_DIR`);
@@ -198,12 +197,12 @@ def load_problems(cfg: DictConfig, seed: int) -> list[dict[str, str]]:
     """
     if cfg.name == "arithmetic":
         return arithmetic_problems(cfg.num_samples, cfg.max_operand, cfg.num_terms, list(cfg.operators), seed)
-    if not cfg.get("path") and not cfg.get("hub"):
+    if not cfg.path and cfg.hub is None:
         raise BadInput(f"data '{cfg.name}' names neither a file (data.path) nor a hub dataset (data.hub.id)")
-    rows = local_or_hub(cfg.get("path"), cfg.get("data_dir"), cfg.get("hub"), cfg.get("problem_key", "problem"),
-                        cfg.get("answer_key", "answer"))
+    hub = None if cfg.hub is None else to_node(cfg.hub)
+    rows = local_or_hub(cfg.path, cfg.data_dir, hub, cfg.problem_key, cfg.answer_key)
     random.Random(seed).shuffle(rows)
-    return rows[: cfg.max_samples] if cfg.get("max_samples") else rows
+    return rows[: cfg.max_samples] if cfg.max_samples else rows
 
 
 def user_message(problem: str, instruction: str | None = None) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 from rlvr_cli.core.compose import DTYPES
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.rules import MAX_SEED
+from rlvr_cli.core.run_config import Eval
 from rlvr_cli.core.run_dir import check_output_dir
 from rlvr_cli.data.problems import INSTRUCTION, user_message
 from rlvr_cli.evaluation.benchmarks import load_benchmark, parse_benchmarks
@@ -132,20 +133,22 @@ def check_budget(sampling: Sampling, problems: Mapping[str, Sequence[Any]], cont
                        f"e.g. --max-new-tokens {min(context // 2, 1024)}")
 
 
-def eval_inputs(cfg: Any) -> tuple[dict[str, list[dict[str, str]]], Sampling | None]:
+def eval_inputs(cfg: Eval) -> tuple[dict[str, list[dict[str, str]]], Sampling | None]:
     """The benchmark problems and sampling of a training run's `eval` config; `({}, None)` when it lists none.
+    The sampling seed is 0, as `rlvr eval`'s default (`--seed`), whatever the run's seed: a run's final scores and
+    `rlvr eval RUN` then draw the same completions.
 
     Raises:
         BadInput: as `evaluate` does, before any model is loaded.
     """
-    if not cfg or not cfg.get("benchmarks"):
+    if not cfg.benchmarks:
         return {}, None
-    check_extract(cfg.get("extract", "boxed"))
+    check_extract(cfg.extract)
     sampling = Sampling(k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                        batch_size=cfg.batch_size, seed=cfg.get("seed", 0))
-    check_sampling(sampling, cfg.get("limit"))
+                        batch_size=cfg.batch_size, seed=0)
+    check_sampling(sampling, cfg.limit)
     names = parse_benchmarks(list(cfg.benchmarks))
-    return {n: load_benchmark(n, cfg.get("data_dir"), cfg.get("limit")) for n in names}, sampling
+    return {n: load_benchmark(n, cfg.data_dir, cfg.limit) for n in names}, sampling
 
 
 def task_problems(data: str, limit: int | None) -> tuple[list[dict[str, str]], str | None]:
@@ -160,12 +163,12 @@ def task_problems(data: str, limit: int | None) -> tuple[list[dict[str, str]], s
     Raises:
         BadInput: an unknown data option (the message lists them), or as `rlvr_cli.data.problems.load_problems`.
     """
-    from rlvr_cli.core.compose import compose
+    from rlvr_cli.core.compose import compose_run
     from rlvr_cli.data.problems import load_problems
 
-    cfg = compose([f"data={data}"])
+    cfg = compose_run([f"data={data}"])
     rows = load_problems(cfg.data, seed=cfg.seed)
-    return (rows[:limit] if limit else rows), cfg.data.get("instruction")
+    return (rows[:limit] if limit else rows), cfg.data.instruction
 
 
 def headline(results: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -30,14 +30,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from rlvr_cli.core import modes
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.errors import BadInput, root_cause
+from rlvr_cli.core.run_config import Adapter, RunConfig, to_node
 
-#: Keys of an adapter config that are rlvr's names, not fields of the PEFT config class.
-META_KEYS = ("name", "alpha", "dropout", "post_init", "optimizer_factory", "loraplus_lr_ratio", "hooks")
 #: PEFT `init_lora_weights` values (prefixes) that subtract the initial B0 A0 from the base weights (PEFT's own list
 #: for `path_initial_model_for_weight_conversion`: PiSSA, CorDA, OLoRA, LoRA-GA).
 RESIDUAL_INITS = ("pissa", "corda", "olora", "lora_ga")
@@ -54,7 +51,7 @@ def _target_fields(target: str) -> set[str]:
     return {f.name for f in dataclasses.fields(get_class(target))}
 
 
-def knobs(cfg: DictConfig) -> set[str]:
+def knobs(cfg: Adapter) -> set[str]:
     """Which of rlvr's knobs (`r`, `alpha`, `dropout`) the adapter's method has, from its PEFT config class: a rank
     where the class has an `r` field, a scale where it has `lora_alpha` (or `alpha`), a dropout where it has a
     `*_dropout` field. `full` (no `_target_`) has none.
@@ -62,74 +59,73 @@ def knobs(cfg: DictConfig) -> set[str]:
     Raises:
         BadInput: the `_target_` class cannot be imported.
     """
-    if cfg.get("_target_") is None:
+    if cfg.target is None:
         return set()
     try:
-        fields = _target_fields(cfg._target_)
+        fields = _target_fields(cfg.target)
     except Exception as e:
-        raise BadInput(f"adapter={cfg.get('name', '?')}: cannot import {cfg._target_}: {root_cause(e)}") from None
+        raise BadInput(f"adapter={cfg.name}: cannot import {cfg.target}: {root_cause(e)}") from None
     has = {"r": "r" in fields, "alpha": bool({"lora_alpha", "alpha"} & fields),
            "dropout": any(f.endswith("dropout") for f in fields)}
     return {k for k, v in has.items() if v}
 
 
-def check_knobs(cfg: DictConfig) -> None:
+def check_knobs(cfg: Adapter) -> None:
     """Refuse a rank, scale or dropout given to a method without one (`adapter=ia3 adapter.r=8`), and a missing rank
     where the method has one (`adapter.r` >= 1: LoRA, arXiv 2106.09685).
 
     Raises:
         BadInput: one line naming the adapter, the knob and the fix.
     """
-    name, has = cfg.get("name", "?"), knobs(cfg)
+    name, has = cfg.name, knobs(cfg)
     for key, what in KNOBS.items():
-        if key not in has and cfg.get(key) is not None:
-            why = f"{cfg._target_} takes none" if cfg.get("_target_") else "every weight trains"
+        if key not in has and getattr(cfg, key) is not None:
+            why = f"{cfg.target} takes none" if cfg.target else "every weight trains"
             memory = " (rlvr memory: --r)" if key == "r" else ""
-            raise BadInput(f"adapter={name} has no {what}: {why}, got adapter.{key}={cfg.get(key)!r}; "
+            raise BadInput(f"adapter={name} has no {what}: {why}, got adapter.{key}={getattr(cfg, key)!r}; "
                            f"drop adapter.{key}{memory}, or pick a method with one, e.g. adapter=lora")
     if "r" in has:
-        check_rank(cfg.get("r"), "adapter.r")
+        check_rank(cfg.r, "adapter.r")
 
 
-def peft_config(cfg: DictConfig) -> Any:
+def peft_config(cfg: Adapter) -> Any:
     """The `peft.PeftConfig` for `GRPOTrainer(peft_config=...)`, or None for full fine-tuning (no `_target_`).
 
     E.g. `lora`: `LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
     task_type="CAUSAL_LM")` (arXiv 2106.09685); `dora` adds `use_dora=True` (arXiv 2402.09353), `rslora`
     `use_rslora=True` (arXiv 2312.03732), `pissa` `init_lora_weights="pissa"` (arXiv 2404.02948); `vera` is a
     `VeraConfig` (arXiv 2310.11454), `miss` a `MissConfig` (arXiv 2409.15371), `ia3` an `IA3Config` (arXiv
-    2205.05638), `ln_tuning` an `LNTuningConfig` (arXiv 2312.11420). rlvr's keys (`META_KEYS`) and a null `r` are
-    not passed to PEFT.
+    2205.05638), `ln_tuning` an `LNTuningConfig` (arXiv 2312.11420). The PEFT class gets `r` (unless null) and
+    `Adapter.peft`; rlvr's own fields (`alpha`, `dropout`, ...: the files interpolate them into PEFT's names) not.
 
     Args:
-        cfg: a composed, resolved `adapter` group node (`compose([...]).adapter`).
+        cfg: the run's `adapter` (`compose_run([...]).adapter`).
 
     Raises:
         BadInput: a knob the method does not have, or a missing rank (`check_knobs`); the target cannot be
             imported or rejects a field (one line, naming the adapter).
     """
     check_knobs(cfg)
-    if cfg.get("_target_") is None:
+    if cfg.target is None:
         return None
     from hydra.utils import instantiate
 
-    fields = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-              if k not in META_KEYS and not (k == "r" and v is None)}
+    fields = {"_target_": cfg.target, **({} if cfg.r is None else {"r": cfg.r}), **to_node(cfg.peft)}
     try:
         return instantiate(fields, _convert_="all", _recursive_=False)  # nothing nested is built (core/targets.py)
     except Exception as e:
-        raise BadInput(f"adapter={cfg.get('name', '?')}: cannot build {cfg._target_}: {root_cause(e)}") from None
+        raise BadInput(f"adapter={cfg.name}: cannot build {cfg.target}: {root_cause(e)}") from None
 
 
-def residual_base(cfg: DictConfig) -> bool:
+def residual_base(cfg: Adapter) -> bool:
     """Whether the adapter moves its initial product out of the frozen weights (PiSSA, MiLoRA, ...: an
     `init_lora_weights` in `RESIDUAL_INITS`, or a `post_init`), so that it must be saved converted
     (`save_converted`)."""
-    init = str(cfg.get("init_lora_weights", "")).lower()
-    return cfg.get("post_init") is not None or init.startswith(RESIDUAL_INITS)
+    init = str(cfg.peft.get("init_lora_weights", "")).lower()  # a PEFT field, absent from most methods' files
+    return cfg.post_init is not None or init.startswith(RESIDUAL_INITS)
 
 
-def check_run(cfg: DictConfig) -> None:
+def check_run(cfg: RunConfig) -> None:
     """Checks of a whole run config that concern its adapter, before any model loads.
 
     A residual-base adapter (`residual_base`) needs whole weights on the main process to be initialised and
@@ -144,34 +140,33 @@ def check_run(cfg: DictConfig) -> None:
     a = cfg.adapter
     if not residual_base(a):
         return
-    dist = cfg.get("distributed") or {}
-    if modes.shards_weights(dist):
+    if modes.shards_weights(to_node(cfg.distributed)):
         raise BadInput(f"adapter={a.name} trains against a residual base and is saved converted, which needs whole "
-                       f"weights on the main process; distributed={dist.get('name')} shards them: use distributed=ddp "
-                       f"or zero2")
-    beta = (cfg.get("grpo") or {}).get("beta") or 0.0
+                       f"weights on the main process; distributed={cfg.distributed.name} shards them: use "
+                       f"distributed=ddp or zero2")
+    beta = cfg.grpo.beta or 0.0
     if beta != 0:
         raise BadInput(f"adapter={a.name} with grpo.beta={beta}: TRL's KL reference for an adapter run is the model "
                        f"with the adapter disabled, here the residual base (W minus the initial B A), not the initial "
                        f"model; use grpo.beta=0")
-    if a.get("post_init") is not None:
+    if a.post_init is not None:
         _post_init(a)
-        if a.get("use_dora"):
+        if a.peft.get("use_dora"):  # a PEFT field, absent from most methods' files
             raise BadInput(f"adapter={a.name}: post_init {a.post_init} re-initialises the adapter after PEFT built "
                            f"it, which DoRA's magnitude vector does not follow; set adapter.use_dora=false")
 
 
-def _post_init(cfg: DictConfig) -> Any:
+def _post_init(cfg: Adapter) -> Any:
     from hydra.utils import get_method
 
     try:
         return get_method(cfg.post_init)
     except Exception as e:
-        raise BadInput(f"adapter={cfg.get('name', '?')}: cannot import post_init {cfg.post_init}: "
+        raise BadInput(f"adapter={cfg.name}: cannot import post_init {cfg.post_init}: "
                        f"{root_cause(e)}") from None
 
 
-def initialize(model: Any, cfg: DictConfig, initial_dir: Path, save: bool = True) -> Path | None:
+def initialize(model: Any, cfg: Adapter, initial_dir: Path, save: bool = True) -> Path | None:
     """Finish building the adapter once PEFT has built the model (before the optimizer exists and before any step):
     apply the `post_init` function, if any, then, for a residual-base adapter, save the initial adapter to
     `initial_dir` (PEFT `save_pretrained`), which `save_converted` needs at the end.
@@ -182,16 +177,16 @@ def initialize(model: Any, cfg: DictConfig, initial_dir: Path, save: bool = True
     Args:
         model: the `peft.PeftModel` (`GRPOTrainer(peft_config=...).model`); anything else (full fine-tuning) is
             left alone.
-        cfg: the run's `adapter` node.
+        cfg: the run's `adapter`.
         initial_dir: where to keep the initial adapter, e.g. `<run>/initial_adapter`.
         save: write `initial_dir` (the main process).
 
     Returns:
         `initial_dir` for a residual-base adapter, else None.
     """
-    if cfg.get("_target_") is None:
+    if cfg.target is None:
         return None
-    if cfg.get("post_init") is not None:
+    if cfg.post_init is not None:
         _post_init(cfg)(model)
     if not residual_base(cfg):
         return None
@@ -200,7 +195,7 @@ def initialize(model: Any, cfg: DictConfig, initial_dir: Path, save: bool = True
     return Path(initial_dir)
 
 
-def save_converted(model: Any, out_dir: Path, cfg: DictConfig, initial_dir: Path | None) -> bool:
+def save_converted(model: Any, out_dir: Path, cfg: Adapter, initial_dir: Path | None) -> bool:
     """Save a residual-base adapter (`residual_base`) so that it applies to the ORIGINAL base: PEFT's
     `save_pretrained(out_dir, path_initial_model_for_weight_conversion=initial_dir)` (PEFT
     `LoraModel.subtract_mutated_init`): A' = [A; A0] (2r x in), B' = [B, -B0] (out x 2r), r and lora_alpha doubled
@@ -211,7 +206,7 @@ def save_converted(model: Any, out_dir: Path, cfg: DictConfig, initial_dir: Path
     Args:
         model: the trained `peft.PeftModel`.
         out_dir: the run's final weights directory (`<run>/final`).
-        cfg: the run's `adapter` node.
+        cfg: the run's `adapter`.
         initial_dir: what `initialize` returned.
 
     Returns:
@@ -262,9 +257,9 @@ def build_on_meta(model: Any, config: Any) -> Any:
     return model
 
 
-def adapter_meta_model(model_name_or_path: str, adapter_cfg: Any, base: Any = None) -> Any:
+def adapter_meta_model(model_name_or_path: str, adapter_cfg: Adapter, base: Any = None) -> Any:
     """The model on the meta device (`rlvr_cli.models.state.meta_model`: its config only, no weights) with the
-    adapter of a composed `adapter` block applied (`build_on_meta`: PiSSA's SVD off, AdaLoRA's ranknum frozen as on
+    adapter `adapter_cfg` applied (`build_on_meta`: PiSSA's SVD off, AdaLoRA's ranknum frozen as on
     a real device) and, for LoRA-FA, its A matrices frozen (as `peft.optimizers.create_lorafa_optimizer` does);
     the bare model for full fine-tuning. `rlvr memory` counts on it, and `check_on_meta` checks a run's adapter.
     `base`: `meta_model(model_name_or_path)` when the caller already built it (it is modified in place), else None.
@@ -288,14 +283,14 @@ def adapter_meta_model(model_name_or_path: str, adapter_cfg: Any, base: Any = No
     except ValueError as e:  # PEFT: no target module matched (NoMatchingPeftModuleError), a bad layer pattern
         raise BadInput(f"adapter={adapter_cfg.name} cannot be built on {model_name_or_path}: {root_cause(e)}; "
                        f"set adapter.target_modules to modules of the model (e.g. [q_proj,v_proj])") from None
-    if adapter_cfg.get("optimizer_factory") == "lorafa":
+    if adapter_cfg.optimizer_factory == "lorafa":
         for name, p in model.named_parameters():
             if "lora_A" in name:
                 p.requires_grad_(False)
     return model
 
 
-def check_on_meta(cfg: DictConfig) -> None:
+def check_on_meta(cfg: RunConfig) -> None:
     """Check a run's adapter on its model built on the meta device (`adapter_meta_model`), before any weight loads:
     PEFT can build it (its targets exist), and a residual-base adapter (PiSSA, MiLoRA: the r principal or minor
     singular components of each targeted weight) asks for no more components than a targeted weight has, r <=

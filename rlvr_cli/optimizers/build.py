@@ -35,27 +35,29 @@ for an optimizer class.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from rlvr_cli.core import modes
 from rlvr_cli.core.compose import plain
 from rlvr_cli.core.errors import BadInput, root_cause
+from rlvr_cli.core.run_config import Optimizer, RunConfig, to_node
 from rlvr_cli.optimizers.muon import MuonOverModel, MuonWithAdamW
 
 #: Keys of an optimizer config that describe it and are not constructor arguments (stripped before instantiate).
 META_KEYS = ("name", "state", "requires_cuda", "hooks")
 
 
-def constructor_config(cfg: DictConfig | dict) -> dict[str, Any]:
-    """The part of an optimizer config that `hydra.utils.instantiate` builds: every key but `META_KEYS`."""
+def constructor_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an optimizer file's node (`conf/optimizer/*.yaml` as loaded) that `hydra.utils.instantiate`
+    builds: every key but `META_KEYS`. A run's `Optimizer` has it as `Optimizer.instantiable()`."""
     container = plain(cfg)
     return {k: v for k, v in container.items() if k not in META_KEYS}
 
 
-def build_optimizer(cfg: DictConfig) -> Any:
+def build_optimizer(cfg: Optimizer) -> Any:
     """Instantiate an optimizer config: a `functools.partial` of the optimizer class with its arguments.
 
     Called with the parameters (or parameter groups) it returns the optimizer, e.g.
@@ -63,7 +65,7 @@ def build_optimizer(cfg: DictConfig) -> Any:
     fails before any model is loaded.
 
     Args:
-        cfg: a composed `optimizer` group node (`compose([...]).optimizer`).
+        cfg: a run's `optimizer` (`compose_run([...]).optimizer`).
 
     Raises:
         BadInput: an unknown `state`, a CUDA-only optimizer without CUDA, a class that cannot be imported
@@ -74,19 +76,19 @@ def build_optimizer(cfg: DictConfig) -> Any:
 
     from rlvr_cli.optimizers.state import check_state
 
-    name = cfg.get("name", "?")
-    check_state(name, cfg.get("state"))
-    target = str(cfg.get("_target_"))
-    if cfg.get("requires_cuda"):
+    name = cfg.name
+    check_state(name, cfg.state)
+    target = cfg.target
+    if cfg.requires_cuda:
         import torch
 
         if not torch.cuda.is_available():
             raise BadInput(f"optimizer={name} needs a CUDA GPU (bitsandbytes); on CPU use optimizer=adamw")
-    if not cfg.get("_partial_"):
+    if not cfg.partial:
         raise BadInput(f"optimizer={name}: conf/optimizer/{name}.yaml needs `_partial_: true` (the Trainer "
                        f"passes the parameters)")
     try:
-        factory = instantiate(constructor_config(cfg), _convert_="all", _recursive_=False)  # see core/targets.py
+        factory = instantiate(cfg.instantiable(), _convert_="all", _recursive_=False)  # see core/targets.py
         inspect.signature(factory.func).bind([], **factory.keywords)  # an unknown argument fails now, not in train
     except Exception as e:
         extra = " (pip install 'rlvr[gpu]')" if "bitsandbytes" in target else ""
@@ -94,8 +96,8 @@ def build_optimizer(cfg: DictConfig) -> Any:
     return factory
 
 
-def optimizer_cls_and_kwargs(cfg: DictConfig) -> tuple[type, dict[str, Any]]:
-    """The optimizer class named by `cfg._target_` and its keyword arguments (learning rate included), for
+def optimizer_cls_and_kwargs(cfg: Optimizer) -> tuple[type, dict[str, Any]]:
+    """The optimizer class named by `cfg.target` and its keyword arguments (learning rate included), for
     `Trainer.optimizer_cls_and_kwargs`; lists become tuples (`betas`).
 
     Weight decay is not among them: `Trainer.create_optimizer` puts `grpo.weight_decay` into the parameter groups
@@ -152,14 +154,14 @@ ADAPTER_FACTORIES = {"loraplus": LoraPlus, "lorafa": LoraFA}
 LORAFA_KEYS = ("lr", "betas", "eps")
 
 
-def trainer_optimizer(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
+def trainer_optimizer(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
     """`Trainer.optimizer_cls_and_kwargs` of a run: the optimizer class and its arguments
     (`optimizer_cls_and_kwargs`), or a factory over the model and its arguments where the optimizer needs the
     model: `LoraPlus` and `LoraFA` (the adapter file's `optimizer_factory`), `MuonOverModel` (`optimizer=muon`).
     Factories get `grpo.weight_decay` as `weight_decay`. Everything is checked here, before any model loads.
 
     Args:
-        cfg: the composed run config (`optimizer`, `adapter`, `grpo`, `model`, `distributed` nodes).
+        cfg: the typed run config (its `optimizer`, `adapter`, `grpo` and `distributed`).
 
     Raises:
         BadInput: as `optimizer_cls_and_kwargs`; an unknown `optimizer_factory`; LoRA-FA over another optimizer
@@ -168,21 +170,20 @@ def trainer_optimizer(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
             adapter that trains no 2-D matrix (`is_matrix`).
     """
     cls, kwargs = optimizer_cls_and_kwargs(cfg.optimizer)
-    adapter = cfg.get("adapter") or {}
-    adapter_name, opt_name = adapter.get("name", "?"), cfg.optimizer.get("name", "?")
-    factory = adapter.get("optimizer_factory")
-    grpo = cfg.get("grpo") or {}
-    weight_decay = grpo.get("weight_decay") or 0.0
+    adapter = cfg.adapter
+    adapter_name, opt_name = adapter.name, cfg.optimizer.name
+    factory = adapter.optimizer_factory
+    weight_decay = cfg.grpo.fields.get("weight_decay") or 0.0  # TrainingArguments' default 0.0
     if factory is not None and factory not in ADAPTER_FACTORIES:
         raise BadInput(f"adapter={adapter_name}: unknown optimizer_factory {factory!r}; valid: "
                        f"{', '.join(ADAPTER_FACTORIES)}, or null")
     if cls is MuonWithAdamW or factory == "lorafa":
-        if modes.backend(cfg.get("distributed")) == "deepspeed" or grpo.get("deepspeed"):
+        if modes.backend(to_node(cfg.distributed)) == "deepspeed" or cfg.grpo.fields.get("deepspeed"):
             what = "optimizer=muon" if cls is MuonWithAdamW else f"adapter={adapter_name} (LoRA-FA)"
             raise BadInput(f"{what} cannot run under DeepSpeed ZeRO, which steps flattened 1-D partitions: use "
                            f"distributed=ddp or distributed=fsdp")
     if factory == "loraplus":
-        return LoraPlus, {"optimizer_cls": cls, "loraplus_lr_ratio": adapter.get("loraplus_lr_ratio"),
+        return LoraPlus, {"optimizer_cls": cls, "loraplus_lr_ratio": adapter.loraplus_lr_ratio,
                           "weight_decay": weight_decay, **kwargs}
     if factory == "lorafa":
         if cls is not torch.optim.AdamW:
@@ -192,27 +193,26 @@ def trainer_optimizer(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
         if ignored:
             raise BadInput(f"adapter={adapter_name}: LoRA-FA takes only {', '.join(LORAFA_KEYS)} from the "
                            f"optimizer; remove optimizer.{ignored[0]}")
-        if adapter.get("use_dora"):
+        if adapter.peft.get("use_dora"):  # a PEFT field, absent from most methods' files
             raise BadInput(f"adapter={adapter_name}: LoRA-FA pairs each lora_A with its lora_B and cannot step "
                            f"DoRA's magnitude vector: set adapter.use_dora=false")
-        return LoraFA, {"r": adapter.get("r"), "lora_alpha": adapter.get("lora_alpha"), "weight_decay": weight_decay,
+        return LoraFA, {"r": adapter.r, "lora_alpha": adapter.peft.get("lora_alpha"), "weight_decay": weight_decay,
                         "state": "lorafa", **kwargs}
     if cls is MuonWithAdamW:
         return MuonOverModel, {"weight_decay": weight_decay, **kwargs}
     return cls, kwargs
 
 
-def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+def trainer_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """The `GRPOConfig` fields rlvr derives for the optimizer: `learning_rate` (from `optimizer.lr`) and
     `max_grad_norm` (from `grpo.max_grad_norm`, null turned into 0.0: transformers' "no clipping").
 
     The other trainer settings (`lr_scheduler_type`, `warmup_steps`, `weight_decay`) are `grpo` fields already.
 
     Args:
-        cfg: the composed run config (`optimizer` and `grpo` nodes).
+        cfg: the typed run config (its `optimizer` and `grpo`).
     """
     out: dict[str, Any] = {"learning_rate": cfg.optimizer.lr}
-    grpo = cfg.get("grpo")
-    if grpo is not None and "max_grad_norm" in grpo:
-        out["max_grad_norm"] = 0.0 if grpo.max_grad_norm is None else grpo.max_grad_norm
+    if "max_grad_norm" in cfg.grpo.fields:  # absent: transformers' default (1.0)
+        out["max_grad_norm"] = cfg.grpo.fields["max_grad_norm"] or 0.0
     return out

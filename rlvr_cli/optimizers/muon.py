@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.run_config import RunConfig
 from rlvr_cli.models.adapters import adapter_meta_model
 from rlvr_cli.models.state import is_matrix, muon_matrices
 
@@ -129,7 +129,7 @@ class MuonOverModel:
         return MuonWithAdamW(muon_param_groups(model, weight_decay), **kwargs)
 
 
-def check_muon_matrices(cfg: DictConfig) -> None:
+def check_muon_matrices(cfg: RunConfig) -> None:
     """Refuse `optimizer=muon` when the adapter trains no 2-D hidden matrix (`is_matrix`): its parameters would all
     go to AdamW (IA3, LN tuning and VeRA train vectors only; LoRA at r = 1 has rank-1 factors). Checked on the
     model built on the meta device (`rlvr_cli.models.adapters.adapter_meta_model`: its config only, no weights).
@@ -138,7 +138,7 @@ def check_muon_matrices(cfg: DictConfig) -> None:
         BadInput: no such matrix, naming the adapter and the fix; or the model's config cannot be read.
     """
     if not muon_matrices(adapter_meta_model(cfg.model.name_or_path, cfg.adapter)):
-        name = cfg.adapter.get("name", "?")
+        name = cfg.adapter.name
         raise BadInput(f"optimizer=muon: adapter={name} trains no 2-D matrix with both dimensions > 1 for Muon "
                        f"(only vectors); use optimizer=adamw, or an adapter with matrices such as adapter=lora with "
                        f"adapter.r >= 2")

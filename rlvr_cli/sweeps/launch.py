@@ -54,12 +54,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
-from rlvr_cli.core.compose import Composer, compose, quote_value, validate
+from rlvr_cli.core.compose import Composer, compose, quote_value, run_config
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.groups import searchpath_overrides
 from rlvr_cli.core.parent_death import on_parent_death
+from rlvr_cli.core.run_config import RunConfig
 from rlvr_cli.core.run_dir import COMPLETED, DIVERGED, PRUNED, RUNNING, run_state
 from rlvr_cli.core.targets import check_hydra_overrides, targets
 from rlvr_cli.sweeps import slurm
@@ -109,14 +108,14 @@ def copy_sweep_file(path: Path, sweep_dir: Path) -> None:
         shutil.copyfile(path, target)
 
 
-def check_cells(cells: Sequence[Cell], extra: Sequence[str]) -> list[DictConfig]:
+def check_cells(cells: Sequence[Cell], extra: Sequence[str]) -> list[RunConfig]:
     """Compose and validate every cell's config (with the command line's `extra` overrides) before anything runs;
-    return the composed configs, in the cells' order.
+    return their typed configs (`rlvr_cli.core.run_config.RunConfig`), in the cells' order.
 
     Each cell is composed once, through one `rlvr_cli.core.compose.Composer` (Hydra's defaults list once per
-    distinct set of config-group choices, not once per cell) and validated once (`validate(conformed=True)`: its
+    distinct set of config-group choices, not once per cell) and validated once (`run_config(conformed=True)`: its
     types were checked by the composition). A cell that fails is composed and validated again the plain way
-    (`compose`, `validate`), so the error is exactly theirs; the first failing cell in order is reported.
+    (`compose`, `run_config`), so the error is exactly theirs; the first failing cell in order is reported.
 
     Args:
         cells: the sweep's cells (`rlvr_cli.sweeps.grid.expand`).
@@ -130,31 +129,29 @@ def check_cells(cells: Sequence[Cell], extra: Sequence[str]) -> list[DictConfig]
     for cell in cells:
         overrides = [*cell.overrides, *extra]
         try:
-            cfg = composer(overrides)  # a composition that fails raises compose's own error
+            composed = composer(overrides)  # a composition that fails raises compose's own error
             try:
-                validate(cfg, conformed=True)
+                cfg = run_config(composed, conformed=True)
             except BadInput:  # the plain way, for exactly its message
-                cfg = compose(overrides)
-                validate(cfg)
+                cfg = run_config(compose(overrides))
         except BadInput as e:
             raise BadInput(f"cell {cell.name}: {e}") from None
         configs.append(cfg)
     return configs
 
 
-def cell_job(cfg: DictConfig, launcher: str, settings: dict[str, Any] | None) -> JobSettings | None:
+def cell_job(cfg: RunConfig, launcher: str, settings: dict[str, Any] | None) -> JobSettings | None:
     """The SLURM job of one cell (`rlvr_cli.sweeps.slurm.job_settings` from its `distributed.num_processes` and
     `distributed.num_machines`); None for the other launchers, which run cells on this machine.
 
     Args:
-        cfg: the cell's composed config (`check_cells`).
+        cfg: the cell's typed config (`check_cells`).
         launcher: a `--launcher` value.
         settings: the multirun's `hydra.launcher` settings (`rlvr_cli.sweeps.slurm.launcher_settings`).
     """
     if launcher != "submitit_slurm" or settings is None:
         return None
-    dist = cfg.distributed
-    return slurm.job_settings(settings, dist.get("num_processes"), dist.get("num_machines") or 1)
+    return slurm.job_settings(settings, cfg.distributed.num_processes, cfg.distributed.num_machines)
 
 
 def job_groups(todo: list[int], jobs: list[JobSettings | None]) -> list[tuple[JobSettings | None, list[int]]]:
@@ -373,7 +370,7 @@ def run(sweep: Sweep, sweep_dir: Path, resume: bool = False, dry_run: bool = Fal
     # Bad cells and a damaged manifest are refused before the lock, so that nothing (the lock file included) is
     # written; a sweep in the directory is refused under it (the lock's message names the running one).
     checked = dry_run or not manifest_path(sweep_dir).is_file()
-    configs: dict[int, DictConfig] = {}
+    configs: dict[int, RunConfig] = {}
     if checked:  # a new sweep: bad cells fail before the directory exists
         configs = dict(enumerate(check_cells(sweep.cells, sweep.extra)))
         if dry_run:
@@ -388,7 +385,7 @@ def run(sweep: Sweep, sweep_dir: Path, resume: bool = False, dry_run: bool = Fal
 
 
 def launch_cells(sweep: Sweep, sweep_dir: Path, cells: Sequence[ManifestCell], todo: Sequence[int],
-                 configs: dict[int, DictConfig] | None = None) -> tuple[int, list[JobSettings | None]]:
+                 configs: dict[int, RunConfig] | None = None) -> tuple[int, list[JobSettings | None]]:
     """Run cells `todo` of the manifest's `cells` through Hydra's multirun with the sweep's launcher, one multirun per
     group of cells with the same SLURM job settings, one after another; call it holding the directory's lock.
 
@@ -396,7 +393,7 @@ def launch_cells(sweep: Sweep, sweep_dir: Path, cells: Sequence[ManifestCell], t
         sweep: the sweep (its launcher, `--max-parallel`, launcher overrides and settings).
         sweep_dir: the sweep directory, whose manifest.json lists `cells`.
         cells: the manifest's cells; todo: the indices to run.
-        configs: cell index -> its composed config, where the caller has it (else composed here for SLURM jobs).
+        configs: cell index -> its typed config, where the caller has it (else composed here for SLURM jobs).
 
     Returns:
         `(exit code, jobs)`: the first non-zero exit code of the multiruns (0: all ended 0); `jobs[i]`, cell i's
@@ -410,7 +407,8 @@ def launch_cells(sweep: Sweep, sweep_dir: Path, cells: Sequence[ManifestCell], t
     if launcher == "submitit_slurm":
         composer = Composer()
         for i in todo:  # a resumed sweep's cells are composed now (their overrides from the manifest)
-            jobs[i] = cell_job(configs[i] if i in configs else composer(cells[i]["overrides"]), launcher, settings)
+            cfg = configs[i] if i in configs else run_config(composer(cells[i]["overrides"]), conformed=True)
+            jobs[i] = cell_job(cfg, launcher, settings)
     code = 0
     for job, group in job_groups(list(todo), jobs):
         cmd = multirun_command(sweep_dir, group, launcher, sweep.max_parallel,

@@ -32,8 +32,8 @@ from rlvr_cli.core.errors import BadInput
 
 if TYPE_CHECKING:  # torch, transformers and trl load inside the functions: `check` runs before any of them
     import torch
-    from omegaconf import DictConfig
 
+    from rlvr_cli.core.run_config import RunConfig
     from rlvr_cli.training.axes import RunContext
 
 #: AdaLoraConfig's schedule fields and PEFT 0.21's defaults (used when the adapter file leaves one out).
@@ -67,7 +67,7 @@ def check(run: RunContext) -> None:
     check_schedule(run.cfg)
 
 
-def check_schedule(cfg: DictConfig) -> None:
+def check_schedule(cfg: RunConfig) -> None:
     """Refuse, before any model loads, an AdaLoRA schedule that would not prune within the run's optimizer steps
     (nothing to do for other adapters).
 
@@ -78,18 +78,18 @@ def check_schedule(cfg: DictConfig) -> None:
     pruned one and not one whose masked singular values the optimizer revived after the last allocation.
 
     Args:
-        cfg: a composed run config (`adapter` and `grpo` groups).
+        cfg: the typed run config (its `adapter` and `grpo`).
 
     Raises:
         BadInput: the first condition that fails, naming the values and a fix.
     """
     a = cfg.adapter
-    if not str(a.get("_target_") or "").endswith("AdaLoraConfig"):
+    if not str(a.target or "").endswith("AdaLoraConfig"):
         return
-    s = {k: a.get(k, default) for k, default in SCHEDULE_DEFAULTS.items()}
+    s = {k: a.peft.get(k, default) for k, default in SCHEDULE_DEFAULTS.items()}  # PEFT fields, PEFT's defaults
     init_r, target_r, tinit, tfinal, delta = s["init_r"], s["target_r"], s["tinit"], s["tfinal"], s["deltaT"]
-    steps = int(cfg.grpo.max_steps)
-    total = a.get("total_step")
+    steps = cfg.grpo.max_steps
+    total = a.peft.get("total_step")  # PEFT's field: null, the run's max_steps
     total = steps if total is None else int(total)
     if target_r >= init_r:
         fix = f"adapter.target_r={init_r * 2 // 3}" if init_r >= 2 else f"adapter.r={target_r * 3 // 2 + 1}"

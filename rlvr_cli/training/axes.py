@@ -36,10 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.core.precision import Precision
+from rlvr_cli.core.run_config import Adapter, Optimizer, RunConfig, to_node
 
 #: The hook functions an option's `hooks` module may define (`Axis` gives each one's signature).
 HOOKS = ("check", "trainer_fields", "trainer_class", "callbacks", "serve", "after_model_load", "after_train",
@@ -53,7 +52,7 @@ class RunContext:
     """What every hook of a run is given.
 
     Attributes:
-        cfg: the run's composed config (`rlvr_cli.core.compose.compose`), validated.
+        cfg: the run's typed, validated config (`rlvr_cli.core.compose.compose_run`).
         precision: its resolved precision (`rlvr_cli.core.precision.resolve`: `auto` made concrete).
         world_size: the run's processes over all machines, launched or to launch (`parallelism.run_processes`).
         local_processes: its processes on this machine (`world_size / distributed.num_machines`).
@@ -61,7 +60,7 @@ class RunContext:
         launched: the world size of the launch this process is part of (1: none yet; `distributed.launch_env`).
     """
 
-    cfg: DictConfig
+    cfg: RunConfig
     precision: Precision
     world_size: int = 1
     local_processes: int = 1
@@ -69,7 +68,7 @@ class RunContext:
     launched: int = 1
 
 
-def run_context(cfg: DictConfig, launched: int = 1, main: bool = True) -> RunContext:
+def run_context(cfg: RunConfig, launched: int = 1, main: bool = True) -> RunContext:
     """The `RunContext` of a run config in a launch of `launched` processes (1: none; `distributed.launch_env`).
 
     Args:
@@ -83,10 +82,9 @@ def run_context(cfg: DictConfig, launched: int = 1, main: bool = True) -> RunCon
     from rlvr_cli.core import precision
     from rlvr_cli.training import parallelism
 
-    dist = cfg.get("distributed") or {}
-    processes = parallelism.run_processes(dist, launched)  # the run's world size, launched or to launch
+    processes = parallelism.run_processes(to_node(cfg.distributed), launched)  # launched or to launch
     return RunContext(cfg, precision.resolve(cfg.precision, cuda=parallelism.cuda_available()), world_size=processes,
-                      local_processes=processes // int(dist.get("num_machines", 1)), main=main, launched=launched)
+                      local_processes=processes // cfg.distributed.num_machines, main=main, launched=launched)
 
 
 def _nothing(*_: Any) -> None:
@@ -165,7 +163,7 @@ def _distributed_fields(run: RunContext) -> dict[str, Any]:
 
     from rlvr_cli.training import parallelism
 
-    return parallelism.trainer_fields(run.cfg.get("distributed") or {}, cuda=torch.cuda.is_available())
+    return parallelism.trainer_fields(to_node(run.cfg.distributed), cuda=torch.cuda.is_available())
 
 
 # --- generation ---------------------------------------------------------------------------------------------------
@@ -173,14 +171,14 @@ def _distributed_fields(run: RunContext) -> dict[str, Any]:
 def _generation_check(run: RunContext) -> None:
     from rlvr_cli.training import generation
 
-    generation.check_generation(run.cfg.generation, num_processes=run.world_size, main_process=run.main,
+    generation.check_generation(to_node(run.cfg.generation), num_processes=run.world_size, main_process=run.main,
                                 local_processes=run.local_processes)
 
 
 def _generation_fields(run: RunContext) -> dict[str, Any]:
     from rlvr_cli.training import generation
 
-    return generation.grpo_fields(run.cfg.get("generation") or {"name": "hf"})
+    return generation.grpo_fields(to_node(run.cfg.generation))
 
 
 def _generation_serve(run: RunContext, run_path: Path) -> AbstractContextManager[Any]:
@@ -188,7 +186,7 @@ def _generation_serve(run: RunContext, run_path: Path) -> AbstractContextManager
         return contextlib.nullcontext()
     from rlvr_cli.training import generation
 
-    return generation.vllm_server(run.cfg.generation, run.cfg.model.name_or_path,
+    return generation.vllm_server(to_node(run.cfg.generation), run.cfg.model.name_or_path,
                                   local_processes=run.local_processes, log_path=run_path / "vllm_server.log")
 
 
@@ -217,7 +215,7 @@ def _adapter_on_save(model: Any, run: RunContext, out: Path) -> None:
 # --- pruning ------------------------------------------------------------------------------------------------------
 
 def _pruning_check(run: RunContext) -> None:
-    if not run.cfg.get("trial"):
+    if run.cfg.trial is None:
         return
     from rlvr_cli.training import pruning
 
@@ -226,7 +224,7 @@ def _pruning_check(run: RunContext) -> None:
 
 
 def _pruning_callbacks(run: RunContext, run_path: Path) -> list[Any]:
-    if not run.cfg.get("trial"):
+    if run.cfg.trial is None:
         return []
     from rlvr_cli.core.run_dir import RunDir, read_metrics
     from rlvr_cli.training import pruning
@@ -252,20 +250,20 @@ BUILT_IN = (
 )
 
 
-def option_hooks(group: str, node: Any) -> Axis | None:
+def option_hooks(group: str, node: Optimizer | Adapter) -> Axis | None:
     """The `Axis` of an option file's `hooks` module (its functions named in `HOOKS`), or None without one.
 
     Args:
         group: the config group (`optimizer`, `adapter`).
-        node: the run's node of that group (`cfg.adapter`).
+        node: the run's `Optimizer` or `Adapter` (`cfg.adapter`).
 
     Raises:
         BadInput: `hooks` is not a module path, cannot be imported, or defines none of `HOOKS`.
     """
-    path = node.get("hooks") if node is not None else None
+    path = node.hooks
     if path is None:
         return None
-    where = f"{group}={node.get('name', '?')}: hooks {path!r}"
+    where = f"{group}={node.name}: hooks {path!r}"
     if not isinstance(path, str) or not all(p.isidentifier() for p in path.split(".")):
         raise BadInput(f"{where} must be a module path such as rlvr_cli.training.adalora")
     try:
@@ -275,15 +273,15 @@ def option_hooks(group: str, node: Any) -> Axis | None:
     found = {h: getattr(module, h) for h in HOOKS if callable(getattr(module, h, None))}
     if not found:
         raise BadInput(f"{where} defines none of {', '.join(HOOKS)}")
-    return Axis(f"{group}={node.get('name', '?')} hooks {path}", **found)
+    return Axis(f"{group}={node.name} hooks {path}", **found)
 
 
-def run_axes(cfg: DictConfig) -> list[Axis]:
+def run_axes(cfg: RunConfig) -> list[Axis]:
     """The axes of a run, in order: the `hooks` modules of its optimizer and adapter files (their checks are the
     more specific: AdaLoRA's schedule is refused before PEFT's own error), then `BUILT_IN`.
 
     Raises:
         BadInput: as `option_hooks`.
     """
-    own = [option_hooks(group, cfg.get(group)) for group in HOOK_GROUPS]
+    own = [option_hooks(group, getattr(cfg, group)) for group in HOOK_GROUPS]
     return [*(a for a in own if a is not None), *BUILT_IN]

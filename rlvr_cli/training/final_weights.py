@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
+from rlvr_cli.core.run_config import RunConfig
 from rlvr_cli.models import sparse_delta
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.models.state import state_dict
@@ -18,7 +17,7 @@ from rlvr_cli.training import parallelism
 from rlvr_cli.training.callbacks import SHARDED, UpdateSparsity
 
 
-def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
+def save_weights(cfg: RunConfig, trainer: Any, tokenizer: Any, out: Path,
                  gathered: dict[str, Any] | None = None, run_axes: Sequence[Any] = (),
                  context: Any = None) -> dict[str, Any]:
     """Save the final weights into `out` as `cfg.save_format` says: `full` (the adapter for PEFT runs, else the
@@ -39,11 +38,11 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
         the weights on every rank).
     """
     if not trainer.args.should_save:  # another rank than the main process: save_model does its share (FSDP)
-        if cfg.get("save_format", "full") != "sparse_delta":
+        if cfg.save_format != "sparse_delta":
             trainer.save_model(str(out))
         return {}
     trained = state_dict(trainer.model) if gathered is None else gathered
-    if cfg.get("save_format", "full") == "sparse_delta":
+    if cfg.save_format == "sparse_delta":
         with parallelism.whole_loading(trainer.args):
             base = state_dict(load_model(cfg.model.name_or_path, trained_dtype(trained))[0])
         trained = {k: trained[k] for k in base} if gathered is not None else trained  # tied weights once
@@ -53,7 +52,7 @@ def save_weights(cfg: DictConfig, trainer: Any, tokenizer: Any, out: Path,
         trainer.save_model(str(out))
         for axis in run_axes:
             axis.on_save(trainer.model, context, out)
-    return {"weights_dir": str(out), "weights_format": cfg.get("save_format", "full"),
+    return {"weights_dir": str(out), "weights_format": cfg.save_format,
             "weights_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
             "full_weights_bytes": sparse_delta.full_bytes(trained)}
 
@@ -71,7 +70,7 @@ def eval_model(trainer: Any, identity: dict[str, Any]) -> Any:
     return load_eval_model(source, with_tokenizer=False)[0]  # called inside parallelism.whole_loading
 
 
-def sharded_sparsity(cfg: DictConfig, sparsity: UpdateSparsity, gathered: dict[str, Any], step: int,
+def sharded_sparsity(cfg: RunConfig, sparsity: UpdateSparsity, gathered: dict[str, Any], step: int,
                      adapter: Any, args: Any) -> None:
     """Update sparsity of a ZeRO-3 or FSDP run, measured once at the end on the main process: the gathered final
     weights against the base model reloaded in the run's dtype (`UpdateSparsity.measure_states`). An adapter run is

@@ -32,17 +32,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from rlvr_cli.core import modes, run_dir
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.run_config import RunConfig, to_node
 from rlvr_cli.training import distributed, parallelism
 
-#: Seconds the workers get to finish their step and save after a stop signal, before torchrun kills them.
-DEFAULT_SHUTDOWN_TIMEOUT_S = 300
 
-
-def needs_launch(cfg: DictConfig) -> bool:
+def needs_launch(cfg: RunConfig) -> bool:
     """Whether `rlvr train` must start its processes itself: a `distributed` choice other than `none` with more
     than one process in all, and this process not already one of a launch (torchrun, accelerate launch or srun with
     several tasks: `distributed.launch_env`).
@@ -50,27 +46,27 @@ def needs_launch(cfg: DictConfig) -> bool:
     Raises:
         BadInput: `distributed.num_processes` is null and no GPU is visible (`parallelism.world_size`).
     """
-    dist = cfg.get("distributed") or {}
+    dist = to_node(cfg.distributed)
     if not modes.multi_process(dist) or distributed.launch_env().world_size > 1:
         return False
     return parallelism.world_size(dist) > 1
 
 
-def torchrun_args(cfg: DictConfig, overrides: Sequence[str], run_name: str, as_json: bool = False) -> list[str]:
+def torchrun_args(cfg: RunConfig, overrides: Sequence[str], run_name: str, as_json: bool = False) -> list[str]:
     """The `torchrun` command line (without `torchrun` itself) that starts every local process of the run: one
     machine rendezvous on a free local port (`--standalone`), or the static rendezvous at `main_process_ip:
     main_process_port` for several machines; no restarts (a failed rank fails the run); the run's name fixed so
     that every machine writes to the same run.
 
     Args:
-        cfg: the composed run config; overrides: what it was composed from; run_name: the run's name.
+        cfg: the typed run config; overrides: what it was composed from; run_name: the run's name.
         as_json: pass `--json` to the workers (rank 0 prints the summary as JSON).
     """
     dist = cfg.distributed
-    args = ["--nnodes", str(dist.num_machines), "--nproc-per-node", str(parallelism.processes_per_machine(dist)),
-            "--max-restarts", "0",
-            "--shutdown-timeout", str(dist.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT_S))]
-    if int(dist.num_machines) == 1 and not dist.get("main_process_ip"):
+    args = ["--nnodes", str(dist.num_machines),
+            "--nproc-per-node", str(parallelism.processes_per_machine(to_node(dist))), "--max-restarts", "0",
+            "--shutdown-timeout", str(dist.shutdown_timeout)]
+    if dist.num_machines == 1 and not dist.main_process_ip:
         args.append("--standalone")
     else:
         args += ["--node-rank", str(dist.machine_rank), "--rdzv-backend", "static",
@@ -79,7 +75,7 @@ def torchrun_args(cfg: DictConfig, overrides: Sequence[str], run_name: str, as_j
     return [*args, "-m", "rlvr_cli.cli", "train", *worker, *(["--json"] if as_json else [])]
 
 
-def prepare(cfg: DictConfig) -> Path:
+def prepare(cfg: RunConfig) -> Path:
     """Make here every check the workers will make (`rlvr_cli.training.recipe.check_inputs`, in this one process,
     without a process group) and pick the run directory they will write.
 
@@ -92,17 +88,17 @@ def prepare(cfg: DictConfig) -> Path:
     from rlvr_cli.training.recipe import check_inputs
 
     dist = cfg.distributed
-    if int(dist.get("num_machines", 1)) > 1 and not cfg.get("run_name"):
+    if dist.num_machines > 1 and not cfg.run_name:
         raise BadInput(f"distributed.num_machines={dist.num_machines}: give the run a name, the same on every machine "
                        "(run_name=NAME), so that they all write one run")
-    return check_inputs(cfg, claim=int(dist.get("machine_rank", 0)) == 0).path
+    return check_inputs(cfg, claim=dist.machine_rank == 0).path
 
 
-def launch(cfg: DictConfig, overrides: Sequence[str], path: Path, as_json: bool = False) -> int:
+def launch(cfg: RunConfig, overrides: Sequence[str], path: Path, as_json: bool = False) -> int:
     """Start the run's processes through `torch.distributed.run` and wait for them.
 
     Args:
-        cfg: the composed run config; overrides: what it was composed from.
+        cfg: the typed run config; overrides: what it was composed from.
         path: the run directory (`prepare`); its name is given to every worker.
         as_json: rank 0 prints the summary as JSON.
 
@@ -116,7 +112,7 @@ def launch(cfg: DictConfig, overrides: Sequence[str], path: Path, as_json: bool 
 
     argv = torchrun_args(cfg, overrides, path.name, as_json)
     os.environ[distributed.LAUNCHER_ENV] = str(os.getpid())  # the ranks end with this process (end_with_launcher)
-    print(f"launching {parallelism.world_size(cfg.distributed)} processes: torchrun {' '.join(argv)}",
+    print(f"launching {parallelism.world_size(to_node(cfg.distributed))} processes: torchrun {' '.join(argv)}",
           file=sys.stderr)
     failures: dict[int, Any] = {}
     signalled = None

@@ -30,11 +30,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from rlvr_cli.core import modes
 from rlvr_cli.core.compose import plain
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.run_config import RunConfig, to_node
 
 #: DeepSpeed config sections that would replace what rlvr builds (the optimizer and its learning-rate schedule).
 DEEPSPEED_REFUSED = ("optimizer", "scheduler")
@@ -135,11 +134,11 @@ def trainer_fields(dist: Mapping[str, Any], cuda: bool | None = None) -> dict[st
     return out
 
 
-def check(cfg: DictConfig, launched: int = 1) -> None:
+def check(cfg: RunConfig, launched: int = 1) -> None:
     """Refuse, before any model loads, a `distributed` choice that cannot do what it says here.
 
     Args:
-        cfg: the composed run config.
+        cfg: the typed run config.
         launched: the world size of the launch this process is part of (1: none; `distributed.launch_env`).
 
     Raises:
@@ -148,12 +147,12 @@ def check(cfg: DictConfig, launched: int = 1) -> None:
             `main_process_ip`; `num_processes` null without GPUs; the same setting given both through
             `distributed` and as a `grpo` field; a launch of another size than `num_processes * num_machines`.
     """
-    dist = cfg.get("distributed") or {}
-    name, backend = dist.get("name", "none"), modes.backend(dist)
+    typed, dist = cfg.distributed, to_node(cfg.distributed)
+    name, backend = typed.name, modes.backend(dist)
     if backend == "none":
         return
     for key in ("fsdp", "fsdp_config", "deepspeed"):
-        if key in cfg.grpo:
+        if key in cfg.grpo.fields:
             raise BadInput(f"grpo.{key} and distributed={name} both set how the model is spread; drop grpo.{key} "
                            f"and use the distributed group's fields (distributed.{key if key != 'fsdp' else 'name'})")
     if backend == "fsdp" and not cuda_available():
@@ -173,14 +172,14 @@ def check(cfg: DictConfig, launched: int = 1) -> None:
                            "zero_optimization.stage3_gather_16bit_weights_on_model_save=true, "
                            "so that the final weights are one checkpoint gathered on rank 0 "
                            "(conf/distributed/zero3.yaml)")
-    machines = int(dist.get("num_machines", 1))
-    if int(dist.get("machine_rank", 0)) >= machines:
-        raise BadInput(f"distributed.machine_rank={dist.machine_rank} must be below distributed.num_machines="
+    machines = typed.num_machines
+    if typed.machine_rank >= machines:
+        raise BadInput(f"distributed.machine_rank={typed.machine_rank} must be below distributed.num_machines="
                        f"{machines}; machines are numbered 0..{machines - 1}")
-    if machines > 1 and not dist.get("main_process_ip"):
+    if machines > 1 and not typed.main_process_ip:
         raise BadInput(f"distributed.num_machines={machines} needs the rendezvous host: "
                        "distributed.main_process_ip=HOST (machine 0's address)")
-    if launched == 1 or dist.get("num_processes") is not None:
+    if launched == 1 or typed.num_processes is not None:
         n = world_size(dist)
         if launched > 1 and n != launched:
             raise BadInput(f"launched as {launched} processes, but distributed.num_processes x num_machines is {n}; "
@@ -247,14 +246,14 @@ def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
 ACCELERATE_FILE, DEEPSPEED_FILE = "accelerate_config.yaml", "deepspeed.json"
 
 
-def launch_files(run_path: Path, cfg: DictConfig, overrides: list[str], processes: int,
+def launch_files(run_path: Path, cfg: RunConfig, overrides: list[str], processes: int,
                  mixed_precision: str = "no") -> dict[str, str]:
     """The launch of a run as files for its directory: `accelerate_config.yaml` (`accelerate_config`, headed by the
     commands that start the run again) and, for zero2/zero3, `deepspeed.json`. `{}` for `distributed=none`.
 
     Args:
         run_path: the run directory (named inside the files).
-        cfg: the composed run config; overrides: what it was composed from.
+        cfg: the typed run config; overrides: what it was composed from.
         processes: the run's world size.
         mixed_precision: accelerate's name of the run's compute dtype (`Precision.accelerate_name`).
 
@@ -266,7 +265,7 @@ def launch_files(run_path: Path, cfg: DictConfig, overrides: list[str], processe
     """
     import yaml
 
-    dist = cfg.get("distributed") or {}
+    dist = to_node(cfg.distributed)
     if not modes.multi_process(dist):
         return {}
     files = {}
@@ -276,7 +275,7 @@ def launch_files(run_path: Path, cfg: DictConfig, overrides: list[str], processe
     config = accelerate_config(dist, processes, cuda_available(),
                                str(run_path / DEEPSPEED_FILE) if ds is not None else None, mixed_precision)
     args = " ".join(["-m rlvr_cli.cli train", *(o for o in overrides if not o.startswith("run_name="))])
-    per_machine = processes // int(dist.get("num_machines", 1))
+    per_machine = processes // cfg.distributed.num_machines
     files[ACCELERATE_FILE] = (
         "# The launch of this run, in accelerate's format. Start it again on each machine with:\n"
         f"#   accelerate launch --config_file {run_path / ACCELERATE_FILE} {args}\n"

@@ -24,10 +24,11 @@ from transformers import TrainerCallback
 from rlvr_cli.core import run_dir
 from rlvr_cli.core import study as studies
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.run_config import Trial
 from rlvr_cli.training.distributed import every_rank
 
 
-def open_trial(trial_cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+def open_trial(trial_cfg: Trial) -> tuple[Any, Any, dict[str, Any]]:
     """The Optuna study, trial and search settings a `trial` node names.
 
     Returns:
@@ -39,39 +40,39 @@ def open_trial(trial_cfg: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """
     import optuna
 
-    path = Path(str(trial_cfg["storage"]))
+    path = Path(trial_cfg.storage)
     if not path.is_file():
         raise BadInput(f"trial.storage={path}: no study file there (rlvr sweep writes it with a search: section)")
     store = studies.storage(path)
     try:
-        study_id = store.get_study_id_from_name(str(trial_cfg["study"]))
-        trial_id = store.get_trial_id_from_study_id_trial_number(study_id, int(trial_cfg["number"]))
+        study_id = store.get_study_id_from_name(trial_cfg.study)
+        trial_id = store.get_trial_id_from_study_id_trial_number(study_id, trial_cfg.number)
     except KeyError as e:
-        raise BadInput(f"trial.study={trial_cfg['study']} trial.number={trial_cfg['number']}: not in {path} "
+        raise BadInput(f"trial.study={trial_cfg.study} trial.number={trial_cfg.number}: not in {path} "
                        f"({one_line(e)})") from None
     search = dict(store.get_study_user_attrs(study_id).get("search") or {})
-    study = optuna.load_study(study_name=str(trial_cfg["study"]), storage=store,
+    study = optuna.load_study(study_name=trial_cfg.study, storage=store,
                               pruner=studies.pruner(search.get("pruner", "none"), int(search.get("min_resource", 1)),
                                                     int(search.get("reduction_factor", 3)),
                                                     int(search.get("max_steps", 1))))
     if store.get_trial(trial_id).state.is_finished():
-        raise BadInput(f"trial {trial_cfg['number']} of study {trial_cfg['study']} is finished already; a trial "
+        raise BadInput(f"trial {trial_cfg.number} of study {trial_cfg.study} is finished already; a trial "
                        "runs once (rlvr sweep asks new ones)")
     return study, optuna.trial.Trial(study, trial_id), search
 
 
-def check_pause(trial_cfg: Mapping[str, Any], max_steps: int, run_name: str | None) -> None:
+def check_pause(trial_cfg: Trial, max_steps: int, run_name: str | None) -> None:
     """Check a trial's `pause_at` and `resume` against the run.
 
     Raises:
         BadInput: `pause_at` at or past `grpo.max_steps` (a run at its last step completes: nothing to resume), or
             `resume` without a `run_name` (the paused run directory to reopen).
     """
-    pause_at = trial_cfg.get("pause_at")
-    if pause_at is not None and int(pause_at) >= int(max_steps):
+    pause_at = trial_cfg.pause_at
+    if pause_at is not None and pause_at >= max_steps:
         raise BadInput(f"trial.pause_at={pause_at} is not below grpo.max_steps={max_steps}: a run at its last step "
                        "completes; give pause_at < max_steps, or null")
-    if trial_cfg.get("resume") and not run_name:
+    if trial_cfg.resume and not run_name:
         raise BadInput("trial.resume=true needs run_name=NAME: the paused run directory to resume")
 
 
@@ -146,10 +147,10 @@ class TrialPruning(TrainerCallback):
             goes on where it paused.
     """
 
-    def __init__(self, trial_cfg: Mapping[str, Any], main: bool = True, rewards: Sequence[float] = ()):
+    def __init__(self, trial_cfg: Trial, main: bool = True, rewards: Sequence[float] = ()):
         self.study, self.trial, self.search = open_trial(trial_cfg) if main else (None, None, {})
         self.main = main
-        self.pause_at = trial_cfg.get("pause_at")
+        self.pause_at = trial_cfg.pause_at
         self.rewards: list[float] = list(rewards)  # a resumed trial's rewards so far: the smoothing goes on
         self.objective: float | None = None
         self.pruned: dict[str, Any] | None = None

@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from rlvr_cli.analysis import memory
 from rlvr_cli.core import precision, run_dir
-from rlvr_cli.core.compose import validate
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.run_config import RunConfig, Sparsity
 from rlvr_cli.data.problems import load_problems, prompt_dataset
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters
@@ -94,12 +92,14 @@ class Inputs:
         return self.context.precision
 
 
-def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
+def check_inputs(cfg: RunConfig, claim: bool = True) -> Inputs:
     """Check every input of a run and build what can be built without a model: bad input fails here, in seconds,
-    before the run directory exists.
+    before the run directory exists. The config's own values were validated where it was built
+    (`rlvr_cli.core.compose.compose_run`); this checks what they name: the model, data, rewards, optimizer, adapter,
+    benchmarks, the launch.
 
     Args:
-        cfg: the composed run config.
+        cfg: the typed run config (`rlvr_cli.core.compose.compose_run`).
         claim: check that the run directory does not exist yet (False: a machine other than the first of a
             multi-machine run, whose run directory the first machine creates).
 
@@ -107,7 +107,6 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
         BadInput: the first bad config value, data row, reward name, optimizer import, adapter, benchmark or
             GRPOConfig field.
     """
-    validate(cfg)
     load_config(cfg.model.name_or_path)  # the model exists and its config.json parses
     check_weights(cfg.model.name_or_path)  # and its local weights files are whole (their headers)
     problems = load_problems(cfg.data, seed=cfg.seed)
@@ -119,23 +118,20 @@ def check_inputs(cfg: DictConfig, claim: bool = True) -> Inputs:
     for axis in run_axes:  # each axis's own checks: an option's hooks module, the distributed mode, the generation
         axis.check(context)  # backend, the adapter (on the meta model), a search trial's study
     peft_config = adapters.peft_config(cfg.adapter)
-    eval_problems, eval_sampling = eval_inputs(cfg.get("eval"))
-    # gloo with the collective timeout (CPU runs)
-    distributed.start_cpu_group(launch, (cfg.get("distributed") or {}).get("timeout_s"))
+    eval_problems, eval_sampling = eval_inputs(cfg.eval)
+    distributed.start_cpu_group(launch, cfg.distributed.timeout_s)  # gloo with the collective timeout (CPU runs)
     # Under a launcher, building the GRPOConfig starts the process group (accelerate's PartialState).
-    args = grpo_config(context, str(cfg.output_dir), reward_weights, use_wandb=cfg.logger.name == "wandb",
-                       run_axes=run_axes)
+    args = grpo_config(context, cfg.output_dir, reward_weights, use_wandb=cfg.use_wandb, run_axes=run_axes)
     parallelism.check_deepspeed(args)
     distributed.check_started(launch)
     # One run directory whatever the world size: rank 0 picks the path (a default name has a random suffix and the
     # time of its own clock) and every rank gets it, or rank 0's refusal.
     if resuming(cfg):  # a promoted trial: its paused run directory, reopened (`run_dir.reopen`) in `train`
-        path = Path(str(cfg.output_dir), str(cfg.run_name))
+        path = Path(cfg.output_dir, cfg.run_name)
         resume_from = pruning.resume_checkpoint(path)
     else:
         resume_from = None
-        path = distributed.on_main(lambda: run_dir.run_path(cfg)) if claim \
-            else Path(str(cfg.output_dir), cfg.run_name)
+        path = distributed.on_main(lambda: run_dir.run_path(cfg)) if claim else Path(cfg.output_dir, cfg.run_name)
     args.output_dir = str(path)
     return Inputs(problems, reward_funcs, reward_weights, optimizer, peft_config, eval_problems, eval_sampling,
                   path, args, context, resume_from, run_axes)
@@ -166,7 +162,7 @@ def grpo_config(run: axes.RunContext, output_dir: str, reward_weights: list[floa
     cfg, fields = run.cfg, {}
     for axis in run_axes:  # the precision's, the distributed mode's, the generation backend's, an option's module's
         fields.update(axis.trainer_fields(run))
-    fields.update(OmegaConf.to_container(cfg.grpo))
+    fields.update(cfg.grpo.fields)
     fields.update(optimizers.trainer_kwargs(cfg))  # the learning rate and clipping, over the grpo group's
     try:
         return GRPOConfig(
@@ -190,15 +186,15 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def update_sparsity_callback(cfg: DictConfig | None) -> UpdateSparsity | None:
+def update_sparsity_callback(cfg: Sparsity | None) -> UpdateSparsity | None:
     """The training-time update-sparsity monitor for the `sparsity` config block; None when it is null."""
     if cfg is None:
         return None
-    max_bytes = None if cfg.get("max_copy_gb") is None else int(cfg.max_copy_gb * 1e9)
+    max_bytes = None if cfg.max_copy_gb is None else int(cfg.max_copy_gb * 1e9)
     return UpdateSparsity(cfg.every_n_steps, cfg.tolerance, max_bytes)
 
 
-def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, callbacks: list[Any],
+def build_trainer(cfg: RunConfig, inputs: Inputs, model: Any, tokenizer: Any, callbacks: list[Any],
                   sparsity: UpdateSparsity | None) -> Any:
     """A TRL `GRPOTrainer` over the loaded model with rlvr's optimizer (built by `Trainer.create_optimizer`, so
     the same path works under FSDP) and callbacks; `sparsity` goes first, so that metrics.jsonl and W&B see
@@ -211,7 +207,7 @@ def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, c
         cls = axis.trainer_class(cls, inputs.context)
     trainer = cls(
         model=model, reward_funcs=inputs.reward_funcs, args=inputs.args, processing_class=tokenizer,
-        peft_config=inputs.peft_config, train_dataset=prompt_dataset(inputs.problems, cfg.data.get("instruction")),
+        peft_config=inputs.peft_config, train_dataset=prompt_dataset(inputs.problems, cfg.data.instruction),
         callbacks=callbacks,
     )
     trainer.optimizer_cls_and_kwargs = inputs.optimizer  # read by Trainer.create_optimizer
@@ -221,7 +217,7 @@ def build_trainer(cfg: DictConfig, inputs: Inputs, model: Any, tokenizer: Any, c
     return trainer
 
 
-def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: MetricsLog,
+def final_figures(cfg: RunConfig, inputs: Inputs, trainer: Any, metrics: MetricsLog,
                   sparsity: UpdateSparsity | None) -> dict[str, Any]:
     """The headline figures of summary.json from whatever the run got to (the trainer may be None: the model never
     loaded). Sizes in bytes; see `train` for the keys.
@@ -249,17 +245,17 @@ def final_figures(cfg: DictConfig, inputs: Inputs, trainer: Any, metrics: Metric
     return out
 
 
-def identity(cfg: DictConfig, inputs: Inputs) -> dict[str, Any]:
+def identity(cfg: RunConfig, inputs: Inputs) -> dict[str, Any]:
     """summary.json's identity keys of a run: what was asked (model, optimizer, lr, adapter, rank, seed, precision,
     world size, distributed mode)."""
     return {"model": cfg.model.name_or_path, "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr,
-            "adapter": cfg.adapter.name, "r": cfg.adapter.get("r"), "seed": cfg.seed, **inputs.precision.summary(),
-            "world_size": inputs.args.world_size, "distributed": cfg.get("distributed", {}).get("name", "none")}
+            "adapter": cfg.adapter.name, "r": cfg.adapter.r, "seed": cfg.seed, **inputs.precision.summary(),
+            "world_size": inputs.args.world_size, "distributed": cfg.distributed.name}
 
 
-def resuming(cfg: DictConfig) -> bool:
+def resuming(cfg: RunConfig) -> bool:
     """Whether the run resumes a paused trial (`trial.resume`, set by rlvr sweep's promotion)."""
-    return bool(cfg.get("trial") and cfg.trial.get("resume"))
+    return cfg.trial is not None and cfg.trial.resume
 
 
 class GRPORecipe:
@@ -269,7 +265,7 @@ class GRPORecipe:
     every stage after `check`.
 
     Attributes:
-        cfg: the composed run config (`rlvr_cli.core.compose.compose`).
+        cfg: the typed run config (`rlvr_cli.core.compose.compose_run`).
         overrides: the overrides it was composed from, recorded in the run directory.
         progress: draw a Rich progress bar (main process only).
         callbacks: extra `transformers.TrainerCallback`s (they see the model at every event).
@@ -281,7 +277,7 @@ class GRPORecipe:
         bar: the progress bar (None without `progress`, and on the other ranks).
     """
 
-    def __init__(self, cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
+    def __init__(self, cfg: RunConfig, overrides: list[str] = (), progress: bool = True,
                  callbacks: list[Any] = ()) -> None:
         self.cfg, self.overrides, self.progress, self.callbacks = cfg, list(overrides), progress, list(callbacks)
         self.inputs: Inputs | None = None
@@ -345,7 +341,7 @@ class GRPORecipe:
         `after_model_load` (PiSSA and MiLoRA keep their initial adapter for the final conversion)."""
         cfg, inputs = self.cfg, self.inputs
         self.life = life
-        self.sparsity = update_sparsity_callback(cfg.get("sparsity"))
+        self.sparsity = update_sparsity_callback(cfg.sparsity)
         if self.progress and life.main:
             self.bar = RichProgress(f"GRPO {life.run.path.name}")
             life.closing.callback(self.bar.stop)
@@ -417,13 +413,13 @@ class GRPORecipe:
         if not (inputs.eval_problems and life.status == run_dir.COMPLETED and life.main):
             return
         kind = "adapter" if inputs.peft_config else \
-            "sparse-delta" if cfg.get("save_format") == "sparse_delta" else "full"
+            "sparse-delta" if cfg.save_format == "sparse_delta" else "full"
         identity = {"spec": str(life.run.path), "kind": f"run-{kind}", "path": str(life.run.weights),
                     "base": cfg.model.name_or_path, "dtype": inputs.precision.weights_dtype}
         with parallelism.whole_loading(life.trainer.args):  # the main process alone: no ZeRO-3 synced_gpus
             results = evaluate_model(eval_model(life.trainer, identity), self.tokenizer, inputs.eval_problems,
                                      inputs.eval_sampling, life.run.path / "eval", identity, progress=self.progress,
-                                     extract=cfg.eval.get("extract", "boxed"))
+                                     extract=cfg.eval.extract)
         life.summary["eval"] = headline(results)
 
     def cleanup(self) -> None:
@@ -433,12 +429,12 @@ class GRPORecipe:
         self.life.summary.update(self.life.figures())
 
 
-def train(cfg: DictConfig, overrides: list[str] = (), progress: bool = True,
+def train(cfg: RunConfig, overrides: list[str] = (), progress: bool = True,
           callbacks: list[Any] = ()) -> run_dir.Summary:
     """Run GRPO as `cfg` says (`GRPORecipe.run`); return the summary that is also written to `summary.json`.
 
     Args:
-        cfg: a composed run config (`rlvr_cli.core.compose.compose`).
+        cfg: a typed run config (`rlvr_cli.core.compose.compose_run`).
         overrides: the overrides it was composed from, recorded in the run directory.
         progress: draw a Rich progress bar.
         callbacks: extra `transformers.TrainerCallback`s (they see the model at every event).

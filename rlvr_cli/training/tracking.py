@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import DictConfig, OmegaConf
-
+from rlvr_cli.core.run_config import RunConfig, to_node
 from rlvr_cli.core.run_dir import COMPLETED
 
 #: The W&B server's default address (`WANDB_BASE_URL` changes it), whose host a `wandb login` writes into netrc.
@@ -55,7 +54,7 @@ def wandb_mode(mode: str, environ: Mapping[str, str] | None = None) -> str | Non
     return "online" if has_credentials(env) else "offline"
 
 
-def start(cfg: DictConfig, run_path: Path, run_name: str) -> str | None:
+def start(cfg: RunConfig, run_path: Path, run_name: str) -> str | None:
     """Start the W&B run of a training run; return its id, or None for logger=none.
 
     Offline runs are written under `<run_path>/wandb/offline-run-*` and can be uploaded later
@@ -64,14 +63,14 @@ def start(cfg: DictConfig, run_path: Path, run_name: str) -> str | None:
     """
     from rlvr_cli.training.distributed import launch_env
 
-    if cfg.logger.name != "wandb" or not launch_env().is_main:
+    if not cfg.use_wandb or not launch_env().is_main:
         return None
     import wandb
 
     log = cfg.logger
     run = wandb.init(
-        project=log.project, entity=log.get("entity"), group=log.get("group"), tags=list(log.get("tags") or []),
-        name=run_name, dir=str(run_path), mode=wandb_mode(log.mode), config=OmegaConf.to_container(cfg),
+        project=log.project, entity=log.entity, group=log.group, tags=list(log.tags),
+        name=run_name, dir=str(run_path), mode=wandb_mode(log.mode), config=to_node(cfg),
         settings=wandb.Settings(silent=True),
     )
     return run.id

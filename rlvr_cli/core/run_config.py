@@ -1,0 +1,486 @@
+"""The typed run config: what every module below the CLI reads, frozen, with no field left to a fallback default.
+
+`rlvr_cli.core.compose.compose_run` composes a run's config with Hydra, validates it once (the types and ranges of
+`rlvr_cli.core.schema`, then `validate`'s cross-field checks) and turns it into a `RunConfig` here: one frozen
+dataclass per config group (`Model`, `Data`, `Optimizer`, `Adapter`, `Grpo`, `Distributed`, `Generation`,
+`Logger`) and per block of `train.yaml` (`Eval`, `Sparsity`, `Trial`). A field the composed node lacks takes the
+default written beside it here, so a module reads `run.distributed.num_machines`, never
+`cfg.get("distributed", {}).get("num_machines", 1)`.
+
+What rlvr hands to a library as it is (an optimizer's constructor arguments, a PEFT config's fields, TRL's
+`GRPOConfig` fields, `trl vllm-serve`'s arguments) stays a mapping on its group (`Optimizer.args`, `Adapter.peft`,
+`Grpo.fields`, `Generation.trl`, `Generation.server`): the library checks those keys, and a new one needs no change
+here. The mappings are plain dicts for the libraries' sake; treat them as read-only (the accessors that hand one to
+a library give a copy).
+
+Option files (`conf/<group>/*.yaml`) stay what users edit; these classes are what the code sees. A field worth a
+type and a range for users also has a `rule` in `rlvr_cli.core.schema`, which `compose_run` applies before the
+conversion.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rlvr_cli.core.errors import BadInput
+
+__all__ = ["Adapter", "Data", "Distributed", "Eval", "Generation", "Grpo", "Hub", "Logger", "Model", "Optimizer",
+           "RunConfig", "Sparsity", "Trial", "from_node", "to_node"]
+
+
+def from_node(cls: type, node: Mapping[str, Any] | None, where: str) -> Any:
+    """Build the frozen dataclass `cls` from a composed, validated config node (plain dicts and lists).
+
+    Every key of `node` goes to the field of its name (a field's `metadata["key"]` names a key that is no Python
+    name: `_target_`); a field whose key is absent keeps its default. Lists become tuples in typed fields. Keys no
+    field names go to the field `cls.REST` names (a mapping handed to a library), or are refused. A nested
+    dataclass field (`Data.hub`) is built the same way from its sub-node.
+
+    Args:
+        cls: one of this module's dataclasses.
+        node: the group's node (`OmegaConf.to_container` of the composed config's node), or None for `{}`.
+        where: the node's key in the run config, for messages (`optimizer`).
+
+    Raises:
+        BadInput: a key the class neither names nor passes on (`cls.REST` is None), or a required field (no
+            default) the node lacks; the message names the key.
+    """
+    node = dict(node or {})
+    rest_name = getattr(cls, "REST", None)
+    kwargs: dict[str, Any] = {}
+    taken: set[str] = set()
+    for f in dataclasses.fields(cls):
+        key = f.metadata.get("key", f.name)
+        if f.name == rest_name or key not in node:
+            continue
+        value = node[key]
+        taken.add(key)
+        nested = f.metadata.get("nested")
+        if nested is not None and isinstance(value, Mapping):
+            value = from_node(nested, value, f"{where}.{key}")
+        elif isinstance(value, list) and f.metadata.get("tuple", True):
+            value = tuple(value)
+        kwargs[f.name] = value
+    rest = {k: copy.deepcopy(v) for k, v in node.items() if k not in taken}
+    if rest_name is not None:
+        kwargs[rest_name] = rest
+    elif rest:
+        key = next(iter(rest))
+        raise BadInput(f"{where}.{key} is not a setting rlvr reads; drop it (the keys of {where}: "
+                       f"{', '.join(f.metadata.get('key', f.name) for f in dataclasses.fields(cls))})")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field the node lacks
+        missing = [f.metadata.get("key", f.name) for f in dataclasses.fields(cls) if f.name not in kwargs
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        raise BadInput(f"{where} needs {', '.join(f'{where}.{k}' for k in missing) or str(e)}") from None
+
+
+def to_node(obj: Any) -> Any:
+    """`from_node`'s inverse: a typed config (or any value in it) as the plain node it reads, keys under their
+    config names (`_target_`), tuples as lists, the `REST` mapping's keys beside the fields. What `config.yaml` of a
+    run directory records: every setting in effect, defaults included."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        rest_name = getattr(type(obj), "REST", None)
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            if f.name != rest_name:
+                out[f.metadata.get("key", f.name)] = to_node(getattr(obj, f.name))
+        if rest_name is not None:
+            out.update({k: to_node(v) for k, v in getattr(obj, rest_name).items() if k not in out})
+        return out
+    if isinstance(obj, Mapping):
+        return {k: to_node(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_node(v) for v in obj]
+    return obj
+
+
+def _key(name: str, default: Any = dataclasses.MISSING) -> Any:
+    """A field read from the node's key `name` (a key that is no Python name, like `_target_`)."""
+    return field(default=default, metadata={"key": name})
+
+
+def _plain(default: Any = None) -> Any:
+    """A field whose value stays as composed: a list is not made a tuple (it goes to a library)."""
+    return field(default=default, metadata={"tuple": False})
+
+
+@dataclass(frozen=True)
+class Model:
+    """`model` group (`conf/model/*.yaml`): what to train; its dtypes are the top-level `precision`.
+
+    Attributes:
+        name_or_path: a hub id (`HuggingFaceTB/SmolLM2-135M-Instruct`), a local directory, or `embedded:NAME`.
+    """
+
+    name_or_path: str
+
+
+@dataclass(frozen=True)
+class Hub:
+    """`data.hub`: a Hugging Face hub dataset, `datasets.load_dataset(id, config, split=split)`.
+
+    Attributes:
+        id, config, split: the dataset's hub id, its configuration (None: the default) and split.
+        problem_key, answer_key: the columns of the problem and of the gold answer.
+        answer_delimiter: the gold answer is the text after its last occurrence (GSM8K's `####`); None: all of it.
+    """
+
+    id: str
+    config: str | None = None
+    split: str = "train"
+    problem_key: str = "problem"
+    answer_key: str = "answer"
+    answer_delimiter: str | None = None
+
+
+@dataclass(frozen=True)
+class Data:
+    """`data` group (`conf/data/*.yaml`): the training problems, generated (`arithmetic`) or read from a JSONL
+    file, falling back to a hub dataset (`rlvr_cli.data.problems.load_problems`).
+
+    Attributes:
+        name: the option's name (`arithmetic`, `gsm8k`, `math`, `jsonl`, `hub`).
+        instruction: appended to every prompt; None: the math default (reason step by step, answer in \\boxed{}).
+        num_samples, max_operand, num_terms, operators: the arithmetic generator's problem count, largest operand,
+            operands per problem and operators (`+`, `-`, `*`).
+        path, data_dir: the JSONL file, absolute or relative to `data_dir` (`$RLVR_DATA_DIR`); None: no file.
+        problem_key, answer_key: the file's columns.
+        max_samples: keep the first N problems after the seeded shuffle; None: all.
+        hub: where the problems come from when the file is absent (None: nowhere).
+    """
+
+    name: str
+    instruction: str | None = None
+    num_samples: int = 2000
+    max_operand: int = 20
+    num_terms: int = 2
+    operators: tuple[str, ...] = ("+",)
+    path: str | None = None
+    data_dir: str | None = None
+    problem_key: str = "problem"
+    answer_key: str = "answer"
+    max_samples: int | None = None
+    hub: Hub | None = field(default=None, metadata={"nested": Hub})
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """`optimizer` group (`conf/optimizer/*.yaml`): a Hydra instantiation target
+    (https://hydra.cc/docs/advanced/instantiate_objects/overview/) and rlvr's description of it.
+
+    Attributes:
+        name: the option's name (`sgd`, `adamw`, `muon`, ...).
+        target: the optimizer class (`_target_`, a dotted import path).
+        partial: `_partial_` (must be true: the Trainer passes the parameters).
+        state: its analytic state model (`rlvr_cli.optimizers.state.STATE_MODELS`: `sgd`, `adam`, ...).
+        requires_cuda: the class runs on CUDA only (bitsandbytes).
+        hooks: a module of training hooks (`rlvr_cli.training.axes`), e.g. Muon's checks; None: none.
+        lr: the learning rate (TrainingArguments' `learning_rate`).
+        args: the constructor's keyword arguments, `lr` included (`momentum`, `betas`, `eps`, ...).
+    """
+
+    REST: ClassVar[str] = "args"
+
+    name: str
+    target: str = _key("_target_")
+    lr: float = 0.0  # required: the schema's rule refuses a config without it
+    partial: bool = _key("_partial_", False)
+    state: str | None = None
+    requires_cuda: bool = False
+    hooks: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "args", {**self.args, "lr": self.lr})  # a constructor argument too
+
+    def instantiable(self) -> dict[str, Any]:
+        """What `hydra.utils.instantiate` builds: `_target_`, `_partial_` and a copy of the arguments."""
+        return {"_target_": self.target, "_partial_": self.partial, **copy.deepcopy(self.args)}
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """`adapter` group (`conf/adapter/*.yaml`): a PEFT method, or `full` fine-tuning (no `_target_`).
+
+    Attributes:
+        name: the option's name (`full`, `lora`, `dora`, `adalora`, ...).
+        target: the PEFT config class (`_target_`, `peft.LoraConfig`); None for full fine-tuning.
+        r: the rank; None for a method without one (IA3, LN tuning) and for full fine-tuning.
+        alpha: the scaling numerator (PEFT `lora_alpha`); None where the method has none.
+        dropout: the adapter's dropout probability; None where the method has none.
+        post_init: dotted path of `f(peft_model)` run after PEFT builds the model (MiLoRA); None: none.
+        hooks: a module of training hooks (`rlvr_cli.training.axes`), e.g. AdaLoRA's schedule; None: none.
+        optimizer_factory: `loraplus` or `lorafa` (`rlvr_cli.optimizers.build`); None: the optimizer group's class.
+        loraplus_lr_ratio: LoRA+'s learning rate of B over A's (arXiv 2402.12354); None: not LoRA+.
+        peft: every other key, the PEFT config's fields (`lora_alpha`, `target_modules`, `init_lora_weights`,
+            `use_dora`, ...), as composed.
+    """
+
+    REST: ClassVar[str] = "peft"
+
+    name: str
+    target: str | None = _key("_target_", None)
+    r: int | None = None
+    alpha: float | None = None
+    dropout: float | None = None
+    post_init: str | None = None
+    hooks: str | None = None
+    optimizer_factory: str | None = None
+    loraplus_lr_ratio: float | None = None
+    peft: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grpo:
+    """`grpo` group (`conf/grpo/*.yaml`): TRL `GRPOConfig` fields under TRL's names.
+
+    Attributes:
+        num_generations: completions per prompt (the group).
+        max_steps: optimizer steps.
+        per_device_train_batch_size: completions per optimizer step and device (TRL's default 8).
+        gradient_accumulation_steps: micro-batches per optimizer step (transformers' default 1).
+        beta: the KL coefficient (TRL's default 0.0: no reference model).
+        fields: every key of the node, these included, for `GRPOConfig(**fields)` (TRL checks them).
+    """
+
+    REST: ClassVar[str] = "fields"
+
+    num_generations: int
+    max_steps: int
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    beta: float = 0.0
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        typed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fields"}
+        object.__setattr__(self, "fields", {**typed, **self.fields})
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """`distributed` group (`conf/distributed/*.yaml`): how many processes on how many machines, and what spreads
+    the model over them (accelerate's launch names: https://huggingface.co/docs/accelerate/package_reference/cli).
+
+    Attributes:
+        name: the option's name (`none`, `ddp`, `fsdp`, `zero1`, `zero2`, `zero3`).
+        backend: `none`, `ddp`, `fsdp` or `deepspeed` (`rlvr_cli.core.modes.BACKENDS`).
+        accelerate_type: accelerate's `distributed_type` (`NO`, `MULTI_GPU`, `FSDP`, `DEEPSPEED`).
+        shards: what each process holds 1/N of (`weights`, `gradients`, `optimizer_state`).
+        num_processes: processes per machine; None: every visible GPU.
+        num_machines, machine_rank: machines (nodes) and this one's rank.
+        main_process_ip, main_process_port: the rendezvous host (None: this machine) and port.
+        timeout_s: seconds a collective waits for a rank.
+        shutdown_timeout: seconds the processes get to finish a step and save after a stop signal.
+        offload_params, offload_optimizer: DeepSpeed's CPU offload of the weights and of the optimizer state.
+        fsdp_config: transformers' `fsdp_config` mapping; None: its defaults.
+        deepspeed: a DeepSpeed config mapping or JSON file path; None: none.
+    """
+
+    name: str = "none"
+    backend: str = "none"
+    accelerate_type: str = "NO"
+    shards: tuple[str, ...] = ()
+    num_processes: int | None = 1
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None
+    main_process_port: int = 29500
+    timeout_s: float = 1800
+    shutdown_timeout: int = 300
+    offload_params: bool = False
+    offload_optimizer: bool = False
+    fsdp_config: dict[str, Any] | None = _plain()
+    deepspeed: Any = _plain()
+
+
+@dataclass(frozen=True)
+class Generation:
+    """`generation` group (`conf/generation/*.yaml`): which engine samples a GRPO step's completions.
+
+    Attributes:
+        name: the option's name (`hf`, `vllm_colocate`, `vllm_server`).
+        server: the vLLM server rlvr starts (`generation.server`, `trl vllm-serve`'s arguments plus `start` and
+            `gpus`); None: none.
+        trl: every other key, TRL `GRPOConfig` fields (`use_vllm`, `vllm_mode`, `vllm_*`), as composed.
+    """
+
+    REST: ClassVar[str] = "trl"
+
+    name: str = "hf"
+    server: dict[str, Any] | None = _plain()
+    trl: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def use_vllm(self) -> bool:
+        """Whether TRL generates with vLLM (`use_vllm`)."""
+        return bool(self.trl.get("use_vllm", False))
+
+
+@dataclass(frozen=True)
+class Logger:
+    """`logger` group (`conf/logger/*.yaml`): the tracking service.
+
+    Attributes:
+        name: `wandb` or `none`.
+        mode: W&B's mode: `auto` (online with credentials, else offline), `online`, `offline`, `disabled`.
+        project, entity, group, tags: `wandb.init`'s arguments of the same names.
+    """
+
+    name: str = "none"
+    mode: str = "auto"
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Eval:
+    """`eval` block of `train.yaml`: the final evaluation, rlvr eval's protocol.
+
+    Attributes:
+        benchmarks: benchmark names (`conf/benchmark/*.yaml`); empty: no final evaluation.
+        k: samples per problem (avg@k, pass@k, maj@k).
+        limit: problems per benchmark; None: all.
+        temperature, top_p: sampling (temperature 0: greedy).
+        max_new_tokens: tokens per completion.
+        batch_size: prompts per generation batch.
+        data_dir: the benchmarks' directory (`$RLVR_DATA_DIR`); None: the hub.
+        extract: `boxed` (only a closed `\\boxed{}` counts) or `any` (math-verify's extraction as fallback).
+    """
+
+    benchmarks: tuple[str, ...] = ()
+    k: int = 4
+    limit: int | None = None
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    batch_size: int = 16
+    data_dir: str | None = None
+    extract: str = "boxed"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.benchmarks, str):  # `eval.benchmarks=gsm8k,math500` from a shell
+            names = tuple(b.strip() for b in self.benchmarks.split(",") if b.strip())
+            object.__setattr__(self, "benchmarks", names)
+
+
+@dataclass(frozen=True)
+class Sparsity:
+    """`sparsity` block of `train.yaml`: update sparsity against the initial weights (arXiv 2505.11711).
+
+    Attributes:
+        every_n_steps: optimizer steps between measurements; 0: the last step only.
+        tolerance: a weight counts as changed beyond this absolute difference too.
+        max_copy_gb: the largest CPU copy of the initial weights to keep, in GB (1e9 bytes); None: no limit.
+    """
+
+    every_n_steps: int = 10
+    tolerance: float = 1e-5
+    max_copy_gb: float | None = 4
+
+
+@dataclass(frozen=True)
+class Trial:
+    """`trial` block of `train.yaml`: the Optuna trial a search cell is (`rlvr_cli.training.pruning`).
+
+    Attributes:
+        storage: the study's journal file.
+        study: the study's name.
+        number: the trial's number.
+        pause_at: optimizer steps after which the run pauses with a checkpoint (successive halving's promotion);
+            None: run to `grpo.max_steps`.
+        resume: reopen the paused run directory and go on from its checkpoint.
+    """
+
+    storage: str
+    study: str
+    number: int
+    pause_at: int | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resume", bool(self.resume))  # null in a sweep's cell: no
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One `rlvr train` run's config, typed and frozen (`rlvr_cli.core.compose.compose_run` builds it).
+
+    Attributes:
+        model, data, optimizer, adapter, grpo, distributed, generation, logger: the config groups.
+        rewards: reward name or dotted import path -> weight (TRL `reward_weights`), nested as composed.
+        eval: the final evaluation.
+        sparsity: the update-sparsity monitor; None: off.
+        trial: the search trial this run is; None: no search.
+        seed: the random seed (data order, sampling, initialisation).
+        precision: `fp32`, `bf16-mixed`, `bf16-true`, `fp16-mixed` or `auto` (`rlvr_cli.core.precision`).
+        output_dir: the run directory's parent.
+        run_name: the run directory's name; None: `<time>-<optimizer>-lr<lr>-<adapter>-s<seed>`.
+        save_format: `full` or `sparse_delta`.
+        stop_on_nonfinite: end the run `diverged` on a NaN or infinite loss, gradient norm or weight.
+    """
+
+    model: Model
+    data: Data
+    optimizer: Optimizer
+    adapter: Adapter
+    grpo: Grpo
+    distributed: Distributed = field(default_factory=Distributed)
+    generation: Generation = field(default_factory=Generation)
+    logger: Logger = field(default_factory=Logger)
+    rewards: dict[str, Any] = field(default_factory=dict)
+    eval: Eval = field(default_factory=Eval)
+    sparsity: Sparsity | None = field(default_factory=Sparsity)
+    trial: Trial | None = None
+    seed: int = 0
+    precision: str = "auto"
+    output_dir: str = "runs"
+    run_name: str | None = None
+    save_format: str = "full"
+    stop_on_nonfinite: bool = True
+
+    #: Field -> its class, for the fields built from a sub-node.
+    GROUPS: ClassVar[dict[str, type]] = {"model": Model, "data": Data, "optimizer": Optimizer, "adapter": Adapter,
+                                         "grpo": Grpo, "distributed": Distributed, "generation": Generation,
+                                         "logger": Logger, "eval": Eval, "sparsity": Sparsity, "trial": Trial}
+
+    @classmethod
+    def from_node(cls, node: Mapping[str, Any]) -> RunConfig:
+        """The typed config of a composed, validated run config (plain dicts: `OmegaConf.to_container`).
+
+        Raises:
+            BadInput: a key no field names (`from_node`), or a required key a node lacks.
+        """
+        node = dict(node)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in node:
+                continue
+            value = node.pop(f.name)
+            group = cls.GROUPS.get(f.name)
+            if group is not None and value is not None:
+                value = from_node(group, value, f.name)
+            elif f.name == "rewards":
+                value = copy.deepcopy(dict(value or {}))
+            kwargs[f.name] = value
+        if node:
+            key = next(iter(node))
+            raise BadInput(f"{key} is not a setting of rlvr train; drop it")
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with `changes` (`dataclasses.replace`), e.g. `run.replace(run_name="r1")`."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def use_wandb(self) -> bool:
+        """Whether the run logs to Weights & Biases (`logger=wandb`)."""
+        return self.logger.name == "wandb"
