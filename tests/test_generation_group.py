@@ -21,12 +21,11 @@ from trl import GRPOConfig
 
 from rlvr_cli.analysis.memory import GB, estimate
 from rlvr_cli.analysis.planner import Plan
-from rlvr_cli.core.compose import compose, group_options, validate
+from rlvr_cli.core.compose import compose, compose_run, group_options, validate
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.run_config import TRL_VLLM_DEFAULTS
 from rlvr_cli.evaluation.vllm import unavailable
 from rlvr_cli.training.generation import (
-    RLVR_KEYS,
-    SERVER_KEYS,
     ServerError,
     check_generation,
     check_server_address,
@@ -48,7 +47,7 @@ EVAL_MISSING = unavailable("--backend vllm", "--backend hf", training=False)
 
 
 def _gen(*overrides: str):
-    return compose(list(overrides)).generation
+    return compose_run(list(overrides)).generation
 
 
 def _free_port() -> int:
@@ -64,9 +63,9 @@ def _free_port() -> int:
 def test_every_generation_file_builds_a_real_grpo_config(option, tmp_path):
     cfg = compose([f"generation={option}"])
     validate(cfg)
-    fields = grpo_fields(cfg.generation)
+    fields = grpo_fields(compose_run([f"generation={option}"]).generation)
     written = OmegaConf.to_container(cfg.generation)
-    assert set(fields) == set(written) - set(RLVR_KEYS)
+    assert set(fields) == (set(written) - {"name", "server"}) | set(TRL_VLLM_DEFAULTS)  # the typed ones: TRL's
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **fields)
     for key, value in fields.items():  # every field reached TRL under its own name
         assert getattr(args, key) == value, key
@@ -84,11 +83,11 @@ def test_a_misspelled_generation_field_fails_in_grpo_config(tmp_path):
 def test_the_server_file_builds_real_trl_vllm_serve_arguments(tmp_path):
     gen = _gen("generation=vllm_server", "generation.server.tensor_parallel_size=2",
                "generation.server.gpu_memory_utilization=0.8", "generation.vllm_server_port=8123")
-    server = OmegaConf.to_container(gen.server)
+    server = gen.server.script_arguments()
+    assert server["tensor_parallel_size"] == 2 and server["gpu_memory_utilization"] == 0.8
     args = server_args(gen, str(tmp_path))
     for key, value in server.items():
-        if key not in SERVER_KEYS:
-            assert getattr(args, key) == value, key
+        assert getattr(args, key) == value, key
     assert (args.model, args.host, args.port) == (str(tmp_path), gen.vllm_server_host, gen.vllm_server_port)
 
     argv, env = server_command(gen, str(tmp_path), [6, 7], environ={"PATH": "/bin"})

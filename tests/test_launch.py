@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import CHARS, REPO, TINY
 
-from rlvr_cli.core.compose import compose, compose_run
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import read_metrics
 from rlvr_cli.training import parallelism
@@ -77,7 +77,7 @@ def test_zero_configs_pass_deepspeeds_own_config_class_after_transformers_fills_
     from trl import GRPOConfig
 
     for name in ("zero1", "zero2", "zero3"):
-        cfg = compose([*TINY, f"distributed={name}", "distributed.offload_optimizer=true"])
+        cfg = compose_run([*TINY, f"distributed={name}", "distributed.offload_optimizer=true"])
         fields = parallelism.trainer_fields(cfg.distributed, cuda=False)
         assert fields["ddp_timeout"] == 1800 and "bf16" not in fields  # no mixed precision on CPU
         ds = fields["deepspeed"]

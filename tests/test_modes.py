@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from rlvr_cli.core import modes, schema
 from rlvr_cli.core.compose import compose, compose_run, config_dir, group_options, validate
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.run_config import Distributed
 from rlvr_cli.training import parallelism
 
 GROUP_DIRS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra")
@@ -37,26 +38,26 @@ def test_the_option_lists_are_the_files():
     ("zero3", {"weights", "gradients", "optimizer_state"}),
 ])
 def test_what_each_mode_shards_comes_from_its_file(name, expected):
-    dist = compose([f"distributed={name}"]).distributed
+    dist = compose_run([f"distributed={name}"]).distributed
     assert modes.sharded(dist) == expected
     assert modes.shards_weights(dist) == ("weights" in expected)
     assert modes.multi_process(dist) == (name != "none")
 
 
 def test_under_deepspeed_the_zero_stage_decides_not_the_name():
-    dist = compose(["distributed=zero2", "distributed.deepspeed.zero_optimization.stage=3"]).distributed
+    dist = compose_run(["distributed=zero2", "distributed.deepspeed.zero_optimization.stage=3"]).distributed
     assert modes.zero_stage(dist) == 3 and modes.shards_weights(dist)
     files = parallelism.accelerate_config(dist, processes=2, cuda=False)
     assert files["deepspeed_config"]["zero3_init_flag"] is True
-    dist = compose(["distributed=zero3", "distributed.deepspeed.zero_optimization.stage=1"]).distributed
+    dist = compose_run(["distributed=zero3", "distributed.deepspeed.zero_optimization.stage=1"]).distributed
     assert modes.sharded(dist) == {"optimizer_state"}
 
 
 def test_bad_traits_are_one_line():
     with pytest.raises(BadInput, match="distributed.shards names 'weight'; it lists"):
-        modes.sharded({"backend": "ddp", "shards": ["weight"]})
+        modes.sharded(Distributed(backend="ddp", shards=("weight",)))
     with pytest.raises(BadInput, match="stage must be 0, 1, 2 or 3, got 4"):
-        modes.zero_stage({"backend": "deepspeed", "deepspeed": {"zero_optimization": {"stage": 4}}})
+        modes.zero_stage(Distributed(backend="deepspeed", deepspeed={"zero_optimization": {"stage": 4}}))
     with pytest.raises(BadInput, match="distributed.backend must be one of none, ddp, fsdp, deepspeed"):
         validate(compose(["distributed=ddp", "distributed.num_processes=2", "distributed.backend=horovod"]))
 
@@ -66,9 +67,8 @@ def test_a_new_distributed_mode_is_one_file(own_conf):
         "# ZeRO-2 with its optimizer state in CPU memory\n"
         "defaults:\n  - zero2\n  - _self_\n\nname: zero2_offload\noffload_optimizer: true\n")
     assert "zero2_offload" in group_options("distributed")
-    cfg = compose(["model=tiny-random", "distributed=zero2_offload", "distributed.num_processes=2"])
-    validate(cfg)
-    parallelism.check(compose_run(["model=tiny-random", "distributed=zero2_offload", "distributed.num_processes=2"]))
+    cfg = compose_run(["model=tiny-random", "distributed=zero2_offload", "distributed.num_processes=2"])
+    parallelism.check(cfg)
     assert modes.sharded(cfg.distributed) == {"optimizer_state", "gradients"}
     zero = parallelism.trainer_fields(cfg.distributed, cuda=False)["deepspeed"]["zero_optimization"]
     assert zero["stage"] == 2 and zero["offload_optimizer"]["device"] == "cpu"
@@ -85,8 +85,7 @@ def test_a_new_distributed_mode_is_one_file(own_conf):
 def test_a_new_generation_backend_is_one_file(own_conf):
     (own_conf / "generation" / "vllm_big.yaml").write_text(
         "defaults:\n  - vllm_colocate\n  - _self_\n\nname: vllm_big\nvllm_gpu_memory_utilization: 0.6\n")
-    cfg = compose(["model=tiny-random", "generation=vllm_big"])
-    validate(cfg)
+    cfg = compose_run(["model=tiny-random", "generation=vllm_big"])
     assert modes.uses_vllm(cfg.generation) and modes.vllm_mode(cfg.generation) == "colocate"
     assert not modes.starts_server(cfg.generation)
     from rlvr_cli.training import generation

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import CHARS, TINY
 
-from rlvr_cli.core.compose import compose
+from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.evaluation.sampling import CPU_KV_CACHE_BYTES
 from rlvr_cli.evaluation.vllm import unavailable, vllm_build
@@ -187,9 +187,9 @@ def _free_port() -> int:
 
 
 def _server_gen(port: int, *extra: str):
-    return compose(["generation=vllm_server", "model=tiny-random", f"generation.vllm_server_port={port}",
-                    "generation.server.gpu_memory_utilization=0.15", "+generation.server.enforce_eager=true",
-                    "generation.vllm_server_timeout=240", *extra]).generation
+    return compose_run(["generation=vllm_server", "model=tiny-random", f"generation.vllm_server_port={port}",
+                        "generation.server.gpu_memory_utilization=0.15", "+generation.server.enforce_eager=true",
+                        "generation.vllm_server_timeout=240", *extra]).generation
 
 
 def _alive(group: int, wait_s: float = 10.0) -> bool:

@@ -17,11 +17,12 @@ import functools
 import math
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Protocol
 
 from rlvr_cli.core import modes
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.groups import group_options
+from rlvr_cli.core.run_config import Distributed, from_node
 
 #: What a distributed mode shards (`rlvr_cli.core.modes.SHARDABLE`) -> the model-state parts it splits over the GPUs.
 #: ZeRO (Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models", arXiv
@@ -42,18 +43,18 @@ OFFLOADS: dict[str, frozenset[str]] = {
 
 
 @functools.cache
-def shard_mode(name: str) -> Any:
-    """The `distributed` node of `--shard NAME`: a file of conf/distributed/ (`rlvr train distributed=NAME`), so
+def shard_mode(name: str) -> Distributed:
+    """The typed `distributed` of `--shard NAME`: a file of conf/distributed/ (`rlvr train distributed=NAME`), so
     that the planner and training share one list of modes and their traits (`rlvr_cli.core.modes`).
 
     Raises:
         BadInput: no such file (the message lists them, least sharded first).
     """
-    from rlvr_cli.core.compose import compose
+    from rlvr_cli.core.compose import compose, plain
 
     if name not in group_options("distributed"):
         raise BadInput(f"unknown --shard '{name}'; valid: {', '.join(shard_names())}")
-    return compose([f"distributed={name}"]).distributed
+    return from_node(Distributed, plain(compose([f"distributed={name}"]).distributed), "distributed")
 
 
 def shard_parts(name: str) -> frozenset[str]:

@@ -1,6 +1,7 @@
 """What a distributed mode and a generation backend are, read from the traits their config files state
 (`conf/distributed/<name>.yaml`, `conf/generation/<name>.yaml`), never from their names: code asks
-`shards_weights(dist)` or `uses_vllm(gen)`, so that a new mode or backend is one file.
+`shards_weights(dist)` or `uses_vllm(gen)` of a run's typed `Distributed` or `Generation`
+(`rlvr_cli.core.run_config`), so that a new mode or backend is one file.
 
 A distributed file states its `backend` (`none`, `ddp`, `fsdp` or `deepspeed`), accelerate's `accelerate_type`, and
 what each process holds 1/N of (`shards`: `weights`, `gradients`, `optimizer_state`). Under DeepSpeed what is sharded
@@ -12,12 +13,13 @@ shards the optimizer state, stage 2 also the gradients, stage 3 also the weights
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from rlvr_cli.core.errors import BadInput, one_line
+from rlvr_cli.core.run_config import Distributed, Generation
 
 #: `distributed.backend` values: what spreads the model (torch DDP, torch FSDP, DeepSpeed), or one process.
 BACKENDS = ("none", "ddp", "fsdp", "deepspeed")
@@ -28,24 +30,24 @@ ZERO_SHARDS = {0: frozenset(), 1: frozenset({"optimizer_state"}), 2: frozenset({
                3: frozenset(SHARDABLE)}
 
 
-def backend(dist: Mapping[str, Any] | None) -> str:
-    """`distributed.backend`: `none` (one process), `ddp`, `fsdp` or `deepspeed`; `none` for a missing node."""
-    return str((dist or {}).get("backend", "none"))
+def backend(dist: Distributed) -> str:
+    """`distributed.backend`: `none` (one process), `ddp`, `fsdp` or `deepspeed`."""
+    return dist.backend
 
 
-def multi_process(dist: Mapping[str, Any] | None) -> bool:
+def multi_process(dist: Distributed) -> bool:
     """Whether the mode runs several processes (any backend but `none`)."""
     return backend(dist) != "none"
 
 
-def deepspeed_section(dist: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """`distributed.deepspeed` as a plain dict: the mapping, or the DeepSpeed JSON file it names
-    (https://www.deepspeed.ai/docs/config-json/); None when the node has none.
+def deepspeed_section(dist: Distributed) -> dict[str, Any] | None:
+    """`distributed.deepspeed` as a new plain dict: a copy of the mapping, or the DeepSpeed JSON file it names
+    (https://www.deepspeed.ai/docs/config-json/); None when the mode has none.
 
     Raises:
         BadInput: the file is missing or not JSON.
     """
-    ds = (dist or {}).get("deepspeed")
+    ds = dist.deepspeed
     if ds is None:
         return None
     if isinstance(ds, str):
@@ -53,12 +55,10 @@ def deepspeed_section(dist: Mapping[str, Any] | None) -> dict[str, Any] | None:
             return json.loads(Path(ds).expanduser().read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise BadInput(f"distributed.deepspeed={ds}: cannot read a DeepSpeed JSON config: {one_line(e)}") from None
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(ds, resolve=True) if isinstance(ds, DictConfig) else json.loads(json.dumps(ds))
+    return copy.deepcopy(dict(ds))
 
 
-def zero_stage(dist: Mapping[str, Any] | None) -> int | None:
+def zero_stage(dist: Distributed) -> int | None:
     """The ZeRO stage (0-3) of a `deepspeed` backend's config (`zero_optimization.stage`, DeepSpeed's default 0);
     None for other backends.
 
@@ -67,13 +67,14 @@ def zero_stage(dist: Mapping[str, Any] | None) -> int | None:
     """
     if backend(dist) != "deepspeed":
         return None
-    stage = ((deepspeed_section(dist) or {}).get("zero_optimization") or {}).get("stage", 0)
+    zero = (deepspeed_section(dist) or {}).get("zero_optimization") or {}  # DeepSpeed's config, its defaults
+    stage = zero.get("stage", 0)
     if stage not in ZERO_SHARDS:
         raise BadInput(f"distributed.deepspeed.zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     return int(stage)
 
 
-def sharded(dist: Mapping[str, Any] | None) -> frozenset[str]:
+def sharded(dist: Distributed) -> frozenset[str]:
     """What each process holds 1/N of, a subset of `SHARDABLE`: the ZeRO stage's under DeepSpeed (`ZERO_SHARDS`),
     else the file's `shards` list.
 
@@ -83,14 +84,14 @@ def sharded(dist: Mapping[str, Any] | None) -> frozenset[str]:
     stage = zero_stage(dist)
     if stage is not None:
         return ZERO_SHARDS[stage]
-    shards = frozenset((dist or {}).get("shards") or ())
+    shards = frozenset(dist.shards or ())
     if bad := sorted(shards - set(SHARDABLE)):
         raise BadInput(f"distributed.shards names {bad[0]!r}; it lists what each process holds 1/N of: "
                        f"{', '.join(SHARDABLE)}")
     return shards
 
 
-def shards_weights(dist: Mapping[str, Any] | None) -> bool:
+def shards_weights(dist: Distributed) -> bool:
     """Whether no process holds the whole weights (FSDP full shard, ZeRO-3): the main process then cannot
     initialise, convert or compare them without gathering.
 
@@ -100,18 +101,17 @@ def shards_weights(dist: Mapping[str, Any] | None) -> bool:
     return "weights" in sharded(dist)
 
 
-def uses_vllm(gen: Mapping[str, Any] | None) -> bool:
+def uses_vllm(gen: Generation) -> bool:
     """Whether the generation backend samples with vLLM (TRL `GRPOConfig.use_vllm`)."""
-    return bool((gen or {}).get("use_vllm", False))
+    return gen.use_vllm
 
 
-def vllm_mode(gen: Mapping[str, Any] | None) -> str | None:
+def vllm_mode(gen: Generation) -> str | None:
     """TRL's `vllm_mode` of a vLLM backend: `colocate` (an engine in every training process) or `server` (a separate
     vLLM server); None without vLLM."""
-    mode = (gen or {}).get("vllm_mode")
-    return str(mode) if uses_vllm(gen) and mode is not None else None
+    return gen.vllm_mode if gen.use_vllm else None
 
 
-def starts_server(gen: Mapping[str, Any] | None) -> bool:
+def starts_server(gen: Generation) -> bool:
     """Whether rlvr starts a vLLM server itself for the run (`vllm_mode: server` with `server.start`)."""
-    return vllm_mode(gen) == "server" and bool(((gen or {}).get("server") or {}).get("start"))
+    return vllm_mode(gen) == "server" and gen.server is not None and gen.server.start

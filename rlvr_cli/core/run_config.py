@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from rlvr_cli.core.errors import BadInput
 
 __all__ = ["Adapter", "Data", "Distributed", "Eval", "Generation", "Grpo", "Hub", "Logger", "Model", "Optimizer",
-           "RunConfig", "Sparsity", "Trial", "from_node", "to_node"]
+           "RunConfig", "Sparsity", "Trial", "VllmServer", "from_node", "to_node"]
 
 
 def from_node(cls: type, node: Mapping[str, Any] | None, where: str) -> Any:
@@ -301,26 +301,76 @@ class Distributed:
 
 
 @dataclass(frozen=True)
+class VllmServer:
+    """`generation.server` (`conf/generation/vllm_server.yaml`): the vLLM server rlvr starts, under the names of
+    TRL's `trl vllm-serve` arguments (`trl.scripts.vllm_serve.ScriptArguments`), plus rlvr's `start` and `gpus`.
+
+    Attributes:
+        start: rlvr starts the server for the run's duration (False: one runs already at the host and port).
+        gpus: CUDA device ids for it; None: the next free ones after the training processes'.
+        tensor_parallel_size, data_parallel_size: GPUs one copy of the model spans, and copies (ScriptArguments').
+        args: every other `ScriptArguments` field (`gpu_memory_utilization`, `max_model_len`, `dtype`, ...).
+    """
+
+    REST: ClassVar[str] = "args"
+
+    start: bool = False
+    gpus: tuple[int, ...] | None = None
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """GPUs the server takes: `tensor_parallel_size x data_parallel_size`."""
+        return self.tensor_parallel_size * self.data_parallel_size
+
+    def script_arguments(self) -> dict[str, Any]:
+        """Its `trl vllm-serve` arguments: the parallel sizes and `args` (not rlvr's `start` and `gpus`)."""
+        return {"tensor_parallel_size": self.tensor_parallel_size, "data_parallel_size": self.data_parallel_size,
+                **copy.deepcopy(self.args)}
+
+
+#: TRL `GRPOConfig` defaults (TRL 1.16) of the vLLM fields `Generation` types: what TRL does when a file sets none.
+TRL_VLLM_DEFAULTS = {"use_vllm": False, "vllm_mode": "colocate", "vllm_tensor_parallel_size": 1,
+                     "vllm_server_host": "0.0.0.0", "vllm_server_port": 8000, "vllm_server_base_url": None,
+                     "vllm_server_timeout": 240.0}
+
+
+@dataclass(frozen=True)
 class Generation:
-    """`generation` group (`conf/generation/*.yaml`): which engine samples a GRPO step's completions.
+    """`generation` group (`conf/generation/*.yaml`): which engine samples a GRPO step's completions, with TRL's
+    `GRPOConfig` names for its vLLM fields (https://huggingface.co/docs/trl/main/en/vllm_integration).
 
     Attributes:
         name: the option's name (`hf`, `vllm_colocate`, `vllm_server`).
-        server: the vLLM server rlvr starts (`generation.server`, `trl vllm-serve`'s arguments plus `start` and
-            `gpus`); None: none.
-        trl: every other key, TRL `GRPOConfig` fields (`use_vllm`, `vllm_mode`, `vllm_*`), as composed.
+        use_vllm: TRL generates with vLLM (the file's trait; `hf`: False).
+        vllm_mode: `colocate` (an engine in every training process) or `server` (a separate vLLM server).
+        vllm_tensor_parallel_size: GPUs one colocated engine spans.
+        vllm_server_host, vllm_server_port: where the trainer reaches the server.
+        vllm_server_base_url: a running server's URL, instead of host and port; None: host and port.
+        vllm_server_timeout: seconds the trainer (and rlvr, for a server it starts) waits for the server.
+        server: the vLLM server rlvr starts; None: none.
+        trl: every other key, TRL `GRPOConfig` fields (`vllm_gpu_memory_utilization`, `vllm_*`), as composed.
+    The typed TRL fields default to TRL's own (`TRL_VLLM_DEFAULTS`).
     """
 
     REST: ClassVar[str] = "trl"
 
     name: str = "hf"
-    server: dict[str, Any] | None = _plain()
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    vllm_tensor_parallel_size: int = 1
+    vllm_server_host: str = "0.0.0.0"
+    vllm_server_port: int = 8000
+    vllm_server_base_url: str | None = None
+    vllm_server_timeout: float = 240.0
+    server: VllmServer | None = field(default=None, metadata={"nested": VllmServer})
     trl: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def use_vllm(self) -> bool:
-        """Whether TRL generates with vLLM (`use_vllm`)."""
-        return bool(self.trl.get("use_vllm", False))
+    def grpo_fields(self) -> dict[str, Any]:
+        """Its TRL `GRPOConfig` fields: the typed ones (TRL's defaults where the file sets none) and `trl`."""
+        return {k: getattr(self, k) for k in TRL_VLLM_DEFAULTS} | copy.deepcopy(self.trl)
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ def check_run(cfg: RunConfig) -> None:
     a = cfg.adapter
     if not residual_base(a):
         return
-    if modes.shards_weights(to_node(cfg.distributed)):
+    if modes.shards_weights(cfg.distributed):
         raise BadInput(f"adapter={a.name} trains against a residual base and is saved converted, which needs whole "
                        f"weights on the main process; distributed={cfg.distributed.name} shards them: use "
                        f"distributed=ddp or zero2")

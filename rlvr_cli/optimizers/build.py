@@ -43,7 +43,7 @@ import torch
 from rlvr_cli.core import modes
 from rlvr_cli.core.compose import plain
 from rlvr_cli.core.errors import BadInput, root_cause
-from rlvr_cli.core.run_config import Optimizer, RunConfig, to_node
+from rlvr_cli.core.run_config import Optimizer, RunConfig
 from rlvr_cli.optimizers.muon import MuonOverModel, MuonWithAdamW
 
 #: Keys of an optimizer config that describe it and are not constructor arguments (stripped before instantiate).
@@ -178,7 +178,7 @@ def trainer_optimizer(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
         raise BadInput(f"adapter={adapter_name}: unknown optimizer_factory {factory!r}; valid: "
                        f"{', '.join(ADAPTER_FACTORIES)}, or null")
     if cls is MuonWithAdamW or factory == "lorafa":
-        if modes.backend(to_node(cfg.distributed)) == "deepspeed" or cfg.grpo.fields.get("deepspeed"):
+        if modes.backend(cfg.distributed) == "deepspeed" or cfg.grpo.fields.get("deepspeed"):
             what = "optimizer=muon" if cls is MuonWithAdamW else f"adapter={adapter_name} (LoRA-FA)"
             raise BadInput(f"{what} cannot run under DeepSpeed ZeRO, which steps flattened 1-D partitions: use "
                            f"distributed=ddp or distributed=fsdp")

@@ -38,7 +38,7 @@ from typing import Any
 
 from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.core.precision import Precision
-from rlvr_cli.core.run_config import Adapter, Optimizer, RunConfig, to_node
+from rlvr_cli.core.run_config import Adapter, Optimizer, RunConfig
 
 #: The hook functions an option's `hooks` module may define (`Axis` gives each one's signature).
 HOOKS = ("check", "trainer_fields", "trainer_class", "callbacks", "serve", "after_model_load", "after_train",
@@ -82,7 +82,7 @@ def run_context(cfg: RunConfig, launched: int = 1, main: bool = True) -> RunCont
     from rlvr_cli.core import precision
     from rlvr_cli.training import parallelism
 
-    processes = parallelism.run_processes(to_node(cfg.distributed), launched)  # launched or to launch
+    processes = parallelism.run_processes(cfg.distributed, launched)  # launched or to launch
     return RunContext(cfg, precision.resolve(cfg.precision, cuda=parallelism.cuda_available()), world_size=processes,
                       local_processes=processes // cfg.distributed.num_machines, main=main, launched=launched)
 
@@ -163,7 +163,7 @@ def _distributed_fields(run: RunContext) -> dict[str, Any]:
 
     from rlvr_cli.training import parallelism
 
-    return parallelism.trainer_fields(to_node(run.cfg.distributed), cuda=torch.cuda.is_available())
+    return parallelism.trainer_fields(run.cfg.distributed, cuda=torch.cuda.is_available())
 
 
 # --- generation ---------------------------------------------------------------------------------------------------
@@ -171,14 +171,14 @@ def _distributed_fields(run: RunContext) -> dict[str, Any]:
 def _generation_check(run: RunContext) -> None:
     from rlvr_cli.training import generation
 
-    generation.check_generation(to_node(run.cfg.generation), num_processes=run.world_size, main_process=run.main,
+    generation.check_generation(run.cfg.generation, num_processes=run.world_size, main_process=run.main,
                                 local_processes=run.local_processes)
 
 
 def _generation_fields(run: RunContext) -> dict[str, Any]:
     from rlvr_cli.training import generation
 
-    return generation.grpo_fields(to_node(run.cfg.generation))
+    return generation.grpo_fields(run.cfg.generation)
 
 
 def _generation_serve(run: RunContext, run_path: Path) -> AbstractContextManager[Any]:
@@ -186,7 +186,7 @@ def _generation_serve(run: RunContext, run_path: Path) -> AbstractContextManager
         return contextlib.nullcontext()
     from rlvr_cli.training import generation
 
-    return generation.vllm_server(to_node(run.cfg.generation), run.cfg.model.name_or_path,
+    return generation.vllm_server(run.cfg.generation, run.cfg.model.name_or_path,
                                   local_processes=run.local_processes, log_path=run_path / "vllm_server.log")
 
 

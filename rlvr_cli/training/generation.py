@@ -27,23 +27,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
-
-from rlvr_cli.core import modes, schema
-from rlvr_cli.core.compose import plain
+from rlvr_cli.core import modes
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.groups import group_options
+from rlvr_cli.core.run_config import Generation, VllmServer, from_node
 from rlvr_cli.evaluation.vllm import require_vllm
 from rlvr_cli.models.loading import model_path
 
-#: Keys of a `generation` node that are rlvr's, not `GRPOConfig` fields.
-RLVR_KEYS = ("name", "server")
-#: Keys of `generation.server` that are rlvr's, not `trl vllm-serve` arguments.
-SERVER_KEYS = ("start", "gpus")
 #: Hosts that mean "this machine" to a server that listens on them.
 ANY_HOST = ("0.0.0.0", "::", "")
 #: An HTTP opener that ignores `http_proxy`: health probes go straight to the server.
@@ -55,86 +48,73 @@ class ServerError(RuntimeError):
     the URL, and the server's log file."""
 
 
-@dataclass
-class _Run:
-    """A wrapper schema, so that `schema.check` names keys `generation.KEY` as a run config does."""
-
-    generation: schema.GenerationSchema = field(default=MISSING)
-
-
-def check_settings(gen_cfg: Any, *, num_processes: int) -> dict[str, Any]:
-    """The checks of a `generation` node that need no GPU: types and ranges (the `GenerationSchema` rules), the
-    choice's TRL mode, and what spans several keys. Used by `check_generation` first, so a bad value is named even
-    on a machine without vLLM.
+def check_settings(gen: Generation, *, num_processes: int) -> None:
+    """The checks of a `generation` choice that need no GPU and span several keys (each value's type and range was
+    checked when the run config was made, `rlvr_cli.core.compose.compose_run`): the choice's TRL mode, and what
+    spans several keys. Used by `check_generation` first, so a bad value is named even on a machine without vLLM.
 
     Args:
-        gen_cfg: the `generation` node of a run config (`conf/generation/*.yaml` plus overrides).
+        gen: the run's `generation` (`conf/generation/*.yaml` plus overrides).
         num_processes: training processes over all machines (the world size).
 
-    Returns:
-        the node as a plain, typed dict.
-
     Raises:
-        BadInput: a value of the wrong type or out of range (`generation.vllm_gpu_memory_utilization` outside
-            (0, 1], a port outside 1..65535, ...); `use_vllm` or `vllm_mode` that contradict the choice;
-            `vllm_tensor_parallel_size` not dividing the processes (colocate: TRL groups that many processes
-            around one engine); `server.gpus` whose count is not `tensor_parallel_size x data_parallel_size`;
-            a `server` field `trl vllm-serve` does not take; `vllm_server_base_url` with `server.start`.
+        BadInput: `use_vllm` or `vllm_mode` that contradict the choice; `vllm_tensor_parallel_size` not dividing the
+            processes (colocate: TRL groups that many processes around one engine); `server.gpus` whose count is not
+            `tensor_parallel_size x data_parallel_size`; a `server` field `trl vllm-serve` does not take;
+            `vllm_server_base_url` with `server.start`.
     """
-    gen = plain(schema.typed({"generation": plain(gen_cfg)}, _Run).generation)
-    name = gen["name"]
+    name = gen.name
     stated = backend_traits(name)  # what the file says it is; an override may not make it another backend
-    use_vllm, want = bool(gen.get("use_vllm", False)), stated["vllm_mode"]
-    if not stated["use_vllm"]:
+    use_vllm, want = gen.use_vllm, stated.vllm_mode
+    if not stated.use_vllm:
         if use_vllm:
-            vllm = " or ".join(f"generation={n}" for n in group_options("generation") if backend_traits(n)["use_vllm"])
+            vllm = " or ".join(f"generation={n}" for n in group_options("generation") if backend_traits(n).use_vllm)
             raise BadInput(f"generation={name} samples with transformers' generate, got generation.use_vllm=true; "
                            f"use {vllm}")
-        return gen
-    if not use_vllm or gen.get("vllm_mode") != want:
+        return
+    if not use_vllm or gen.vllm_mode != want:
         raise BadInput(f"generation={name} needs generation.use_vllm=true and generation.vllm_mode={want}, got "
-                       f"{use_vllm} and {gen.get('vllm_mode')!r}; drop those overrides, or pick the generation file "
+                       f"{use_vllm} and {gen.vllm_mode!r}; drop those overrides, or pick the generation file "
                        f"of that mode")
     if want == "colocate":
-        tp = gen.get("vllm_tensor_parallel_size", 1)
+        tp = gen.vllm_tensor_parallel_size
         if num_processes % tp:
             raise BadInput(f"generation.vllm_tensor_parallel_size={tp} must divide the {num_processes} training "
                            f"process(es) (TRL runs one vLLM engine per group of {tp}); e.g. "
                            f"generation.vllm_tensor_parallel_size=1")
-        return gen
-    server = gen.get("server") or {}
-    if server.get("start") and gen.get("vllm_server_base_url"):
-        raise BadInput(f"generation.vllm_server_base_url={gen['vllm_server_base_url']!r} names a running server, "
+        return
+    server = gen.server
+    if server is None or not server.start:
+        return
+    if gen.vllm_server_base_url:
+        raise BadInput(f"generation.vllm_server_base_url={gen.vllm_server_base_url!r} names a running server, "
                        "but generation.server.start=true starts one: set generation.server.start=false, or drop "
                        "vllm_server_base_url")
-    if server.get("start"):
-        server_args(gen, "MODEL")  # a field trl vllm-serve does not take
-        gpus = server.get("gpus")
-        if gpus is not None:
-            if len(gpus) != _server_size(gen) or len(set(gpus)) != len(gpus) or any(g < 0 for g in gpus):
-                raise BadInput(f"generation.server.gpus={gpus} must be {_server_size(gen)} distinct GPU ids >= 0 "
-                               f"(server.tensor_parallel_size x server.data_parallel_size); e.g. "
-                               f"generation.server.gpus=[{num_processes}]")
-    return gen
+    server_args(gen, "MODEL")  # a field trl vllm-serve does not take
+    gpus = server.gpus
+    if gpus is not None:
+        if len(gpus) != server.size or len(set(gpus)) != len(gpus) or any(g < 0 for g in gpus):
+            raise BadInput(f"generation.server.gpus={list(gpus)} must be {server.size} distinct GPU ids >= 0 "
+                           f"(server.tensor_parallel_size x server.data_parallel_size); e.g. "
+                           f"generation.server.gpus=[{num_processes}]")
 
 
-def backend_traits(name: str) -> dict[str, Any]:
-    """The traits a generation file states (`use_vllm`, `vllm_mode`; `rlvr_cli.core.modes`), as composed without
-    overrides: `generation=NAME` alone."""
-    from rlvr_cli.core.compose import compose
+def backend_traits(name: str) -> Generation:
+    """The generation file `name` as composed without overrides (`generation=NAME` alone): the traits it states
+    (`use_vllm`, `vllm_mode`; `rlvr_cli.core.modes`)."""
+    from rlvr_cli.core.compose import compose, plain
 
-    gen = compose([f"generation={name}"]).generation
-    return {"use_vllm": modes.uses_vllm(gen), "vllm_mode": gen.get("vllm_mode")}
+    return from_node(Generation, plain(compose([f"generation={name}"]).generation), "generation")
 
 
-def check_generation(gen_cfg: Any, *, num_processes: int, local_processes: int | None = None,
+def check_generation(gen: Generation, *, num_processes: int, local_processes: int | None = None,
                      main_process: bool = True) -> None:
     """Check a `generation` choice before any model loads: `check_settings`, then (vLLM choices) that vLLM and
     CUDA are there, then, for a server rlvr starts, that its address is this machine's and free and that it has
     GPUs of its own. `hf` needs nothing.
 
     Args:
-        gen_cfg: the `generation` node of a run config.
+        gen: the run's `generation`.
         num_processes: training processes over all machines (TRL's world size).
         local_processes: training processes on this machine, which use CUDA devices 0..local_processes-1 of
             the visible ones (one per `LOCAL_RANK`); default `num_processes`.
@@ -149,10 +129,10 @@ def check_generation(gen_cfg: Any, *, num_processes: int, local_processes: int |
     Sources: TRL's vLLM integration, https://huggingface.co/docs/trl/main/en/vllm_integration (colocate and
     server modes, `trl vllm-serve`).
     """
-    gen = check_settings(gen_cfg, num_processes=num_processes)
-    if not gen.get("use_vllm"):  # the trait, as its file states it (check_settings refuses an override of it)
+    check_settings(gen, num_processes=num_processes)
+    if not gen.use_vllm:  # the trait, as its file states it (check_settings refuses an override of it)
         return
-    require_vllm(f"generation={gen['name']}", "generation=hf")
+    require_vllm(f"generation={gen.name}", "generation=hf")
     if main_process and modes.starts_server(gen):
         check_server_address(gen)
         import torch
@@ -161,28 +141,19 @@ def check_generation(gen_cfg: Any, *, num_processes: int, local_processes: int |
                     visible=visible_gpus(torch.cuda.device_count()))
 
 
-def grpo_fields(gen_cfg: Any) -> dict[str, Any]:
-    """The TRL `GRPOConfig` fields of a `generation` choice: every key of the node under its TRL name, less rlvr's
-    own (`name`, `server`). `{}` for `hf`; for `vllm_colocate` e.g. `{"use_vllm": True, "vllm_mode":
-    "colocate", "vllm_gpu_memory_utilization": 0.3, "vllm_tensor_parallel_size": 1, ...}`.
+def grpo_fields(gen: Generation) -> dict[str, Any]:
+    """The TRL `GRPOConfig` fields of a `generation` choice (`Generation.grpo_fields`): its TRL fields under their
+    TRL names, less rlvr's own (`name`, `server`); TRL's own defaults for `hf`; for `vllm_colocate` e.g.
+    `{"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3, ...}`.
 
     Field reference: https://huggingface.co/docs/trl/main/en/grpo_trainer (GRPOConfig, "Parameters that control
     generation acceleration powered by vLLM"). A misspelled `+generation.FIELD` makes `GRPOConfig(...)` raise
     `TypeError`, as a misspelled `+grpo.FIELD` does.
-
-    Args:
-        gen_cfg: the `generation` node of a run config (DictConfig or mapping), checked by `check_settings`.
     """
-    return {k: v for k, v in plain(gen_cfg).items() if k not in RLVR_KEYS}
+    return gen.grpo_fields()
 
 
 # --- the server rlvr starts ---------------------------------------------------------------------------------------
-
-
-def _server_size(gen: Mapping[str, Any]) -> int:
-    """GPUs a server takes: `tensor_parallel_size x data_parallel_size` of `generation.server`."""
-    server = gen.get("server") or {}
-    return int(server.get("tensor_parallel_size", 1)) * int(server.get("data_parallel_size", 1))
 
 
 def visible_gpus(count: int, environ: Mapping[str, str] | None = None) -> list[int] | None:
@@ -203,7 +174,7 @@ def visible_gpus(count: int, environ: Mapping[str, str] | None = None) -> list[i
     return [int(s) for s in ids][:count] if count else [int(s) for s in ids]
 
 
-def server_gpus(gen_cfg: Any, *, local_processes: int, visible: Sequence[int] | None) -> list[int]:
+def server_gpus(gen: Generation, *, local_processes: int, visible: Sequence[int] | None) -> list[int]:
     """The CUDA device ids (as `CUDA_VISIBLE_DEVICES` takes them) of the server rlvr starts.
 
     Training rank `LOCAL_RANK=i` uses visible device i, so the training processes of this machine hold
@@ -211,7 +182,7 @@ def server_gpus(gen_cfg: Any, *, local_processes: int, visible: Sequence[int] | 
     data_parallel_size` visible devices after those; a list must avoid them and be visible.
 
     Args:
-        gen_cfg: the `generation` node (`vllm_server`).
+        gen: the run's `generation` (`vllm_server`).
         local_processes: training processes on this machine.
         visible: `visible_gpus(...)`; None: unknown ids (UUIDs), only an explicit `server.gpus` works.
 
@@ -219,8 +190,8 @@ def server_gpus(gen_cfg: Any, *, local_processes: int, visible: Sequence[int] | 
         BadInput: not enough GPUs beside the training processes; `server.gpus` that the training processes use
             or that this process cannot see.
     """
-    gen = plain(gen_cfg)
-    need, gpus = _server_size(gen), (gen.get("server") or {}).get("gpus")
+    server = gen.server or VllmServer()
+    need, gpus = server.size, server.gpus
     if visible is None:
         if gpus is None:
             raise BadInput("CUDA_VISIBLE_DEVICES names GPUs by UUID, so rlvr cannot pick the vLLM server's: set "
@@ -249,19 +220,18 @@ def _probe_host(host: str) -> str:
     return "127.0.0.1" if host in ANY_HOST else host
 
 
-def check_server_address(gen_cfg: Any) -> None:
+def check_server_address(gen: Generation) -> None:
     """The address a server rlvr starts will listen on (`vllm_server_host:vllm_server_port`) is this machine's
     and free: a test socket binds to it and is closed again.
 
     Args:
-        gen_cfg: the `generation` node (`vllm_server`); host default `0.0.0.0`, port default 8000.
+        gen: the run's `generation` (`vllm_server`).
 
     Raises:
         BadInput: the host is not an address of this machine (rlvr starts the server here), or the port is
             taken (a server already running there: use it with `generation.server.start=false`).
     """
-    gen = plain(gen_cfg)
-    host, port = str(gen.get("vllm_server_host", "0.0.0.0")), int(gen.get("vllm_server_port", 8000))
+    host, port = gen.vllm_server_host, gen.vllm_server_port
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
@@ -281,13 +251,13 @@ def check_server_address(gen_cfg: Any) -> None:
                            "for a server running there") from None
 
 
-def server_args(gen_cfg: Any, model: str) -> Any:
+def server_args(gen: Generation, model: str) -> Any:
     """TRL's `trl vllm-serve` arguments (`trl.scripts.vllm_serve.ScriptArguments`) of a `vllm_server` choice:
     `generation.server`'s fields under their TRL names (less rlvr's `start` and `gpus`), the model, and the host
     and port the trainer connects to (`vllm_server_host`, `vllm_server_port`).
 
     Args:
-        gen_cfg: the `generation` node (`vllm_server`).
+        gen: the run's `generation` (`vllm_server`).
         model: what the server loads: a model directory or hub id.
 
     Returns:
@@ -298,16 +268,14 @@ def server_args(gen_cfg: Any, model: str) -> Any:
     """
     from trl.scripts.vllm_serve import ScriptArguments
 
-    gen = plain(gen_cfg)
-    fields = {k: v for k, v in (gen.get("server") or {}).items() if k not in SERVER_KEYS}
+    fields = (gen.server or VllmServer()).script_arguments()
     try:
-        return ScriptArguments(model=model, host=str(gen.get("vllm_server_host", "0.0.0.0")),
-                               port=int(gen.get("vllm_server_port", 8000)), **fields)
+        return ScriptArguments(model=model, host=gen.vllm_server_host, port=gen.vllm_server_port, **fields)
     except TypeError as e:
         raise BadInput(f"generation.server: {one_line(e)}; see the arguments of `trl vllm-serve --help`") from None
 
 
-def server_command(gen_cfg: Any, model: str, gpus: Sequence[int],
+def server_command(gen: Generation, model: str, gpus: Sequence[int],
                    environ: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of the vLLM server of a `vllm_server` choice, as TRL builds it.
 
@@ -318,7 +286,7 @@ def server_command(gen_cfg: Any, model: str, gpus: Sequence[int],
     `CUDA_VISIBLE_DEVICES`. Source: https://github.com/huggingface/trl/blob/main/trl/scripts/vllm_serve.py.
 
     Args:
-        gen_cfg: the `generation` node (`vllm_server`).
+        gen: the run's `generation` (`vllm_server`).
         model: a model directory or hub id (an embedded name resolves to its cache directory).
         gpus: CUDA device ids for the server (`server_gpus`).
         environ: the environment to extend; default `os.environ`.
@@ -331,7 +299,7 @@ def server_command(gen_cfg: Any, model: str, gpus: Sequence[int],
     """
     from trl.scripts.vllm_serve import build_command
 
-    args = server_args(gen_cfg, model_path(model))
+    args = server_args(gen, model_path(model))
     env = {**(os.environ if environ is None else environ), "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
            "VLLM_SERVER_DEV_MODE": "1"}
     return build_command(args), env
@@ -432,7 +400,7 @@ def serve(argv: Sequence[str], env: Mapping[str, str], health_url: str, *, log_p
 
 
 @contextlib.contextmanager
-def vllm_server(gen_cfg: Any, model: str, *, log_path: Path, local_processes: int = 1,
+def vllm_server(gen: Generation, model: str, *, log_path: Path, local_processes: int = 1,
                 visible: Sequence[int] | None = None) -> Iterator[str | None]:
     """The vLLM server of a `generation` choice, for the duration of a `with` block around training.
 
@@ -442,7 +410,7 @@ def vllm_server(gen_cfg: Any, model: str, *, log_path: Path, local_processes: in
     only: TRL's main process is the one that talks to the server.
 
     Args:
-        gen_cfg: the `generation` node, checked by `check_generation`.
+        gen: the run's `generation`, checked by `check_generation`.
         model: a model directory or hub id (an embedded name resolves to its cache directory): what the server
             loads; TRL then pushes the trained weights into it after each optimizer step.
         log_path: the server's output (e.g. `<run>/vllm_server.log`).
@@ -453,7 +421,6 @@ def vllm_server(gen_cfg: Any, model: str, *, log_path: Path, local_processes: in
         BadInput: as `server_gpus` and `server_command`.
         ServerError: the server exited or did not become healthy in time.
     """
-    gen = plain(gen_cfg)
     if not modes.starts_server(gen):
         yield None
         return
@@ -463,6 +430,6 @@ def vllm_server(gen_cfg: Any, model: str, *, log_path: Path, local_processes: in
         visible = visible_gpus(torch.cuda.device_count())
     gpus = server_gpus(gen, local_processes=local_processes, visible=visible)
     argv, env = server_command(gen, model, gpus)
-    base = f"http://{_probe_host(str(gen['vllm_server_host']))}:{gen['vllm_server_port']}"
-    with serve(argv, env, f"{base}/health", log_path=log_path, timeout_s=float(gen["vllm_server_timeout"])):
+    base = f"http://{_probe_host(gen.vllm_server_host)}:{gen.vllm_server_port}"
+    with serve(argv, env, f"{base}/health", log_path=log_path, timeout_s=gen.vllm_server_timeout):
         yield base

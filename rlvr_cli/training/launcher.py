@@ -34,7 +34,7 @@ from typing import Any
 
 from rlvr_cli.core import modes, run_dir
 from rlvr_cli.core.errors import BadInput, one_line
-from rlvr_cli.core.run_config import RunConfig, to_node
+from rlvr_cli.core.run_config import RunConfig
 from rlvr_cli.training import distributed, parallelism
 
 
@@ -46,7 +46,7 @@ def needs_launch(cfg: RunConfig) -> bool:
     Raises:
         BadInput: `distributed.num_processes` is null and no GPU is visible (`parallelism.world_size`).
     """
-    dist = to_node(cfg.distributed)
+    dist = cfg.distributed
     if not modes.multi_process(dist) or distributed.launch_env().world_size > 1:
         return False
     return parallelism.world_size(dist) > 1
@@ -64,7 +64,7 @@ def torchrun_args(cfg: RunConfig, overrides: Sequence[str], run_name: str, as_js
     """
     dist = cfg.distributed
     args = ["--nnodes", str(dist.num_machines),
-            "--nproc-per-node", str(parallelism.processes_per_machine(to_node(dist))), "--max-restarts", "0",
+            "--nproc-per-node", str(parallelism.processes_per_machine(dist)), "--max-restarts", "0",
             "--shutdown-timeout", str(dist.shutdown_timeout)]
     if dist.num_machines == 1 and not dist.main_process_ip:
         args.append("--standalone")
@@ -112,7 +112,7 @@ def launch(cfg: RunConfig, overrides: Sequence[str], path: Path, as_json: bool =
 
     argv = torchrun_args(cfg, overrides, path.name, as_json)
     os.environ[distributed.LAUNCHER_ENV] = str(os.getpid())  # the ranks end with this process (end_with_launcher)
-    print(f"launching {parallelism.world_size(to_node(cfg.distributed))} processes: torchrun {' '.join(argv)}",
+    print(f"launching {parallelism.world_size(cfg.distributed)} processes: torchrun {' '.join(argv)}",
           file=sys.stderr)
     failures: dict[int, Any] = {}
     signalled = None

@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rlvr_cli.core import modes
-from rlvr_cli.core.compose import plain
 from rlvr_cli.core.errors import BadInput, one_line
-from rlvr_cli.core.run_config import RunConfig, to_node
+from rlvr_cli.core.run_config import Distributed, RunConfig
 
 #: DeepSpeed config sections that would replace what rlvr builds (the optimizer and its learning-rate schedule).
 DEEPSPEED_REFUSED = ("optimizer", "scheduler")
@@ -46,15 +45,14 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def processes_per_machine(dist: Mapping[str, Any]) -> int:
+def processes_per_machine(dist: Distributed) -> int:
     """`distributed.num_processes`, with null meaning every visible GPU (`torch.cuda.device_count()`).
 
     Raises:
         BadInput: num_processes is null and this machine has no GPU.
     """
-    n = dist.get("num_processes", 1)
-    if n is not None:
-        return int(n)
+    if dist.num_processes is not None:
+        return dist.num_processes
     import torch
 
     if not torch.cuda.device_count():
@@ -63,16 +61,16 @@ def processes_per_machine(dist: Mapping[str, Any]) -> int:
     return torch.cuda.device_count()
 
 
-def world_size(dist: Mapping[str, Any]) -> int:
+def world_size(dist: Distributed) -> int:
     """Processes over all machines: `processes_per_machine * num_machines`.
 
     Raises:
         BadInput: as `processes_per_machine`.
     """
-    return processes_per_machine(dist) * int(dist.get("num_machines", 1))
+    return processes_per_machine(dist) * dist.num_machines
 
 
-def run_processes(dist: Mapping[str, Any], launched: int = 1) -> int:
+def run_processes(dist: Distributed, launched: int = 1) -> int:
     """The world size a run will have: the launch's (`launched` > 1: this process is one of a launch), else
     `world_size(dist)` for a `distributed` choice rlvr starts itself, else 1."""
     if launched > 1 or not modes.multi_process(dist):
@@ -80,7 +78,7 @@ def run_processes(dist: Mapping[str, Any], launched: int = 1) -> int:
     return world_size(dist)
 
 
-def deepspeed_config(dist: Mapping[str, Any]) -> dict[str, Any] | None:
+def deepspeed_config(dist: Distributed) -> dict[str, Any] | None:
     """The DeepSpeed config of a `zero2`/`zero3` run (https://www.deepspeed.ai/docs/config-json/): the group's
     `deepspeed` mapping, or the JSON file it names, with `offload_optimizer` (ZeRO-Offload, arXiv 2101.06840) and,
     for stage 3, `offload_params` applied as `zero_optimization.offload_optimizer`/`offload_param` on the CPU.
@@ -99,9 +97,9 @@ def deepspeed_config(dist: Mapping[str, Any]) -> dict[str, Any] | None:
                        f"rlvr's {'optimizer' if refused[0] == 'optimizer' else 'learning-rate schedule'}; remove it "
                        f"and choose it with optimizer=... / grpo.lr_scheduler_type=...")
     zero = ds.setdefault("zero_optimization", {})
-    if dist.get("offload_optimizer"):
+    if dist.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if dist.get("offload_params"):
+    if dist.offload_params:
         if zero.get("stage") != 3:
             raise BadInput("distributed.offload_params=true needs ZeRO stage 3 (weights are replicated below it); "
                            "use distributed=zero3, or distributed.offload_optimizer=true")
@@ -109,13 +107,13 @@ def deepspeed_config(dist: Mapping[str, Any]) -> dict[str, Any] | None:
     return ds
 
 
-def trainer_fields(dist: Mapping[str, Any], cuda: bool | None = None) -> dict[str, Any]:
+def trainer_fields(dist: Distributed, cuda: bool | None = None) -> dict[str, Any]:
     """The transformers `TrainingArguments` fields of a `distributed` choice: `ddp_timeout` (seconds a collective
     waits: a rank that stops answering fails the run after it), `fsdp` and `fsdp_config`, or `deepspeed`. `{}` for
     `none`. Mixed precision is the run's `precision`, not the distributed mode's (`Precision.trainer_fields`).
 
     Args:
-        dist: the composed `distributed` node.
+        dist: the run's `distributed`.
         cuda: whether the run trains on CUDA GPUs; default `cuda_available()`.
 
     Raises:
@@ -125,10 +123,10 @@ def trainer_fields(dist: Mapping[str, Any], cuda: bool | None = None) -> dict[st
     if backend == "none":
         return {}
     cuda = cuda_available() if cuda is None else cuda
-    out: dict[str, Any] = {"ddp_timeout": int(dist.get("timeout_s", 1800))}
+    out: dict[str, Any] = {"ddp_timeout": int(dist.timeout_s)}
     if backend == "fsdp":
-        out["fsdp"] = "full_shard auto_wrap" + (" offload" if dist.get("offload_params") else "")
-        out["fsdp_config"] = plain(dist.get("fsdp_config") or {})
+        out["fsdp"] = "full_shard auto_wrap" + (" offload" if dist.offload_params else "")
+        out["fsdp_config"] = copy.deepcopy(dist.fsdp_config or {})
     if backend == "deepspeed":
         out["deepspeed"] = deepspeed_config(dist)
     return out
@@ -147,8 +145,8 @@ def check(cfg: RunConfig, launched: int = 1) -> None:
             `main_process_ip`; `num_processes` null without GPUs; the same setting given both through
             `distributed` and as a `grpo` field; a launch of another size than `num_processes * num_machines`.
     """
-    typed, dist = cfg.distributed, to_node(cfg.distributed)
-    name, backend = typed.name, modes.backend(dist)
+    dist = cfg.distributed
+    name, backend = dist.name, modes.backend(dist)
     if backend == "none":
         return
     for key in ("fsdp", "fsdp_config", "deepspeed"):
@@ -172,14 +170,14 @@ def check(cfg: RunConfig, launched: int = 1) -> None:
                            "zero_optimization.stage3_gather_16bit_weights_on_model_save=true, "
                            "so that the final weights are one checkpoint gathered on rank 0 "
                            "(conf/distributed/zero3.yaml)")
-    machines = typed.num_machines
-    if typed.machine_rank >= machines:
-        raise BadInput(f"distributed.machine_rank={typed.machine_rank} must be below distributed.num_machines="
+    machines = dist.num_machines
+    if dist.machine_rank >= machines:
+        raise BadInput(f"distributed.machine_rank={dist.machine_rank} must be below distributed.num_machines="
                        f"{machines}; machines are numbered 0..{machines - 1}")
-    if machines > 1 and not typed.main_process_ip:
+    if machines > 1 and not dist.main_process_ip:
         raise BadInput(f"distributed.num_machines={machines} needs the rendezvous host: "
                        "distributed.main_process_ip=HOST (machine 0's address)")
-    if launched == 1 or typed.num_processes is not None:
+    if launched == 1 or dist.num_processes is not None:
         n = world_size(dist)
         if launched > 1 and n != launched:
             raise BadInput(f"launched as {launched} processes, but distributed.num_processes x num_machines is {n}; "
@@ -205,13 +203,13 @@ def check_deepspeed(args: Any) -> None:
         raise BadInput(f"distributed.deepspeed: DeepSpeed rejects the config: {one_line(e)}") from None
 
 
-def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
+def accelerate_config(dist: Distributed, processes: int, cuda: bool,
                       deepspeed_file: str | None = None, mixed_precision: str = "no") -> dict[str, Any]:
     """accelerate's launch config (the YAML of `accelerate config`, read by accelerate's `ClusterConfig`) for a
     `distributed` choice, so that a run can be started again with `accelerate launch --config_file FILE`.
 
     Args:
-        dist: the composed `distributed` node.
+        dist: the run's `distributed`.
         processes: the run's world size (processes over all machines).
         cuda: whether the run trains on CUDA GPUs (else `use_cpu: true`, and DDP is `MULTI_CPU`).
         deepspeed_file: where the run's DeepSpeed JSON is written (zero2/zero3).
@@ -219,23 +217,23 @@ def accelerate_config(dist: Mapping[str, Any], processes: int, cuda: bool,
             (`Precision.accelerate_name`).
     """
     backend = modes.backend(dist)
-    kind = str(dist.get("accelerate_type", "NO"))
+    kind = dist.accelerate_type
     out: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
         "distributed_type": "MULTI_CPU" if kind == "MULTI_GPU" and not cuda else kind,
         "num_processes": processes,
-        "num_machines": int(dist.get("num_machines", 1)),
-        "machine_rank": int(dist.get("machine_rank", 0)),
-        "main_process_ip": dist.get("main_process_ip"),
-        "main_process_port": int(dist.get("main_process_port", 29500)),
+        "num_machines": dist.num_machines,
+        "machine_rank": dist.machine_rank,
+        "main_process_ip": dist.main_process_ip,
+        "main_process_port": dist.main_process_port,
         "rdzv_backend": "static",
         "same_network": True,
         "mixed_precision": mixed_precision,
         "use_cpu": not cuda,
     }
     if backend == "fsdp":
-        out["fsdp_config"] = {f"fsdp_{k}": v for k, v in (plain(dist.get("fsdp_config")) or {}).items()}
-        out["fsdp_config"]["fsdp_offload_params"] = bool(dist.get("offload_params"))
+        out["fsdp_config"] = {f"fsdp_{k}": copy.deepcopy(v) for k, v in (dist.fsdp_config or {}).items()}
+        out["fsdp_config"]["fsdp_offload_params"] = dist.offload_params
     if backend == "deepspeed":
         out["deepspeed_config"] = {"deepspeed_config_file": deepspeed_file,
                                    "zero3_init_flag": modes.shards_weights(dist)}
@@ -265,7 +263,7 @@ def launch_files(run_path: Path, cfg: RunConfig, overrides: list[str], processes
     """
     import yaml
 
-    dist = to_node(cfg.distributed)
+    dist = cfg.distributed
     if not modes.multi_process(dist):
         return {}
     files = {}
