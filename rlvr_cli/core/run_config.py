@@ -246,6 +246,8 @@ class Grpo:
         per_device_train_batch_size: completions per optimizer step and device (TRL's default 8).
         gradient_accumulation_steps: micro-batches per optimizer step (transformers' default 1).
         beta: the KL coefficient (TRL's default 0.0: no reference model).
+        weight_decay: decoupled weight decay, on all but biases and norms (transformers' default 0.0).
+        max_grad_norm: gradient clipping threshold; None or 0: none (transformers' default 1.0).
         fields: every key of the node, these included, for `GRPOConfig(**fields)` (TRL checks them).
     """
 
@@ -256,6 +258,8 @@ class Grpo:
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     beta: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
     fields: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

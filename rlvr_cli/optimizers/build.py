@@ -173,7 +173,7 @@ def trainer_optimizer(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
     adapter = cfg.adapter
     adapter_name, opt_name = adapter.name, cfg.optimizer.name
     factory = adapter.optimizer_factory
-    weight_decay = cfg.grpo.fields.get("weight_decay") or 0.0  # TrainingArguments' default 0.0
+    weight_decay = cfg.grpo.weight_decay
     if factory is not None and factory not in ADAPTER_FACTORIES:
         raise BadInput(f"adapter={adapter_name}: unknown optimizer_factory {factory!r}; valid: "
                        f"{', '.join(ADAPTER_FACTORIES)}, or null")
@@ -212,7 +212,4 @@ def trainer_kwargs(cfg: RunConfig) -> dict[str, Any]:
     Args:
         cfg: the typed run config (its `optimizer` and `grpo`).
     """
-    out: dict[str, Any] = {"learning_rate": cfg.optimizer.lr}
-    if "max_grad_norm" in cfg.grpo.fields:  # absent: transformers' default (1.0)
-        out["max_grad_norm"] = cfg.grpo.fields["max_grad_norm"] or 0.0
-    return out
+    return {"learning_rate": cfg.optimizer.lr, "max_grad_norm": cfg.grpo.max_grad_norm or 0.0}
