@@ -73,13 +73,17 @@ def test_help_does_not_import_torch():
 def test_every_public_override_passes_the_schema():
     cfg = compose(["optimizer=adamw", "optimizer.betas=[0.9,0.95]", "+optimizer.amsgrad=true", "adapter=lora",
                    "adapter.use_rslora=true", "+adapter.bias=lora_only", "+grpo.top_k=5", "+grpo.top_p=0.9",
-                   "+rewards.a.b.c=1.0", "data=hub", "data.hub.id=openai/gsm8k", "+data.hub.revision=main"])
+                   "+rewards.a.b.c=1.0", "data=hub", "data.hub.id=openai/gsm8k"])
     assert list(cfg.optimizer.betas) == [0.9, 0.95] and cfg.optimizer.amsgrad is True
     assert "momentum" not in cfg.optimizer  # a key the file lacks stays absent: the schema adds nothing
     assert cfg.adapter.use_rslora is True and cfg.adapter.bias == "lora_only"
     assert (cfg.grpo.top_k, cfg.grpo.top_p) == (5, 0.9)  # any GRPOConfig field passes through to TRL
-    assert cfg.rewards.a.b.c == 1.0 and cfg.data.hub.revision == "main"
+    assert cfg.rewards.a.b.c == 1.0
     validate(cfg)
+    # rlvr reads every key of data.hub itself (it never handed `revision` to `datasets.load_dataset`): refused, not
+    # silently dropped
+    with pytest.raises(BadInput, match=r"data\.hub\.revision is not a setting rlvr reads; drop it"):
+        validate(compose(["data=hub", "data.hub.id=openai/gsm8k", "+data.hub.revision=main"]))
 
 
 def test_values_are_typed_by_the_schema():

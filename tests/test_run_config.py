@@ -75,3 +75,21 @@ def test_no_module_below_the_commands_takes_a_dictconfig():
     found = {str(p.relative_to(REPO / "rlvr_cli")) for p in (REPO / "rlvr_cli").rglob("*.py")
              if not p.is_relative_to(REPO / "rlvr_cli" / "cli") and re.search(r"\bDictConfig\b", p.read_text())}
     assert found <= allowed, sorted(found - allowed)
+
+
+def test_the_checks_across_fields_sit_with_the_fields_and_hold_for_a_config_built_by_hand():
+    """`Grpo` checks its batch of whole groups and the fields other settings own; `RunConfig` its run name and save
+    format: the same one-line refusals through `compose_run` and through the constructors."""
+    from rlvr_cli.core.run_config import Grpo
+
+    with pytest.raises(BadInput, match="= 8 is not divisible by grpo.num_generations = 3"):
+        Grpo(num_generations=3, max_steps=1)
+    with pytest.raises(BadInput, match="= 8 is not divisible by grpo.num_generations = 3"):
+        compose_run(["grpo.num_generations=3", "grpo.per_device_train_batch_size=8"])
+    with pytest.raises(BadInput, match="grpo.bf16 is set through precision="):
+        Grpo(num_generations=2, max_steps=1, fields={"bf16": True})
+    run = compose_run([])
+    with pytest.raises(BadInput, match="run_name must be one directory name"):
+        run.replace(run_name="../x")
+    with pytest.raises(BadInput, match="save_format=sparse_delta is for full fine-tuning"):
+        compose_run(["adapter=lora", "save_format=sparse_delta"])

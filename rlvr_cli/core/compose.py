@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_cli.core import schema
-from rlvr_cli.core.checks import check_path_component, check_rank
+from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.groups import check_config_dirs, config_dir, group_options, user_config_dir
 from rlvr_cli.core.schema import DTYPES, SAVE_FORMATS
@@ -35,10 +35,6 @@ GROUPS = ("model", "data", "optimizer", "adapter", "grpo", "distributed", "gener
 #: Old override names -> their GRPOConfig names (the trainer settings moved out of conf/optimizer/ into grpo).
 MOVED_KEYS = {f"optimizer.{k}": f"grpo.{k}" for k in ("weight_decay", "lr_scheduler_type", "warmup_steps",
                                                        "max_grad_norm")}
-#: TRL `GRPOConfig` fields that a setting outside the `grpo` group owns: set under `grpo` they would bypass its checks
-#: (`+grpo.use_vllm=true` skipped generation='s and failed in TRL after the model loaded). `vllm_*` fields too.
-GROUP_OWNED = {"use_vllm": "generation=vllm_colocate or generation=vllm_server",
-               "bf16": "precision=bf16-mixed or precision=bf16-true", "fp16": "precision=fp16-mixed"}
 #: Old dtype keys, now the one `precision` key (`rlvr_cli.core.precision`): the message of their refusal.
 PRECISION_KEYS = {
     "model.dtype": "model.dtype is now the top-level precision: precision=fp32, precision=bf16-mixed (fp32 weights, "
@@ -162,18 +158,27 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
 
 
 def validate(cfg: DictConfig, conformed: bool = False) -> None:
-    """Check the values of a composed run config; raise before any model is loaded or any run directory exists.
+    """Check the values of a composed run config; raise before any model is loaded or any run directory exists
+    (`run_config`, its result dropped: for callers that keep the composed config, `rlvr config show`'s).
 
-    First the types again (`rlvr_cli.core.schema.conform`, so a config built by hand is checked too), then the
-    range of every schema field, declared beside it (`rlvr_cli.core.schema.check`: e.g. `seed >= 0`,
-    `optimizer.lr` finite and > 0, `grpo.num_generations >= 2`, `grpo.max_steps >= 1`, `precision` one of
-    `rlvr_cli.core.precision.PRECISIONS`, `eval.k >= 1`, `logger.mode`, the `sparsity` block, `save_format`), then
-    what spans several keys: an adapter file declares `adapter.r` (null for a method without a rank: IA3, LN
-    tuning; which methods have one is checked against the PEFT class by `rlvr_cli.models.adapters.peft_config`);
-    `grpo.per_device_train_batch_size * gradient_accumulation_steps` must be divisible by `num_generations`
-    (TRL's generation batch holds whole prompt groups, single process);
-    `save_format=sparse_delta` only for full fine-tuning; `run_name` one directory name inside `output_dir`; no
-    `grpo` field that another setting owns (`GROUP_OWNED`: `use_vllm`, `vllm_*`, `bf16`, `fp16`).
+    Raises:
+        BadInput: naming the first bad value and the fix, in one line.
+    """
+    run_config(cfg, conformed=conformed)
+
+
+def run_config(cfg: DictConfig, conformed: bool = False) -> RunConfig:
+    """A composed run config validated and made the frozen, typed `rlvr_cli.core.run_config.RunConfig` that every
+    module below the CLI reads: the one place a run config is validated.
+
+    First the types (`rlvr_cli.core.schema.conform`, so a config built by hand is checked too), then the range of
+    every schema field, declared beside it (`rlvr_cli.core.schema.check`: e.g. `seed >= 0`, `optimizer.lr` finite
+    and > 0, `grpo.num_generations >= 2`, `grpo.max_steps >= 1`, `precision` one of
+    `rlvr_cli.core.precision.PRECISIONS`, `eval.k >= 1`, `logger.mode`, the `sparsity` block, `save_format`), that
+    an adapter file declares `adapter.r` (null for a method without a rank: IA3, LN tuning; which methods have one
+    is checked against the PEFT class by `rlvr_cli.models.adapters.peft_config`), then the typed config's own checks
+    across fields, beside its fields (`RunConfig.from_node`: `Grpo`'s batch of whole groups and the fields other
+    settings own, `RunConfig`'s `run_name` and `save_format`; a key no field reads).
 
     Args:
         cfg: a composed run config (`compose`).
@@ -183,48 +188,14 @@ def validate(cfg: DictConfig, conformed: bool = False) -> None:
     Raises:
         BadInput: naming the first bad value and the fix, in one line.
     """
+    from rlvr_cli.core.run_config import RunConfig
+
     if not conformed:
         check_run_config(cfg)
         cfg = schema.conform(cfg)
     schema.check(cfg)
-    if cfg.get("run_name") is not None:
-        check_path_component(cfg.run_name)
-    for key in cfg.grpo:
-        owner = GROUP_OWNED.get(key) or ("generation=vllm_* and its generation.vllm_* fields"
-                                         if key.startswith("vllm_") else None)
-        if owner:
-            raise BadInput(f"grpo.{key} is set through {owner}, whose checks a grpo field would skip; drop "
-                           f"grpo.{key}")
     if cfg.adapter.name != "full" and "r" not in cfg.adapter:  # removed (`~adapter.r`); a rankless method has null
         check_rank(None)
-    g = cfg.grpo
-    n = g.num_generations
-    batch = g.get("per_device_train_batch_size", 8) * g.get("gradient_accumulation_steps", 1)
-    if batch % n:
-        raise BadInput(
-            f"per_device_train_batch_size x gradient_accumulation_steps = {batch} is not divisible by "
-            f"grpo.num_generations = {n}; use a multiple of {n}, e.g. grpo.per_device_train_batch_size={n}"
-        )
-    if cfg.get("save_format", "full") == "sparse_delta" and cfg.adapter.name != "full":
-        raise BadInput(f"save_format=sparse_delta is for full fine-tuning; adapter={cfg.adapter.name} runs already "
-                       f"save only the adapter (use save_format=full)")
-
-
-def run_config(cfg: DictConfig, conformed: bool = False) -> RunConfig:
-    """A composed run config validated (`validate`: types, ranges, cross-field checks) and made the frozen, typed
-    `rlvr_cli.core.run_config.RunConfig` that every module below the CLI reads. The one place a run config is
-    validated.
-
-    Args:
-        cfg: a composed run config (`compose`).
-        conformed: `cfg` is `compose`'s result, unchanged (see `validate`).
-
-    Raises:
-        BadInput: `validate`'s error, or a key no `RunConfig` field reads (`RunConfig.from_node`).
-    """
-    from rlvr_cli.core.run_config import RunConfig
-
-    validate(cfg, conformed=conformed)
     return RunConfig.from_node(OmegaConf.to_container(cfg, resolve=True))
 
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from rlvr_cli.core.checks import check_path_component
 from rlvr_cli.core.errors import BadInput
 
 __all__ = ["Adapter", "Data", "Distributed", "Eval", "Generation", "Grpo", "Hub", "Logger", "Model", "Optimizer",
@@ -262,7 +263,32 @@ class Grpo:
     max_grad_norm: float | None = 1.0
     fields: dict[str, Any] = field(default_factory=dict)
 
+    #: `GRPOConfig` fields that a setting outside the `grpo` group owns: set under `grpo` they would bypass its checks
+    #: (`+grpo.use_vllm=true` skipped generation's and failed in TRL after the model loaded). `vllm_*` fields too.
+    OWNED: ClassVar[dict[str, str]] = {"use_vllm": "generation=vllm_colocate or generation=vllm_server",
+                                       "bf16": "precision=bf16-mixed or precision=bf16-true",
+                                       "fp16": "precision=fp16-mixed"}
+
     def __post_init__(self) -> None:
+        """The checks across its fields.
+
+        Raises:
+            BadInput: a field another setting owns (`OWNED`, `vllm_*`); `per_device_train_batch_size x
+                gradient_accumulation_steps` not divisible by `num_generations` (TRL's generation batch holds whole
+                prompt groups, single process).
+        """
+        for key in self.fields:
+            owner = self.OWNED.get(key) or ("generation=vllm_* and its generation.vllm_* fields"
+                                            if key.startswith("vllm_") else None)
+            if owner:
+                raise BadInput(f"grpo.{key} is set through {owner}, whose checks a grpo field would skip; drop "
+                               f"grpo.{key}")
+        n, batch = self.num_generations, self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if batch % n:
+            raise BadInput(
+                f"per_device_train_batch_size x gradient_accumulation_steps = {batch} is not divisible by "
+                f"grpo.num_generations = {n}; use a multiple of {n}, e.g. grpo.per_device_train_batch_size={n}"
+            )
         typed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fields"}
         object.__setattr__(self, "fields", {**typed, **self.fields})
 
@@ -505,6 +531,19 @@ class RunConfig:
     GROUPS: ClassVar[dict[str, type]] = {"model": Model, "data": Data, "optimizer": Optimizer, "adapter": Adapter,
                                          "grpo": Grpo, "distributed": Distributed, "generation": Generation,
                                          "logger": Logger, "eval": Eval, "sparsity": Sparsity, "trial": Trial}
+
+    def __post_init__(self) -> None:
+        """The checks across groups.
+
+        Raises:
+            BadInput: `run_name` not one directory name inside `output_dir`; `save_format=sparse_delta` with an
+                adapter (an adapter run saves only the adapter already).
+        """
+        if self.run_name is not None:
+            check_path_component(self.run_name)
+        if self.save_format == "sparse_delta" and self.adapter.name != "full":
+            raise BadInput(f"save_format=sparse_delta is for full fine-tuning; adapter={self.adapter.name} runs "
+                           f"already save only the adapter (use save_format=full)")
 
     @classmethod
     def from_node(cls, node: Mapping[str, Any]) -> RunConfig:
