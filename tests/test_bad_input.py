@@ -84,6 +84,8 @@ CASES = {
     "adalora_warmup_to_the_end": (["adapter=adalora", "adapter.tinit=1"],
                                   "the warm-up lasts to the last step (index 1), so nothing is pruned"),
     "adalora_one_step": (["adapter=adalora", "grpo.max_steps=1"], "adapter=adalora needs grpo.max_steps >= 2"),
+    "adalora_schedule_missing": (["adapter=adalora", "~adapter.tinit"],
+                                 "adapter=adalora builds a peft.AdaLoraConfig but sets no adapter.tinit"),
     "adalora_delta_zero": (["adapter=adalora", "adapter.deltaT=0"],
                            "adapter.deltaT must be an integer >= 1 (steps between AdaLoRA's budget allocations)"),
     "adalora_beta": (["adapter=adalora", "adapter.beta1=1"], "adapter.beta1 must be a number > 0 and < 1"),

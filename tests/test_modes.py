@@ -26,9 +26,9 @@ def test_every_group_file_names_itself_by_its_stem(group):
 
 def test_the_option_lists_are_the_files():
     assert group_options("distributed") == ["ddp", "fsdp", "none", "zero1", "zero2", "zero3"]
-    rule = schema.DistributedSchema.__dataclass_fields__["name"].metadata["rule"]
+    rule = schema.GROUP_SCHEMAS["distributed"].__dataclass_fields__["name"].metadata["rule"]
     assert tuple(rule.choices) == tuple(group_options("distributed"))
-    rule = schema.GenerationSchema.__dataclass_fields__["name"].metadata["rule"]
+    rule = schema.GROUP_SCHEMAS["generation"].__dataclass_fields__["name"].metadata["rule"]
     assert tuple(rule.choices) == tuple(group_options("generation"))
 
 

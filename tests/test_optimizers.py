@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 
 from rlvr_cli.core.compose import compose, compose_run, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.optimizers.build import build_optimizer, constructor_config, optimizer_cls_and_kwargs, trainer_kwargs
+from rlvr_cli.core.run_config import Optimizer, from_node
+from rlvr_cli.optimizers.build import build_optimizer, optimizer_cls_and_kwargs, trainer_kwargs
 from rlvr_cli.optimizers.state import STATE_MODELS, state_bytes
 
 # option -> (class name, hyper-parameters that must reach it, fp32 state tensors per parameter tensor)
@@ -70,7 +71,8 @@ def test_scheduler_warmup_and_clipping_go_to_the_trainer():
     cfg = compose_run(["optimizer=adamw", "grpo.lr_scheduler_type=cosine", "grpo.warmup_steps=3",
                        "grpo.max_grad_norm=null", "grpo.weight_decay=0.01"])
     assert trainer_kwargs(cfg) == {"learning_rate": 1e-5, "max_grad_norm": 0.0}
-    assert [cfg.grpo.fields[k] for k in ("lr_scheduler_type", "warmup_steps", "weight_decay")] == ["cosine", 3, 0.01]
+    assert [cfg.grpo.grpo_fields()[k] for k in ("lr_scheduler_type", "warmup_steps", "weight_decay")] == ["cosine", 3,
+                                                                                                        0.01]
     kwargs = optimizer_cls_and_kwargs(cfg.optimizer)[1]
     assert "weight_decay" not in kwargs and kwargs["lr"] == 1e-5  # the Trainer puts it into the parameter groups
     assert trainer_kwargs(compose_run([]))["max_grad_norm"] == 1.0
@@ -84,7 +86,7 @@ def test_old_trainer_keys_under_optimizer_name_their_new_place(key):
 
 
 def test_optimizer_files_hold_constructor_arguments_and_declared_meta_keys_only():
-    """Nothing but `_target_`, `_partial_`, `META_KEYS` and arguments the class's constructor takes."""
+    """Nothing but `_target_`, `_partial_`, `Optimizer`'s typed fields and arguments the class's constructor takes."""
     import inspect
 
     from hydra.utils import get_class
@@ -95,7 +97,8 @@ def test_optimizer_files_hold_constructor_arguments_and_declared_meta_keys_only(
         if name == "adamw_8bit":
             continue  # bitsandbytes may be missing
         params = inspect.signature(get_class(raw["_target_"]).__init__).parameters
-        assert set(constructor_config(raw)) - {"_target_", "_partial_"} <= set(params), name
+        built = from_node(Optimizer, raw, "optimizer").instantiable()
+        assert set(built) - {"_target_", "_partial_"} <= set(params), name
 
 
 def test_build_optimizer_is_a_partial_over_the_parameters():

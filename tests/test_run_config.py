@@ -39,11 +39,13 @@ def test_library_fields_stay_in_their_groups_mapping():
     """The optimizer's constructor arguments, PEFT's fields and TRL's fields pass through, a `+key` included."""
     run = compose_run(["optimizer=adamw", "optimizer.lr=3e-4", "adapter=dora", "+grpo.top_k=5",
                        "+adapter.lora_bias=true"])
-    assert run.optimizer.args == {"betas": [0.9, 0.999], "eps": 1e-8, "lr": 3e-4}
+    assert run.optimizer.args == {"betas": [0.9, 0.999], "eps": 1e-8}
+    assert run.optimizer.instantiable() == {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-4,
+                                            "betas": [0.9, 0.999], "eps": 1e-8}
     assert run.optimizer.instantiable()["_target_"] == "torch.optim.AdamW" == run.optimizer.target
     assert run.adapter.peft["use_dora"] is True and run.adapter.peft["lora_bias"] is True
     assert "name" not in run.adapter.peft and run.adapter.r == 8
-    assert run.grpo.fields["top_k"] == 5 and run.grpo.fields["num_generations"] == run.grpo.num_generations
+    assert run.grpo.fields["top_k"] == 5 and run.grpo.grpo_fields()["num_generations"] == run.grpo.num_generations
 
 
 def test_absent_fields_take_the_defaults_written_beside_them():
@@ -93,3 +95,38 @@ def test_the_checks_across_fields_sit_with_the_fields_and_hold_for_a_config_buil
         run.replace(run_name="../x")
     with pytest.raises(BadInput, match="save_format=sparse_delta is for full fine-tuning"):
         compose_run(["adapter=lora", "save_format=sparse_delta"])
+
+
+def test_a_fields_type_default_and_range_live_in_one_place_and_the_schema_follows_them():
+    """The schema a composed config is checked against is derived from the run config's dataclasses: the same keys
+    (the typed fields, then the typed library keys), each with the `Rule` written beside the field, so a setting is
+    declared once (issue 27, item 1)."""
+    from rlvr_cli.core import schema
+
+    for name, cls in RunConfig.GROUPS.items():
+        sch = schema.GROUP_SCHEMAS[name]
+        rest = getattr(cls, "REST", None)
+        own = [f for f in dataclasses.fields(cls) if f.name != rest]
+        keys = [f.metadata.get("key", f.name) for f in own] + list(getattr(cls, "LIBRARY_KEYS", {}))
+        assert schema.schema_fields(sch) == tuple(keys), name
+        rules = {f.name: f.metadata.get("rule") for f in dataclasses.fields(sch)}
+        for f in own:
+            assert rules[f.metadata.get("key", f.name)] is f.metadata.get("rule"), (name, f.name)
+        for key, lib in getattr(cls, "LIBRARY_KEYS", {}).items():
+            assert rules[key] is lib.rule, (name, key)
+    # a range written beside a field is the one a composed value meets, through the schema
+    k = next(f for f in dataclasses.fields(RunConfig.GROUPS["eval"]) if f.name == "k")
+    assert k.default == 4 and k.metadata["rule"].ge == 1
+    with pytest.raises(BadInput, match=r"^eval\.k must be an integer >= 1 \(samples per problem\), got 0"):
+        compose_run(["eval.k=0"])
+
+
+def test_no_module_reads_a_library_mapping_with_a_fallback():
+    """Below the commands, a library's mapping (`Adapter.peft`, `Optimizer.args`, `Grpo.fields`, `Generation.trl`,
+    `VllmServer.args`) is handed on whole or read through a typed accessor of its class, never `.get(key, default)`
+    in a module that uses it."""
+    pattern = re.compile(r"\.(peft|args|fields|trl)\.get\(")
+    found = [f"{p.relative_to(REPO / 'rlvr_cli')}:{n}" for p in (REPO / "rlvr_cli").rglob("*.py")
+             if p.name != "run_config.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found

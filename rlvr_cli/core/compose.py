@@ -21,7 +21,8 @@ from rlvr_cli.core import schema
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.groups import check_config_dirs, config_dir, group_options, user_config_dir
-from rlvr_cli.core.schema import DTYPES, SAVE_FORMATS
+from rlvr_cli.core.run_config import SAVE_FORMATS
+from rlvr_cli.core.schema import DTYPES
 from rlvr_cli.core.targets import check_run_config
 
 if TYPE_CHECKING:

@@ -21,8 +21,6 @@ from typing import Any
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.run_config import Distributed, Generation
 
-#: `distributed.backend` values: what spreads the model (torch DDP, torch FSDP, DeepSpeed), or one process.
-BACKENDS = ("none", "ddp", "fsdp", "deepspeed")
 #: What a process can hold 1/N of (`distributed.shards`).
 SHARDABLE = ("weights", "gradients", "optimizer_state")
 #: ZeRO stage -> what it shards (arXiv 1910.02054, section 5: P_os, P_os+g, P_os+g+p).

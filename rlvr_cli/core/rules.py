@@ -1,6 +1,7 @@
-"""The range of a schema field and its one-line error: `Rule` (bounds, choices, a shared check, a fix), `rule` (a
-dataclass field that carries one), `fail` (the message: `KEY must be WHAT, got VALUE; FIX`) and `check_node` (every
-field's rule applied to a typed node). The schemas that use them: `rlvr_cli.core.schema`.
+"""The range of a config field and its one-line error: `Rule` (bounds, choices, a shared check, a fix), `LibraryKey`
+(a typed key of a mapping handed to a library), `fail` (the message: `KEY must be WHAT, got VALUE; FIX`) and
+`check_node` (every field's rule applied to a typed node). The fields that carry them: `rlvr_cli.core.run_config`;
+the schemas that apply them: `rlvr_cli.core.schema`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import operator
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
-
-from omegaconf import MISSING
 
 from rlvr_cli.core.errors import BadInput
 
@@ -49,17 +48,29 @@ class Rule:
     check: Callable[[Any, str], Any] | None = None
 
 
+@dataclass(frozen=True)
+class LibraryKey:
+    """A key of a mapping rlvr hands to a library unchanged (an optimizer's constructor argument, a PEFT or
+    `GRPOConfig` field) that still gets a type and a range before any model loads, so a bad value fails in one
+    line and not inside the library after minutes of loading.
+
+    Attributes:
+        type: what OmegaConf checks and converts the value to (`float`, `list[float]`, `Any`: the library's check
+            only).
+        rule: its range (`Rule`); None: its type only.
+    """
+
+    type: Any
+    rule: Rule | None = None
+
+
+def library_key(tp: Any, **kwargs: Any) -> LibraryKey:
+    """A `LibraryKey` of type `tp` whose `Rule` takes `kwargs` (`ge=0, example=0.9`; none: its type only)."""
+    return LibraryKey(tp, Rule(**kwargs) if kwargs else None)
+
+
 #: The largest seed of a run or an evaluation: numpy's generators take seeds in 0..2**32-1.
 MAX_SEED = 2**32 - 1
-
-
-def rule(**kwargs: Any) -> Any:
-    """A schema field with a `Rule` (its keyword arguments) and no default: the YAML files hold the defaults.
-
-    Returns:
-        a `dataclasses.field` with `default=MISSING` and the rule in its metadata.
-    """
-    return field(default=MISSING, metadata={"rule": Rule(**kwargs)})
 
 
 def join_key(where: str, key: str) -> str:
@@ -67,7 +78,7 @@ def join_key(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _hint(tp: Any) -> tuple[Any, bool]:
+def optional_of(tp: Any) -> tuple[Any, bool]:
     """A field's type without `None`, and whether it may be None (`X | None`, `Optional[X]`)."""
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (Union, types.UnionType) and type(None) in args:
@@ -98,7 +109,7 @@ def _noun(tp: Any) -> str:
 def fields_of(schema: type) -> dict[str, tuple[Any, bool, Rule]]:
     """Name -> (type without Optional, optional, rule) of a schema's fields; computed once per schema class."""
     hints = typing.get_type_hints(schema)
-    return {f.name: (*_hint(hints[f.name]), f.metadata.get("rule", Rule())) for f in dataclasses.fields(schema)}
+    return {f.name: (*optional_of(hints[f.name]), f.metadata.get("rule", Rule())) for f in dataclasses.fields(schema)}
 
 
 def fail(where: str, value: Any, tp: Any, optional: bool, r: Rule) -> typing.NoReturn:

@@ -1,21 +1,23 @@
 """The typed run config: what every module below the CLI reads, frozen, with no field left to a fallback default.
 
-`rlvr_cli.core.compose.compose_run` composes a run's config with Hydra, validates it once (the types and ranges of
-`rlvr_cli.core.schema`, then `validate`'s cross-field checks) and turns it into a `RunConfig` here: one frozen
-dataclass per config group (`Model`, `Data`, `Optimizer`, `Adapter`, `Grpo`, `Distributed`, `Generation`,
-`Logger`) and per block of `train.yaml` (`Eval`, `Sparsity`, `Trial`). A field the composed node lacks takes the
-default written beside it here, so a module reads `run.distributed.num_machines`, never
-`cfg.get("distributed", {}).get("num_machines", 1)`.
+One frozen dataclass per config group (`Model`, `Data`, `Optimizer`, `Adapter`, `Grpo`, `Distributed`,
+`Generation`, `Logger`) and per block of `train.yaml` (`Eval`, `Sparsity`, `Trial`), under `RunConfig`. Each field
+holds everything about one setting side by side, as TRL's `GRPOConfig` does: its type, its default (what a key that
+the composed node lacks takes), its unit and meaning (the class docstring), and its range
+(`setting(4, ge=1, why="samples per problem")`, a `rlvr_cli.core.rules.Rule`). Checks across fields are the
+dataclass's `__post_init__`, so a config built by hand is checked as a composed one is. A module reads
+`run.distributed.num_machines`, never `cfg.get("distributed", {}).get("num_machines", 1)`.
 
 What rlvr hands to a library as it is (an optimizer's constructor arguments, a PEFT config's fields, TRL's
 `GRPOConfig` fields, `trl vllm-serve`'s arguments) stays a mapping on its group (`Optimizer.args`, `Adapter.peft`,
-`Grpo.fields`, `Generation.trl`, `Generation.server`): the library checks those keys, and a new one needs no change
-here. The mappings are plain dicts for the libraries' sake; treat them as read-only (the accessors that hand one to
-a library give a copy).
+`Grpo.fields`, `Generation.trl`, `VllmServer.args`): the library checks those keys, and a new one needs no change
+here. The keys of it that the shipped files set and users get wrong are typed and ranged in the class's
+`LIBRARY_KEYS`, so that a bad `optimizer.momentum` fails before any model loads. The mappings are plain dicts for the
+libraries' sake; treat them as read-only (the accessors that hand one to a library give a copy).
 
-Option files (`conf/<group>/*.yaml`) stay what users edit; these classes are what the code sees. A field worth a
-type and a range for users also has a `rule` in `rlvr_cli.core.schema`, which `compose_run` applies before the
-conversion.
+`rlvr_cli.core.compose.compose_run` composes a run's config with Hydra, types and range-checks it against the
+schemas `rlvr_cli.core.schema` derives from these classes, and builds the `RunConfig` here. Option files
+(`conf/<group>/*.yaml`) stay what users edit; these classes are what the code sees.
 """
 
 from __future__ import annotations
@@ -26,11 +28,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rlvr_cli.core.checks import check_path_component
+from rlvr_cli.core.checks import check_betas, check_lr, check_path_component, check_rank, check_tolerance
 from rlvr_cli.core.errors import BadInput
+from rlvr_cli.core.groups import GroupOptions
+from rlvr_cli.core.precision import PRECISIONS
+from rlvr_cli.core.rules import MAX_SEED, LibraryKey, Number, Rule, library_key
 
-__all__ = ["Adapter", "Data", "Distributed", "Eval", "Generation", "Grpo", "Hub", "Logger", "Model", "Optimizer",
-           "RunConfig", "Sparsity", "Trial", "VllmServer", "from_node", "to_node"]
+__all__ = ["BACKENDS", "SAVE_FORMATS", "VLLM_MODES", "WANDB_MODES", "Adapter", "Data", "Distributed", "Eval",
+           "Generation", "Grpo", "Hub", "Logger", "Model", "Optimizer", "RunConfig", "Sparsity", "Trial", "VllmServer",
+           "from_node", "setting", "to_node"]
+
+
+#: `distributed.backend` values: what spreads the model (torch DDP, torch FSDP, DeepSpeed), or one process.
+BACKENDS = ("none", "ddp", "fsdp", "deepspeed")
+#: `generation.vllm_mode` values (TRL `GRPOConfig.vllm_mode`).
+VLLM_MODES = ("colocate", "server")
+#: `logger.mode` values (W&B's modes, plus `auto`).
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+#: `save_format` values.
+SAVE_FORMATS = ("full", "sparse_delta")
 
 
 def from_node(cls: type, node: Mapping[str, Any] | None, where: str) -> Any:
@@ -101,14 +117,31 @@ def to_node(obj: Any) -> Any:
     return obj
 
 
-def _key(name: str, default: Any = dataclasses.MISSING) -> Any:
-    """A field read from the node's key `name` (a key that is no Python name, like `_target_`)."""
-    return field(default=default, metadata={"key": name})
+def setting(default: Any = dataclasses.MISSING, *, key: str | None = None, nested: type | None = None,
+            keep_list: bool = False, node_type: Any = None, **rule: Any) -> Any:
+    """A typed field of the run config: its default, and its range beside it.
 
+    Args:
+        default: the value when the composed node lacks the key (none: the key is required); immutable (a field
+            with a mutable default is a plain `dataclasses.field(default_factory=...)`).
+        key: the config key when it is no Python name (`_target_`); default the field's name.
+        nested: the dataclass a sub-node becomes (`Data.hub`).
+        keep_list: a list stays a list (it goes to a library), not a tuple.
+        node_type: the type OmegaConf checks the composed value against, where it differs from the field's
+            (`eval.benchmarks`: a list, or a comma-separated string the field splits).
+        rule: the range, `rlvr_cli.core.rules.Rule`'s keywords (`ge`, `gt`, `le`, `lt`, `choices`, `required`,
+            `why`, `fix`, `example`, `check`), applied by `rlvr_cli.core.schema.check` with its one-line error.
 
-def _plain(default: Any = None) -> Any:
-    """A field whose value stays as composed: a list is not made a tuple (it goes to a library)."""
-    return field(default=default, metadata={"tuple": False})
+    Returns:
+        a `dataclasses.field` with the rule and the rest in its metadata.
+    """
+    metadata: dict[str, Any] = {"rule": Rule(**rule)} if rule else {}
+    for name, value in (("key", key), ("nested", nested), ("node_type", node_type)):
+        if value is not None:
+            metadata[name] = value
+    if keep_list:
+        metadata["tuple"] = False
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -158,16 +191,16 @@ class Data:
 
     name: str
     instruction: str | None = None
-    num_samples: int = 2000
-    max_operand: int = 20
-    num_terms: int = 2
+    num_samples: int = setting(2000, ge=1, example=2000)
+    max_operand: int = setting(20, ge=1, why="operands are drawn from 0..max_operand", example=20)
+    num_terms: int = setting(2, ge=2, example=2)
     operators: tuple[str, ...] = ("+",)
     path: str | None = None
     data_dir: str | None = None
     problem_key: str = "problem"
     answer_key: str = "answer"
-    max_samples: int | None = None
-    hub: Hub | None = field(default=None, metadata={"nested": Hub})
+    max_samples: int | None = setting(None, ge=1, why="null: all of them", example=1000)
+    hub: Hub | None = setting(None, nested=Hub)
 
 
 @dataclass(frozen=True)
@@ -183,26 +216,43 @@ class Optimizer:
         requires_cuda: the class runs on CUDA only (bitsandbytes).
         hooks: a module of training hooks (`rlvr_cli.training.axes`), e.g. Muon's checks; None: none.
         lr: the learning rate (TrainingArguments' `learning_rate`).
-        args: the constructor's keyword arguments, `lr` included (`momentum`, `betas`, `eps`, ...).
+        args: the constructor's other keyword arguments (`momentum`, `betas`, `eps`, ...).
     """
 
     REST: ClassVar[str] = "args"
 
     name: str
-    target: str = _key("_target_")
-    lr: float = 0.0  # required: the schema's rule refuses a config without it
-    partial: bool = _key("_partial_", False)
-    state: str | None = None
+    target: str = setting(key="_target_")
+    lr: float = setting(check=check_lr, required=True)
+    partial: bool = setting(False, key="_partial_")
+    state: str | None = setting(None, node_type=str)
     requires_cuda: bool = False
     hooks: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "args", {**self.args, "lr": self.lr})  # a constructor argument too
+    #: The constructor arguments of the shipped classes (torch.optim, transformers' Adafactor, lion-pytorch,
+    #: bitsandbytes, torch.optim.Muon) that get a type and a range before the class sees them; the class checks any
+    #: other.
+    LIBRARY_KEYS: ClassVar[dict[str, LibraryKey]] = {
+        "momentum": library_key(float, ge=0, example=0.9),
+        "dampening": library_key(float, ge=0, example=0.0),
+        "nesterov": library_key(bool),
+        "betas": library_key(list[float], check=check_betas),
+        "eps": library_key(float, ge=0, example=1e-8),
+        "alpha": library_key(float, ge=0, example=0.99),
+        "scale_parameter": library_key(bool),
+        "relative_step": library_key(bool),
+        "warmup_init": library_key(bool),
+        "ns_steps": library_key(int, ge=1, lt=100, why="Muon's Newton-Schulz iterations", example=5),
+        "adjust_lr_fn": library_key(str | None, choices=("original", "match_rms_adamw")),
+        "adamw_lr": library_key(float | None, check=check_lr),  # Muon's AdamW part; null: optimizer.lr
+        "adamw_betas": library_key(list[float], check=check_betas),
+        "adamw_eps": library_key(float, ge=0, example=1e-8),
+    }
 
     def instantiable(self) -> dict[str, Any]:
-        """What `hydra.utils.instantiate` builds: `_target_`, `_partial_` and a copy of the arguments."""
-        return {"_target_": self.target, "_partial_": self.partial, **copy.deepcopy(self.args)}
+        """What `hydra.utils.instantiate` builds: `_target_`, `_partial_`, `lr` and a copy of `args`."""
+        return {"_target_": self.target, "_partial_": self.partial, "lr": self.lr, **copy.deepcopy(self.args)}
 
 
 @dataclass(frozen=True)
@@ -226,15 +276,55 @@ class Adapter:
     REST: ClassVar[str] = "peft"
 
     name: str
-    target: str | None = _key("_target_", None)
-    r: int | None = None
-    alpha: float | None = None
-    dropout: float | None = None
+    target: str | None = setting(None, key="_target_", node_type=str)  # None: absent (full fine-tuning)
+    r: int | None = setting(None, check=check_rank)
+    alpha: Number | None = setting(None, gt=0, example=16)
+    dropout: float | None = setting(None, node_type=float, ge=0, lt=1, example=0.05)  # None: absent
     post_init: str | None = None
     hooks: str | None = None
-    optimizer_factory: str | None = None
-    loraplus_lr_ratio: float | None = None
+    optimizer_factory: str | None = setting(None, choices=("loraplus", "lorafa"))
+    loraplus_lr_ratio: float | None = setting(None, node_type=float, gt=0, why="LoRA+: B's learning rate over A's",
+                                              example=16)
     peft: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def use_dora(self) -> bool:
+        """PEFT's `use_dora` (`peft.LoraConfig`: DoRA's magnitude vector, arXiv 2402.09353), which only LoRA-family
+        files set: False where the file sets none, PEFT's default
+        (https://huggingface.co/docs/peft/package_reference/lora)."""
+        return bool(self.peft.get("use_dora", False))
+
+    @property
+    def init_lora_weights(self) -> str:
+        """PEFT's `init_lora_weights` (`peft.LoraConfig`) as lower-case text: `true` (PEFT's default, where the file
+        sets none), `false`, or an init name (`pissa`, `pissa_niter_4`, `olora`, ...)."""
+        return str(self.peft.get("init_lora_weights", True)).lower()
+
+    #: The PEFT config fields the shipped files set (`peft.LoraConfig`, `peft.VeraConfig`, `peft.MissConfig`,
+    #: `peft.IA3Config`, `peft.AdaLoraConfig`, ...) that get a type and a range before PEFT sees them; PEFT checks any
+    #: other, and the values typed `Any` (an init name such as `pissa_niter_4`, a module list).
+    LIBRARY_KEYS: ClassVar[dict[str, LibraryKey]] = {
+        "init_lora_weights": library_key(Any),  # true, or a PEFT init name (pissa, pissa_niter_N, ...)
+        "miss_dropout": library_key(float, ge=0, lt=1, example=0.05),
+        "init_weights": library_key(Any),  # MiSS: true (balance), bat or mini
+        "feedforward_modules": library_key(Any),  # IA3: modules whose input (not output) is rescaled
+        "lora_alpha": library_key(Number, gt=0, example=16),
+        "lora_dropout": library_key(float, ge=0, lt=1, example=0.05),
+        "vera_dropout": library_key(float, ge=0, lt=1, example=0.05),
+        "use_dora": library_key(bool),
+        "use_rslora": library_key(bool),
+        "init_r": library_key(int, ge=1, why="AdaLoRA's initial rank; adapter.r sets it", example=12),
+        "target_r": library_key(int, ge=1, why="AdaLoRA's final average rank", example=8),
+        "tinit": library_key(int, ge=0, why="AdaLoRA warm-up steps", example=0),
+        "tfinal": library_key(int, ge=0, why="AdaLoRA final steps at the target budget", example=0),
+        "deltaT": library_key(int, ge=1, why="steps between AdaLoRA's budget allocations", example=1),
+        "beta1": library_key(float, gt=0, lt=1, why="EMA factor of AdaLoRA's importance scores", example=0.85),
+        "beta2": library_key(float, gt=0, lt=1, why="EMA factor of AdaLoRA's uncertainty", example=0.85),
+        "orth_reg_weight": library_key(float, ge=0, why="AdaLoRA's orthogonal penalty; 0: off", example=0.5),
+        "total_step": library_key(int, ge=1, why="AdaLoRA schedule length; default grpo.max_steps", example=30),
+        "target_modules": library_key(Any),
+        "task_type": library_key(str),
+    }
 
 
 @dataclass(frozen=True)
@@ -249,19 +339,33 @@ class Grpo:
         beta: the KL coefficient (TRL's default 0.0: no reference model).
         weight_decay: decoupled weight decay, on all but biases and norms (transformers' default 0.0).
         max_grad_norm: gradient clipping threshold; None or 0: none (transformers' default 1.0).
-        fields: every key of the node, these included, for `GRPOConfig(**fields)` (TRL checks them).
+        fields: every other key of the node, `GRPOConfig` fields that TRL checks (`grpo_fields()`: all of them).
     """
 
     REST: ClassVar[str] = "fields"
 
-    num_generations: int
-    max_steps: int
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    beta: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
+    num_generations: int = setting(required=True, ge=2, why="GRPO compares completions within a group", example=4)
+    max_steps: int = setting(required=True, ge=1, why="optimizer steps", example=30)
+    per_device_train_batch_size: int = setting(8, ge=1, why="completions per step and device", example=8)
+    gradient_accumulation_steps: int = setting(1, ge=1, example=1)
+    beta: float = setting(0.0, ge=0, why="KL coefficient", example=0.0)
+    weight_decay: float = setting(0.0, ge=0, example=0.0)
+    max_grad_norm: float | None = setting(1.0, ge=0, why="0 or null: no clipping", example=1.0)
     fields: dict[str, Any] = field(default_factory=dict)
+
+    #: The other `GRPOConfig` / `TrainingArguments` fields the shipped files set, typed and range-checked before TRL
+    #: sees them; TRL checks any other (`+grpo.FIELD=VALUE`).
+    LIBRARY_KEYS: ClassVar[dict[str, LibraryKey]] = {
+        "max_completion_length": library_key(int, ge=1, why="tokens per completion", example=256),
+        "loss_type": library_key(str),
+        "epsilon": library_key(float, ge=0, example=0.2),
+        "epsilon_high": library_key(float | None, ge=0, example=0.28),
+        "temperature": library_key(float, gt=0, why="sampling temperature", example=1.0),
+        "scale_rewards": library_key(Any),  # "group", "batch", "none", or true / false: TRL checks it
+        "gradient_checkpointing": library_key(bool),
+        "lr_scheduler_type": library_key(str),
+        "warmup_steps": library_key(Number, ge=0, why="steps, or a fraction of max_steps when < 1", example=0),
+    }
 
     #: `GRPOConfig` fields that a setting outside the `grpo` group owns: set under `grpo` they would bypass its checks
     #: (`+grpo.use_vllm=true` skipped generation's and failed in TRL after the model loaded). `vllm_*` fields too.
@@ -289,8 +393,11 @@ class Grpo:
                 f"per_device_train_batch_size x gradient_accumulation_steps = {batch} is not divisible by "
                 f"grpo.num_generations = {n}; use a multiple of {n}, e.g. grpo.per_device_train_batch_size={n}"
             )
+
+    def grpo_fields(self) -> dict[str, Any]:
+        """Its TRL `GRPOConfig` fields: the typed ones and a copy of `fields`."""
         typed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fields"}
-        object.__setattr__(self, "fields", {**typed, **self.fields})
+        return typed | copy.deepcopy(self.fields)
 
 
 @dataclass(frozen=True)
@@ -302,7 +409,8 @@ class Distributed:
         name: the option's name (`none`, `ddp`, `fsdp`, `zero1`, `zero2`, `zero3`).
         backend: `none`, `ddp`, `fsdp` or `deepspeed` (`rlvr_cli.core.modes.BACKENDS`).
         accelerate_type: accelerate's `distributed_type` (`NO`, `MULTI_GPU`, `FSDP`, `DEEPSPEED`).
-        shards: what each process holds 1/N of (`weights`, `gradients`, `optimizer_state`).
+        shards: what each process holds 1/N of (`weights`, `gradients`, `optimizer_state`); None under DeepSpeed:
+            what the ZeRO stage shards.
         num_processes: processes per machine; None: every visible GPU.
         num_machines, machine_rank: machines (nodes) and this one's rank.
         main_process_ip, main_process_port: the rendezvous host (None: this machine) and port.
@@ -313,21 +421,22 @@ class Distributed:
         deepspeed: a DeepSpeed config mapping or JSON file path; None: none.
     """
 
-    name: str = "none"
-    backend: str = "none"
-    accelerate_type: str = "NO"
-    shards: tuple[str, ...] = ()
-    num_processes: int | None = 1
-    num_machines: int = 1
-    machine_rank: int = 0
+    name: str = setting("none", required=True, choices=GroupOptions("distributed"))
+    backend: str = setting("none", required=True, choices=BACKENDS, why="what spreads the model")
+    accelerate_type: str = setting("NO", required=True, choices=("NO", "MULTI_GPU", "FSDP", "DEEPSPEED"))
+    shards: tuple[str, ...] | None = ()  # rlvr_cli.core.modes.sharded checks the names
+    num_processes: int | None = setting(1, ge=1, why="processes per machine; null: every visible GPU", example=8)
+    num_machines: int = setting(1, ge=1, example=1)
+    machine_rank: int = setting(0, ge=0, example=0)
     main_process_ip: str | None = None
-    main_process_port: int = 29500
-    timeout_s: float = 1800
-    shutdown_timeout: int = 300
+    main_process_port: int = setting(29500, ge=1, le=65535, example=29500)
+    timeout_s: float = setting(1800, gt=0, why="seconds a collective waits for a rank", example=1800)
+    shutdown_timeout: int = setting(300, ge=0, why="seconds to finish a step and save after a stop signal",
+                                    example=300)
     offload_params: bool = False
     offload_optimizer: bool = False
-    fsdp_config: dict[str, Any] | None = _plain()
-    deepspeed: Any = _plain()
+    fsdp_config: dict[str, Any] | None = setting(None, keep_list=True)  # transformers checks it
+    deepspeed: Any = setting(None, keep_list=True)  # a mapping or a JSON file; DeepSpeed's config class checks it
 
 
 @dataclass(frozen=True)
@@ -346,9 +455,17 @@ class VllmServer:
 
     start: bool = False
     gpus: tuple[int, ...] | None = None
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
+    tensor_parallel_size: int = setting(1, ge=1, why="GPUs one copy of the model spans", example=1)
+    data_parallel_size: int = setting(1, ge=1, example=1)
     args: dict[str, Any] = field(default_factory=dict)
+
+    #: `ScriptArguments` fields the shipped file sets, typed and range-checked before `trl vllm-serve` sees them.
+    LIBRARY_KEYS: ClassVar[dict[str, LibraryKey]] = {
+        "gpu_memory_utilization": library_key(float, gt=0, le=1, why="share of each server GPU vLLM reserves",
+                                              example=0.9),
+        "max_model_len": library_key(int | None, ge=1, why="tokens; null: the model's context", example=4096),
+        "dtype": library_key(str),
+    }
 
     @property
     def size(self) -> int:
@@ -387,16 +504,25 @@ class Generation:
 
     REST: ClassVar[str] = "trl"
 
-    name: str = "hf"
+    name: str = setting("hf", required=True, choices=GroupOptions("generation"))
     use_vllm: bool = False
-    vllm_mode: str = "colocate"
-    vllm_tensor_parallel_size: int = 1
+    vllm_mode: str = setting("colocate", choices=VLLM_MODES)
+    vllm_tensor_parallel_size: int = setting(1, ge=1, why="GPUs one vLLM engine spans", example=1)
     vllm_server_host: str = "0.0.0.0"
-    vllm_server_port: int = 8000
+    vllm_server_port: int = setting(8000, ge=1, le=65535, example=8000)
     vllm_server_base_url: str | None = None
-    vllm_server_timeout: float = 240.0
-    server: VllmServer | None = field(default=None, metadata={"nested": VllmServer})
+    vllm_server_timeout: float = setting(240.0, gt=0, why="seconds to wait for the server", example=240)
+    server: VllmServer | None = setting(None, nested=VllmServer)
     trl: dict[str, Any] = field(default_factory=dict)
+
+    #: The other `GRPOConfig` vLLM fields the shipped files set, typed and range-checked before TRL sees them.
+    LIBRARY_KEYS: ClassVar[dict[str, LibraryKey]] = {
+        "vllm_gpu_memory_utilization": library_key(float, gt=0, le=1, why="share of each GPU vLLM reserves",
+                                                   example=0.3),
+        "vllm_max_model_length": library_key(int | None, ge=1, why="tokens; null: the model's context", example=4096),
+        "vllm_enable_sleep_mode": library_key(bool),
+        "vllm_group_port": library_key(int, ge=1, le=65535, example=51216),
+    }
 
     def grpo_fields(self) -> dict[str, Any]:
         """Its TRL `GRPOConfig` fields: the typed ones (TRL's defaults where the file sets none) and `trl`."""
@@ -414,7 +540,7 @@ class Logger:
     """
 
     name: str = "none"
-    mode: str = "auto"
+    mode: str = setting("auto", choices=WANDB_MODES)
     project: str | None = None
     entity: str | None = None
     group: str | None = None
@@ -436,15 +562,15 @@ class Eval:
         extract: `boxed` (only a closed `\\boxed{}` counts) or `any` (math-verify's extraction as fallback).
     """
 
-    benchmarks: tuple[str, ...] = ()
-    k: int = 4
-    limit: int | None = None
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 1024
-    batch_size: int = 16
+    benchmarks: tuple[str, ...] = setting((), node_type=Any)  # names checked by rlvr_cli.evaluation.benchmarks
+    k: int = setting(4, ge=1, why="samples per problem", example=4)
+    limit: int | None = setting(None, ge=1, why="problems per benchmark; null: all", example=100)
+    temperature: float = setting(0.6, ge=0, why="0: greedy", example=0.6)
+    top_p: float = setting(0.95, gt=0, le=1, example=0.95)
+    max_new_tokens: int = setting(1024, ge=1, example=1024)
+    batch_size: int = setting(16, ge=1, example=16)
     data_dir: str | None = None
-    extract: str = "boxed"
+    extract: str = setting("boxed", choices=("boxed", "any"), why="boxed: only a closed \\boxed{} counts")
 
     def __post_init__(self) -> None:
         if isinstance(self.benchmarks, str):  # `eval.benchmarks=gsm8k,math500` from a shell
@@ -462,9 +588,9 @@ class Sparsity:
         max_copy_gb: the largest CPU copy of the initial weights to keep, in GB (1e9 bytes); None: no limit.
     """
 
-    every_n_steps: int = 10
-    tolerance: float = 1e-5
-    max_copy_gb: float | None = 4
+    every_n_steps: int = setting(10, ge=0, why="0: the last step only", fix="sparsity=null turns it off")
+    tolerance: float = setting(1e-5, check=check_tolerance)
+    max_copy_gb: float | None = setting(4, gt=0, why="no limit", example=4)
 
 
 @dataclass(frozen=True)
@@ -482,17 +608,18 @@ class Trial:
 
     storage: str
     study: str
-    number: int
-    pause_at: int | None = None
-    resume: bool = False
+    number: int = setting(required=True, ge=0, example=0)
+    pause_at: int | None = setting(None, ge=1, why="optimizer steps; absent or null: run to grpo.max_steps", example=5)
+    resume: bool | None = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resume", bool(self.resume))  # null in a sweep's cell: no
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
-    """One `rlvr train` run's config, typed and frozen (`rlvr_cli.core.compose.compose_run` builds it).
+    """One `rlvr train` run's config, typed and frozen (`rlvr_cli.core.compose.compose_run` builds it). Keyword
+    arguments only; the field order is the order in which a composed config's values are checked.
 
     Attributes:
         model, data, optimizer, adapter, grpo, distributed, generation, logger: the config groups.
@@ -508,24 +635,24 @@ class RunConfig:
         stop_on_nonfinite: end the run `diverged` on a NaN or infinite loss, gradient norm or weight.
     """
 
-    model: Model
-    data: Data
     optimizer: Optimizer
     adapter: Adapter
     grpo: Grpo
     distributed: Distributed = field(default_factory=Distributed)
     generation: Generation = field(default_factory=Generation)
+    model: Model
+    rewards: dict[str, Any] = field(default_factory=dict)  # typed by rlvr_cli.core.schema.conform_rewards
     logger: Logger = field(default_factory=Logger)
-    rewards: dict[str, Any] = field(default_factory=dict)
-    eval: Eval = field(default_factory=Eval)
     sparsity: Sparsity | None = field(default_factory=Sparsity)
-    trial: Trial | None = None
-    seed: int = 0
-    precision: str = "auto"
+    save_format: str = setting("full", choices=SAVE_FORMATS)
+    precision: str = setting("auto", required=True, choices=PRECISIONS)
+    seed: int = setting(0, required=True, ge=0, le=MAX_SEED, example=0)
+    data: Data
+    eval: Eval = field(default_factory=Eval)
     output_dir: str = "runs"
     run_name: str | None = None
-    save_format: str = "full"
     stop_on_nonfinite: bool = True
+    trial: Trial | None = None
 
     #: Field -> its class, for the fields built from a sub-node.
     GROUPS: ClassVar[dict[str, type]] = {"model": Model, "data": Data, "optimizer": Optimizer, "adapter": Adapter,

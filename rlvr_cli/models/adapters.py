@@ -5,7 +5,8 @@ Each `conf/adapter/<name>.yaml` is a Hydra instantiation target (https://hydra.c
 overview/): `_target_: peft.LoraConfig` (or `peft.VeraConfig`, `peft.MissConfig`, `peft.IA3Config`,
 `peft.LNTuningConfig`, ...) with PEFT's field names (`r`, `lora_alpha`, `lora_dropout`, `init_lora_weights`,
 `target_modules`, ...; see PEFT's config reference, https://huggingface.co/docs/peft/package_reference/config).
-The stable override names are rlvr's own keys, stripped before instantiation (`META_KEYS`):
+The stable override names are rlvr's own keys, typed fields of `rlvr_cli.core.run_config.Adapter` and not handed
+to PEFT:
 - `adapter.r`: PEFT's `r` itself where the method has a rank; `r: null` where it has none (IA3, LN tuning, full);
 - `adapter.alpha`: the scale, which the PEFT field interpolates (`lora_alpha: ${.alpha}`); null where there is none
   (VeRA, MiSS, IA3, LN tuning);
@@ -121,8 +122,7 @@ def residual_base(cfg: Adapter) -> bool:
     """Whether the adapter moves its initial product out of the frozen weights (PiSSA, MiLoRA, ...: an
     `init_lora_weights` in `RESIDUAL_INITS`, or a `post_init`), so that it must be saved converted
     (`save_converted`)."""
-    init = str(cfg.peft.get("init_lora_weights", "")).lower()  # a PEFT field, absent from most methods' files
-    return cfg.post_init is not None or init.startswith(RESIDUAL_INITS)
+    return cfg.post_init is not None or cfg.init_lora_weights.startswith(RESIDUAL_INITS)
 
 
 def check_run(cfg: RunConfig) -> None:
@@ -151,7 +151,7 @@ def check_run(cfg: RunConfig) -> None:
                        f"model; use grpo.beta=0")
     if a.post_init is not None:
         _post_init(a)
-        if a.peft.get("use_dora"):  # a PEFT field, absent from most methods' files
+        if a.use_dora:
             raise BadInput(f"adapter={a.name}: post_init {a.post_init} re-initialises the adapter after PEFT built "
                            f"it, which DoRA's magnitude vector does not follow; set adapter.use_dora=false")
 

@@ -2,8 +2,9 @@
 
 Each `conf/optimizer/<name>.yaml` is a Hydra instantiation target (`_target_` plus `_partial_: true` and the
 constructor's arguments, `lr` included; https://hydra.cc/docs/advanced/instantiate_objects/overview/), plus
-three keys that are not constructor arguments (`META_KEYS`): `name`, `state` (the analytic memory model of
-`rlvr_cli.analysis.memory`, one of its `STATE_MODELS`) and `requires_cuda`. Adding an optimizer is one such file.
+keys that are not constructor arguments, typed fields of `rlvr_cli.core.run_config.Optimizer`: `name`, `state` (the
+analytic state model, one of `rlvr_cli.optimizers.state.STATE_MODELS`), `requires_cuda` and `hooks`. What Hydra
+instantiates is `Optimizer.instantiable()`. Adding an optimizer is one such file.
 
 TRL's `optim="sgd"` string builds plain SGD and ignores `optim_args`, so momentum, Nesterov or Lion's betas
 would be silently dropped. rlvr instead hands the `Trainer` an `(optimizer class, kwargs)` pair through its
@@ -35,26 +36,14 @@ for an optimizer class.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from rlvr_cli.core import modes
-from rlvr_cli.core.compose import plain
 from rlvr_cli.core.errors import BadInput, root_cause
 from rlvr_cli.core.run_config import Optimizer, RunConfig
 from rlvr_cli.optimizers.muon import MuonOverModel, MuonWithAdamW
-
-#: Keys of an optimizer config that describe it and are not constructor arguments (stripped before instantiate).
-META_KEYS = ("name", "state", "requires_cuda", "hooks")
-
-
-def constructor_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an optimizer file's node (`conf/optimizer/*.yaml` as loaded) that `hydra.utils.instantiate`
-    builds: every key but `META_KEYS`. A run's `Optimizer` has it as `Optimizer.instantiable()`."""
-    container = plain(cfg)
-    return {k: v for k, v in container.items() if k not in META_KEYS}
 
 
 def build_optimizer(cfg: Optimizer) -> Any:
@@ -133,8 +122,8 @@ class LoraFA:
     `peft.optimizers.create_lorafa_optimizer`, which freezes every LoRA A (`requires_grad=False`) and steps each B
     with AdamW on the gradient projected through A (`(A A^T)^-1`, scaled by the layer's LoRA scaling), then sets
     `betas` and `eps` (PEFT fixes (0.9, 0.999) and 1e-6) to the `adamw` option's. `r` and `lora_alpha` are the
-    adapter's (PEFT reads each layer's own scaling; they are its fallback). `state` is not PEFT's: the memory
-    model of what is built (`lorafa`: AdamW's two moments for B, and a Python-int step, 0 bytes), read by
+    adapter's `r` and `alpha` (PEFT reads each layer's own scaling; they are its fallback). `state` is not PEFT's:
+    the memory model of what is built (`lorafa`: AdamW's two moments for B, and a Python-int step, 0 bytes), read by
     `rlvr_cli.analysis.memory` from these keyword arguments."""
 
     def __call__(self, model: Any, *, r: int, lora_alpha: float, lr: float, weight_decay: float = 0.0,
@@ -178,7 +167,7 @@ def trainer_optimizer(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
         raise BadInput(f"adapter={adapter_name}: unknown optimizer_factory {factory!r}; valid: "
                        f"{', '.join(ADAPTER_FACTORIES)}, or null")
     if cls is MuonWithAdamW or factory == "lorafa":
-        if modes.backend(cfg.distributed) == "deepspeed" or cfg.grpo.fields.get("deepspeed"):
+        if modes.backend(cfg.distributed) == "deepspeed" or "deepspeed" in cfg.grpo.fields:
             what = "optimizer=muon" if cls is MuonWithAdamW else f"adapter={adapter_name} (LoRA-FA)"
             raise BadInput(f"{what} cannot run under DeepSpeed ZeRO, which steps flattened 1-D partitions: use "
                            f"distributed=ddp or distributed=fsdp")
@@ -193,10 +182,10 @@ def trainer_optimizer(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
         if ignored:
             raise BadInput(f"adapter={adapter_name}: LoRA-FA takes only {', '.join(LORAFA_KEYS)} from the "
                            f"optimizer; remove optimizer.{ignored[0]}")
-        if adapter.peft.get("use_dora"):  # a PEFT field, absent from most methods' files
+        if adapter.use_dora:
             raise BadInput(f"adapter={adapter_name}: LoRA-FA pairs each lora_A with its lora_B and cannot step "
                            f"DoRA's magnitude vector: set adapter.use_dora=false")
-        return LoraFA, {"r": adapter.r, "lora_alpha": adapter.peft.get("lora_alpha"), "weight_decay": weight_decay,
+        return LoraFA, {"r": adapter.r, "lora_alpha": adapter.alpha, "weight_decay": weight_decay,
                         "state": "lorafa", **kwargs}
     if cls is MuonWithAdamW:
         return MuonOverModel, {"weight_decay": weight_decay, **kwargs}

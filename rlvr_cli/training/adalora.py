@@ -36,8 +36,9 @@ if TYPE_CHECKING:  # torch, transformers and trl load inside the functions: `che
     from rlvr_cli.core.run_config import RunConfig
     from rlvr_cli.training.axes import RunContext
 
-#: AdaLoraConfig's schedule fields and PEFT 0.21's defaults (used when the adapter file leaves one out).
-SCHEDULE_DEFAULTS = {"init_r": 12, "target_r": 8, "tinit": 0, "tfinal": 0, "deltaT": 1}
+#: AdaLoraConfig's schedule fields, in optimizer steps but the ranks: an AdaLoRA file sets every one
+#: (`conf/adapter/adalora.yaml`; `total_step: null` is PEFT's "the run's length").
+SCHEDULE_KEYS = ("init_r", "target_r", "tinit", "tfinal", "deltaT", "total_step")
 
 
 def masks_at(step: int, tinit: int, tfinal: int, deltaT: int, total_step: int) -> bool:
@@ -81,16 +82,20 @@ def check_schedule(cfg: RunConfig) -> None:
         cfg: the typed run config (its `adapter` and `grpo`).
 
     Raises:
-        BadInput: the first condition that fails, naming the values and a fix.
+        BadInput: a schedule field the adapter file lacks (`SCHEDULE_KEYS`: nothing falls back to PEFT's defaults),
+            or the first condition that fails, naming the values and a fix.
     """
     a = cfg.adapter
     if not str(a.target or "").endswith("AdaLoraConfig"):
         return
-    s = {k: a.peft.get(k, default) for k, default in SCHEDULE_DEFAULTS.items()}  # PEFT fields, PEFT's defaults
-    init_r, target_r, tinit, tfinal, delta = s["init_r"], s["target_r"], s["tinit"], s["tfinal"], s["deltaT"]
+    missing = [k for k in SCHEDULE_KEYS if k not in a.peft]
+    if missing:
+        raise BadInput(f"adapter={a.name} builds a peft.AdaLoraConfig but sets no adapter.{missing[0]}: an AdaLoRA "
+                       f"file sets its whole schedule ({', '.join(SCHEDULE_KEYS)}), as conf/adapter/adalora.yaml does; "
+                       f"e.g. +adapter.{missing[0]}=VALUE")
+    init_r, target_r, tinit, tfinal, delta, total = (a.peft[k] for k in SCHEDULE_KEYS)
     steps = cfg.grpo.max_steps
-    total = a.peft.get("total_step")  # PEFT's field: null, the run's max_steps
-    total = steps if total is None else int(total)
+    total = steps if total is None else int(total)  # null: PEFT's "the run's length"
     if target_r >= init_r:
         fix = f"adapter.target_r={init_r * 2 // 3}" if init_r >= 2 else f"adapter.r={target_r * 3 // 2 + 1}"
         raise BadInput(f"adapter.target_r={target_r} must be below the initial rank init_r={init_r} (adapter.r): "

@@ -162,7 +162,7 @@ def grpo_config(run: axes.RunContext, output_dir: str, reward_weights: list[floa
     cfg, fields = run.cfg, {}
     for axis in run_axes:  # the precision's, the distributed mode's, the generation backend's, an option's module's
         fields.update(axis.trainer_fields(run))
-    fields.update(cfg.grpo.fields)
+    fields.update(cfg.grpo.grpo_fields())
     fields.update(optimizers.trainer_kwargs(cfg))  # the learning rate and clipping, over the grpo group's
     try:
         return GRPOConfig(
