@@ -8,7 +8,7 @@ from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
-from rlvr_cli.models.state import count_params
+from rlvr_cli.models.parameters import count_params
 
 # trainable parameters per adapted Linear(in, out) at rank r
 FORMULA = {

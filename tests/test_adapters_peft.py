@@ -22,8 +22,8 @@ from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models import adapters
 from rlvr_cli.models.loading import load_model
 from rlvr_cli.models.milora import init as milora_init
+from rlvr_cli.models.parameters import count_params, meta_model
 from rlvr_cli.models.sources import load_eval_model, resolve_model
-from rlvr_cli.models.state import count_params, meta_model
 
 ADAPTERS = group_options("adapter")
 #: Token ids [1, 32] on which logits are compared (any ids of the SmolLM2 vocabulary).

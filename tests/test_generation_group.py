@@ -23,7 +23,7 @@ from rlvr_cli.analysis.memory import GB, estimate
 from rlvr_cli.analysis.planner import Plan
 from rlvr_cli.core.compose import compose, compose_run, group_options, validate
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_config import TRL_VLLM_DEFAULTS
+from rlvr_cli.core.modes import TRL_VLLM_DEFAULTS
 from rlvr_cli.evaluation.vllm import unavailable
 from rlvr_cli.training.generation import (
     ServerError,

@@ -83,3 +83,17 @@ def test_every_file_and_function_the_architecture_page_names_exists():
         assert file.is_file(), ref
         if not ref.endswith(".py"):
             assert name in _defined(file), ref
+
+
+def test_no_module_over_500_lines_and_no_file_name_twice():
+    """Issue 27, item 4: each concept in its room. A module stays short enough to read, and a file name says which
+    module it is (`__init__.py` and `__main__.py` aside)."""
+    modules = [p for p in (REPO / "rlvr_cli").rglob("*.py") if "__pycache__" not in p.parts]
+    long = {str(p.relative_to(REPO)): n for p in modules if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
+    names: dict[str, list[str]] = {}
+    for p in modules:
+        if p.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(p.name, []).append(str(p.relative_to(REPO)))
+    twice = {name: paths for name, paths in names.items() if len(paths) > 1}
+    assert not twice, twice

@@ -26,7 +26,7 @@ from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.units import human_bytes
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
-from rlvr_cli.models.state import count_params
+from rlvr_cli.models.parameters import count_params
 from rlvr_cli.optimizers.build import optimizer_cls_and_kwargs
 from rlvr_cli.optimizers.state import optimizer_names, state_bytes, state_bytes_analytic
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from rlvr_cli.core import modes, schema
 from rlvr_cli.core.compose import compose, compose_run, config_dir, group_options, validate
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_config import Distributed
+from rlvr_cli.core.modes import Distributed
 from rlvr_cli.training import parallelism
 
 GROUP_DIRS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra")

@@ -17,7 +17,7 @@ from rlvr_cli.core.compose import compose_run
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.models.adapters import peft_config
 from rlvr_cli.models.loading import load_model
-from rlvr_cli.models.state import is_matrix, muon_matrices
+from rlvr_cli.models.parameters import is_matrix, muon_matrices
 from rlvr_cli.optimizers.build import LoraFA, LoraPlus, trainer_optimizer
 from rlvr_cli.optimizers.muon import MuonOverModel, MuonWithAdamW
 from rlvr_cli.optimizers.state import state_bytes, state_bytes_analytic

@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 
 from rlvr_cli.core.compose import compose, compose_run, config_dir, group_options
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_config import Optimizer, from_node
+from rlvr_cli.core.nodes import from_node
+from rlvr_cli.core.run_config import Optimizer
 from rlvr_cli.optimizers.build import build_optimizer, optimizer_cls_and_kwargs, trainer_kwargs
 from rlvr_cli.optimizers.state import STATE_MODELS, state_bytes
 

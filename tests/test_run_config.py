@@ -12,7 +12,8 @@ from conftest import REPO
 
 from rlvr_cli.core.compose import GROUPS, compose_run, group_options
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_config import RunConfig, from_node, to_node
+from rlvr_cli.core.nodes import from_node, to_node
+from rlvr_cli.core.run_config import RunConfig
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -16,7 +16,7 @@ from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_dir import read_metrics
 from rlvr_cli.models import sparse_delta
 from rlvr_cli.models.loading import load_model
-from rlvr_cli.models.state import state_dict
+from rlvr_cli.models.parameters import state_dict
 
 runner = CliRunner()
 

@@ -40,9 +40,10 @@ from rlvr_cli.analysis.planner import Activations, GpuMemory, Plan, check_plan, 
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.compose import compose, group_options, plain
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.run_config import Adapter, from_node
+from rlvr_cli.core.nodes import from_node
+from rlvr_cli.core.run_config import Adapter
 from rlvr_cli.models.adapters import adapter_meta_model
-from rlvr_cli.models.state import full_numel, full_shape, meta_model
+from rlvr_cli.models.parameters import full_numel, full_shape, meta_model
 from rlvr_cli.optimizers.state import (
     Shape,
     check_optimizer,

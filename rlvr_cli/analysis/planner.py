@@ -22,7 +22,8 @@ from typing import Protocol
 from rlvr_cli.core import modes
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.groups import group_options
-from rlvr_cli.core.run_config import Distributed, from_node
+from rlvr_cli.core.modes import Distributed
+from rlvr_cli.core.nodes import from_node
 
 #: What a distributed mode shards (`rlvr_cli.core.modes.SHARDABLE`) -> the model-state parts it splits over the GPUs.
 #: ZeRO (Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models", arXiv

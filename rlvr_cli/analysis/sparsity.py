@@ -34,9 +34,9 @@ from rlvr_cli.core.checks import check_tolerance
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.groups import default_node
 from rlvr_cli.core.run_dir import check_output_dir
+from rlvr_cli.models.parameters import architecture, check_compatible, state_dict
 from rlvr_cli.models.progress_bars import transformers_bars_off
 from rlvr_cli.models.sources import load_eval_model, resolve_model
-from rlvr_cli.models.state import architecture, check_compatible, state_dict
 
 if TYPE_CHECKING:
     import torch

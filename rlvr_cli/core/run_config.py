@@ -30,118 +30,19 @@ from typing import Any, ClassVar
 
 from rlvr_cli.core.checks import check_betas, check_lr, check_path_component, check_rank, check_tolerance
 from rlvr_cli.core.errors import BadInput
-from rlvr_cli.core.groups import GroupOptions
+from rlvr_cli.core.modes import Distributed, Generation
+from rlvr_cli.core.nodes import from_node, setting
 from rlvr_cli.core.precision import PRECISIONS
-from rlvr_cli.core.rules import MAX_SEED, LibraryKey, Number, Rule, library_key
+from rlvr_cli.core.rules import MAX_SEED, LibraryKey, Number, library_key
 
-__all__ = ["BACKENDS", "SAVE_FORMATS", "VLLM_MODES", "WANDB_MODES", "Adapter", "Data", "Distributed", "Eval",
-           "Generation", "Grpo", "Hub", "Logger", "Model", "Optimizer", "RunConfig", "Sparsity", "Trial", "VllmServer",
-           "from_node", "setting", "to_node"]
+__all__ = ["SAVE_FORMATS", "WANDB_MODES", "Adapter", "Data", "Eval", "Grpo", "Hub", "Logger", "Model", "Optimizer",
+           "RunConfig", "Sparsity", "Trial"]
 
 
-#: `distributed.backend` values: what spreads the model (torch DDP, torch FSDP, DeepSpeed), or one process.
-BACKENDS = ("none", "ddp", "fsdp", "deepspeed")
-#: `generation.vllm_mode` values (TRL `GRPOConfig.vllm_mode`).
-VLLM_MODES = ("colocate", "server")
 #: `logger.mode` values (W&B's modes, plus `auto`).
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 #: `save_format` values.
 SAVE_FORMATS = ("full", "sparse_delta")
-
-
-def from_node(cls: type, node: Mapping[str, Any] | None, where: str) -> Any:
-    """Build the frozen dataclass `cls` from a composed, validated config node (plain dicts and lists).
-
-    Every key of `node` goes to the field of its name (a field's `metadata["key"]` names a key that is no Python
-    name: `_target_`); a field whose key is absent keeps its default. Lists become tuples in typed fields. Keys no
-    field names go to the field `cls.REST` names (a mapping handed to a library), or are refused. A nested
-    dataclass field (`Data.hub`) is built the same way from its sub-node.
-
-    Args:
-        cls: one of this module's dataclasses.
-        node: the group's node (`OmegaConf.to_container` of the composed config's node), or None for `{}`.
-        where: the node's key in the run config, for messages (`optimizer`).
-
-    Raises:
-        BadInput: a key the class neither names nor passes on (`cls.REST` is None), or a required field (no
-            default) the node lacks; the message names the key.
-    """
-    node = dict(node or {})
-    rest_name = getattr(cls, "REST", None)
-    kwargs: dict[str, Any] = {}
-    taken: set[str] = set()
-    for f in dataclasses.fields(cls):
-        key = f.metadata.get("key", f.name)
-        if f.name == rest_name or key not in node:
-            continue
-        value = node[key]
-        taken.add(key)
-        nested = f.metadata.get("nested")
-        if nested is not None and isinstance(value, Mapping):
-            value = from_node(nested, value, f"{where}.{key}")
-        elif isinstance(value, list) and f.metadata.get("tuple", True):
-            value = tuple(value)
-        kwargs[f.name] = value
-    rest = {k: copy.deepcopy(v) for k, v in node.items() if k not in taken}
-    if rest_name is not None:
-        kwargs[rest_name] = rest
-    elif rest:
-        key = next(iter(rest))
-        raise BadInput(f"{where}.{key} is not a setting rlvr reads; drop it (the keys of {where}: "
-                       f"{', '.join(f.metadata.get('key', f.name) for f in dataclasses.fields(cls))})")
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # a required field the node lacks
-        missing = [f.metadata.get("key", f.name) for f in dataclasses.fields(cls) if f.name not in kwargs
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        raise BadInput(f"{where} needs {', '.join(f'{where}.{k}' for k in missing) or str(e)}") from None
-
-
-def to_node(obj: Any) -> Any:
-    """`from_node`'s inverse: a typed config (or any value in it) as the plain node it reads, keys under their
-    config names (`_target_`), tuples as lists, the `REST` mapping's keys beside the fields. What `config.yaml` of a
-    run directory records: every setting in effect, defaults included."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        rest_name = getattr(type(obj), "REST", None)
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(obj):
-            if f.name != rest_name:
-                out[f.metadata.get("key", f.name)] = to_node(getattr(obj, f.name))
-        if rest_name is not None:
-            out.update({k: to_node(v) for k, v in getattr(obj, rest_name).items() if k not in out})
-        return out
-    if isinstance(obj, Mapping):
-        return {k: to_node(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_node(v) for v in obj]
-    return obj
-
-
-def setting(default: Any = dataclasses.MISSING, *, key: str | None = None, nested: type | None = None,
-            keep_list: bool = False, node_type: Any = None, **rule: Any) -> Any:
-    """A typed field of the run config: its default, and its range beside it.
-
-    Args:
-        default: the value when the composed node lacks the key (none: the key is required); immutable (a field
-            with a mutable default is a plain `dataclasses.field(default_factory=...)`).
-        key: the config key when it is no Python name (`_target_`); default the field's name.
-        nested: the dataclass a sub-node becomes (`Data.hub`).
-        keep_list: a list stays a list (it goes to a library), not a tuple.
-        node_type: the type OmegaConf checks the composed value against, where it differs from the field's
-            (`eval.benchmarks`: a list, or a comma-separated string the field splits).
-        rule: the range, `rlvr_cli.core.rules.Rule`'s keywords (`ge`, `gt`, `le`, `lt`, `choices`, `required`,
-            `why`, `fix`, `example`, `check`), applied by `rlvr_cli.core.schema.check` with its one-line error.
-
-    Returns:
-        a `dataclasses.field` with the rule and the rest in its metadata.
-    """
-    metadata: dict[str, Any] = {"rule": Rule(**rule)} if rule else {}
-    for name, value in (("key", key), ("nested", nested), ("node_type", node_type)):
-        if value is not None:
-            metadata[name] = value
-    if keep_list:
-        metadata["tuple"] = False
-    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -398,135 +299,6 @@ class Grpo:
         """Its TRL `GRPOConfig` fields: the typed ones and a copy of `fields`."""
         typed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fields"}
         return typed | copy.deepcopy(self.fields)
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """`distributed` group (`conf/distributed/*.yaml`): how many processes on how many machines, and what spreads
-    the model over them (accelerate's launch names: https://huggingface.co/docs/accelerate/package_reference/cli).
-
-    Attributes:
-        name: the option's name (`none`, `ddp`, `fsdp`, `zero1`, `zero2`, `zero3`).
-        backend: `none`, `ddp`, `fsdp` or `deepspeed` (`rlvr_cli.core.modes.BACKENDS`).
-        accelerate_type: accelerate's `distributed_type` (`NO`, `MULTI_GPU`, `FSDP`, `DEEPSPEED`).
-        shards: what each process holds 1/N of (`weights`, `gradients`, `optimizer_state`); None under DeepSpeed:
-            what the ZeRO stage shards.
-        num_processes: processes per machine; None: every visible GPU.
-        num_machines, machine_rank: machines (nodes) and this one's rank.
-        main_process_ip, main_process_port: the rendezvous host (None: this machine) and port.
-        timeout_s: seconds a collective waits for a rank.
-        shutdown_timeout: seconds the processes get to finish a step and save after a stop signal.
-        offload_params, offload_optimizer: DeepSpeed's CPU offload of the weights and of the optimizer state.
-        fsdp_config: transformers' `fsdp_config` mapping; None: its defaults.
-        deepspeed: a DeepSpeed config mapping or JSON file path; None: none.
-    """
-
-    name: str = setting("none", required=True, choices=GroupOptions("distributed"))
-    backend: str = setting("none", required=True, choices=BACKENDS, why="what spreads the model")
-    accelerate_type: str = setting("NO", required=True, choices=("NO", "MULTI_GPU", "FSDP", "DEEPSPEED"))
-    shards: tuple[str, ...] | None = ()  # rlvr_cli.core.modes.sharded checks the names
-    num_processes: int | None = setting(1, ge=1, why="processes per machine; null: every visible GPU", example=8)
-    num_machines: int = setting(1, ge=1, example=1)
-    machine_rank: int = setting(0, ge=0, example=0)
-    main_process_ip: str | None = None
-    main_process_port: int = setting(29500, ge=1, le=65535, example=29500)
-    timeout_s: float = setting(1800, gt=0, why="seconds a collective waits for a rank", example=1800)
-    shutdown_timeout: int = setting(300, ge=0, why="seconds to finish a step and save after a stop signal",
-                                    example=300)
-    offload_params: bool = False
-    offload_optimizer: bool = False
-    fsdp_config: dict[str, Any] | None = setting(None, keep_list=True)  # transformers checks it
-    deepspeed: Any = setting(None, keep_list=True)  # a mapping or a JSON file; DeepSpeed's config class checks it
-
-
-@dataclass(frozen=True)
-class VllmServer:
-    """`generation.server` (`conf/generation/vllm_server.yaml`): the vLLM server rlvr starts, under the names of
-    TRL's `trl vllm-serve` arguments (`trl.scripts.vllm_serve.ScriptArguments`), plus rlvr's `start` and `gpus`.
-
-    Attributes:
-        start: rlvr starts the server for the run's duration (False: one runs already at the host and port).
-        gpus: CUDA device ids for it; None: the next free ones after the training processes'.
-        tensor_parallel_size, data_parallel_size: GPUs one copy of the model spans, and copies (ScriptArguments').
-        args: every other `ScriptArguments` field (`gpu_memory_utilization`, `max_model_len`, `dtype`, ...).
-    """
-
-    REST: ClassVar[str] = "args"
-
-    start: bool = False
-    gpus: tuple[int, ...] | None = None
-    tensor_parallel_size: int = setting(1, ge=1, why="GPUs one copy of the model spans", example=1)
-    data_parallel_size: int = setting(1, ge=1, example=1)
-    args: dict[str, Any] = field(default_factory=dict)
-
-    #: `ScriptArguments` fields the shipped file sets, typed and range-checked before `trl vllm-serve` sees them.
-    LIBRARY_KEYS: ClassVar[dict[str, LibraryKey]] = {
-        "gpu_memory_utilization": library_key(float, gt=0, le=1, why="share of each server GPU vLLM reserves",
-                                              example=0.9),
-        "max_model_len": library_key(int | None, ge=1, why="tokens; null: the model's context", example=4096),
-        "dtype": library_key(str),
-    }
-
-    @property
-    def size(self) -> int:
-        """GPUs the server takes: `tensor_parallel_size x data_parallel_size`."""
-        return self.tensor_parallel_size * self.data_parallel_size
-
-    def script_arguments(self) -> dict[str, Any]:
-        """Its `trl vllm-serve` arguments: the parallel sizes and `args` (not rlvr's `start` and `gpus`)."""
-        return {"tensor_parallel_size": self.tensor_parallel_size, "data_parallel_size": self.data_parallel_size,
-                **copy.deepcopy(self.args)}
-
-
-#: TRL `GRPOConfig` defaults (TRL 1.16) of the vLLM fields `Generation` types: what TRL does when a file sets none.
-TRL_VLLM_DEFAULTS = {"use_vllm": False, "vllm_mode": "colocate", "vllm_tensor_parallel_size": 1,
-                     "vllm_server_host": "0.0.0.0", "vllm_server_port": 8000, "vllm_server_base_url": None,
-                     "vllm_server_timeout": 240.0}
-
-
-@dataclass(frozen=True)
-class Generation:
-    """`generation` group (`conf/generation/*.yaml`): which engine samples a GRPO step's completions, with TRL's
-    `GRPOConfig` names for its vLLM fields (https://huggingface.co/docs/trl/main/en/vllm_integration).
-
-    Attributes:
-        name: the option's name (`hf`, `vllm_colocate`, `vllm_server`).
-        use_vllm: TRL generates with vLLM (the file's trait; `hf`: False).
-        vllm_mode: `colocate` (an engine in every training process) or `server` (a separate vLLM server).
-        vllm_tensor_parallel_size: GPUs one colocated engine spans.
-        vllm_server_host, vllm_server_port: where the trainer reaches the server.
-        vllm_server_base_url: a running server's URL, instead of host and port; None: host and port.
-        vllm_server_timeout: seconds the trainer (and rlvr, for a server it starts) waits for the server.
-        server: the vLLM server rlvr starts; None: none.
-        trl: every other key, TRL `GRPOConfig` fields (`vllm_gpu_memory_utilization`, `vllm_*`), as composed.
-    The typed TRL fields default to TRL's own (`TRL_VLLM_DEFAULTS`).
-    """
-
-    REST: ClassVar[str] = "trl"
-
-    name: str = setting("hf", required=True, choices=GroupOptions("generation"))
-    use_vllm: bool = False
-    vllm_mode: str = setting("colocate", choices=VLLM_MODES)
-    vllm_tensor_parallel_size: int = setting(1, ge=1, why="GPUs one vLLM engine spans", example=1)
-    vllm_server_host: str = "0.0.0.0"
-    vllm_server_port: int = setting(8000, ge=1, le=65535, example=8000)
-    vllm_server_base_url: str | None = None
-    vllm_server_timeout: float = setting(240.0, gt=0, why="seconds to wait for the server", example=240)
-    server: VllmServer | None = setting(None, nested=VllmServer)
-    trl: dict[str, Any] = field(default_factory=dict)
-
-    #: The other `GRPOConfig` vLLM fields the shipped files set, typed and range-checked before TRL sees them.
-    LIBRARY_KEYS: ClassVar[dict[str, LibraryKey]] = {
-        "vllm_gpu_memory_utilization": library_key(float, gt=0, le=1, why="share of each GPU vLLM reserves",
-                                                   example=0.3),
-        "vllm_max_model_length": library_key(int | None, ge=1, why="tokens; null: the model's context", example=4096),
-        "vllm_enable_sleep_mode": library_key(bool),
-        "vllm_group_port": library_key(int, ge=1, le=65535, example=51216),
-    }
-
-    def grpo_fields(self) -> dict[str, Any]:
-        """Its TRL `GRPOConfig` fields: the typed ones (TRL's defaults where the file sets none) and `trl`."""
-        return {k: getattr(self, k) for k in TRL_VLLM_DEFAULTS} | copy.deepcopy(self.trl)
 
 
 @dataclass(frozen=True)

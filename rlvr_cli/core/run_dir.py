@@ -157,7 +157,7 @@ def create(path: Path, cfg: RunConfig, overrides: list[str], extra: Mapping[str,
     """
     from omegaconf import OmegaConf
 
-    from rlvr_cli.core.run_config import to_node
+    from rlvr_cli.core.nodes import to_node
 
     path = Path(path)
     try:

@@ -16,7 +16,8 @@ from typing import Any
 
 from rlvr_cli.core import hub as hub_access
 from rlvr_cli.core.errors import BadInput, one_line
-from rlvr_cli.core.run_config import Data, to_node
+from rlvr_cli.core.nodes import to_node
+from rlvr_cli.core.run_config import Data
 
 #: The instruction appended to every problem; the same one `rlvr eval` uses (Qwen2.5-Math protocol).
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."

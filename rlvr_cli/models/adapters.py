@@ -34,7 +34,8 @@ from typing import Any
 from rlvr_cli.core import modes
 from rlvr_cli.core.checks import check_rank
 from rlvr_cli.core.errors import BadInput, root_cause
-from rlvr_cli.core.run_config import Adapter, RunConfig, to_node
+from rlvr_cli.core.nodes import to_node
+from rlvr_cli.core.run_config import Adapter, RunConfig
 
 #: PEFT `init_lora_weights` values (prefixes) that subtract the initial B0 A0 from the base weights (PEFT's own list
 #: for `path_initial_model_for_weight_conversion`: PiSSA, CorDA, OLoRA, LoRA-GA).
@@ -237,7 +238,7 @@ def build_on_meta(model: Any, config: Any) -> Any:
     device, PEFT re-registers them as new, trainable parameters.
 
     Args:
-        model: a transformers model built on the meta device (`rlvr_cli.models.state.meta_model`).
+        model: a transformers model built on the meta device (`rlvr_cli.models.parameters.meta_model`).
         config: a `peft.PeftConfig` (`peft_config`).
 
     Returns:
@@ -258,7 +259,7 @@ def build_on_meta(model: Any, config: Any) -> Any:
 
 
 def adapter_meta_model(model_name_or_path: str, adapter_cfg: Adapter, base: Any = None) -> Any:
-    """The model on the meta device (`rlvr_cli.models.state.meta_model`: its config only, no weights) with the
+    """The model on the meta device (`rlvr_cli.models.parameters.meta_model`: its config only, no weights) with the
     adapter `adapter_cfg` applied (`build_on_meta`: PiSSA's SVD off, AdaLoRA's ranknum frozen as on
     a real device) and, for LoRA-FA, its A matrices frozen (as `peft.optimizers.create_lorafa_optimizer` does);
     the bare model for full fine-tuning. `rlvr memory` counts on it, and `check_on_meta` checks a run's adapter.
@@ -270,7 +271,7 @@ def adapter_meta_model(model_name_or_path: str, adapter_cfg: Adapter, base: Any 
     """
     import warnings
 
-    from rlvr_cli.models.state import meta_model
+    from rlvr_cli.models.parameters import meta_model
 
     config = peft_config(adapter_cfg)
     model = base if base is not None else meta_model(model_name_or_path)

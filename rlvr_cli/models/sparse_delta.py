@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.models.loading import load_model
-from rlvr_cli.models.state import check_compatible, state_dict
+from rlvr_cli.models.parameters import check_compatible, state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -80,7 +80,7 @@ def save(trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor], base_n
     """Write the entries of `trained` that differ bitwise from `base` into `out_dir`.
 
     Args:
-        trained: the fine-tuned state dict (`rlvr_cli.models.state.state_dict` of the model).
+        trained: the fine-tuned state dict (`rlvr_cli.models.parameters.state_dict` of the model).
         base: the base model's state dict, same names, shapes and dtypes (the base loaded in the run's dtype).
         base_name: the base model's `name_or_path` (an embedded name, a directory or a hub id).
         out_dir: created if needed.
@@ -130,7 +130,7 @@ def save(trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor], base_n
 
 def apply(base: dict[str, torch.Tensor], path: str | Path) -> None:
     """Rebuild the trained weights in place: write the checkpoint's entries into `base` (the base model's
-    live tensors, e.g. `rlvr_cli.models.state.state_dict(model)`), after checking the base's hash.
+    live tensors, e.g. `rlvr_cli.models.parameters.state_dict(model)`), after checking the base's hash.
 
     Raises:
         BadInput: the base's SHA-256 differs from the one recorded (another model, another dtype, or a changed

@@ -1,5 +1,5 @@
 """Muon for GRPO (`optimizer=muon`): `MuonWithAdamW` runs torch's Muon on the hidden 2-D matrices
-(`rlvr_cli.models.state.muon_matrices`) and AdamW on every other parameter, as one optimizer a `Trainer` steps;
+(`rlvr_cli.models.parameters.muon_matrices`) and AdamW on every other parameter, as one optimizer a `Trainer` steps;
 `MuonOverModel` is the factory `rlvr_cli.optimizers.build.trainer_optimizer` hands the model to. Muon: Jordan et al.,
 https://kellerjordan.github.io/posts/muon/; torch.optim.Muon: https://docs.pytorch.org/docs/stable/generated/torch.optim.Muon.html
 """
@@ -13,7 +13,7 @@ import torch
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.run_config import RunConfig
 from rlvr_cli.models.adapters import adapter_meta_model
-from rlvr_cli.models.state import is_matrix, muon_matrices
+from rlvr_cli.models.parameters import is_matrix, muon_matrices
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -105,7 +105,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 def muon_param_groups(model: Any, weight_decay: float = 0.0) -> list[dict[str, Any]]:
     """The trainable parameters of `model` in up to four groups: Muon or AdamW (`use_muon`; Muon takes
-    `rlvr_cli.models.state.muon_matrices`: the 2-D hidden matrices, not the input embedding or output head) by
+    `rlvr_cli.models.parameters.muon_matrices`: the 2-D hidden matrices, not the input embedding or output head) by
     decay or not (`weight_decay` on the parameters the Trainer decays, `Trainer.get_decay_parameter_names`:
     none on biases and norms). Empty groups are left out; tied weights come once."""
     from transformers import Trainer

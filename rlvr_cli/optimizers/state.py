@@ -14,7 +14,7 @@ Optimizer state per trainable parameter, from each optimizer's source (its state
                                  exp_avg (n) only when beta1 is set; always fp32; + an `RMS` 0-d fp32 tensor
     8-bit AdamW (bitsandbytes)   two uint8 states (1 B each) + an fp32 absmax per 256-element block per state
                                  (+ 2 x 256 fp32 quantization maps); tensors under 4096 elements keep fp32 states
-    Muon + AdamW (rlvr)          2-D hidden matrix (`rlvr_cli.models.state.muon_matrices`): momentum_buffer,
+    Muon + AdamW (rlvr)          2-D hidden matrix (`rlvr_cli.models.parameters.muon_matrices`): momentum_buffer,
                                  1 element, no step; every other tensor: AdamW's 2 elements + a step tensor
     LoRA-FA (PEFT)               exp_avg, exp_avg_sq of each trainable tensor (B; A is frozen); its step is a
                                  Python int (0 B)
@@ -36,7 +36,7 @@ from typing import Any
 from rlvr_cli.core.compose import group_options
 from rlvr_cli.core.errors import BadInput
 from rlvr_cli.core.groups import config_file
-from rlvr_cli.models.state import full_shape, is_matrix, muon_matrices
+from rlvr_cli.models.parameters import full_shape, is_matrix, muon_matrices
 
 Shape = tuple[int, ...]
 

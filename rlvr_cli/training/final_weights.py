@@ -12,7 +12,7 @@ from typing import Any
 from rlvr_cli.core.run_config import RunConfig
 from rlvr_cli.models import sparse_delta
 from rlvr_cli.models.loading import load_model
-from rlvr_cli.models.state import state_dict
+from rlvr_cli.models.parameters import state_dict
 from rlvr_cli.training import parallelism
 from rlvr_cli.training.callbacks import SHARDED, UpdateSparsity
 

@@ -33,7 +33,8 @@ from typing import Any
 from rlvr_cli.core import modes
 from rlvr_cli.core.errors import BadInput, one_line
 from rlvr_cli.core.groups import config_file, group_options
-from rlvr_cli.core.run_config import Generation, VllmServer, from_node
+from rlvr_cli.core.modes import Generation, VllmServer
+from rlvr_cli.core.nodes import from_node
 from rlvr_cli.evaluation.vllm import require_vllm
 from rlvr_cli.models.loading import model_path
 

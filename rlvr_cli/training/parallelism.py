@@ -32,7 +32,8 @@ from typing import Any
 
 from rlvr_cli.core import modes
 from rlvr_cli.core.errors import BadInput, one_line
-from rlvr_cli.core.run_config import Distributed, RunConfig
+from rlvr_cli.core.modes import Distributed
+from rlvr_cli.core.run_config import RunConfig
 
 #: DeepSpeed config sections that would replace what rlvr builds (the optimizer and its learning-rate schedule).
 DEEPSPEED_REFUSED = ("optimizer", "scheduler")

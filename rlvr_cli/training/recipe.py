@@ -30,7 +30,7 @@ from rlvr_cli.data.problems import load_problems, prompt_dataset
 from rlvr_cli.evaluation.evaluate import eval_inputs, evaluate_model, headline
 from rlvr_cli.models import adapters
 from rlvr_cli.models.loading import check_weights, load_config, load_model
-from rlvr_cli.models.state import count_params
+from rlvr_cli.models.parameters import count_params
 from rlvr_cli.optimizers import build as optimizers
 from rlvr_cli.optimizers.state import state_bytes
 from rlvr_cli.training import (

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from rlvr_cli.core.run_config import RunConfig, to_node
+from rlvr_cli.core.nodes import to_node
+from rlvr_cli.core.run_config import RunConfig
 from rlvr_cli.core.run_dir import COMPLETED
 
 #: The W&B server's default address (`WANDB_BASE_URL` changes it), whose host a `wandb login` writes into netrc.
