@@ -1,6 +1,13 @@
 """A typed config dataclass from a composed config node, and back: `setting` (a field with its default, config key
 and range), `from_node` and `to_node`. The dataclasses built this way: `rlvr_cli.core.run_config` (the run config's
 groups) and `rlvr_cli.core.modes` (the distributed mode and the generation backend).
+
+Why not OmegaConf's own `OmegaConf.to_object` over structured configs
+(https://omegaconf.readthedocs.io/en/2.3_branch/structured_config.html#creating-a-structured-config-from-an-object):
+a structured config accepts only the keys its dataclass names, while a group hands a library every key its file
+sets (any PEFT field, any `GRPOConfig` field, any constructor argument). `from_node` gives the keys a class names to
+its fields and the rest to the one mapping the class names in `REST`. The types and ranges are still OmegaConf's to
+check, on the schemas `rlvr_cli.core.schema` derives from these dataclasses, before `from_node` runs.
 """
 
 from __future__ import annotations
