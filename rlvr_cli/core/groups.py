@@ -76,7 +76,7 @@ def group_options(group: str) -> list[str]:
 
 class GroupOptions(Sequence[str]):
     """The option names of a config group as a sequence read from its folder whenever it is asked
-    (`group_options`), so that a schema's allowed values (`rule(choices=GroupOptions("distributed"))`) follow the
+    (`group_options`), so that a field's allowed values (`setting(choices=GroupOptions("distributed"))`) follow the
     files: a new file is a new choice, with no list to update."""
 
     def __init__(self, group: str):
