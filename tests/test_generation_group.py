@@ -162,6 +162,18 @@ def test_good_settings_pass_the_checks_that_need_no_gpu():
                         "+generation.vllm_server_base_url=http://h:8000"), num_processes=3)
 
 
+def test_a_users_generation_file_that_extends_a_vllm_one_is_a_vllm_backend(own_conf):
+    """A backend's traits are its composed file's, those of a file it extends (`defaults:`) included: a user's file
+    over vllm_colocate passes the colocate checks, and an override that contradicts the inherited trait is refused."""
+    from rlvr_cli.training.generation import check_settings
+
+    (own_conf / "generation" / "my_vllm.yaml").write_text(
+        "defaults:\n  - vllm_colocate\n  - _self_\n\nname: my_vllm\nvllm_gpu_memory_utilization: 0.5\n")
+    check_settings(_gen("generation=my_vllm"), num_processes=1)
+    with pytest.raises(BadInput, match="generation=my_vllm needs generation.use_vllm=true"):
+        check_settings(_gen("generation=my_vllm", "generation.use_vllm=false"), num_processes=1)
+
+
 @pytest.mark.skipif(MISSING is None, reason="vLLM and a CUDA GPU are here")
 @pytest.mark.parametrize("option", ["vllm_colocate", "vllm_server"])
 def test_a_vllm_choice_without_vllm_or_cuda_is_refused_naming_the_fix(option):

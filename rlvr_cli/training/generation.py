@@ -32,7 +32,7 @@ from typing import Any
 
 from rlvr_cli.core import modes
 from rlvr_cli.core.errors import BadInput, one_line
-from rlvr_cli.core.groups import config_file, group_options
+from rlvr_cli.core.groups import group_options
 from rlvr_cli.core.modes import Generation, VllmServer
 from rlvr_cli.core.nodes import from_node
 from rlvr_cli.evaluation.vllm import require_vllm
@@ -101,17 +101,11 @@ def check_settings(gen: Generation, *, num_processes: int) -> None:
 
 
 def backend_traits(name: str) -> Generation:
-    """The generation file `name` as written, without overrides (`conf/generation/NAME.yaml`, or the user's of that
-    name): the traits it states (`use_vllm`, `vllm_mode`; `rlvr_cli.core.modes`), `Generation`'s defaults where it
-    states none. One YAML read, no composition.
+    """The generation file `name` as composed without overrides (`generation=NAME` alone): the traits it states
+    (`use_vllm`, `vllm_mode`; `rlvr_cli.core.modes`), its own or those of a file it extends (`defaults:`)."""
+    from rlvr_cli.core.compose import compose, plain
 
-    Raises:
-        BadInput: a key `Generation` does not read (`from_node`).
-    """
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.to_container(OmegaConf.load(config_file(f"generation/{name}.yaml")))
-    return from_node(Generation, node, "generation")
+    return from_node(Generation, plain(compose([f"generation={name}"]).generation), "generation")
 
 
 def check_generation(gen: Generation, *, num_processes: int, local_processes: int | None = None,
