@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # torch, transformers and trl load inside the functions: `che
     from rlvr_cli.training.axes import RunContext
 
 #: AdaLoraConfig's schedule fields, in optimizer steps but the ranks: an AdaLoRA file sets every one
-#: (`conf/adapter/adalora.yaml`; `total_step: null` is PEFT's "the run's length").
+#: (`conf/adapter/adalora.yaml`, whose `total_step` follows `grpo.max_steps`).
 SCHEDULE_KEYS = ("init_r", "target_r", "tinit", "tfinal", "deltaT", "total_step")
 
 
@@ -95,7 +95,6 @@ def check_schedule(cfg: RunConfig) -> None:
                        f"e.g. +adapter.{missing[0]}=VALUE")
     init_r, target_r, tinit, tfinal, delta, total = (a.peft[k] for k in SCHEDULE_KEYS)
     steps = cfg.grpo.max_steps
-    total = steps if total is None else int(total)  # null: PEFT's "the run's length"
     if target_r >= init_r:
         fix = f"adapter.target_r={init_r * 2 // 3}" if init_r >= 2 else f"adapter.r={target_r * 3 // 2 + 1}"
         raise BadInput(f"adapter.target_r={target_r} must be below the initial rank init_r={init_r} (adapter.r): "
